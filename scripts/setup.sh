@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package the build and the tests need. Idempotent; run as root.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config clang
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  nlohmann-json3-dev libcpp-httplib-dev libssl-dev
+  libpcre2-dev libutf8proc-dev libedit-dev
+  python3 python3-numpy nodejs npm tmux curl ca-certificates
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm packages the tests use (pinned in tests/package.json).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -f "$ROOT/tests/package.json" ]]; then
+  if [[ ! -d "$ROOT/tests/node_modules" || "$ROOT/tests/package.json" -nt "$ROOT/tests/node_modules/.stamp" ]]; then
+    (cd "$ROOT/tests" && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.stamp)
+  fi
+fi

@@ -1,0 +1,88 @@
+// Quant formats: conversion, quantization and the dot products the engine needs.
+//
+// Scalar reference kernels live in namespace ds4::quant::scalar; SIMD versions are
+// picked at run time (see kernels()). Tests compare each SIMD kernel to the scalar one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/types.h"
+
+namespace ds4::quant {
+
+// ---- scalar conversions -------------------------------------------------------------
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);    // round to nearest even, overflow -> inf
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);   // round to nearest even, NaN stays NaN
+
+// Official checkpoint formats.
+float fp8_e4m3_to_f32(uint8_t code);    // e4m3fn: no inf, 0x7f/0xff NaN, max 448
+uint8_t f32_to_fp8_e4m3(float f);       // nearest, ties to even code, saturating to +-448
+float e8m0_to_f32(uint8_t code);        // 2^(code-127); code 0 -> 2^-127, 0xff -> NaN
+float fp4_e2m1_to_f32(uint8_t nibble);  // {0,.5,1,1.5,2,3,4,6} with sign bit 3
+uint8_t f32_to_fp4_e2m1(float f);       // nearest, ties to even code, saturating to +-6
+
+// Dequantize an official FP8 weight [rows, cols] (row-major) with a block scale tensor of
+// shape [ceil(rows/128), ceil(cols/128)], scales either e8m0 bytes or f32.
+enum class ScaleFormat { E8M0, F32 };
+void dequantize_fp8_weight(const uint8_t* q, const void* scales, ScaleFormat sf, int64_t rows,
+                           int64_t cols, float* out);
+// Dequantize an official FP4 expert weight [rows, cols]: packed [rows, cols/2] (low nibble =
+// even element), e8m0 scales [rows, cols/32].
+void dequantize_fp4_weight(const uint8_t* packed, const uint8_t* scales_e8m0, int64_t rows,
+                           int64_t cols, float* out);
+
+// ---- rows of GGUF types -------------------------------------------------------------
+// n must be a whole number of blocks; supported: F32, F16, BF16, Q8_0, Q8_K, Q2_K, Q4_K,
+// IQ2_XXS. Throws std::invalid_argument otherwise.
+void dequantize_row(Type t, const void* src, float* dst, int64_t n);
+
+// Quantize one row. importance (n values, may be null) weights the error the search
+// minimises for the K-quants and IQ2_XXS (an imatrix column, or sum of squares).
+// Supported: F32, F16, BF16, Q8_0, Q8_K, Q2_K, Q4_K, IQ2_XXS.
+void quantize_row(Type t, const float* src, void* dst, int64_t n,
+                  const float* importance = nullptr);
+
+// ---- activations --------------------------------------------------------------------
+// The operand a weight type is multiplied with: F32 for F32/F16/BF16, Q8_0 activations
+// (block_q8_0_act) for Q8_0, Q8_K for Q2_K/Q4_K/IQ2_XXS.
+enum class ActType { F32, Q8_0, Q8_K };
+ActType activation_type(Type weight_type);
+// Bytes needed to hold n activations quantized as a.
+size_t activation_bytes(ActType a, int64_t n);
+// Quantize n activations for multiplication with weight_type rows (F32: plain copy).
+void quantize_activations(Type weight_type, const float* x, void* dst, int64_t n);
+
+// ds4's activation quantizers (spec performance.md / model.md §9).
+void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n);
+void quantize_act_q8_K(const float* x, block_q8_K* dst, int64_t n);
+
+// ---- dot products ---------------------------------------------------------------------
+// One kernel table per instruction set. All functions take n in values.
+struct Kernels {
+  const char* isa_name;
+  float (*dot_f32)(const float* w, const float* x, int64_t n);
+  float (*dot_f16)(const uint16_t* w, const float* x, int64_t n);
+  float (*dot_bf16)(const uint16_t* w, const float* x, int64_t n);
+  float (*dot_q8_0)(const block_q8_0* w, const block_q8_0_act* x, int64_t n);
+  float (*dot_q2_K)(const block_q2_K* w, const block_q8_K* x, int64_t n);
+  float (*dot_q4_K)(const block_q4_K* w, const block_q8_K* x, int64_t n);
+  float (*dot_iq2_xxs)(const block_iq2_xxs* w, const block_q8_K* x, int64_t n);
+};
+
+enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
+const char* isa_name(Isa isa);
+bool isa_available(Isa isa);       // compiled in and supported by this CPU
+const Kernels& kernels(Isa isa);   // requires isa_available(isa)
+const Kernels& kernels();          // best available (DS4_ISA=scalar|avx2|avx512 overrides)
+
+// Dot of one weight row with activations already quantized by quantize_activations().
+float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n);
+
+namespace scalar {
+const Kernels& kernels();
+}
+
+}  // namespace ds4::quant
