@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -43,7 +44,7 @@ struct Value {
   ValueType type = ValueType::UINT32;
   uint64_t u = 0;   // UINT8..UINT64, BOOL
   int64_t i = 0;    // INT8..INT64
-  double f = 0.0;   // FLOAT32 (exactly representable), FLOAT64
+  double f = 0.0;   // FLOAT32 (exactly representable; NaN payloads kept), FLOAT64
   std::string s;    // STRING
   ValueType elem_type = ValueType::UINT8;  // ARRAY element type
   std::vector<Value> array;                // ARRAY elements
@@ -77,6 +78,9 @@ struct Value {
 
   bool operator==(const Value& o) const;
 };
+
+// The f32 bit pattern a FLOAT32 Value stores (NaN payloads preserved, unlike a cast).
+uint32_t double_to_f32_bits(double v);
 
 struct TensorInfo {
   std::string name;
@@ -136,7 +140,8 @@ class File {
 
  private:
   File() = default;
-  void parse();  // validates everything against size_
+  void parse();        // validates everything against size_
+  void parse_image();  // parse() without the out-of-memory translation
 
   std::string path_;
   const uint8_t* base_ = nullptr;
@@ -148,14 +153,23 @@ class File {
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, Value>> kv_;
   std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t, std::less<>> kv_index_;      // key -> position in kv_
+  std::map<std::string, size_t, std::less<>> tensor_index_;  // name -> position in tensors_
 };
+
+// Reader limits (documented so that callers know what a valid file may contain).
+inline constexpr uint32_t kMaxDims = 4;              // as ggml
+inline constexpr uint32_t kMaxArrayDepth = 16;       // nested metadata arrays
+inline constexpr uint64_t kMaxMetadataValues = 1ull << 22;  // all array elements together
 
 // Builds a GGUF v3 file. Tensor data is either copied in or produced by a callback at write
 // time (so converters can stream huge tensors without holding them all in memory).
 class Writer {
  public:
   Writer();
-  void set(std::string key, Value v);  // replaces an existing key, keeps first position
+  // Replaces an existing key, keeping its first position. Arrays must be homogeneous
+  // (every element of elem_type). Setting general.alignment also sets the alignment.
+  void set(std::string key, Value v);
   void set_alignment(uint32_t a);      // also writes general.alignment
 
   void add_tensor(std::string name, quant::Type type, std::vector<uint64_t> dims,
@@ -164,7 +178,9 @@ class Writer {
   void add_tensor_lazy(std::string name, quant::Type type, std::vector<uint64_t> dims,
                        Producer produce);
 
-  // Writes atomically (temporary file + rename). Throws Error.
+  // Writes atomically: path.tmp.<pid>, fsync, rename. Lazy tensors are produced one at a
+  // time into a single reused buffer (the producer must fill all nbytes). Throws Error; an
+  // exception from a producer removes the temporary file and propagates unchanged.
   void write(const std::string& path) const;
   // Serialises to memory (small files, tests).
   std::vector<uint8_t> to_bytes() const;
