@@ -1,0 +1,125 @@
+// Run-time choice of kernel table: compiled-in ISAs filtered by what this CPU supports,
+// optionally forced with DS4_ISA=scalar|avx2|avx512.
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "quant/internal.h"
+#include "quant/quant.h"
+
+namespace ds4::quant {
+
+// ISAs left out of this build (non-x86 targets) report no table.
+#ifndef DS4_QUANT_HAVE_AVX2
+const Kernels* detail::avx2_kernels() { return nullptr; }
+#endif
+#ifndef DS4_QUANT_HAVE_AVX512
+const Kernels* detail::avx512_kernels() { return nullptr; }
+const Kernels* detail::avx512_vnni_kernels() { return nullptr; }
+#endif
+
+namespace {
+
+bool cpu_supports(Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::AVX2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
+    case Isa::AVX512:
+      return cpu_supports(Isa::AVX2) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    case Isa::AVX512_VNNI:
+      return cpu_supports(Isa::AVX512) && __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
+#else
+  return isa == Isa::Scalar;
+#endif
+}
+
+const Kernels* compiled(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return &scalar::kernels();
+    case Isa::AVX2: return detail::avx2_kernels();
+    case Isa::AVX512: return detail::avx512_kernels();
+    case Isa::AVX512_VNNI: return detail::avx512_vnni_kernels();
+  }
+  return nullptr;
+}
+
+Isa best_isa() {
+  for (Isa isa : {Isa::AVX512_VNNI, Isa::AVX512, Isa::AVX2}) {
+    if (isa_available(isa)) return isa;
+  }
+  return Isa::Scalar;
+}
+
+// An unusable DS4_ISA value must not stop the engine: warn once and use the best ISA.
+Isa chosen_isa() {
+  const char* env = std::getenv("DS4_ISA");
+  if (!env || !*env) return best_isa();
+  const std::string_view want(env);
+  if (want == "scalar") return Isa::Scalar;
+  if (want == "avx2" && isa_available(Isa::AVX2)) return Isa::AVX2;
+  if (want == "avx512") {
+    if (isa_available(Isa::AVX512_VNNI)) return Isa::AVX512_VNNI;
+    if (isa_available(Isa::AVX512)) return Isa::AVX512;
+  }
+  if (want == "avx512_vnni" && isa_available(Isa::AVX512_VNNI)) return Isa::AVX512_VNNI;
+  const Isa best = best_isa();
+  std::fprintf(stderr, "ds4: DS4_ISA=%s is unknown or not supported by this CPU; using %s\n", env,
+               isa_name(best));
+  return best;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::AVX2: return "avx2";
+    case Isa::AVX512: return "avx512";
+    case Isa::AVX512_VNNI: return "avx512_vnni";
+  }
+  return "unknown";
+}
+
+bool isa_available(Isa isa) { return compiled(isa) != nullptr && cpu_supports(isa); }
+
+const Kernels& kernels(Isa isa) {
+  if (!isa_available(isa)) {
+    throw std::runtime_error(std::string("quant kernels for ") + isa_name(isa) +
+                             " are not available on this build/CPU");
+  }
+  return *compiled(isa);
+}
+
+const Kernels& kernels() {
+  static const Kernels& chosen = kernels(chosen_isa());
+  return chosen;
+}
+
+float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n) {
+  const Kernels& k = kernels();
+  switch (weight_type) {
+    case Type::F32: return k.dot_f32(static_cast<const float*>(w_row), static_cast<const float*>(x_act), n);
+    case Type::F16: return k.dot_f16(static_cast<const uint16_t*>(w_row), static_cast<const float*>(x_act), n);
+    case Type::BF16: return k.dot_bf16(static_cast<const uint16_t*>(w_row), static_cast<const float*>(x_act), n);
+    case Type::Q8_0:
+      return k.dot_q8_0(static_cast<const block_q8_0*>(w_row), static_cast<const block_q8_0_act*>(x_act), n);
+    case Type::Q2_K:
+      return k.dot_q2_K(static_cast<const block_q2_K*>(w_row), static_cast<const block_q8_K*>(x_act), n);
+    case Type::Q4_K:
+      return k.dot_q4_K(static_cast<const block_q4_K*>(w_row), static_cast<const block_q8_K*>(x_act), n);
+    case Type::IQ2_XXS:
+      return k.dot_iq2_xxs(static_cast<const block_iq2_xxs*>(w_row), static_cast<const block_q8_K*>(x_act), n);
+    default:
+      throw std::invalid_argument("vec_dot: no dot product for weight type " + std::string(type_name(weight_type)));
+  }
+}
+
+}  // namespace ds4::quant

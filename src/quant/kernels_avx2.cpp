@@ -1,0 +1,203 @@
+// AVX2 + FMA + F16C kernels. Compiled with those flags for this file only and selected at
+// run time, so the library still runs on CPUs without them.
+//
+// Integer products use vpmaddubsw (unsigned x signed bytes): the weight magnitude goes in
+// the unsigned operand and its sign is moved onto the activation. That is exact as long as
+// activations lie in [-127, 127], which every ds4 activation quantizer guarantees
+// (|x|*127/amax never rounds past 127).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quant/internal.h"
+#include "quant/quant.h"
+#include "quant/tables.h"
+
+namespace ds4::quant {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Shared driver for the float-weight dots: Load(i) gives 8 widened weights at i.
+template <typename Load, typename Scalar>
+inline float dot_float_rows(Load load, Scalar scalar_at, const float* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(x + i), acc0);
+    acc1 = _mm256_fmadd_ps(load(i + 8), _mm256_loadu_ps(x + i + 8), acc1);
+    acc2 = _mm256_fmadd_ps(load(i + 16), _mm256_loadu_ps(x + i + 16), acc2);
+    acc3 = _mm256_fmadd_ps(load(i + 24), _mm256_loadu_ps(x + i + 24), acc3);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(x + i), acc0);
+  float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
+  for (; i < n; ++i) sum += scalar_at(i) * x[i];
+  return sum;
+}
+
+float dot_f32(const float* w, const float* x, int64_t n) {
+  return dot_float_rows([w](int64_t i) { return _mm256_loadu_ps(w + i); },
+                        [w](int64_t i) { return w[i]; }, x, n);
+}
+
+float dot_f16(const uint16_t* w, const float* x, int64_t n) {
+  return dot_float_rows(
+      [w](int64_t i) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))); },
+      [w](int64_t i) { return f16_to_f32(w[i]); }, x, n);
+}
+
+float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  return dot_float_rows(
+      [w](int64_t i) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+      },
+      [w](int64_t i) { return bf16_to_f32(w[i]); }, x, n);
+}
+
+// 8 int32 partial sums of one 32-byte block product.
+inline __m256i block_dot_q8(const int8_t* w, const int8_t* x) {
+  const __m256i wq = load256(w);
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(load256(x), wq));
+  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+float dot_q8_0(const block_q8_0* w, const block_q8_0_act* x, int64_t n) {
+  const int64_t nb = n / QK8_0;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const __m256 s0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d);
+    const __m256 s1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * x[b + 1].d);
+    acc0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(block_dot_q8(w[b].qs, x[b].qs)), acc0);
+    acc1 = _mm256_fmadd_ps(s1, _mm256_cvtepi32_ps(block_dot_q8(w[b + 1].qs, x[b + 1].qs)), acc1);
+  }
+  if (b < nb) {
+    const __m256 s0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d);
+    acc0 = _mm256_fmadd_ps(s0, _mm256_cvtepi32_ps(block_dot_q8(w[b].qs, x[b].qs)), acc0);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  // Shuffle controls that spread scale bytes 2k (low lane) and 2k+1 (high lane) over
+  // 8 int16 lanes each: lanes 0-7 of a vpmaddubsw result cover elements 0-15 of a
+  // 32-value run, lanes 8-15 elements 16-31, and those halves have separate scales.
+  __m256i spread[8];
+  for (int k = 0; k < 8; ++k) {
+    spread[k] = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(0x8000 | (2 * k + 1))),
+                                 _mm_set1_epi16(static_cast<short>(0x8000 | (2 * k))));
+  }
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const block_q2_K& wb = w[b];
+    const block_q8_K& xb = x[b];
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+    const int32_t min_sum = hsum_i32(_mm256_madd_epi16(mins16, load256(xb.bsums)));
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_and_si128(sc, m4));
+
+    __m256i acc = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = load256(wb.qs + 32 * h);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i qj = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+        const __m256i p16 = _mm256_maddubs_epi16(qj, load256(xb.qs + 128 * h + 32 * j));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_shuffle_epi8(scales, spread[4 * h + j])));
+      }
+    }
+    const int32_t isum = hsum_i32(acc);
+    const float dall = xb.d * _cvtsh_ss(wb.d);
+    const float dmin = xb.d * _cvtsh_ss(wb.dmin);
+    sum += dall * static_cast<float>(isum) - dmin * static_cast<float>(min_sum);
+  }
+  return sum;
+}
+
+float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const block_q4_K& wb = w[b];
+    const block_q8_K& xb = x[b];
+    uint8_t sc[8];
+    alignas(16) uint8_t mins_pairs[16];  // each min twice: one per bsum of 16
+    for (int j = 0; j < 8; ++j) {
+      uint8_t m;
+      detail::q4k_scale_min(j, wb.scales, &sc[j], &m);
+      mins_pairs[2 * j] = mins_pairs[2 * j + 1] = m;
+    }
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(mins_pairs)));
+    const int32_t min_sum = hsum_i32(_mm256_madd_epi16(mins16, load256(xb.bsums)));
+
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = load256(wb.qs + 32 * c);
+      const __m256i lo = _mm256_and_si256(q, m4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      const __m256i p_lo = _mm256_maddubs_epi16(lo, load256(xb.qs + 64 * c));
+      const __m256i p_hi = _mm256_maddubs_epi16(hi, load256(xb.qs + 64 * c + 32));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+    const int32_t isum = hsum_i32(acc);
+    const float d = xb.d * _cvtsh_ss(wb.d);
+    const float dmin = xb.d * _cvtsh_ss(wb.dmin);
+    sum += d * static_cast<float>(isum) - dmin * static_cast<float>(min_sum);
+  }
+  return sum;
+}
+
+float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
+  const uint64_t* grid = tables::kIq2xxsGrid;
+  const uint64_t* sign_bytes = tables::iq2_sign_bytes();
+  float sum = 0.0f;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const int8_t* q8 = x[b].qs;
+    __m256i acc = _mm256_setzero_si256();
+    for (int g = 0; g < 8; ++g) {
+      uint32_t words[2];
+      std::memcpy(words, w[b].qs + 4 * g, sizeof(words));
+      const uint32_t a = words[0], s = words[1];
+      const __m256i mags = _mm256_set_epi64x(static_cast<long long>(grid[a >> 24]),
+                                             static_cast<long long>(grid[(a >> 16) & 0xFF]),
+                                             static_cast<long long>(grid[(a >> 8) & 0xFF]),
+                                             static_cast<long long>(grid[a & 0xFF]));
+      const __m256i signs = _mm256_set_epi64x(static_cast<long long>(sign_bytes[(s >> 21) & 127]),
+                                              static_cast<long long>(sign_bytes[(s >> 14) & 127]),
+                                              static_cast<long long>(sign_bytes[(s >> 7) & 127]),
+                                              static_cast<long long>(sign_bytes[s & 127]));
+      const __m256i xs = _mm256_sign_epi8(load256(q8 + 32 * g), signs);
+      const __m256i p16 = _mm256_maddubs_epi16(mags, xs);
+      const short group_scale = static_cast<short>(2 * (s >> 28) + 1);
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(group_scale)));
+    }
+    sum += _cvtsh_ss(w[b].d) * x[b].d * static_cast<float>(hsum_i32(acc));
+  }
+  return 0.125f * sum;
+}
+
+const Kernels kTable = {"avx2", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs};
+
+}  // namespace
+
+const Kernels* detail::avx2_kernels() { return &kTable; }
+
+}  // namespace ds4::quant

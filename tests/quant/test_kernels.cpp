@@ -1,0 +1,302 @@
+// Dot-product kernels: every SIMD table against the scalar reference on random blocks of
+// many lengths, and quantized dots against float dots of the dequantized operands.
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "quant/quant.h"
+#include "test_util.h"
+
+namespace ds4::quant {
+namespace {
+
+using test::gaussian;
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (isa_available(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+// Random f16 with a sane exponent (no inf/NaN), as real block scales are.
+uint16_t random_scale(std::mt19937& rng) {
+  const uint16_t exp = static_cast<uint16_t>(5 + rng() % 20);  // 2^-10 .. 2^9
+  return static_cast<uint16_t>(((rng() & 1) << 15) | (exp << 10) | (rng() & 0x3FF));
+}
+
+template <typename Block>
+std::vector<Block> random_blocks(size_t count, std::mt19937& rng) {
+  std::vector<Block> v(count);
+  auto* bytes = reinterpret_cast<uint8_t*>(v.data());
+  for (size_t i = 0; i < count * sizeof(Block); ++i) bytes[i] = static_cast<uint8_t>(rng());
+  return v;
+}
+
+// Activations in [-127, 127] (what the quantizers produce), consistent bsums.
+std::vector<block_q8_K> random_q8_K(size_t count, std::mt19937& rng) {
+  std::vector<block_q8_K> v(count);
+  std::uniform_int_distribution<int> q(-127, 127);
+  std::uniform_real_distribution<float> d(-0.05f, 0.05f);
+  for (auto& b : v) {
+    b.d = d(rng);
+    for (auto& x : b.qs) x = static_cast<int8_t>(q(rng));
+    for (int j = 0; j < 16; ++j) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += b.qs[16 * j + i];
+      b.bsums[j] = static_cast<int16_t>(s);
+    }
+  }
+  return v;
+}
+
+TEST(Kernels, DispatchBasics) {
+  EXPECT_TRUE(isa_available(Isa::Scalar));
+  EXPECT_STREQ(kernels(Isa::Scalar).isa_name, "scalar");
+  EXPECT_EQ(&kernels(Isa::Scalar), &scalar::kernels());
+  for (Isa isa : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (isa_available(isa)) {
+      EXPECT_STREQ(kernels(isa).isa_name, isa_name(isa));
+    } else {
+      EXPECT_THROW(kernels(isa), std::runtime_error) << isa_name(isa);
+    }
+  }
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    EXPECT_TRUE(isa_available(Isa::AVX2));
+  }
+  if (!__builtin_cpu_supports("avx512f")) {
+    EXPECT_FALSE(isa_available(Isa::AVX512));
+    EXPECT_FALSE(isa_available(Isa::AVX512_VNNI));
+  }
+#endif
+  std::printf("  best kernels: %s\n", kernels().isa_name);
+}
+
+// DS4_ISA is read once per process, so each setting runs in a fresh child.
+void expect_isa_under_env(const char* value, const char* expected) {
+  EXPECT_EXIT(
+      {
+        setenv("DS4_ISA", value, 1);
+        std::exit(std::string(kernels().isa_name) == expected ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "")
+      << "DS4_ISA=" << value;
+}
+
+TEST(KernelsDeathTest, EnvironmentOverride) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  expect_isa_under_env("scalar", "scalar");
+  if (isa_available(Isa::AVX2)) expect_isa_under_env("avx2", "avx2");
+  // Unknown or unsupported values fall back to the best ISA with a warning.
+  Isa best = Isa::Scalar;
+  for (Isa isa : {Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (isa_available(isa)) best = isa;
+  }
+  expect_isa_under_env("bogus", isa_name(best));
+  if (!isa_available(Isa::AVX512)) expect_isa_under_env("avx512", isa_name(best));
+}
+
+const int64_t kFloatLengths[] = {0, 1, 7, 8, 9, 15, 16, 31, 32, 33, 63, 100, 255, 1000, 4096, 4099};
+
+TEST(Kernels, FloatDotsMatchScalar) {
+  const Kernels& ref = scalar::kernels();
+  for (Isa isa : simd_isas()) {
+    const Kernels& k = kernels(isa);
+    for (int64_t n : kFloatLengths) {
+      const auto w = gaussian(static_cast<size_t>(n), 100 + static_cast<uint32_t>(n));
+      const auto x = gaussian(static_cast<size_t>(n), 200 + static_cast<uint32_t>(n));
+      std::vector<uint16_t> h(n), b(n);
+      double mag = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        h[i] = f32_to_f16(w[i]);
+        b[i] = f32_to_bf16(w[i]);
+        mag += std::fabs(w[i] * x[i]);
+      }
+      // Same products, other summation order: error bounded by ~n ulps of the magnitude.
+      const double tol = 1e-6 * mag + 1e-30;
+      EXPECT_NEAR(k.dot_f32(w.data(), x.data(), n), ref.dot_f32(w.data(), x.data(), n), tol) << isa_name(isa) << n;
+      EXPECT_NEAR(k.dot_f16(h.data(), x.data(), n), ref.dot_f16(h.data(), x.data(), n), tol) << isa_name(isa) << n;
+      EXPECT_NEAR(k.dot_bf16(b.data(), x.data(), n), ref.dot_bf16(b.data(), x.data(), n), tol) << isa_name(isa) << n;
+    }
+  }
+}
+
+TEST(Kernels, Q8_0MatchesScalar) {
+  const Kernels& ref = scalar::kernels();
+  std::mt19937 rng(11);
+  for (Isa isa : simd_isas()) {
+    const Kernels& k = kernels(isa);
+    for (int64_t nb : {0, 1, 2, 3, 5, 8, 17, 128}) {
+      auto w = random_blocks<block_q8_0>(nb, rng);  // includes -128 weights
+      std::vector<block_q8_0_act> x(nb);
+      std::uniform_int_distribution<int> q(-127, 127);
+      double mag = 0;
+      for (int64_t b = 0; b < nb; ++b) {
+        w[b].d = random_scale(rng);
+        x[b].d = std::uniform_real_distribution<float>(-0.1f, 0.1f)(rng);
+        int64_t abs_sum = 0;
+        for (int j = 0; j < 32; ++j) {
+          x[b].qs[j] = static_cast<int8_t>(q(rng));
+          abs_sum += std::abs(w[b].qs[j] * x[b].qs[j]);
+        }
+        mag += std::fabs(f16_to_f32(w[b].d) * x[b].d) * abs_sum;
+      }
+      const float got = k.dot_q8_0(w.data(), x.data(), nb * 32);
+      const float want = ref.dot_q8_0(w.data(), x.data(), nb * 32);
+      // Block sums are exact integers in both; only the order of the float block sums differs.
+      EXPECT_NEAR(got, want, 1e-6 * mag + 1e-30) << isa_name(isa) << " blocks " << nb;
+    }
+  }
+}
+
+TEST(Kernels, Q8_0ExactOnIntegerData) {
+  // With power-of-two scales and small integers every partial sum is exact, so any
+  // summation order gives the same float.
+  std::mt19937 rng(12);
+  for (Isa isa : simd_isas()) {
+    for (int64_t nb : {1, 3, 64}) {
+      auto w = random_blocks<block_q8_0>(nb, rng);
+      std::vector<block_q8_0_act> x(nb);
+      for (int64_t b = 0; b < nb; ++b) {
+        w[b].d = 0x3C00;
+        x[b].d = 0.5f;
+        for (int j = 0; j < 32; ++j) x[b].qs[j] = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+      }
+      EXPECT_EQ(kernels(isa).dot_q8_0(w.data(), x.data(), nb * 32),
+                scalar::kernels().dot_q8_0(w.data(), x.data(), nb * 32));
+    }
+  }
+}
+
+template <typename Block, typename Fn>
+void check_k_kernel(const char* name, Fn pick, void (*fix)(Block&, std::mt19937&)) {
+  std::mt19937 rng(13);
+  for (Isa isa : simd_isas()) {
+    for (int64_t nb : {0, 1, 2, 3, 7, 16}) {
+      for (int rep = 0; rep < 20; ++rep) {
+        auto w = random_blocks<Block>(nb, rng);
+        for (auto& b : w) fix(b, rng);
+        const auto x = random_q8_K(nb, rng);
+        const float got = pick(kernels(isa))(w.data(), x.data(), nb * 256);
+        const float want = pick(scalar::kernels())(w.data(), x.data(), nb * 256);
+        // Integer block sums, same float combination order: bit-identical.
+        ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
+            << name << " " << isa_name(isa) << " blocks " << nb << " rep " << rep;
+      }
+    }
+  }
+}
+
+TEST(Kernels, Q2_KMatchesScalarExactly) {
+  check_k_kernel<block_q2_K>(
+      "q2_K", [](const Kernels& k) { return k.dot_q2_K; },
+      [](block_q2_K& b, std::mt19937& r) {
+        b.d = random_scale(r);
+        b.dmin = random_scale(r);
+      });
+}
+
+TEST(Kernels, Q4_KMatchesScalarExactly) {
+  check_k_kernel<block_q4_K>(
+      "q4_K", [](const Kernels& k) { return k.dot_q4_K; },
+      [](block_q4_K& b, std::mt19937& r) {
+        b.d = random_scale(r);
+        b.dmin = random_scale(r);
+      });
+}
+
+TEST(Kernels, IQ2_XXSMatchesScalarExactly) {
+  check_k_kernel<block_iq2_xxs>(
+      "iq2_xxs", [](const Kernels& k) { return k.dot_iq2_xxs; },
+      [](block_iq2_xxs& b, std::mt19937& r) { b.d = random_scale(r); });
+}
+
+// Float dot of two float vectors in double, the truth for consistency checks.
+double dot_double(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+std::vector<float> dequant_activations(ActType a, const void* act, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  switch (a) {
+    case ActType::F32: std::memcpy(out.data(), act, n * sizeof(float)); break;
+    case ActType::Q8_0: {
+      const auto* b = static_cast<const block_q8_0_act*>(act);
+      for (int64_t i = 0; i < n; ++i) out[i] = b[i / 32].d * b[i / 32].qs[i % 32];
+      break;
+    }
+    case ActType::Q8_K: dequantize_row(Type::Q8_K, act, out.data(), n); break;
+  }
+  return out;
+}
+
+TEST(Kernels, QuantizedDotMatchesDequantizedDot) {
+  const int64_t n = 4096;
+  const auto w = gaussian(n, 21, 0.05f);
+  const auto x = gaussian(n, 22, 2.0f);
+  for (Type t : {Type::F32, Type::F16, Type::BF16, Type::Q8_0, Type::Q2_K, Type::Q4_K, Type::IQ2_XXS}) {
+    std::vector<uint8_t> wq(*row_bytes(t, n));
+    quantize_row(t, w.data(), wq.data(), n);
+    std::vector<float> wd(n);
+    dequantize_row(t, wq.data(), wd.data(), n);
+    const ActType a = activation_type(t);
+    std::vector<uint8_t> xq(activation_bytes(a, n));
+    quantize_activations(t, x.data(), xq.data(), n);
+    const auto xd = dequant_activations(a, xq.data(), n);
+
+    double mag = 0;
+    for (int64_t i = 0; i < n; ++i) mag += std::fabs(static_cast<double>(wd[i]) * xd[i]);
+    const double exact = dot_double(wd, xd);
+    for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+      if (!isa_available(isa)) continue;
+      float got = 0;
+      const Kernels& k = kernels(isa);
+      switch (t) {
+        case Type::F32: got = k.dot_f32(reinterpret_cast<const float*>(wq.data()), x.data(), n); break;
+        case Type::F16: got = k.dot_f16(reinterpret_cast<const uint16_t*>(wq.data()), x.data(), n); break;
+        case Type::BF16: got = k.dot_bf16(reinterpret_cast<const uint16_t*>(wq.data()), x.data(), n); break;
+        case Type::Q8_0:
+          got = k.dot_q8_0(reinterpret_cast<const block_q8_0*>(wq.data()),
+                           reinterpret_cast<const block_q8_0_act*>(xq.data()), n);
+          break;
+        case Type::Q2_K:
+          got = k.dot_q2_K(reinterpret_cast<const block_q2_K*>(wq.data()),
+                           reinterpret_cast<const block_q8_K*>(xq.data()), n);
+          break;
+        case Type::Q4_K:
+          got = k.dot_q4_K(reinterpret_cast<const block_q4_K*>(wq.data()),
+                           reinterpret_cast<const block_q8_K*>(xq.data()), n);
+          break;
+        case Type::IQ2_XXS:
+          got = k.dot_iq2_xxs(reinterpret_cast<const block_iq2_xxs*>(wq.data()),
+                              reinterpret_cast<const block_q8_K*>(xq.data()), n);
+          break;
+        default: break;
+      }
+      EXPECT_NEAR(got, exact, 2e-6 * mag) << type_name(t) << " " << isa_name(isa);
+    }
+    // vec_dot dispatches on the weight type to the chosen table.
+    EXPECT_NEAR(vec_dot(t, wq.data(), xq.data(), n), exact, 2e-6 * mag) << type_name(t);
+    // And the whole quantized path stays close to the float dot of the originals.
+    const double truth = dot_double(w, x);
+    double abs_mag = 0;
+    for (int64_t i = 0; i < n; ++i) abs_mag += std::fabs(static_cast<double>(w[i]) * x[i]);
+    const double allowed = (t == Type::Q2_K || t == Type::IQ2_XXS) ? 0.1 : t == Type::Q4_K ? 0.03 : 0.01;
+    EXPECT_NEAR(vec_dot(t, wq.data(), xq.data(), n), truth, allowed * abs_mag) << type_name(t);
+  }
+  std::vector<uint8_t> dummy(1024);
+  EXPECT_THROW(vec_dot(Type::Q6_K, dummy.data(), dummy.data(), 256), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ds4::quant
