@@ -1,0 +1,10 @@
+// AVX-512 (F, BW, VL) kernels; chosen only when cpuid reports those extensions.
+#define DS4_AVX512_VNNI 0
+#include "quant/kernels_avx512_impl.h"
+
+namespace ds4::quant {
+namespace {
+const Kernels kTable = {"avx512", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs};
+}
+const Kernels* detail::avx512_kernels() { return &kTable; }
+}  // namespace ds4::quant

@@ -1,0 +1,10 @@
+// AVX-512 kernels using VNNI (vpdpbusd) for the byte dot products.
+#define DS4_AVX512_VNNI 1
+#include "quant/kernels_avx512_impl.h"
+
+namespace ds4::quant {
+namespace {
+const Kernels kTable = {"avx512_vnni", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs};
+}
+const Kernels* detail::avx512_vnni_kernels() { return &kTable; }
+}  // namespace ds4::quant
