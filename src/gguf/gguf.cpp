@@ -594,7 +594,7 @@ void File::parse_image() {
     for (uint32_t d = 0; d < n_dims; ++d) t.dims[d] = cur.read<uint64_t>(ctx, "dimension");
     const uint32_t type_id = cur.read<uint32_t>(ctx, "type");
     t.nbytes = tensor_nbytes(type_id, t.dims, [&](const std::string& why) {
-      cur.fail(ctx, dims_text(t.dims) + ": " + why);
+      cur.fail(ctx_text + " " + dims_text(t.dims) + ": " + why);
     });
     t.type = static_cast<quant::Type>(type_id);
     t.offset = cur.read<uint64_t>(ctx, "offset");
