@@ -1,0 +1,531 @@
+#include "text/tokenizer.h"
+
+#include <algorithm>
+#include <mutex>
+#include <queue>
+#include <unordered_map>
+
+#include "text/hf_tokenizer.h"
+#include "text/pretokenize.h"
+#include "text/unicode.h"
+
+namespace ds4::text {
+
+namespace {
+
+constexpr size_t kNaiveBpeMaxSymbols = 48;  // longer pieces use the O(n log n) heap merge
+constexpr size_t kCacheMaxPieceBytes = 256;
+constexpr size_t kCacheMaxEntries = 1 << 17;
+
+// Open-addressing map (left id, right id) -> (rank, merged id); hot in BPE.
+class MergeTable {
+ public:
+  struct Entry {
+    uint64_t key = kEmpty;
+    uint32_t rank = 0;
+    int32_t result = 0;
+  };
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+
+  void init(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2 + 16) cap <<= 1;
+    slots_.assign(cap, Entry{});
+    mask_ = cap - 1;
+  }
+  static uint64_t key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+  // Keeps the first (lowest-rank) entry for a repeated pair, as HF does.
+  void insert(int32_t a, int32_t b, uint32_t rank, int32_t result) {
+    const uint64_t k = key(a, b);
+    size_t i = hash(k);
+    while (slots_[i].key != kEmpty) {
+      if (slots_[i].key == k) return;
+      i = (i + 1) & mask_;
+    }
+    slots_[i] = {k, rank, result};
+  }
+  const Entry* find(int32_t a, int32_t b) const {
+    const uint64_t k = key(a, b);
+    size_t i = hash(k);
+    while (true) {
+      const Entry& e = slots_[i];
+      if (e.key == k) return &e;
+      if (e.key == kEmpty) return nullptr;
+      i = (i + 1) & mask_;
+    }
+  }
+
+ private:
+  size_t hash(uint64_t k) const {
+    return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> 20) & mask_;
+  }
+  std::vector<Entry> slots_;
+  size_t mask_ = 0;
+};
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+struct StringEq {
+  using is_transparent = void;
+  bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+};
+
+bool heuristic_special(const std::string& t) {
+  return t.find("\xEF\xBD\x9C") != std::string::npos || t == "<think>" || t == "</think>" ||
+         t == "<|EOT|>";
+}
+
+}  // namespace
+
+struct Tokenizer::Impl {
+  std::vector<std::string> tokens;
+  std::vector<std::string> bytes;  // decoded form
+  std::vector<uint8_t> special;
+  std::unordered_map<std::string, int, StringHash, StringEq> text_to_id;
+  int32_t byte_token[256];
+  MergeTable merges;
+
+  // Byte trie over the special-token texts, for leftmost-longest extraction.
+  struct TrieNode {
+    int token = -1;
+    std::vector<std::pair<uint8_t, int>> next;  // sorted by byte
+  };
+  std::vector<TrieNode> trie;
+  bool first_byte[256] = {};
+
+  mutable std::mutex cache_mu;
+  mutable std::unordered_map<std::string, std::vector<int>, StringHash, StringEq> cache;
+
+  void build_trie() {
+    trie.assign(1, TrieNode{});
+    for (size_t id = 0; id < tokens.size(); ++id) {
+      if (!special[id]) continue;
+      const std::string& t = tokens[id];
+      first_byte[static_cast<uint8_t>(t[0])] = true;
+      int node = 0;
+      for (char ch : t) {
+        const uint8_t b = static_cast<uint8_t>(ch);
+        auto& nx = trie[node].next;
+        auto it = std::lower_bound(nx.begin(), nx.end(), std::make_pair(b, -1),
+                                   [](const auto& x, const auto& y) { return x.first < y.first; });
+        if (it != nx.end() && it->first == b) {
+          node = it->second;
+        } else {
+          const int created = static_cast<int>(trie.size());
+          nx.insert(it, {b, created});
+          trie.emplace_back();
+          node = created;
+        }
+      }
+      trie[node].token = static_cast<int>(id);
+    }
+  }
+
+  // Longest special token starting at text[pos]: returns its length (0 if none).
+  size_t match_special(std::string_view text, size_t pos, int* id) const {
+    int node = 0;
+    size_t best = 0;
+    for (size_t i = pos; i < text.size(); ++i) {
+      const uint8_t b = static_cast<uint8_t>(text[i]);
+      const auto& nx = trie[node].next;
+      auto it = std::lower_bound(nx.begin(), nx.end(), std::make_pair(b, -1),
+                                 [](const auto& x, const auto& y) { return x.first < y.first; });
+      if (it == nx.end() || it->first != b) break;
+      node = it->second;
+      if (trie[node].token >= 0) {
+        best = i + 1 - pos;
+        *id = trie[node].token;
+      }
+    }
+    return best;
+  }
+
+  void bpe_naive(std::vector<int>& syms) const {
+    while (syms.size() > 1) {
+      uint32_t best_rank = UINT32_MAX;
+      size_t best_pos = 0;
+      int32_t best_result = -1;
+      for (size_t i = 0; i + 1 < syms.size(); ++i) {
+        const MergeTable::Entry* e = merges.find(syms[i], syms[i + 1]);
+        if (e && e->rank < best_rank) {
+          best_rank = e->rank;
+          best_pos = i;
+          best_result = e->result;
+        }
+      }
+      if (best_result < 0) break;
+      syms[best_pos] = best_result;
+      syms.erase(syms.begin() + static_cast<std::ptrdiff_t>(best_pos) + 1);
+    }
+  }
+
+  void bpe_heap(std::vector<int>& syms) const {
+    const int n = static_cast<int>(syms.size());
+    std::vector<int> prev(n), next(n);
+    for (int i = 0; i < n; ++i) {
+      prev[i] = i - 1;
+      next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    struct Cand {
+      uint32_t rank;
+      int pos;
+      int32_t left, right, result;
+      bool operator>(const Cand& o) const {
+        return rank != o.rank ? rank > o.rank : pos > o.pos;
+      }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    auto consider = [&](int pos) {
+      if (pos < 0 || next[pos] < 0) return;
+      const MergeTable::Entry* e = merges.find(syms[pos], syms[next[pos]]);
+      if (e) heap.push({e->rank, pos, syms[pos], syms[next[pos]], e->result});
+    };
+    for (int i = 0; i + 1 < n; ++i) consider(i);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      // Stale entries: a side was merged since the candidate was pushed (ids only grow
+      // longer, so an unchanged id pair means an unchanged pair).
+      if (syms[c.pos] != c.left || next[c.pos] < 0 || syms[next[c.pos]] != c.right) continue;
+      const int r = next[c.pos];
+      syms[c.pos] = c.result;
+      syms[r] = -1;
+      next[c.pos] = next[r];
+      if (next[r] >= 0) prev[next[r]] = c.pos;
+      consider(prev[c.pos]);
+      consider(c.pos);
+    }
+    size_t w = 0;
+    for (int i = 0; i < n; ++i) {
+      if (syms[i] >= 0) syms[w++] = syms[i];
+    }
+    syms.resize(w);
+  }
+
+  void bpe(std::string_view piece, std::vector<int>& out) const {
+    if (piece.size() == 1) {
+      out.push_back(byte_token[static_cast<uint8_t>(piece[0])]);
+      return;
+    }
+    const bool cacheable = piece.size() <= kCacheMaxPieceBytes;
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      auto it = cache.find(piece);
+      if (it != cache.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<int> syms;
+    syms.reserve(piece.size());
+    for (char ch : piece) syms.push_back(byte_token[static_cast<uint8_t>(ch)]);
+    if (syms.size() <= kNaiveBpeMaxSymbols) {
+      bpe_naive(syms);
+    } else {
+      bpe_heap(syms);
+    }
+    out.insert(out.end(), syms.begin(), syms.end());
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      if (cache.size() >= kCacheMaxEntries) cache.clear();
+      cache.emplace(std::string(piece), std::move(syms));
+    }
+  }
+
+  void encode_plain(std::string_view text, std::vector<int>& out) const {
+    if (text.empty()) return;
+    thread_local std::vector<PieceSpan> spans;
+    spans.clear();
+    pretokenize(text, spans);
+    for (const PieceSpan& s : spans) bpe(text.substr(s.begin, s.size), out);
+  }
+};
+
+Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::string>& merges,
+                     std::vector<int32_t> token_types, bool require_control_tokens)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  if (tokens.empty()) throw TokenizerError("tokenizer: empty vocabulary");
+  if (tokens.size() >= (size_t{1} << 31)) throw TokenizerError("tokenizer: vocabulary too large");
+  if (!token_types.empty() && token_types.size() != tokens.size()) {
+    throw TokenizerError("tokenizer: " + std::to_string(token_types.size()) +
+                         " token types for " + std::to_string(tokens.size()) + " tokens");
+  }
+  m.tokens = std::move(tokens);
+  const size_t n = m.tokens.size();
+  m.special.resize(n);
+  m.bytes.resize(n);
+  m.text_to_id.reserve(n * 2);
+  for (size_t id = 0; id < n; ++id) {
+    const std::string& t = m.tokens[id];
+    if (t.empty()) throw TokenizerError("tokenizer: token " + std::to_string(id) + " is empty");
+    if (!m.text_to_id.emplace(t, static_cast<int>(id)).second) {
+      throw TokenizerError("tokenizer: token text of id " + std::to_string(id) +
+                           " repeats id " + std::to_string(m.text_to_id.find(t)->second));
+    }
+    m.special[id] = token_types.empty() ? heuristic_special(t) : token_types[id] != kTokenNormal;
+    if (m.special[id]) {
+      m.bytes[id] = t;
+      continue;
+    }
+    // Byte-unicode text back to bytes; a code point outside the byte map (not produced by
+    // a byte-level converter) is kept as its own UTF-8.
+    const auto* s = reinterpret_cast<const unsigned char*>(t.data());
+    size_t i = 0;
+    while (i < t.size()) {
+      uint32_t cp = 0;
+      const int len = unicode::utf8_decode(s + i, t.size() - i, &cp);
+      if (len <= 0) {
+        throw TokenizerError("tokenizer: token " + std::to_string(id) + " is not valid UTF-8");
+      }
+      const int b = unicode::codepoint_to_byte(cp);
+      if (b >= 0) {
+        m.bytes[id].push_back(static_cast<char>(b));
+      } else {
+        m.bytes[id].append(t, i, static_cast<size_t>(len));
+      }
+      i += static_cast<size_t>(len);
+    }
+  }
+  for (int b = 0; b < 256; ++b) {
+    std::string sym;
+    unicode::utf8_append(sym, unicode::byte_to_codepoint(static_cast<uint8_t>(b)));
+    auto it = m.text_to_id.find(sym);
+    if (it == m.text_to_id.end() || m.special[it->second]) {
+      throw TokenizerError("tokenizer: no token for byte 0x" +
+                           std::string(1, "0123456789abcdef"[b >> 4]) +
+                           std::string(1, "0123456789abcdef"[b & 15]) + " (\"" + sym + "\")");
+    }
+    m.byte_token[b] = it->second;
+  }
+  m.merges.init(merges.size());
+  std::string joined;
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const std::string& mg = merges[rank];
+    const size_t sp = mg.find(' ');
+    if (sp == std::string::npos || sp == 0 || sp + 1 >= mg.size()) {
+      throw TokenizerError("tokenizer: merge " + std::to_string(rank) + " \"" + mg +
+                           "\" is not \"LEFT RIGHT\"");
+    }
+    const std::string_view left(mg.data(), sp), right(mg.data() + sp + 1, mg.size() - sp - 1);
+    auto l = m.text_to_id.find(left), r = m.text_to_id.find(right);
+    joined.assign(left);
+    joined.append(right);
+    auto j = m.text_to_id.find(joined);
+    if (l == m.text_to_id.end() || r == m.text_to_id.end() || j == m.text_to_id.end() ||
+        m.special[j->second]) {
+      throw TokenizerError("tokenizer: merge " + std::to_string(rank) + " \"" + mg +
+                           "\" refers to a token not in the vocabulary");
+    }
+    m.merges.insert(l->second, r->second, static_cast<uint32_t>(rank), j->second);
+  }
+  m.build_trie();
+  resolve_control_ids(require_control_tokens);
+}
+
+Tokenizer Tokenizer::from_hf(const HfTokenizer& hf, bool require_control_tokens) {
+  return Tokenizer(hf.tokens, hf.merges, hf.token_types, require_control_tokens);
+}
+
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+Tokenizer::~Tokenizer() = default;
+
+void Tokenizer::resolve_control_ids(bool require) {
+  struct Want {
+    const char* text;
+    int* id;
+    bool required;
+  };
+  const Want wants[] = {
+      {"<｜begin▁of▁sentence｜>", &bos_, true},
+      {"<｜end▁of▁sentence｜>", &eos_, true},
+      {"<｜User｜>", &user_, true},
+      {"<｜Assistant｜>", &assistant_, true},
+      {"<think>", &think_open_, true},
+      {"</think>", &think_close_, true},
+      {"｜DSML｜", &dsml_, true},
+      {"<｜latest_reminder｜>", &latest_reminder_, false},
+  };
+  for (const Want& w : wants) {
+    auto found = find_token(w.text);
+    *w.id = found ? *found : -1;
+    if (!found && w.required && require) {
+      throw TokenizerError(std::string("tokenizer: required control token ") + w.text +
+                           " is not in the vocabulary");
+    }
+  }
+}
+
+size_t Tokenizer::vocab_size() const { return impl_->tokens.size(); }
+
+std::vector<int> Tokenizer::encode(std::string_view text, bool parse_special) const {
+  std::vector<int> out;
+  out.reserve(text.size() / 3 + 4);
+  encode_append(text, out, parse_special);
+  return out;
+}
+
+void Tokenizer::encode_append(std::string_view text, std::vector<int>& out,
+                              bool parse_special) const {
+  const Impl& m = *impl_;
+  if (!parse_special) {
+    m.encode_plain(text, out);
+    return;
+  }
+  size_t gap = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    if (!m.first_byte[static_cast<uint8_t>(text[i])]) {
+      ++i;
+      continue;
+    }
+    int id = -1;
+    const size_t len = m.match_special(text, i, &id);
+    if (len == 0) {
+      ++i;
+      continue;
+    }
+    m.encode_plain(text.substr(gap, i - gap), out);
+    out.push_back(id);
+    i += len;
+    gap = i;
+  }
+  m.encode_plain(text.substr(gap), out);
+}
+
+void Tokenizer::encode_piece(std::string_view piece, std::vector<int>& out) const {
+  if (!piece.empty()) impl_->bpe(piece, out);
+}
+
+std::string Tokenizer::decode(const std::vector<int>& ids) const {
+  std::string out;
+  for (int id : ids) out += token_bytes(id);
+  return out;
+}
+
+const std::string& Tokenizer::token_bytes(int id) const {
+  if (id < 0 || static_cast<size_t>(id) >= impl_->tokens.size()) {
+    throw TokenizerError("tokenizer: token id " + std::to_string(id) + " out of range");
+  }
+  return impl_->bytes[static_cast<size_t>(id)];
+}
+
+const std::string& Tokenizer::token_text(int id) const {
+  if (id < 0 || static_cast<size_t>(id) >= impl_->tokens.size()) {
+    throw TokenizerError("tokenizer: token id " + std::to_string(id) + " out of range");
+  }
+  return impl_->tokens[static_cast<size_t>(id)];
+}
+
+bool Tokenizer::is_special(int id) const {
+  return id >= 0 && static_cast<size_t>(id) < impl_->tokens.size() &&
+         impl_->special[static_cast<size_t>(id)];
+}
+
+std::optional<int> Tokenizer::find_token(std::string_view text) const {
+  auto it = impl_->text_to_id.find(text);
+  if (it == impl_->text_to_id.end()) return std::nullopt;
+  return it->second;
+}
+
+size_t Tokenizer::cache_entries() const {
+  std::lock_guard<std::mutex> lock(impl_->cache_mu);
+  return impl_->cache.size();
+}
+
+void Tokenizer::clear_cache() const {
+  std::lock_guard<std::mutex> lock(impl_->cache_mu);
+  impl_->cache.clear();
+}
+
+// ---- streaming ----
+
+std::string StreamDecoder::push(int id) { return push_bytes(tok_->token_bytes(id)); }
+
+std::string StreamDecoder::push_bytes(std::string_view bytes) {
+  pending_.append(bytes);
+  std::string out;
+  const auto* s = reinterpret_cast<const unsigned char*>(pending_.data());
+  const size_t n = pending_.size();
+  size_t i = 0;
+  size_t run = 0;  // start of the run of valid bytes not yet copied
+  while (i < n) {
+    if (s[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    uint32_t cp = 0;
+    const int len = unicode::utf8_decode(s + i, n - i, &cp);
+    if (len > 0) {
+      i += static_cast<size_t>(len);
+    } else if (len == 0) {
+      break;  // incomplete tail: hold it
+    } else {
+      out.append(pending_, run, i - run);
+      if (mode_ == InvalidBytes::kReplace) {
+        out += "\xEF\xBF\xBD";
+      } else {
+        out.push_back(static_cast<char>(s[i]));
+      }
+      ++i;
+      run = i;
+    }
+  }
+  out.append(pending_, run, i - run);
+  pending_.erase(0, i);
+  return out;
+}
+
+std::string StreamDecoder::flush() {
+  std::string out;
+  for (char c : pending_) {
+    if (mode_ == InvalidBytes::kReplace) {
+      out += "\xEF\xBF\xBD";
+    } else {
+      out.push_back(c);
+    }
+  }
+  pending_.clear();
+  return out;
+}
+
+// ---- dump ----
+
+std::string format_token_dump(const Tokenizer& tok, const std::vector<int>& ids) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (int id : ids) {
+    out += std::to_string(id);
+    out.push_back('\t');
+    if (id < 0 || static_cast<size_t>(id) >= tok.vocab_size()) {
+      out += "<invalid>\n";
+      continue;
+    }
+    for (char ch : tok.token_bytes(id)) {
+      const auto b = static_cast<unsigned char>(ch);
+      switch (b) {
+        case '\n': out += "\\n"; break;
+        case '\t': out += "\\t"; break;
+        case '\r': out += "\\r"; break;
+        case '\\': out += "\\\\"; break;
+        default:
+          if (b < 0x20 || b == 0x7F) {
+            out += "\\x";
+            out.push_back(hex[b >> 4]);
+            out.push_back(hex[b & 15]);
+          } else {
+            out.push_back(ch);
+          }
+      }
+    }
+    out.push_back('\n');
+  }
+  return out;
+}
+
+}  // namespace ds4::text
