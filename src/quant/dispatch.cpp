@@ -1,5 +1,9 @@
 // Run-time choice of kernel table: compiled-in ISAs filtered by what this CPU supports,
 // optionally forced with DS4_ISA=scalar|avx2|avx512.
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -22,13 +26,21 @@ const Kernels* detail::avx512_vnni_kernels() { return nullptr; }
 
 namespace {
 
+#if defined(__x86_64__) || defined(__i386__)
+// clang's __builtin_cpu_supports has no "f16c"; read CPUID leaf 1 (ECX bit 29) directly.
+// Only consulted once AVX2 is known usable, which already implies OS support for YMM state.
+bool cpu_has_f16c() {
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+}
+#endif
+
 bool cpu_supports(Isa isa) {
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#if defined(__x86_64__) || defined(__i386__)
   switch (isa) {
     case Isa::Scalar: return true;
     case Isa::AVX2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case Isa::AVX512:
       return cpu_supports(Isa::AVX2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");

@@ -133,19 +133,31 @@ float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
 
 float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
   const __m256i m4 = _mm256_set1_epi8(0xF);
+  // Control k picks int16 lane k of a 128-bit lane into all 8 int16 lanes.
+  __m256i pick[8];
+  for (int k = 0; k < 8; ++k) pick[k] = _mm256_set1_epi16(static_cast<short>((2 * k + 1) << 8 | (2 * k)));
   float sum = 0.0f;
   for (int64_t b = 0; b < n / QK_K; ++b) {
     const block_q4_K& wb = w[b];
     const block_q8_K& xb = x[b];
-    uint8_t sc[8];
-    alignas(16) uint8_t mins_pairs[16];  // each min twice: one per bsum of 16
-    for (int j = 0; j < 8; ++j) {
-      uint8_t m;
-      detail::q4k_scale_min(j, wb.scales, &sc[j], &m);
-      mins_pairs[2 * j] = mins_pairs[2 * j + 1] = m;
-    }
-    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(mins_pairs)));
-    const int32_t min_sum = hsum_i32(_mm256_madd_epi16(mins16, load256(xb.bsums)));
+    // Unpack the 12 scale bytes branch-free (same values as detail::q4k_scale_min):
+    // bytes 0-7 of `packed` are the 8 scales, bytes 8-15 the 8 mins.
+    uint32_t word[3];
+    std::memcpy(word, wb.scales, sizeof(word));
+    const uint32_t sc_lo = word[0] & 0x3F3F3F3Fu;
+    const uint32_t sc_hi = (word[2] & 0x0F0F0F0Fu) | (((word[0] >> 6) & 0x03030303u) << 4);
+    const uint32_t mn_lo = word[1] & 0x3F3F3F3Fu;
+    const uint32_t mn_hi = ((word[2] >> 4) & 0x0F0F0F0Fu) | (((word[1] >> 6) & 0x03030303u) << 4);
+    const __m256i packed16 = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo),
+                                                                static_cast<int>(sc_hi), static_cast<int>(sc_lo)));
+    // Each min covers two 16-value bsums.
+    const __m256i bsums = load256(xb.bsums);
+    const __m128i bsum_pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+    __m128i mins = _mm_madd_epi16(_mm256_extracti128_si256(packed16, 1), bsum_pairs);
+    mins = _mm_add_epi32(mins, _mm_shuffle_epi32(mins, 0x4E));
+    mins = _mm_add_epi32(mins, _mm_shuffle_epi32(mins, 0xB1));
+    const int32_t min_sum = _mm_cvtsi128_si32(mins);
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(packed16));
 
     __m256i acc = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
@@ -154,8 +166,8 @@ float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
       const __m256i p_lo = _mm256_maddubs_epi16(lo, load256(xb.qs + 64 * c));
       const __m256i p_hi = _mm256_maddubs_epi16(hi, load256(xb.qs + 64 * c + 32));
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_lo, _mm256_set1_epi16(sc[2 * c])));
-      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_hi, _mm256_set1_epi16(sc[2 * c + 1])));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_lo, _mm256_shuffle_epi8(scales, pick[2 * c])));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_hi, _mm256_shuffle_epi8(scales, pick[2 * c + 1])));
     }
     const int32_t isum = hsum_i32(acc);
     const float d = xb.d * _cvtsh_ss(wb.d);

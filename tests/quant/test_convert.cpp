@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "quant/quant.h"
+#include "test_util.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -17,6 +18,8 @@
 
 namespace ds4::quant {
 namespace {
+
+using test::cpu_has_f16c;
 
 float bits_f32(uint32_t u) { return std::bit_cast<float>(u); }
 uint32_t f32_bits(float f) { return std::bit_cast<uint32_t>(f); }
@@ -80,7 +83,7 @@ __attribute__((target("f16c"))) uint16_t hw_f32_to_f16(float f) {
 }
 
 TEST(F16, MatchesF16CHardware) {
-  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "CPU lacks F16C";
+  if (!cpu_has_f16c()) GTEST_SKIP() << "CPU lacks F16C";
   for (uint32_t h = 0; h < 65536; ++h) {
     const float a = f16_to_f32(static_cast<uint16_t>(h));
     const float b = hw_f16_to_f32(static_cast<uint16_t>(h));

@@ -16,6 +16,7 @@
 namespace ds4::quant {
 namespace {
 
+using test::cpu_has_f16c;
 using test::gaussian;
 
 std::vector<Isa> simd_isas() {
@@ -69,7 +70,7 @@ TEST(Kernels, DispatchBasics) {
     }
   }
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
     EXPECT_TRUE(isa_available(Isa::AVX2));
   }
   if (!__builtin_cpu_supports("avx512f")) {

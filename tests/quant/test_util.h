@@ -1,6 +1,10 @@
 // Small helpers shared by the quant tests.
 #pragma once
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -24,6 +28,16 @@ inline double rel_rmse(const std::vector<float>& ref, const std::vector<float>& 
     den += static_cast<double>(ref[i]) * ref[i];
   }
   return std::sqrt(num / den);
+}
+
+// CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports lacks "f16c").
+inline bool cpu_has_f16c() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax, ebx, ecx, edx;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+#else
+  return false;
+#endif
 }
 
 }  // namespace ds4::quant::test
