@@ -1,0 +1,174 @@
+// ds4 engine: the narrow public API the CLI and the server are built on.
+//
+// An Engine is one opened model file (mmap'ed GGUF, weights used in their stored format).
+// A Session is one sequence's state (raw attention window, compressed rows, compressor
+// frontiers) plus the last logits. Everything throws ds4::Error.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ds4 {
+
+// The one exception type of the engine. kind() lets callers react without parsing text.
+class Error : public std::runtime_error {
+ public:
+  enum class Kind {
+    InvalidArgument,  // bad token id, bad option, bad position
+    ContextOverflow,  // more tokens than the session's context
+    BadModel,         // missing/inconsistent metadata or tensors, unreadable file
+    BadSnapshot,      // snapshot payload malformed or of another shape
+    Cancelled,        // the cancel flag was raised during sync()
+    Io,               // read/write failure on a stream
+  };
+  Error(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
+  Kind kind() const { return kind_; }
+
+ private:
+  Kind kind_;
+};
+
+enum class Backend { Cpu };
+
+struct EngineOptions {
+  int threads = 0;              // 0: hardware concurrency
+  Backend backend = Backend::Cpu;
+  std::string mtp_path;         // optional MTP sidecar GGUF; else mtp.0.* of the main file
+  bool qat_simulation = true;   // FP8/FP4 simulation (test-only switch; the model needs it)
+  int prefill_chunk = 256;      // tokens per prefill chunk (sync() default)
+};
+
+// Hyperparameters as read from the GGUF metadata (spec model.md §1).
+struct ModelConfig {
+  std::string name;
+  int n_layers = 0;
+  int dim = 0;
+  int vocab = 0;
+  int n_heads = 0;
+  int head_dim = 0;       // = value width
+  int rope_dim = 0;       // rotary dims, the tail of each row
+  int q_lora_rank = 0;
+  int o_lora_rank = 0;
+  int o_groups = 0;
+  int n_experts = 0;
+  int n_experts_used = 0;
+  int moe_inter_dim = 0;
+  int n_shared_experts = 0;
+  int n_hash_layers = 0;
+  int window = 0;
+  int index_heads = 0;
+  int index_head_dim = 0;
+  int index_topk = 0;
+  int hc = 0;
+  int sinkhorn_iters = 0;
+  float hc_eps = 1e-6f;
+  float norm_eps = 1e-6f;
+  std::vector<int> compress_ratios;  // n_layers + 1 entries (last: MTP block)
+  std::vector<float> swiglu_limit;   // n_layers + 1 entries (0: no clamp)
+  float rope_base = 10000.f;
+  float compress_rope_base = 160000.f;
+  float yarn_factor = 1.f;
+  int64_t yarn_orig_ctx = 0;
+  float yarn_beta_fast = 32.f;
+  float yarn_beta_slow = 1.f;
+  float route_scale = 1.f;
+  bool weights_norm = true;
+  int64_t context_length = 0;  // declared maximum (display)
+};
+
+struct SyncOptions {
+  int chunk = 0;  // 0: the engine's prefill_chunk
+  // Called after each chunk with (tokens evaluated so far in this call, total to evaluate).
+  std::function<void(int done, int total)> progress;
+  // Test/perplexity hook: when set, the output head runs for every evaluated position and
+  // this receives (absolute position, vocab logits) in position order.
+  std::function<void(int pos, const float* logits)> on_logits;
+};
+
+class Engine;
+
+class Session {
+ public:
+  virtual ~Session() = default;
+
+  int context_size() const { return ctx_; }
+  virtual int n_tokens() const = 0;
+  virtual const std::vector<int32_t>& tokens() const = 0;
+
+  // Makes the session's prefix equal to `tokens`: reuses the longest common prefix of the
+  // live state, evaluates only the rest (chunked). Returns the number of reused tokens.
+  // Throws ContextOverflow / InvalidArgument / Cancelled (on cancel the session holds a
+  // consistent shorter prefix ending at a chunk boundary).
+  virtual int sync(const std::vector<int32_t>& tokens, const SyncOptions& opt = {}) = 0;
+  // Evaluates one more token at position n_tokens().
+  virtual void eval(int32_t token) = 0;
+  // Next-token logits after the current prefix (n_vocab values; empty before any token).
+  virtual const std::vector<float>& logits() const = 0;
+  // Final hyper-connection state (hc × dim floats) of the last evaluated token: the MTP input.
+  virtual const std::vector<float>& hidden() const = 0;
+
+  // Truncates the prefix to `pos` tokens. Cheap when every compressor is still in the window
+  // that contains `pos` (no compressed row was completed by tokens pos..n-1) and the raw ring
+  // still holds the rows `pos` needs; otherwise the prefix is re-evaluated from position 0.
+  // pos > n_tokens() is an InvalidArgument error.
+  virtual void rewind(int pos) = 0;
+  virtual bool can_rewind_cheaply(int pos) const = 0;
+  virtual void reset() = 0;
+
+  // Snapshot payload in the "DSV4" layout (spec model.md §11), generalised to the model's
+  // shape. Loading validates everything and throws BadSnapshot.
+  virtual std::vector<uint8_t> save_snapshot() const = 0;
+  virtual void save_snapshot(std::FILE* f) const = 0;
+  virtual void save_snapshot(std::ostream& os) const = 0;
+  virtual void load_snapshot(const uint8_t* data, size_t size) = 0;
+  virtual void load_snapshot(std::FILE* f) = 0;
+  virtual void load_snapshot(std::istream& is) = 0;
+
+  // Cancellation: the flag is checked between chunks (and between tokens in eval loops).
+  void set_cancel_flag(const std::atomic<bool>* flag) { cancel_ = flag; }
+
+  // MTP block (spec §8): runs on (hidden state hc×dim, token, position) with its own raw
+  // window; returns its logits. Feeding its own output state (mtp_hidden()) gives further
+  // drafts. Rows of positions >= pos are discarded first, so re-drafting is allowed.
+  virtual bool has_mtp() const = 0;
+  virtual const std::vector<float>& mtp_eval(const float* hin, int32_t token, int pos) = 0;
+  virtual const std::vector<float>& mtp_hidden() const = 0;
+  virtual void mtp_reset() = 0;
+
+ protected:
+  explicit Session(int ctx) : ctx_(ctx) {}
+  bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }
+  int ctx_;
+  const std::atomic<bool>* cancel_ = nullptr;
+};
+
+class Engine {
+ public:
+  static std::unique_ptr<Engine> open(const std::string& gguf_path, const EngineOptions& opt = {});
+  virtual ~Engine() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  int n_vocab() const { return config().vocab; }
+  virtual int64_t context_limit() const = 0;
+  virtual const EngineOptions& options() const = 0;
+
+  // GGUF vocabulary strings (tokenizer.ggml.tokens; empty if the file has none).
+  virtual const std::vector<std::string>& vocab_tokens() const = 0;
+  // Token id whose vocabulary string is exactly `text`, or -1.
+  virtual int32_t find_token(std::string_view text) const = 0;
+  virtual bool has_mtp() const = 0;
+
+  // Bytes one session of `ctx` tokens holds in caches and compressor states (spec §6).
+  virtual uint64_t session_memory_bytes(int ctx) const = 0;
+  virtual std::unique_ptr<Session> new_session(int ctx) = 0;
+};
+
+}  // namespace ds4

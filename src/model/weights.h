@@ -1,0 +1,100 @@
+// Binding of GGUF tensors to the model's weights (spec §3). Matrices stay in the mmap in
+// their stored format; only small vectors (norms, biases, HC scale/base, APE) are widened.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cpu/matmul.h"
+#include "ds4/engine.h"
+#include "gguf/gguf.h"
+
+namespace ds4::model {
+
+using cpu::MatView;
+
+// Stacked routed experts: expert e is `out` rows of `in` values starting at e*expert_bytes.
+struct ExpertsView {
+  const uint8_t* data = nullptr;
+  quant::Type type = quant::Type::F32;
+  int64_t in = 0, out = 0, count = 0;
+  uint64_t row_bytes = 0;
+  MatView expert(int64_t e) const {
+    MatView m;
+    m.data = data + static_cast<uint64_t>(e) * out * row_bytes;
+    m.type = type;
+    m.in = in;
+    m.out = out;
+    m.row_bytes = row_bytes;
+    return m;
+  }
+};
+
+struct CompressorWeights {
+  MatView kv, gate;            // in = dim, out = c*d
+  std::vector<float> ape;      // ratio rows of c*d
+  std::vector<float> norm;     // d
+};
+
+struct LayerWeights {
+  std::string prefix;
+  int ratio = 0;
+  bool hash = false;
+  float swiglu_limit = 0.f;
+
+  MatView hc_attn_fn;
+  std::vector<float> hc_attn_scale, hc_attn_base;
+  std::vector<float> attn_norm;
+  MatView q_a;
+  std::vector<float> q_a_norm;
+  MatView q_b;
+  MatView kv;
+  std::vector<float> kv_norm;
+  std::vector<float> sinks;
+  MatView out_a, out_b;
+
+  CompressorWeights comp;      // ratio != 0
+  CompressorWeights icomp;     // ratio == 4
+  MatView idx_q_b, idx_proj;   // ratio == 4
+
+  MatView hc_ffn_fn;
+  std::vector<float> hc_ffn_scale, hc_ffn_base;
+  std::vector<float> ffn_norm;
+  MatView router;
+  std::vector<float> router_bias;  // empty on hash layers
+  const int32_t* tid2eid = nullptr; // [vocab][k] on hash layers
+  ExpertsView gate_exps, up_exps, down_exps;
+  MatView sh_gate, sh_up, sh_down;  // absent when n_shared_experts == 0
+};
+
+struct HeadWeights {
+  MatView hc_fn;                 // in = hc*dim, out = hc
+  std::vector<float> hc_scale;   // 1
+  std::vector<float> hc_base;    // hc
+  std::vector<float> norm;       // dim
+};
+
+struct MtpWeights {
+  LayerWeights block;
+  MatView e_proj, h_proj;
+  std::vector<float> enorm, hnorm;
+  HeadWeights head;
+};
+
+struct Weights {
+  std::unique_ptr<gguf::File> file;
+  std::unique_ptr<gguf::File> mtp_file;  // sidecar, if any
+  ModelConfig config;
+  MatView token_embd;   // in = dim, out = vocab
+  HeadWeights head;
+  MatView output;       // in = dim, out = vocab
+  std::vector<LayerWeights> layers;
+  bool has_mtp = false;
+  MtpWeights mtp;
+
+  // Opens and binds everything; throws ds4::Error(BadModel) naming the offending tensor.
+  static std::unique_ptr<Weights> load(const std::string& path, const std::string& mtp_path);
+};
+
+}  // namespace ds4::model

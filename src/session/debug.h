@@ -1,0 +1,30 @@
+// Test/debug hooks on an Engine (used by tests/model and the ds4 check mode; not a product
+// API). They run the forward pass from fresh state and expose intermediate results.
+#pragma once
+
+#include <vector>
+
+#include "ds4/engine.h"
+#include "model/forward.h"
+
+namespace ds4::debug {
+
+// Full prefill from fresh state in chunks; returns the HC state after each block,
+// [layer][position][hc][dim], like the oracle's layer_outputs_prefill.bin.
+std::vector<float> layer_outputs(Engine& e, const std::vector<int32_t>& tokens, int chunk);
+
+struct BlockRun {
+  std::vector<float> out;   // [position][hc][dim]
+  model::BlockTrace trace;  // routing and indexer choices per position
+};
+// Block `layer` alone from fresh state over positions 0..n-1, fed `input` ([n][hc][dim]),
+// in chunks of `chunk` tokens (chunk 1 = token-by-token decode).
+BlockRun run_block(Engine& e, int layer, const float* input, const std::vector<int32_t>& tokens, int chunk);
+
+// Output head on n states ([n][hc][dim]) -> [n][vocab].
+std::vector<float> head(Engine& e, const float* states, int n);
+
+// Embedding of tokens copied into every stream ([n][hc][dim]).
+std::vector<float> embed(Engine& e, const std::vector<int32_t>& tokens);
+
+}  // namespace ds4::debug
