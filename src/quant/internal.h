@@ -30,6 +30,13 @@ inline void q4k_scale_min(int j, const uint8_t* b, uint8_t* scale, uint8_t* min)
 // make_qp_quants); returns the scale. Used for K-quant scales and IQ2_XXS groups.
 float fit_scale_positive(int n, int nmax, const float* x, uint8_t* L, const float* w);
 
+// Activation quantizers without argument checks: the scalar references and the AVX2
+// versions (the AVX-512 tables reuse the AVX2 ones).
+void quantize_act_q8_0_scalar(const float* x, block_q8_0_act* dst, int64_t n);
+void quantize_act_q8_K_scalar(const float* x, block_q8_K* dst, int64_t n);
+void quantize_act_q8_0_avx2(const float* x, block_q8_0_act* dst, int64_t n);
+void quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n);
+
 // Per-ISA kernel tables; each returns nullptr when that ISA was not compiled in.
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();

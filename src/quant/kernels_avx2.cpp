@@ -206,8 +206,88 @@ float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
   return 0.125f * sum;
 }
 
-const Kernels kTable = {"avx2", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs};
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
 
+// 32 int32 (4 vectors) -> 32 int8 in element order. Values are within int8 already.
+inline __m256i pack_i32_to_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_packs_epi32(a, b);  // lane-interleaved int16
+  const __m256i cd = _mm256_packs_epi32(c, d);
+  const __m256i abcd = _mm256_packs_epi16(ab, cd);
+  return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// A function, not a global: a namespace-scope __m256 would run AVX code at load time.
+inline __m256 abs_mask() { return _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)); }
+
+}  // namespace
+
+// vcvtps2dq rounds to nearest even under the default MXCSR, as nearest_int does; the
+// values are within [-127, 127] so no clamp is needed (matching the scalar clamp).
+void detail::quantize_act_q8_0_avx2(const float* x, block_q8_0_act* dst, int64_t n) {
+  for (int64_t b = 0; b < n / QK8_0; ++b) {
+    const float* xb = x + b * QK8_0;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_and_ps(v[k], abs_mask()));
+    }
+    const float d = hmax(amax) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    dst[b].d = d;
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst[b].qs), pack_i32_to_i8(q[0], q[1], q[2], q[3]));
+  }
+}
+
+void detail::quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n) {
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const float* xb = x + b * QK_K;
+    __m256 amax_v = _mm256_setzero_ps();
+    for (int k = 0; k < 32; ++k) amax_v = _mm256_max_ps(amax_v, _mm256_and_ps(_mm256_loadu_ps(xb + 8 * k), abs_mask()));
+    const float amax = hmax(amax_v);
+    block_q8_K& y = dst[b];
+    if (amax == 0.0f) {
+      std::memset(&y, 0, sizeof(y));
+      continue;
+    }
+    // The scale follows the signed value of the first element of largest magnitude.
+    float max = 0.0f;
+    for (int k = 0; k < 32; ++k) {
+      const __m256 a = _mm256_and_ps(_mm256_loadu_ps(xb + 8 * k), abs_mask());
+      const int hit = _mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(amax), _CMP_EQ_OQ));
+      if (hit) {
+        max = xb[8 * k + __builtin_ctz(static_cast<unsigned>(hit))];
+        break;
+      }
+    }
+    const float iscale = -127.0f / max;
+    const __m256 vs = _mm256_set1_ps(iscale);
+    const __m256i top = _mm256_set1_epi32(127);
+    for (int c = 0; c < 8; ++c) {  // 32 values -> 32 bytes and two bsums
+      __m256i q[4];
+      for (int k = 0; k < 4; ++k) {
+        q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * c + 8 * k), vs)), top);
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y.qs + 32 * c), pack_i32_to_i8(q[0], q[1], q[2], q[3]));
+      y.bsums[2 * c] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[0], q[1])));
+      y.bsums[2 * c + 1] = static_cast<int16_t>(hsum_i32(_mm256_add_epi32(q[2], q[3])));
+    }
+    y.d = 1.0f / iscale;
+  }
+}
+
+namespace {
+const Kernels kTable = {"avx2",   dot_f32,  dot_f16,  dot_bf16,
+                        dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs,
+                        detail::quantize_act_q8_0_avx2, detail::quantize_act_q8_K_avx2};
 }  // namespace
 
 const Kernels* detail::avx2_kernels() { return &kTable; }

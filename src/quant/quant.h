@@ -70,6 +70,10 @@ struct Kernels {
   float (*dot_q2_K)(const block_q2_K* w, const block_q8_K* x, int64_t n);
   float (*dot_q4_K)(const block_q4_K* w, const block_q8_K* x, int64_t n);
   float (*dot_iq2_xxs)(const block_iq2_xxs* w, const block_q8_K* x, int64_t n);
+  // Activation quantizers (n a multiple of the block size; checked by the public wrappers).
+  // Every ISA produces the same bytes as the scalar version for finite inputs.
+  void (*quantize_act_q8_0)(const float* x, block_q8_0_act* dst, int64_t n);
+  void (*quantize_act_q8_K)(const float* x, block_q8_K* dst, int64_t n);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };

@@ -405,8 +405,7 @@ void quantize_row(Type t, const float* src, void* dst, int64_t n, const float* i
   }
 }
 
-void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n) {
-  if (n < 0 || n % QK8_0 != 0) bad_length("quantize_act_q8_0", n, QK8_0);
+void detail::quantize_act_q8_0_scalar(const float* x, block_q8_0_act* dst, int64_t n) {
   for (int64_t b = 0; b < n / QK8_0; ++b) {
     const float* xb = x + b * QK8_0;
     float amax = 0.0f;
@@ -420,9 +419,18 @@ void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n) {
   }
 }
 
+void detail::quantize_act_q8_K_scalar(const float* x, block_q8_K* dst, int64_t n) {
+  quantize_q8_K_blocks(x, dst, n / QK_K);
+}
+
+void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n) {
+  if (n < 0 || n % QK8_0 != 0) bad_length("quantize_act_q8_0", n, QK8_0);
+  kernels().quantize_act_q8_0(x, dst, n);
+}
+
 void quantize_act_q8_K(const float* x, block_q8_K* dst, int64_t n) {
   if (n < 0 || n % QK_K != 0) bad_length("quantize_act_q8_K", n, QK_K);
-  quantize_q8_K_blocks(x, dst, n / QK_K);
+  kernels().quantize_act_q8_K(x, dst, n);
 }
 
 ActType activation_type(Type weight_type) {

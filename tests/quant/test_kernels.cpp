@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -218,6 +219,33 @@ TEST(Kernels, IQ2_XXSMatchesScalarExactly) {
   check_k_kernel<block_iq2_xxs>(
       "iq2_xxs", [](const Kernels& k) { return k.dot_iq2_xxs; },
       [](block_iq2_xxs& b, std::mt19937& r) { b.d = random_scale(r); });
+}
+
+TEST(Kernels, ActivationQuantizersMatchScalarBytes) {
+  const Kernels& ref = scalar::kernels();
+  for (Isa isa : simd_isas()) {
+    const Kernels& k = kernels(isa);
+    for (uint32_t seed = 0; seed < 20; ++seed) {
+      const int64_t n = 256 * (1 + seed % 5);
+      auto x = gaussian(static_cast<size_t>(n), 300 + seed, seed % 2 ? 1e-3f : 4.0f);
+      // Edge cases: a zero block, magnitude ties of opposite sign (the first wins), and
+      // values landing exactly on .5 after scaling.
+      if (seed % 3 == 0) std::fill(x.begin(), x.begin() + 256, 0.0f);
+      if (seed % 3 == 1) {
+        x[5] = -9.0f;
+        x[9] = 9.0f;
+        x[10] = 4.5f * 9.0f / 127.0f;
+      }
+      std::vector<block_q8_0_act> a0(n / 32), a1(n / 32);
+      ref.quantize_act_q8_0(x.data(), a0.data(), n);
+      k.quantize_act_q8_0(x.data(), a1.data(), n);
+      ASSERT_EQ(std::memcmp(a0.data(), a1.data(), a0.size() * sizeof(a0[0])), 0) << isa_name(isa) << seed;
+      std::vector<block_q8_K> b0(n / 256), b1(n / 256);
+      ref.quantize_act_q8_K(x.data(), b0.data(), n);
+      k.quantize_act_q8_K(x.data(), b1.data(), n);
+      ASSERT_EQ(std::memcmp(b0.data(), b1.data(), b0.size() * sizeof(b0[0])), 0) << isa_name(isa) << seed;
+    }
+  }
 }
 
 // Float dot of two float vectors in double, the truth for consistency checks.
