@@ -1,0 +1,32 @@
+# Writes the GGUFs other test areas use (ctest fixture "oracle_ggufs"):
+#   ${OUT}/oracle/<config>-<recipe>.gguf      f32 and q8 for every oracle config, q2/q4 for tiny-q
+#   ${OUT}/oracle/<config>-<recipe>-deq.gguf  the same with every tensor dequantized to F32
+#   ${OUT}/synth/tiny-real-vocab.gguf         tiny synthetic model (q8) with the real tokenizer
+# tiny-b's q_lora_rank 48 and moe_inter_dim 16 do not fit Q8_0 blocks, so its q8 file stores
+# those tensors as F16 (--f16-fallback).
+# Usage: cmake -DQUANTIZE=... -DSHARED=... -DOUT=... -DCONFIGS=... -DTOKENIZER=... -P this
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}${err}")
+  endif()
+endfunction()
+
+file(MAKE_DIRECTORY ${OUT}/oracle ${OUT}/synth)
+foreach(cfg tiny-a tiny-b tiny-q)
+  set(recipes f32 q8)
+  if(cfg STREQUAL "tiny-q")
+    list(APPEND recipes q2 q4)
+  endif()
+  foreach(r ${recipes})
+    set(extra)
+    if(cfg STREQUAL "tiny-b" AND NOT r STREQUAL "f32")
+      set(extra --f16-fallback)
+    endif()
+    set(gguf ${OUT}/oracle/${cfg}-${r}.gguf)
+    run(${QUANTIZE} --hf ${SHARED}/oracle/${cfg} --out ${gguf} --recipe ${r} ${extra})
+    run(${QUANTIZE} --dequantize ${gguf} ${OUT}/oracle/${cfg}-${r}-deq.gguf)
+  endforeach()
+endforeach()
+run(${QUANTIZE} --synthetic ${CONFIGS}/tiny-synth.json --out ${OUT}/synth/tiny-real-vocab.gguf
+    --recipe q8 --tokenizer ${TOKENIZER} --seed 7)
