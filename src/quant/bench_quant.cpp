@@ -76,6 +76,32 @@ void BM_Dot(benchmark::State& state, Type t, Isa isa, int64_t rows) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(f.weights.size()));
 }
 
+// IQ2_XXS rows against 8 activation vectors (prefill shape), single vs multi kernel.
+void BM_Iq2Multi(benchmark::State& state, Isa isa, bool multi) {
+  if (!isa_available(isa)) {
+    state.SkipWithError("ISA not available");
+    return;
+  }
+  const Kernels& k = kernels(isa);
+  const Fixture f = make(Type::IQ2_XXS, 4096, 64);
+  constexpr int kVectors = 8;
+  std::vector<block_q8_K> xs(16 * kVectors);
+  for (int v = 0; v < kVectors; ++v) std::memcpy(&xs[16 * v], f.act.data(), f.act.size());
+  float out[kVectors];
+  for (auto _ : state) {
+    for (int64_t r = 0; r < f.rows; ++r) {
+      const auto* w = reinterpret_cast<const block_iq2_xxs*>(f.weights.data() + r * f.row_bytes_);
+      if (multi) {
+        k.dot_iq2_xxs_multi(w, xs.data(), 16, kVectors, f.n, out);
+      } else {
+        for (int v = 0; v < kVectors; ++v) out[v] = k.dot_iq2_xxs(w, xs.data() + 16 * v, f.n);
+      }
+      benchmark::DoNotOptimize(out);
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * f.rows * kVectors * f.n);
+}
+
 void BM_QuantizeAct(benchmark::State& state, Type t) {
   std::vector<float> x(4096);
   std::mt19937 rng(2);
@@ -113,6 +139,11 @@ int register_all() {
       const int64_t big_rows = (64ll << 20) / static_cast<int64_t>(*row_bytes(t, 4096));
       benchmark::RegisterBenchmark(("dot_stream/" + name).c_str(), BM_Dot, t, isa, big_rows);
     }
+  }
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    benchmark::RegisterBenchmark((std::string("iq2_x8/single/") + isa_name(isa)).c_str(), BM_Iq2Multi, isa, false);
+    benchmark::RegisterBenchmark((std::string("iq2_x8/multi/") + isa_name(isa)).c_str(), BM_Iq2Multi, isa, true);
   }
   for (Type t : {Type::Q8_0, Type::Q4_K}) {
     benchmark::RegisterBenchmark(("quantize_act/" + std::string(type_name(t))).c_str(), BM_QuantizeAct, t);

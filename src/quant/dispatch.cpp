@@ -115,7 +115,17 @@ const Kernels& kernels() {
   return chosen;
 }
 
+namespace {
+void check_row_length(const char* what, Type t, int64_t n) {
+  const auto info = type_info(static_cast<uint32_t>(t));
+  if (info && n >= 0 && n % info->block_elems == 0) return;
+  throw std::invalid_argument(std::string(what) + ": " + std::string(type_name(t)) + " row of " + std::to_string(n) +
+                              " values is not a whole number of blocks");
+}
+}  // namespace
+
 float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n) {
+  check_row_length("vec_dot", weight_type, n);
   const Kernels& k = kernels();
   switch (weight_type) {
     case Type::F32: return k.dot_f32(static_cast<const float*>(w_row), static_cast<const float*>(x_act), n);
@@ -132,6 +142,26 @@ float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n)
     default:
       throw std::invalid_argument("vec_dot: no dot product for weight type " + std::string(type_name(weight_type)));
   }
+}
+
+}  // namespace ds4::quant
+
+namespace ds4::quant {
+
+void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size_t x_stride_bytes, int nx,
+                   int64_t n, float* out) {
+  check_row_length("vec_dot_multi", weight_type, n);
+  if (nx <= 0) return;
+  if (weight_type == Type::IQ2_XXS) {
+    if (x_stride_bytes % sizeof(block_q8_K) != 0) {
+      throw std::invalid_argument("vec_dot_multi: Q8_K activation stride must be whole blocks");
+    }
+    kernels().dot_iq2_xxs_multi(static_cast<const block_iq2_xxs*>(w_row), static_cast<const block_q8_K*>(x_acts),
+                                static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K)), nx, n, out);
+    return;
+  }
+  const auto* base = static_cast<const uint8_t*>(x_acts);
+  for (int v = 0; v < nx; ++v) out[v] = vec_dot(weight_type, w_row, base + v * x_stride_bytes, n);
 }
 
 }  // namespace ds4::quant

@@ -36,6 +36,8 @@ void quantize_act_q8_0_scalar(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K_scalar(const float* x, block_q8_K* dst, int64_t n);
 void quantize_act_q8_0_avx2(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n);
+void dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                            float* out);
 
 // Per-ISA kernel tables; each returns nullptr when that ISA was not compiled in.
 const Kernels* avx2_kernels();

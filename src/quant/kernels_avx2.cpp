@@ -284,10 +284,45 @@ void detail::quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n) 
   }
 }
 
+void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
+                                    int64_t n, float* out) {
+  const uint64_t* grid = tables::kIq2xxsGrid;
+  const uint64_t* sign_bytes = tables::iq2_sign_bytes();
+  for (int v = 0; v < nx; ++v) out[v] = 0.0f;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    // Decode the block once: magnitudes, +-1 sign bytes and group scales.
+    __m256i mags[8], signs[8], scales[8];
+    for (int g = 0; g < 8; ++g) {
+      uint32_t words[2];
+      std::memcpy(words, w[b].qs + 4 * g, sizeof(words));
+      const uint32_t a = words[0], s = words[1];
+      mags[g] = _mm256_set_epi64x(static_cast<long long>(grid[a >> 24]), static_cast<long long>(grid[(a >> 16) & 0xFF]),
+                                  static_cast<long long>(grid[(a >> 8) & 0xFF]), static_cast<long long>(grid[a & 0xFF]));
+      signs[g] = _mm256_set_epi64x(static_cast<long long>(sign_bytes[(s >> 21) & 127]),
+                                   static_cast<long long>(sign_bytes[(s >> 14) & 127]),
+                                   static_cast<long long>(sign_bytes[(s >> 7) & 127]),
+                                   static_cast<long long>(sign_bytes[s & 127]));
+      scales[g] = _mm256_set1_epi16(static_cast<short>(2 * (s >> 28) + 1));
+    }
+    const float dw = _cvtsh_ss(w[b].d);
+    for (int v = 0; v < nx; ++v) {
+      const block_q8_K& xb = x[v * x_stride + b];
+      __m256i acc = _mm256_setzero_si256();
+      for (int g = 0; g < 8; ++g) {
+        const __m256i xs = _mm256_sign_epi8(load256(xb.qs + 32 * g), signs[g]);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g], xs), scales[g]));
+      }
+      out[v] += dw * xb.d * static_cast<float>(hsum_i32(acc));
+    }
+  }
+  for (int v = 0; v < nx; ++v) out[v] *= 0.125f;
+}
+
 namespace {
 const Kernels kTable = {"avx2",   dot_f32,  dot_f16,  dot_bf16,
                         dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs,
-                        detail::quantize_act_q8_0_avx2, detail::quantize_act_q8_K_avx2};
+                        detail::quantize_act_q8_0_avx2, detail::quantize_act_q8_K_avx2,
+                        detail::dot_iq2_xxs_multi_avx2};
 }  // namespace
 
 const Kernels* detail::avx2_kernels() { return &kTable; }

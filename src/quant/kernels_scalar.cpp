@@ -112,9 +112,15 @@ float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
   return 0.125f * sum;
 }
 
+void dot_iq2_xxs_multi(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                       float* out) {
+  for (int v = 0; v < nx; ++v) out[v] = dot_iq2_xxs(w, x + v * x_stride, n);
+}
+
 const Kernels kTable = {"scalar",    dot_f32,  dot_f16,     dot_bf16,
                         dot_q8_0,    dot_q2_K, dot_q4_K,    dot_iq2_xxs,
-                        detail::quantize_act_q8_0_scalar, detail::quantize_act_q8_K_scalar};
+                        detail::quantize_act_q8_0_scalar, detail::quantize_act_q8_K_scalar,
+                        dot_iq2_xxs_multi};
 
 }  // namespace
 

@@ -40,7 +40,10 @@ void dequantize_fp4_weight(const uint8_t* packed, const uint8_t* scales_e8m0, in
 void dequantize_row(Type t, const void* src, float* dst, int64_t n);
 
 // Quantize one row. importance (n values, may be null) weights the error the search
-// minimises for the K-quants and IQ2_XXS (an imatrix column, or sum of squares).
+// minimises for the K-quants and IQ2_XXS (an imatrix column, or sum of squares). The
+// output is byte-identical to ggml's quantizers: with importance, its imatrix paths; without,
+// its reference paths for Q2_K/Q4_K and, for IQ2_XXS (where ggml demands an imatrix), the
+// imatrix path with every importance 1. Q8_0 rounds half away from zero (as ggml).
 // Supported: F32, F16, BF16, Q8_0, Q8_K, Q2_K, Q4_K, IQ2_XXS.
 void quantize_row(Type t, const float* src, void* dst, int64_t n,
                   const float* importance = nullptr);
@@ -74,6 +77,11 @@ struct Kernels {
   // Every ISA produces the same bytes as the scalar version for finite inputs.
   void (*quantize_act_q8_0)(const float* x, block_q8_0_act* dst, int64_t n);
   void (*quantize_act_q8_K)(const float* x, block_q8_K* dst, int64_t n);
+  // One IQ2_XXS row against nx Q8_K activation vectors (vector v at x + v*x_stride blocks),
+  // out[v] = dot_iq2_xxs(w, x_v, n) bit for bit. Decodes the row's grid and signs once per
+  // block and reuses them for every vector: the prefill/batched form of the hot kernel.
+  void (*dot_iq2_xxs_multi)(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
+                            int64_t n, float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
@@ -83,7 +91,15 @@ const Kernels& kernels(Isa isa);   // requires isa_available(isa)
 const Kernels& kernels();          // best available (DS4_ISA=scalar|avx2|avx512 overrides)
 
 // Dot of one weight row with activations already quantized by quantize_activations().
+// n must be a whole number of the weight type's blocks (std::invalid_argument otherwise).
 float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n);
+
+// One weight row against nx activation vectors laid out x_stride_bytes apart (each as
+// quantize_activations() wrote it); out[v] equals vec_dot(weight_type, w_row, x_v, n)
+// exactly. Faster than nx vec_dot calls where the weight decode is the costly part
+// (IQ2_XXS); other types loop over vec_dot.
+void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size_t x_stride_bytes,
+                   int nx, int64_t n, float* out);
 
 namespace scalar {
 const Kernels& kernels();

@@ -101,7 +101,12 @@ void quantize_q8_0(const float* x, block_q8_0* y, int64_t nb) {
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = f32_to_f16(d);
-    for (int j = 0; j < QK8_0; ++j) y[i].qs[j] = static_cast<int8_t>(std::round(xb[j] * id));
+    for (int j = 0; j < QK8_0; ++j) {
+      // |x*id| <= 127 for finite rows; the range test also keeps NaN (from inf/NaN input)
+      // away from an undefined float->int conversion.
+      const float r = std::round(xb[j] * id);
+      y[i].qs[j] = static_cast<int8_t>(r >= -128.0f && r <= 127.0f ? r : 0.0f);
+    }
   }
 }
 

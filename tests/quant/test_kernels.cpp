@@ -70,7 +70,7 @@ TEST(Kernels, DispatchBasics) {
       EXPECT_THROW(kernels(isa), std::runtime_error) << isa_name(isa);
     }
   }
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(DS4_QUANT_EXPECT_X86_SIMD)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
     EXPECT_TRUE(isa_available(Isa::AVX2));
   }
@@ -246,6 +246,54 @@ TEST(Kernels, ActivationQuantizersMatchScalarBytes) {
       ASSERT_EQ(std::memcmp(b0.data(), b1.data(), b0.size() * sizeof(b0[0])), 0) << isa_name(isa) << seed;
     }
   }
+}
+
+TEST(Kernels, MultiVectorDotEqualsSingleDots) {
+  std::mt19937 rng(31);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    const Kernels& k = kernels(isa);
+    for (int64_t nb : {1, 3, 16}) {
+      auto w = random_blocks<block_iq2_xxs>(nb, rng);
+      for (auto& b : w) b.d = random_scale(rng);
+      for (int nx : {1, 2, 5}) {
+        const int64_t stride = nb + 1;  // padding between vectors must be skipped
+        const auto x = random_q8_K(stride * nx, rng);
+        std::vector<float> out(nx, -1.0f);
+        k.dot_iq2_xxs_multi(w.data(), x.data(), stride, nx, nb * 256, out.data());
+        for (int v = 0; v < nx; ++v) {
+          const float single = k.dot_iq2_xxs(w.data(), x.data() + v * stride, nb * 256);
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[v]), std::bit_cast<uint32_t>(single)) << isa_name(isa) << nb << nx;
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, VecDotMultiAllTypes) {
+  const int64_t n = 1024;
+  const int nx = 3;
+  const auto w = gaussian(n, 41);
+  for (Type t : {Type::F32, Type::F16, Type::BF16, Type::Q8_0, Type::Q2_K, Type::Q4_K, Type::IQ2_XXS}) {
+    std::vector<uint8_t> wq(*row_bytes(t, n));
+    quantize_row(t, w.data(), wq.data(), n);
+    const size_t stride = activation_bytes(activation_type(t), n);
+    std::vector<uint8_t> xs(stride * nx);
+    for (int v = 0; v < nx; ++v) {
+      const auto x = gaussian(n, 50 + v);
+      quantize_activations(t, x.data(), xs.data() + v * stride, n);
+    }
+    float out[nx];
+    vec_dot_multi(t, wq.data(), xs.data(), stride, nx, n, out);
+    for (int v = 0; v < nx; ++v) {
+      EXPECT_EQ(out[v], vec_dot(t, wq.data(), xs.data() + v * stride, n)) << type_name(t) << v;
+    }
+  }
+  std::vector<uint8_t> buf(4096);
+  float out[2];
+  EXPECT_THROW(vec_dot(Type::Q8_0, buf.data(), buf.data(), 40), std::invalid_argument);
+  EXPECT_THROW(vec_dot(Type::IQ2_XXS, buf.data(), buf.data(), 300), std::invalid_argument);
+  EXPECT_THROW(vec_dot_multi(Type::IQ2_XXS, buf.data(), buf.data(), 100, 2, 256, out), std::invalid_argument);
 }
 
 // Float dot of two float vectors in double, the truth for consistency checks.
