@@ -220,33 +220,35 @@ std::string escaped_string_body(std::string_view raw) {
   return quoted.substr(1, quoted.size() - 2);
 }
 
-// Tag attributes: name="value" pairs separated by whitespace. False on anything else.
-bool parse_attributes(std::string_view s, std::vector<std::pair<std::string, std::string>>& out) {
-  size_t i = 0;
-  while (true) {
-    while (i < s.size() && is_ws(s[i])) ++i;
-    if (i == s.size()) return true;
-    size_t key_start = i;
-    while (i < s.size() && s[i] != '=' && !is_ws(s[i]) && s[i] != '"') ++i;
-    if (i == key_start) return false;
-    std::string key(s.substr(key_start, i - key_start));
-    while (i < s.size() && is_ws(s[i])) ++i;
-    if (i == s.size() || s[i] != '=') return false;
-    ++i;
-    while (i < s.size() && is_ws(s[i])) ++i;
-    if (i == s.size() || s[i] != '"') return false;
-    ++i;
-    size_t close = s.find('"', i);
-    if (close == std::string_view::npos) return false;
-    out.emplace_back(std::move(key), std::string(s.substr(i, close - i)));
-    i = close + 1;
-  }
-}
+// Tag attributes as the model writes them: ` name="N"` optionally followed by
+// ` string="true|false"`. DSML has no escaping, so like the official regexes the name runs to
+// the last quote before the string attribute (it may itself contain quotes or '>').
+struct TagAttributes {
+  std::optional<std::string> name;
+  std::optional<std::string> string_flag;
+};
 
-const std::string* find_attribute(const std::vector<std::pair<std::string, std::string>>& attrs, std::string_view key) {
-  for (const auto& [k, v] : attrs)
-    if (k == key) return &v;
-  return nullptr;
+bool parse_attributes(std::string_view s, TagAttributes& out) {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && is_ws(v.front())) v.remove_prefix(1);
+    while (!v.empty() && is_ws(v.back())) v.remove_suffix(1);
+    return v;
+  };
+  s = trim(s);
+  if (s.empty()) return true;
+  for (std::string_view flag : {"true", "false"}) {
+    std::string attr = "string=\"" + std::string(flag) + "\"";
+    if (s.size() > attr.size() && s.ends_with(attr) && is_ws(s[s.size() - attr.size() - 1])) {
+      out.string_flag = std::string(flag);
+      s = trim(s.substr(0, s.size() - attr.size()));
+      break;
+    }
+  }
+  if (s.empty()) return true;
+  constexpr std::string_view kName = "name=\"";
+  if (!s.starts_with(kName) || s.size() < kName.size() + 1 || s.back() != '"') return false;
+  out.name = std::string(s.substr(kName.size(), s.size() - kName.size() - 1));
+  return true;
 }
 
 std::string random_call_id() {
@@ -352,24 +354,23 @@ void DsmlStreamParser::end_block(std::vector<DsmlEvent>& out) {
   state_ = State::Done;
 }
 
-// Reads tag attributes up to the closing '>' (quotes may contain '>').
+// Reads a tag's attribute text up to its closing '>': the first '>' right after a quote, or
+// the first '>' at all while no quote has been seen (attribute-less tags).
 bool DsmlStreamParser::read_tag(bool eof, std::string& attrs_out, bool& complete, std::vector<DsmlEvent>& out) {
   complete = false;
   size_t i = 0;
-  bool in_quote = tag_in_quote_;
   for (; i < buf_.size(); ++i) {
     char c = buf_[i];
-    if (c == '"') in_quote = !in_quote;
-    if (c == '>' && !in_quote) {
+    if (c == '>' && (!tag_seen_quote_ || tag_prev_ == '"')) {
       complete = true;
       break;
     }
+    if (c == '"') tag_seen_quote_ = true;
+    tag_prev_ = c;
   }
-  tag_in_quote_ = in_quote;
   if (complete) {
     attrs_out.append(buf_, 0, i);
     consume_block(i + 1);
-    tag_in_quote_ = false;
   } else {
     attrs_out.append(buf_);
     consume_block(buf_.size());
@@ -508,7 +509,8 @@ bool DsmlStreamParser::step(bool eof, std::vector<DsmlEvent>& out) {
       if (starts_with(buf_, open)) {
         consume_block(open.size());
         tag_attrs_.clear();
-        tag_in_quote_ = false;
+        tag_seen_quote_ = false;
+        tag_prev_ = 0;
         if (want_invoke) invoke_raw_start_ = block_raw_.size() - open.size();
         state_ = want_invoke ? State::BlockInvokeTag : State::BlockParamTag;
         return true;
@@ -562,12 +564,12 @@ bool DsmlStreamParser::step(bool eof, std::vector<DsmlEvent>& out) {
       bool progressed = read_tag(eof, tag_attrs_, complete, out);
       if (state_ != before) return true;  // failed
       if (!complete) return progressed;
-      std::vector<std::pair<std::string, std::string>> attrs;
+      TagAttributes attrs;
       if (!parse_attributes(tag_attrs_, attrs)) {
         fail(out, "malformed tag attributes");
         return true;
       }
-      const std::string* name = find_attribute(attrs, "name");
+      const std::optional<std::string>& name = attrs.name;
       if (!name) {
         fail(out, state_ == State::BlockInvokeTag ? "invoke without name" : "parameter without name");
         return true;
@@ -589,8 +591,7 @@ bool DsmlStreamParser::step(bool eof, std::vector<DsmlEvent>& out) {
         state_ = State::BlockExpectParam;
         return true;
       }
-      const std::string* is_string = find_attribute(attrs, "string");
-      value_is_string_ = !(is_string && *is_string == "false");
+      value_is_string_ = attrs.string_flag != "false";
       std::string head = params_in_invoke_ ? ", " : "";
       head += pyjson::dumps_string(sanitized(*name));
       head += ": ";

@@ -184,7 +184,8 @@ class DsmlStreamParser {
   std::vector<DsmlToolCall> block_calls_;
   size_t block_first_call_index_ = 0;
   size_t invoke_raw_start_ = 0;
-  bool tag_in_quote_ = false;
+  bool tag_seen_quote_ = false;
+  char tag_prev_ = 0;
   size_t params_in_invoke_ = 0;
   std::string call_args_;
   std::string tag_attrs_;

@@ -1,42 +1,19 @@
 // The 34 golden prompts rendered by the official encoder (shared/vectors/prompting-golden).
-#include <fstream>
-#include <sstream>
-
 #include <gtest/gtest.h>
 
+#include "golden_fixture.h"
 #include "text/chat.h"
 
 namespace ds4::text {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-const Json& golden_cases() {
-  static const Json cases = [] {
-    std::string path = std::string(DS4_SHARED_DIR) + "/vectors/prompting-golden/examples.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error("cannot open " + path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return Json::parse(ss.str())["cases"];
-  }();
-  return cases;
-}
+using golden::golden_cases;
 
 RenderOptions options_for(const Json& c) {
-  RenderOptions opt;
-  opt.thinking_mode = c["thinking_mode"] == "thinking" ? ThinkingMode::Thinking : ThinkingMode::Chat;
   const Json& effort = c["reasoning_effort"];
-  if (effort.is_null()) {
-    opt.reasoning_effort = ReasoningEffort::Default;
-  } else if (effort == "high") {
-    opt.reasoning_effort = ReasoningEffort::High;
-  } else if (effort == "max") {
-    opt.reasoning_effort = ReasoningEffort::Max;
-  } else {
-    ADD_FAILURE() << "unexpected effort " << effort;
-  }
-  return opt;
+  EXPECT_TRUE(effort.is_null() || effort == "high" || effort == "max") << effort;
+  return golden::golden_options(c);
 }
 
 // Byte offset of the first difference, for readable failures.
