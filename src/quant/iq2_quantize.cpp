@@ -3,6 +3,7 @@
 // scale. Follows ggml's algorithm so the output matches its files.
 #include <algorithm>
 #include <cfloat>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -52,7 +53,8 @@ Iq2Search build_search() {
   }
   // Codes the quantizer can produce (every level <= 2) that the grid lacks get a list of
   // grid entries in the nearest two squared-distance shells, ties ordered by index.
-  std::vector<std::pair<int, int>> dist(256);
+  std::vector<std::pair<int, int>> nearest;
+  int d2[256];
   for (int code = 0; code < kCodeSpace; ++code) {
     if (s.map[code] >= 0) continue;
     bool reachable = true;
@@ -63,25 +65,27 @@ Iq2Search build_search() {
       pos[i] = static_cast<int8_t>(2 * level + 1);
     }
     if (!reachable) continue;
+    int shell[kNeighbourShells] = {INT32_MAX, INT32_MAX};  // the smallest distinct distances
     for (int g = 0; g < 256; ++g) {
-      int d2 = 0;
-      for (int i = 0; i < 8; ++i) d2 += (s.values[g][i] - pos[i]) * (s.values[g][i] - pos[i]);
-      dist[g] = {d2, g};
-    }
-    std::sort(dist.begin(), dist.end());
-    const size_t start = s.neighbours.size();
-    s.map[code] = -static_cast<int>(start + 1);
-    s.neighbours.push_back(0);
-    int shell_d2 = dist[0].first, shells = 1;
-    for (const auto& [d2, g] : dist) {
-      if (d2 > shell_d2) {
-        if (shells == kNeighbourShells) break;
-        shell_d2 = d2;
-        ++shells;
+      int d = 0;
+      for (int i = 0; i < 8; ++i) d += (s.values[g][i] - pos[i]) * (s.values[g][i] - pos[i]);
+      d2[g] = d;
+      if (d < shell[0]) {
+        shell[1] = shell[0];
+        shell[0] = d;
+      } else if (d > shell[0] && d < shell[1]) {
+        shell[1] = d;
       }
-      s.neighbours.push_back(static_cast<uint16_t>(g));
     }
-    s.neighbours[start] = static_cast<uint16_t>(s.neighbours.size() - start - 1);
+    // Entries of those shells ordered by (distance, index): the search's tie order.
+    nearest.clear();
+    for (int g = 0; g < 256; ++g) {
+      if (d2[g] <= shell[1]) nearest.emplace_back(d2[g], g);
+    }
+    std::sort(nearest.begin(), nearest.end());
+    s.map[code] = -static_cast<int>(s.neighbours.size() + 1);
+    s.neighbours.push_back(static_cast<uint16_t>(nearest.size()));
+    for (const auto& entry : nearest) s.neighbours.push_back(static_cast<uint16_t>(entry.second));
   }
   return s;
 }
