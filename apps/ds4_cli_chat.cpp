@@ -1,0 +1,438 @@
+// Prompt rendering, streamed output, the generation loop, the logprob dump and the
+// conversation state shared by one-shot runs and the REPL.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "ds4_cli.h"
+#include "text/tokenizer.h"
+
+namespace ds4::cli {
+
+const char* const kThinkMaxPrefix =
+    "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
+    "You MUST be very thorough in your thinking and comprehensively decompose the problem to "
+    "resolve the root cause, rigorously stress-testing your logic against all potential paths, "
+    "edge cases, and adversarial scenarios.\n"
+    "Explicitly write out your entire deliberation process, documenting every intermediate "
+    "step, considered alternative, and rejected hypothesis to ensure absolutely no assumption "
+    "is left unchecked.\n\n";
+
+static_assert(std::is_same_v<int, int32_t>, "token ids are shared between int and int32_t vectors");
+
+namespace {
+
+constexpr std::string_view kBosText = "<｜begin▁of▁sentence｜>";
+constexpr std::string_view kThinkCloseText = "</think>";
+constexpr const char* kDim = "\x1b[2m";
+constexpr const char* kReset = "\x1b[0m";
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- rendering
+
+std::vector<int32_t> ChatRenderer::head(ThinkMode effective, const std::string& system) const {
+  std::vector<int32_t> out{tok_.bos_id()};
+  std::string text = effective == ThinkMode::Max ? std::string(kThinkMaxPrefix) : std::string();
+  text += system;
+  tok_.encode_append(text, out, /*parse_special=*/false);
+  return out;
+}
+
+void ChatRenderer::append_user(std::vector<int32_t>& out, const std::string& text) const {
+  out.push_back(tok_.user_id());
+  tok_.encode_append(text, out, /*parse_special=*/false);
+}
+
+void ChatRenderer::append_assistant_prefix(std::vector<int32_t>& out, bool thinking) const {
+  out.push_back(tok_.assistant_id());
+  out.push_back(thinking ? tok_.think_open_id() : tok_.think_close_id());
+}
+
+std::vector<int32_t> ChatRenderer::one_shot(const std::string& prompt, const std::string& system,
+                                            ThinkMode effective) const {
+  if (prompt.compare(0, kBosText.size(), kBosText) == 0) {
+    std::vector<int> ids = tok_.encode(prompt, /*parse_special=*/true);
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  }
+  std::vector<int32_t> out = head(effective, system);
+  append_user(out, prompt);
+  append_assistant_prefix(out, effective != ThinkMode::None);
+  return out;
+}
+
+// ---------------------------------------------------------------- output
+
+ReplyPrinter::ReplyPrinter(std::FILE* out, bool styled, bool starts_in_reasoning)
+    : out_(out), styled_(styled), in_reasoning_(starts_in_reasoning) {}
+
+void ReplyPrinter::emit(const char* p, size_t n) {
+  if (n == 0) return;
+  if (in_reasoning_ && !reasoning_opened_) open_reasoning();
+  std::fwrite(p, 1, n, out_);
+  at_line_start_ = p[n - 1] == '\n';
+}
+
+void ReplyPrinter::open_reasoning() {
+  reasoning_opened_ = true;
+  if (styled_) {
+    std::fputs(kDim, out_);
+  } else {
+    std::fputs("<think>\n", out_);
+    at_line_start_ = true;
+  }
+}
+
+void ReplyPrinter::close_reasoning() {
+  in_reasoning_ = false;
+  if (!reasoning_opened_) return;  // nothing was shown: no empty block
+  if (styled_) std::fputs(kReset, out_);
+  if (!at_line_start_) std::fputc('\n', out_);
+  if (!styled_) std::fputs("</think>\n", out_);
+  at_line_start_ = true;
+}
+
+void ReplyPrinter::write(const std::string& bytes) {
+  held_ += bytes;
+  if (!in_reasoning_) {
+    emit(held_.data(), held_.size());
+    held_.clear();
+    std::fflush(out_);
+    return;
+  }
+  const size_t close = held_.find(kThinkCloseText);
+  if (close != std::string::npos) {
+    emit(held_.data(), close);
+    close_reasoning();
+    std::string rest = held_.substr(close + kThinkCloseText.size());
+    held_.clear();
+    write(rest);
+    return;
+  }
+  // Hold a tail that may still become "</think>".
+  size_t keep = 0;
+  for (size_t k = std::min(held_.size(), kThinkCloseText.size() - 1); k > 0; --k) {
+    if (held_.compare(held_.size() - k, k, kThinkCloseText.substr(0, k)) == 0) {
+      keep = k;
+      break;
+    }
+  }
+  emit(held_.data(), held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  std::fflush(out_);
+}
+
+void ReplyPrinter::finish() {
+  emit(held_.data(), held_.size());
+  held_.clear();
+  if (in_reasoning_) close_reasoning();
+  if (!at_line_start_) std::fputc('\n', out_);
+  at_line_start_ = true;
+  std::fflush(out_);
+}
+
+// ---------------------------------------------------------------- generation
+
+namespace {
+
+// "processing N input tokens: a/b (p%), X t/s" redrawn in place on stderr.
+class ProgressBar {
+ public:
+  explicit ProgressBar(double start) : start_(start) {}
+  void update(int done, int total) {
+    const double dt = now_s() - start_;
+    const double pct = total > 0 ? 100.0 * done / total : 100.0;
+    std::fprintf(stderr, "\rprocessing %d input tokens: %d/%d (%.1f%%), %.1f t/s\x1b[K", total,
+                 done, total, pct, dt > 0 ? done / dt : 0.0);
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void end() {
+    if (drawn_) std::fputs("\r\x1b[K", stderr);
+    drawn_ = false;
+  }
+
+ private:
+  double start_;
+  bool drawn_ = false;
+};
+
+bool cancel_requested(const std::atomic<bool>* c) {
+  return c && c->load(std::memory_order_relaxed);
+}
+
+}  // namespace
+
+TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample::Sampler& sampler,
+                   const GenerateOptions& opt, std::vector<int32_t>& generated) {
+  TurnStats st;
+  st.prompt_tokens = static_cast<int>(prompt.size());
+  session.set_cancel_flag(opt.cancel);
+  const double t0 = now_s();
+  ProgressBar bar(t0);
+  SyncOptions sync_opt;
+  if (opt.progress) sync_opt.progress = [&](int done, int total) { bar.update(done, total); };
+  try {
+    st.reused = session.sync(prompt, sync_opt);
+  } catch (const Error& e) {
+    bar.end();
+    session.set_cancel_flag(nullptr);
+    if (e.kind() != Error::Kind::Cancelled) throw;
+    st.interrupted = true;
+    st.prefill_s = now_s() - t0;
+    return st;
+  }
+  bar.end();
+  st.evaluated = st.prompt_tokens - st.reused;
+  const double t1 = now_s();
+  st.prefill_s = t1 - t0;
+
+  const int room = session.context_size() - session.n_tokens();
+  const int max_tokens = std::max(0, std::min(opt.max_tokens, room - 1));
+  while (st.generated < max_tokens) {
+    if (cancel_requested(opt.cancel)) {
+      st.interrupted = true;
+      break;
+    }
+    const int32_t tok = sampler.sample(session.logits());
+    if (tok == opt.eos) {
+      st.hit_eos = true;
+      break;
+    }
+    generated.push_back(tok);
+    ++st.generated;
+    if (opt.on_token) opt.on_token(tok);
+    // The last token is left for the next sync(): evaluating it would be wasted in one-shot.
+    if (st.generated >= max_tokens) break;
+    try {
+      session.eval(tok);
+    } catch (const Error& e) {
+      if (e.kind() != Error::Kind::Cancelled) {
+        session.set_cancel_flag(nullptr);
+        throw;
+      }
+      st.interrupted = true;
+      break;
+    }
+  }
+  st.decode_s = now_s() - t1;
+  session.set_cancel_flag(nullptr);
+  return st;
+}
+
+std::string speed_summary(const TurnStats& s) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "ds4: prefill: %.2f t/s, generation: %.2f t/s",
+                s.prefill_s > 0 ? s.evaluated / s.prefill_s : 0.0,
+                s.decode_s > 0 ? s.generated / s.decode_s : 0.0);
+  return buf;
+}
+
+// ---------------------------------------------------------------- logprob dump
+
+std::string json_bytes_string(const std::string& b) {
+  std::string out = "\"";
+  char esc[8];
+  size_t i = 0;
+  while (i < b.size()) {
+    const unsigned char c = static_cast<unsigned char>(b[i]);
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+          if (c < 0x20 || c == 0x7f) {
+            std::snprintf(esc, sizeof esc, "\\u%04x", c);
+            out += esc;
+          } else {
+            out += static_cast<char>(c);
+          }
+      }
+      ++i;
+      continue;
+    }
+    // Length and validity of one UTF-8 sequence (no overlongs, surrogates or > U+10FFFF).
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) { len = 3; if (c == 0xe0) lo = 0xa0; if (c == 0xed) hi = 0x9f; }
+    else if (c >= 0xf0 && c <= 0xf4) { len = 4; if (c == 0xf0) lo = 0x90; if (c == 0xf4) hi = 0x8f; }
+    bool valid = len > 0 && i + len <= b.size();
+    for (size_t k = 1; valid && k < len; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(b[i + k]);
+      const unsigned char klo = k == 1 ? lo : 0x80, khi = k == 1 ? hi : 0xbf;
+      valid = cc >= klo && cc <= khi;
+    }
+    if (valid) {
+      out.append(b, i, len);
+      i += len;
+    } else {
+      std::snprintf(esc, sizeof esc, "\\u%04x", c);
+      out += esc;
+      ++i;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+namespace {
+
+std::string json_token(const text::Tokenizer& tok, int32_t id) {
+  const std::string& bytes = tok.token_bytes(id);
+  std::string out = "{\"id\":" + std::to_string(id) + ",\"text\":" + json_bytes_string(bytes) +
+                    ",\"bytes\":[";
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(static_cast<unsigned char>(bytes[i]));
+  }
+  return out + "]}";
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+}  // namespace
+
+void write_logprobs_json(std::FILE* out, Session& session, const text::Tokenizer& tok,
+                         const std::vector<int32_t>& prompt, int top_k, int max_tokens,
+                         int32_t eos) {
+  session.sync(prompt);
+  const int room = session.context_size() - session.n_tokens();
+  max_tokens = std::max(0, std::min(max_tokens, room - 1));
+  std::fprintf(out,
+               "{\n  \"source\":\"ds4\",\n  \"prompt_tokens\":%zu,\n  \"ctx\":%d,\n"
+               "  \"top_k\":%d,\n  \"steps\":[\n",
+               prompt.size(), session.context_size(), top_k);
+  for (int step = 0; step < max_tokens; ++step) {
+    const std::vector<float>& logits = session.logits();
+    const int32_t best = sample::argmax(logits);
+    const auto top = sample::top_logprobs(logits, top_k);
+    std::string line = step ? ",\n" : "";
+    line += "    {\"step\":" + std::to_string(step) + ",\"selected\":" + json_token(tok, best) +
+            ",\"top_logprobs\":[";
+    for (size_t i = 0; i < top.size(); ++i) {
+      if (i) line += ',';
+      line += "{\"token\":" + json_token(tok, top[i].id) +
+              ",\"logit\":" + json_number(logits[static_cast<size_t>(top[i].id)]) +
+              ",\"logprob\":" + json_number(top[i].logprob) + "}";
+    }
+    line += "]}";
+    std::fputs(line.c_str(), out);
+    if (best == eos || step + 1 >= max_tokens) break;
+    session.eval(best);
+  }
+  std::fputs("\n  ]\n}\n", out);
+}
+
+// ---------------------------------------------------------------- conversation
+
+Conversation::Conversation(Engine& engine, const text::Tokenizer& tok, CliOptions& opt)
+    : engine_(engine),
+      tok_(tok),
+      opt_(opt),
+      renderer_(tok),
+      session_(engine.new_session(opt.ctx)),
+      sampler_(opt.sampling) {}
+
+std::vector<int32_t> Conversation::transcript() const {
+  std::vector<int32_t> all = renderer_.head(effective_think_mode(opt_.think, ctx()), opt_.system);
+  all.insert(all.end(), turns_.begin(), turns_.end());
+  return all;
+}
+
+void Conversation::set_ctx(int ctx) {
+  std::unique_ptr<Session> fresh = engine_.new_session(ctx);  // throws: the old one stays
+  session_.reset();
+  session_ = std::move(fresh);
+}
+
+namespace {
+
+std::string escape_for_log(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\\') out += "\\\\";
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool Conversation::turn(const std::string& user_text, std::FILE* out,
+                        const std::atomic<bool>* cancel) {
+  const ThinkMode eff = effective_think_mode(opt_.think, ctx());
+  const bool thinking = eff != ThinkMode::None;
+  const size_t rollback = turns_.size();
+  renderer_.append_user(turns_, user_text);
+  renderer_.append_assistant_prefix(turns_, thinking);
+  const std::vector<int32_t> prompt = transcript();
+  if (opt_.verbose) {
+    std::vector<int> rendered(turns_.begin() + static_cast<std::ptrdiff_t>(rollback), turns_.end());
+    std::fprintf(stderr, "ds4: turn: %s\n", escape_for_log(tok_.decode(rendered)).c_str());
+  }
+
+  const bool styled = opt_.color && isatty(fileno(out));
+  ReplyPrinter printer(out, styled, thinking);
+  text::StreamDecoder decoder(tok_);
+  GenerateOptions g;
+  g.max_tokens = opt_.n_predict;
+  g.eos = tok_.eos_id();
+  g.cancel = cancel;
+  g.progress = isatty(fileno(stderr));
+  g.on_token = [&](int32_t t) { printer.write(decoder.push(t)); };
+  std::vector<int32_t> reply;
+  TurnStats st;
+  try {
+    st = generate(*session_, prompt, sampler_, g, reply);
+  } catch (const Error& e) {
+    printer.finish();
+    turns_.resize(rollback);
+    if (e.kind() == Error::Kind::ContextOverflow) {
+      std::fprintf(stderr,
+                   "ds4: the conversation (%zu tokens) does not fit the context of %d tokens; "
+                   "use /clear or /ctx N\n",
+                   prompt.size(), ctx());
+    } else {
+      std::fprintf(stderr, "ds4: generation failed: %s\n", e.what());
+    }
+    return false;
+  }
+  printer.write(decoder.flush());
+  printer.finish();
+  if (opt_.verbose && !(st.interrupted && st.evaluated == 0 && st.generated == 0)) {
+    std::fprintf(stderr, "ds4: prefill: reused %d tokens, evaluated %d of %d\n", st.reused,
+                 st.evaluated, st.prompt_tokens);
+  }
+  if (st.interrupted && st.generated == 0) {
+    turns_.resize(rollback);  // nothing was said: the turn never happened
+    std::fputs("ds4: interrupted\n", stderr);
+    return true;
+  }
+  turns_.insert(turns_.end(), reply.begin(), reply.end());
+  turns_.push_back(tok_.eos_id());
+  if (st.interrupted) std::fputs("ds4: interrupted\n", stderr);
+  std::fprintf(stderr, "%s\n", speed_summary(st).c_str());
+  return true;
+}
+
+}  // namespace ds4::cli

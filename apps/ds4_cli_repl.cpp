@@ -1,0 +1,268 @@
+// The interactive chat: libedit line editing and history, slash commands, Ctrl+C handling.
+#include <histedit.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <clocale>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "ds4_cli.h"
+#include "text/tokenizer.h"
+
+namespace ds4::cli {
+
+std::atomic<bool>& interrupt_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+namespace {
+
+extern "C" void on_sigint(int) { interrupt_flag().store(true, std::memory_order_relaxed); }
+
+}  // namespace
+
+void install_sigint_handler() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked read must return so the prompt can be redrawn
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+namespace {
+
+// Reads one UTF-8 character from stdin for libedit. Returning -1 on Ctrl+C (instead of
+// libedit's own retry on EINTR) lets the REPL abandon the line at once.
+int read_char(EditLine*, wchar_t* out) {
+  auto read_byte = [](unsigned char& b) -> int {
+    for (;;) {
+      const ssize_t n = ::read(STDIN_FILENO, &b, 1);
+      if (n == 1) return 1;
+      if (n == 0) return 0;
+      if (errno == EINTR) {
+        if (interrupt_flag().load()) return -1;
+        continue;
+      }
+      return -1;
+    }
+  };
+  unsigned char b = 0;
+  int r = read_byte(b);
+  if (r <= 0) {
+    *out = 0;
+    if (r < 0) errno = EINTR;
+    return r;
+  }
+  int extra = 0;
+  uint32_t cp = b;
+  if (b >= 0xf0 && b <= 0xf4) extra = 3, cp = b & 0x07;
+  else if (b >= 0xe0) extra = 2, cp = b & 0x0f;
+  else if (b >= 0xc2 && b <= 0xdf) extra = 1, cp = b & 0x1f;
+  else if (b >= 0x80) cp = 0xfffd;  // stray continuation or invalid lead byte
+  for (int k = 0; k < extra; ++k) {
+    unsigned char c = 0;
+    r = read_byte(c);
+    if (r <= 0) {
+      *out = 0;
+      if (r < 0) errno = EINTR;
+      return r;
+    }
+    if ((c & 0xc0) != 0x80) {
+      cp = 0xfffd;
+      break;
+    }
+    cp = (cp << 6) | (c & 0x3f);
+  }
+  *out = static_cast<wchar_t>(cp);
+  return 1;
+}
+
+char* prompt_text(EditLine*) {
+  static char prompt[] = "ds4> ";
+  return prompt;
+}
+
+std::string history_path() {
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.ds4_history";
+}
+
+class LineReader {
+ public:
+  enum class Status { Line, Interrupted, Eof };
+
+  LineReader() : path_(history_path()) {
+    // libedit converts with the C library's multibyte functions: it needs a UTF-8 locale.
+    if (!std::setlocale(LC_CTYPE, "") || MB_CUR_MAX == 1) std::setlocale(LC_CTYPE, "C.UTF-8");
+    hist_ = history_init();
+    history(hist_, &ev_, H_SETSIZE, 512);
+    history(hist_, &ev_, H_SETUNIQUE, 1);
+    history(hist_, &ev_, H_LOAD, path_.c_str());
+    el_ = el_init("ds4", stdin, stdout, stderr);
+    el_set(el_, EL_EDITOR, "emacs");
+    el_set(el_, EL_PROMPT, prompt_text);
+    el_set(el_, EL_HIST, history, hist_);
+    el_set(el_, EL_GETCFN, read_char);
+    el_source(el_, nullptr);  // the user's ~/.editrc, if any
+  }
+  ~LineReader() {
+    el_end(el_);
+    history_end(hist_);
+  }
+
+  Status read(std::string& line) {
+    int count = 0;
+    const char* s = el_gets(el_, &count);
+    if (!s || count <= 0) {
+      if (interrupt_flag().exchange(false)) return Status::Interrupted;
+      return Status::Eof;
+    }
+    line.assign(s, static_cast<size_t>(count));
+    return Status::Line;
+  }
+
+  void remember(const std::string& line) {
+    history(hist_, &ev_, H_ENTER, line.c_str());
+    history(hist_, &ev_, H_SAVE, path_.c_str());
+  }
+
+ private:
+  std::string path_;
+  EditLine* el_ = nullptr;
+  History* hist_ = nullptr;
+  HistEvent ev_;
+};
+
+std::string trim(const std::string& s) {
+  size_t a = 0, b = s.size();
+  while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
+  while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
+  return s.substr(a, b - a);
+}
+
+// "/name rest" -> true when line is the command `name` (alone or followed by whitespace).
+bool is_command(const std::string& line, const std::string& name, std::string* rest) {
+  if (line.compare(0, name.size(), name) != 0) return false;
+  if (line.size() > name.size() && !std::isspace(static_cast<unsigned char>(line[name.size()]))) {
+    return false;
+  }
+  if (rest) *rest = trim(line.substr(name.size()));
+  return true;
+}
+
+void print_commands() {
+  std::fputs(
+      "Commands:\n"
+      "  /help          Show this help.\n"
+      "  /think         Thinking mode (reasoning, then the answer).\n"
+      "  /think-max     Think Max (needs a context of at least 393216 tokens).\n"
+      "  /nothink       Answer directly.\n"
+      "  /ctx N         New session of N tokens; the conversation is re-evaluated.\n"
+      "  /read FILE     Send the contents of FILE as the next message.\n"
+      "  /clear         Start a new conversation.\n"
+      "  /quit, /exit   Leave (so does Ctrl+D).\n"
+      "  Ctrl+C         Stop a generation; at the prompt, clear the line.\n",
+      stdout);
+  std::fflush(stdout);
+}
+
+void report_mode(const Conversation& chat) {
+  const ThinkMode eff = effective_think_mode(chat.think(), chat.ctx());
+  if (chat.think() == ThinkMode::Max && eff != ThinkMode::Max) {
+    std::printf("Thinking mode: high (Think Max needs --ctx >= %d; ctx is %d).\n",
+                kThinkMaxMinContext, chat.ctx());
+  } else {
+    std::printf("Thinking mode: %s.\n", think_mode_name(eff));
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int run_repl(Engine& engine, const text::Tokenizer& tok, CliOptions& opt) {
+  Conversation chat(engine, tok, opt);
+  install_sigint_handler();
+  LineReader reader;
+  std::printf("ds4 interactive chat. /help for commands, Ctrl+D to exit.\n");
+  std::fflush(stdout);
+  for (;;) {
+    interrupt_flag().store(false);
+    std::string raw;
+    const LineReader::Status status = reader.read(raw);
+    if (status == LineReader::Status::Eof) {
+      std::fputc('\n', stdout);
+      break;
+    }
+    if (status == LineReader::Status::Interrupted) {
+      std::fputs("^C\n", stdout);  // the line is dropped; a fresh prompt follows
+      std::fflush(stdout);
+      continue;
+    }
+    const std::string line = trim(raw);
+    if (line.empty()) continue;
+    reader.remember(line);
+
+    std::string arg;
+    if (line == "/help") {
+      print_commands();
+    } else if (line == "/quit" || line == "/exit") {
+      break;
+    } else if (line == "/think") {
+      chat.set_think(ThinkMode::High);
+      report_mode(chat);
+    } else if (line == "/think-max") {
+      chat.set_think(ThinkMode::Max);
+      report_mode(chat);
+    } else if (line == "/nothink") {
+      chat.set_think(ThinkMode::None);
+      report_mode(chat);
+    } else if (line == "/clear") {
+      chat.clear();
+      std::printf("New conversation.\n");
+      std::fflush(stdout);
+    } else if (is_command(line, "/ctx", &arg)) {
+      char* end = nullptr;
+      const long n = std::strtol(arg.c_str(), &end, 10);
+      if (arg.empty() || *end != '\0' || n <= 0 || n > engine.context_limit()) {
+        std::fprintf(stderr, "ds4: /ctx needs a token count between 1 and %lld\n",
+                     static_cast<long long>(engine.context_limit()));
+        continue;
+      }
+      try {
+        chat.set_ctx(static_cast<int>(n));
+        std::printf("Context: %d tokens (%.1f MiB of session state).\n", chat.ctx(),
+                    engine.session_memory_bytes(chat.ctx()) / (1024.0 * 1024.0));
+        std::fflush(stdout);
+        if (opt.think == ThinkMode::Max) report_mode(chat);
+      } catch (const Error& e) {
+        std::fprintf(stderr, "ds4: /ctx failed: %s\n", e.what());
+      }
+    } else if (is_command(line, "/read", &arg)) {
+      if (arg.empty()) {
+        std::fprintf(stderr, "ds4: /read needs a file name\n");
+        continue;
+      }
+      std::ifstream in(arg, std::ios::binary);
+      if (!in) {
+        std::fprintf(stderr, "ds4: cannot read %s\n", arg.c_str());
+        continue;
+      }
+      std::ostringstream ss;
+      ss << in.rdbuf();
+      chat.turn(ss.str(), stdout, &interrupt_flag());  // failures are reported inline
+    } else if (line[0] == '/') {
+      std::fprintf(stderr, "ds4: unknown command: %s (/help lists them)\n", line.c_str());
+    } else {
+      chat.turn(line, stdout, &interrupt_flag());
+    }
+  }
+  return 0;
+}
+
+}  // namespace ds4::cli
