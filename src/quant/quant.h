@@ -25,7 +25,8 @@ float fp4_e2m1_to_f32(uint8_t nibble);  // {0,.5,1,1.5,2,3,4,6} with sign bit 3
 uint8_t f32_to_fp4_e2m1(float f);       // nearest, ties to even code, saturating to +-6
 
 // Dequantize an official FP8 weight [rows, cols] (row-major) with a block scale tensor of
-// shape [ceil(rows/128), ceil(cols/128)], scales either e8m0 bytes or f32.
+// shape [ceil(rows/128), ceil(cols/128)], scales either e8m0 bytes or f32. NaN codes give 0
+// (as ds4's converter does).
 enum class ScaleFormat { E8M0, F32 };
 void dequantize_fp8_weight(const uint8_t* q, const void* scales, ScaleFormat sf, int64_t rows,
                            int64_t cols, float* out);
@@ -63,7 +64,11 @@ void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K(const float* x, block_q8_K* dst, int64_t n);
 
 // ---- dot products ---------------------------------------------------------------------
-// One kernel table per instruction set. All functions take n in values.
+// One kernel table per instruction set. All functions take n in values, a whole number of
+// blocks (not checked here; vec_dot checks). Activations must come from the quantizers
+// above (int8 values within [-127, 127]; the SIMD byte products rely on it).
+// Q2_K, Q4_K and IQ2_XXS kernels return the same float on every ISA (integer block sums,
+// fixed combination order); F32/F16/BF16/Q8_0 differ from scalar only by summation order.
 struct Kernels {
   const char* isa_name;
   float (*dot_f32)(const float* w, const float* x, int64_t n);
@@ -87,8 +92,10 @@ struct Kernels {
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
 const char* isa_name(Isa isa);
 bool isa_available(Isa isa);       // compiled in and supported by this CPU
-const Kernels& kernels(Isa isa);   // requires isa_available(isa)
-const Kernels& kernels();          // best available (DS4_ISA=scalar|avx2|avx512 overrides)
+const Kernels& kernels(Isa isa);   // std::runtime_error unless isa_available(isa)
+// Best available table, chosen once per process. DS4_ISA=scalar|avx2|avx512|avx512_vnni
+// forces one; a value this build/CPU cannot honour is reported on stderr and ignored.
+const Kernels& kernels();
 
 // Dot of one weight row with activations already quantized by quantize_activations().
 // n must be a whole number of the weight type's blocks (std::invalid_argument otherwise).
