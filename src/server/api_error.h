@@ -1,0 +1,41 @@
+// An error answered to the client as an HTTP status and an OpenAI-style error object.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ds4::server {
+
+struct ApiError : std::runtime_error {
+  ApiError(int status, const std::string& message, std::string type = "invalid_request_error")
+      : std::runtime_error(message), status(status), type(std::move(type)) {}
+  int status;
+  std::string type;
+  std::string param;  // optional "param"
+  std::string code;   // optional "code"
+  nlohmann::json extra = nlohmann::json::object();  // merged into the error object
+
+  // {"error":{"message","type",["param"],["code"],...extra}}
+  nlohmann::json to_json() const {
+    nlohmann::json e = {{"message", what()}, {"type", type}};
+    if (!param.empty()) e["param"] = param;
+    if (!code.empty()) e["code"] = code;
+    for (auto it = extra.begin(); it != extra.end(); ++it) e[it.key()] = it.value();
+    return nlohmann::json{{"error", e}};
+  }
+};
+
+inline ApiError bad_request(const std::string& message, const std::string& param = {}) {
+  ApiError e(400, message);
+  e.param = param;
+  return e;
+}
+
+// Serialises for the wire: invalid UTF-8 from the model becomes U+FFFD instead of throwing.
+inline std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace ds4::server

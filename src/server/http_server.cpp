@@ -1,0 +1,359 @@
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <ctime>
+
+#include "server/openai.h"
+#include "server/peer.h"
+
+namespace ds4::server {
+
+using nlohmann::json;
+using OJ = nlohmann::ordered_json;
+using namespace std::chrono_literals;
+
+namespace {
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump_json(body), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  send_json(res, e.status, e.to_json());
+}
+
+// Parses a request body as JSON (ordered: tool schema key order is part of the prompt).
+OJ parse_body(const httplib::Request& req, const ServerOptions& o) {
+  if (req.body.size() > o.max_body_bytes) {
+    throw ApiError(413, "request body larger than " + std::to_string(o.max_body_bytes) + " bytes");
+  }
+  if (!json_depth_ok(req.body, o.max_json_depth)) {
+    throw bad_request("invalid JSON request: nesting deeper than " +
+                      std::to_string(o.max_json_depth));
+  }
+  try {
+    return OJ::parse(req.body);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw bad_request(std::string("invalid JSON request: ") + e.what());
+  }
+}
+
+std::string sse(const json& payload) { return "data: " + dump_json(payload) + "\n\n"; }
+
+bool is_final(const GenEvent& ev) {
+  return ev.kind == GenEvent::Kind::Done || ev.kind == GenEvent::Kind::Failed;
+}
+
+// Either formatter behind one interface for the generation handler.
+struct AnyFormatter {
+  std::unique_ptr<ChatFormatter> chat;
+  std::unique_ptr<CompletionFormatter> completion;
+  void stream_event(const GenEvent& ev, std::vector<json>& out) {
+    chat ? chat->stream_event(ev, out) : completion->stream_event(ev, out);
+  }
+  void collect(const GenEvent& ev) { chat ? chat->collect(ev) : completion->collect(ev); }
+  json final_response() const {
+    return chat ? chat->final_response() : completion->final_response();
+  }
+};
+
+}  // namespace
+
+HttpServer::HttpServer(const ServerOptions& options, const text::Tokenizer& tok, Worker& worker,
+                       Metrics& metrics)
+    : options_(options), tok_(tok), worker_(worker), metrics_(metrics),
+      svr_(std::make_unique<httplib::Server>()) {
+  install_routes();
+}
+
+HttpServer::~HttpServer() = default;
+
+int HttpServer::bind() {
+  int port = options_.port;
+  if (port == 0) {
+    port = svr_->bind_to_any_port(options_.host.c_str());
+  } else if (!svr_->bind_to_port(options_.host.c_str(), port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    throw std::runtime_error("cannot listen on " + options_.host + ":" +
+                             std::to_string(options_.port));
+  }
+  return port;
+}
+
+bool HttpServer::serve() { return svr_->listen_after_bind(); }
+
+void HttpServer::stop() { svr_->stop(); }
+
+void HttpServer::install_routes() {
+  httplib::Server& svr = *svr_;
+  const int threads = options_.http_threads;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.set_payload_max_length(options_.max_body_bytes);
+  svr.set_read_timeout(10, 0);
+  svr.set_write_timeout(10, 0);
+  svr.set_keep_alive_max_count(1000);
+
+  svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    metrics_.requests_total++;
+    if (options_.cors) {
+      res.set_header("Access-Control-Allow-Origin", "*");
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      res.set_header("Access-Control-Allow-Headers", "*");
+      if (req.method == "OPTIONS") {
+        res.status = 204;
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (!options_.api_key.empty() && req.path != "/health") {
+      std::string auth = req.get_header_value("Authorization");
+      std::string key = req.get_header_value("x-api-key");
+      bool ok = auth == "Bearer " + options_.api_key || key == options_.api_key;
+      if (!ok) {
+        ApiError e(401, "invalid or missing API key", "authentication_error");
+        e.code = "invalid_api_key";
+        send_error(res, e);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  // Statuses cpp-httplib produces itself (no route, oversized body, bad request line) still
+  // get an error object.
+  svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+    metrics_.request_errors++;
+    if (!res.body.empty()) return;
+    std::string msg = res.status == 404   ? "unknown endpoint"
+                      : res.status == 413 ? "request body too large"
+                      : res.status == 400 ? "bad HTTP request"
+                                          : "request failed";
+    send_error(res, ApiError(res.status, msg,
+                             res.status >= 500 ? "server_error" : "invalid_request_error"));
+  });
+  svr.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "internal error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        send_error(res, ApiError(500, what, "server_error"));
+      });
+
+  svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, {{"status", "ok"}});
+  });
+  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_.render_prometheus(), "text/plain; version=0.0.4");
+  });
+
+  auto list_models = [this](const httplib::Request&, httplib::Response& res) {
+    json data = json::array();
+    for (const auto& id : model_ids()) {
+      data.push_back(model_object(id, worker_.context_size(), options_.default_max_tokens));
+    }
+    send_json(res, 200, {{"object", "list"}, {"data", data}});
+  };
+  svr.Get("/v1/models", list_models);
+  svr.Get("/models", list_models);
+  auto get_model = [this](const httplib::Request& req, httplib::Response& res) {
+    std::string id = req.matches[1];
+    for (const auto& known : model_ids()) {
+      if (known == id) {
+        send_json(res, 200, model_object(id, worker_.context_size(), options_.default_max_tokens));
+        return;
+      }
+    }
+    ApiError e(404, "model '" + id + "' not found");
+    e.code = "model_not_found";
+    send_error(res, e);
+  };
+  svr.Get(R"(/v1/models/(.+))", get_model);
+  svr.Get(R"(/models/(.+))", get_model);
+
+  svr.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      OJ body = parse_body(req, options_);
+      if (!body.is_object() || !body.contains("content") || !body["content"].is_string()) {
+        throw bad_request("'content' must be a string", "content");
+      }
+      auto flag = [&](const char* k, bool dflt) {
+        if (!body.contains(k) || body[k].is_null()) return dflt;
+        if (!body[k].is_boolean()) throw bad_request(std::string("'") + k + "' must be a boolean", k);
+        return body[k].get<bool>();
+      };
+      bool parse_special = flag("parse_special", true);
+      bool add_special = flag("add_special", false);
+      bool with_pieces = flag("with_pieces", false);
+      auto ids = tok_.encode(body["content"].get<std::string>(), parse_special);
+      if (add_special) ids.insert(ids.begin(), tok_.bos_id());
+      json tokens = json::array();
+      for (int id : ids) {
+        if (with_pieces) tokens.push_back({{"id", id}, {"piece", tok_.token_bytes(id)}});
+        else tokens.push_back(id);
+      }
+      send_json(res, 200, {{"tokens", tokens}});
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  });
+  svr.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      OJ body = parse_body(req, options_);
+      if (!body.is_object() || !body.contains("tokens") || !body["tokens"].is_array()) {
+        throw bad_request("'tokens' must be an array of token ids", "tokens");
+      }
+      std::vector<int> ids;
+      for (const auto& t : body["tokens"]) {
+        if (!t.is_number_integer()) throw bad_request("'tokens' must hold integers", "tokens");
+        int64_t id = t.get<int64_t>();
+        if (id < 0 || id >= static_cast<int64_t>(tok_.vocab_size())) {
+          throw bad_request("token id " + std::to_string(id) + " out of range", "tokens");
+        }
+        ids.push_back(static_cast<int>(id));
+      }
+      send_json(res, 200, {{"content", tok_.decode(ids)}});
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  });
+  svr.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      OJ body = parse_body(req, options_);
+      ServerContext ctx{options_, tok_, worker_.context_size()};
+      GenerationSpec spec = build_template_spec(body, ctx);
+      send_json(res, 200, {{"prompt", spec.rendered}, {"tokens", spec.tokens}});
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    }
+  });
+
+  auto generation = [this](bool chat) {
+    return [this, chat](const httplib::Request& req, httplib::Response& res) {
+      RequestInfo info;
+      std::shared_ptr<Job> job;
+      try {
+        OJ body = parse_body(req, options_);
+        ServerContext ctx{options_, tok_, worker_.context_size()};
+        GenerationSpec spec = chat ? build_chat_spec(body, ctx, info)
+                                   : build_completion_spec(body, ctx, info);
+        job = worker_.submit(std::move(spec));
+      } catch (const ApiError& e) {
+        send_error(res, e);
+        return;
+      }
+      const int fd = find_connection_fd(req.local_addr, req.local_port, req.remote_addr,
+                                        req.remote_port);
+      auto fmt = std::make_shared<AnyFormatter>();
+      std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
+      int64_t created = static_cast<int64_t>(std::time(nullptr));
+      if (chat) fmt->chat = std::make_unique<ChatFormatter>(id, info.model, created, info);
+      else fmt->completion = std::make_unique<CompletionFormatter>(id, info.model, created, info);
+
+      // Wait until the worker takes the job: an error before generation starts (context
+      // overflow, shutdown) still gets a proper status instead of an SSE error frame.
+      auto backlog = std::make_shared<std::vector<GenEvent>>();
+      while (backlog->empty()) {
+        job->wait_events(*backlog, 250ms);
+        if (backlog->empty() && peer_closed(fd)) {
+          job->cancelled = true;
+          return;
+        }
+      }
+      if (backlog->front().kind == GenEvent::Kind::Failed) {
+        send_error(res, *backlog->front().error);
+        return;
+      }
+
+      if (!info.stream) {
+        while (true) {
+          bool finished = false;
+          for (const auto& ev : *backlog) {
+            if (ev.kind == GenEvent::Kind::Failed) {
+              send_error(res, *ev.error);
+              return;
+            }
+            fmt->collect(ev);
+            finished = finished || is_final(ev);
+          }
+          backlog->clear();
+          if (finished) break;
+          job->wait_events(*backlog, 250ms);
+          if (backlog->empty() && peer_closed(fd)) {
+            job->cancelled = true;
+            return;
+          }
+        }
+        send_json(res, 200, fmt->final_response());
+        return;
+      }
+
+      res.set_header("Cache-Control", "no-cache");
+      res.set_header("X-Accel-Buffering", "no");
+      res.set_chunked_content_provider(
+          "text/event-stream",
+          [job, fmt, backlog, fd](size_t, httplib::DataSink& sink) {
+            auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+            bool started = false;
+            auto last_write = std::chrono::steady_clock::now();
+            std::vector<json> payloads;
+            while (true) {
+              for (const auto& ev : *backlog) {
+                if (ev.kind == GenEvent::Kind::Started) started = true;
+                if (ev.kind == GenEvent::Kind::Failed) {
+                  write(sse(ev.error->to_json()));
+                  sink.done();
+                  return true;
+                }
+                payloads.clear();
+                fmt->stream_event(ev, payloads);
+                for (const auto& p : payloads) {
+                  if (!write(sse(p))) {
+                    job->cancelled = true;
+                    return false;
+                  }
+                  last_write = std::chrono::steady_clock::now();
+                }
+                if (is_final(ev)) {
+                  write("data: [DONE]\n\n");
+                  sink.done();
+                  return true;
+                }
+              }
+              backlog->clear();
+              job->wait_events(*backlog, 250ms);
+              if (backlog->empty()) {
+                if (peer_closed(fd)) {
+                  job->cancelled = true;
+                  return false;
+                }
+                // SSE comments keep proxies and client idle timers alive during long
+                // prefills; a failed write is how a vanished client shows up here.
+                if (std::chrono::steady_clock::now() - last_write > 2s) {
+                  if (!write(started ? ": keep-alive\n\n" : ": prefill\n\n")) {
+                    job->cancelled = true;
+                    return false;
+                  }
+                  last_write = std::chrono::steady_clock::now();
+                }
+              }
+            }
+          },
+          [job](bool success) {
+            if (!success) job->cancelled = true;
+          });
+    };
+  };
+  svr.Post("/v1/chat/completions", generation(true));
+  svr.Post("/chat/completions", generation(true));
+  svr.Post("/v1/completions", generation(false));
+  svr.Post("/completions", generation(false));
+}
+
+}  // namespace ds4::server

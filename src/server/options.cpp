@@ -1,0 +1,95 @@
+#include "server/options.h"
+
+#include <charconv>
+#include <limits>
+
+namespace ds4::server {
+
+namespace {
+
+int64_t parse_int(const std::string& flag, const std::string& value, int64_t lo, int64_t hi) {
+  int64_t out = 0;
+  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
+  if (ec != std::errc() || ptr != value.data() + value.size() || out < lo || out > hi) {
+    throw UsageError(flag + ": expected an integer in [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "], got '" + value + "'");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string server_usage() {
+  return R"(usage: ds4-server [options]
+
+OpenAI-compatible HTTP server for DeepSeek V4 Flash.
+
+  -m, --model FILE        GGUF model (default ds4flash.gguf)
+      --mtp FILE          optional MTP sidecar GGUF
+  -c, --ctx N             context size in tokens (default 32768)
+  -n, --tokens N          default max tokens per request (default 393216)
+  -t, --threads N         inference threads (default: all cores)
+      --host ADDR         listen address (default 127.0.0.1; "localhost" accepted)
+      --port N            listen port (default 8000; 0 picks a free port)
+      --cors              add permissive CORS headers, answer OPTIONS with 204
+      --api-key KEY       require "Authorization: Bearer KEY" or "x-api-key: KEY"
+      --max-body-bytes N  request body limit (default 67108864)
+      --http-threads N    connection threads (default 64)
+      --quiet             no per-request log lines
+  -h, --help              this text
+
+Test-only (never for production):
+      --test-hooks        honour the request fields "ds4_test_output" (a text whose tokens
+                          replace the sampled ones; the model still evaluates each token)
+                          and "ds4_test_delay_ms" (sleep per generated token)
+)";
+}
+
+ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help) {
+  ServerOptions o;
+  help = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError(a + ": missing value");
+      return args[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      help = true;
+    } else if (a == "-m" || a == "--model") {
+      o.model_path = value();
+    } else if (a == "--mtp") {
+      o.mtp_path = value();
+    } else if (a == "-c" || a == "--ctx") {
+      o.ctx = static_cast<int>(parse_int(a, value(), 1, std::numeric_limits<int>::max()));
+    } else if (a == "-n" || a == "--tokens") {
+      o.default_max_tokens = parse_int(a, value(), 0, std::numeric_limits<int>::max());
+    } else if (a == "-t" || a == "--threads") {
+      o.threads = static_cast<int>(parse_int(a, value(), 0, 4096));
+    } else if (a == "--host") {
+      o.host = value();
+      if (o.host == "localhost") o.host = "127.0.0.1";
+      if (o.host.empty()) throw UsageError("--host: empty address");
+    } else if (a == "--port") {
+      o.port = static_cast<int>(parse_int(a, value(), 0, 65535));
+    } else if (a == "--cors") {
+      o.cors = true;
+    } else if (a == "--api-key") {
+      o.api_key = value();
+      if (o.api_key.empty()) throw UsageError("--api-key: empty key");
+    } else if (a == "--max-body-bytes") {
+      o.max_body_bytes = static_cast<size_t>(parse_int(a, value(), 1024, int64_t(1) << 40));
+    } else if (a == "--http-threads") {
+      o.http_threads = static_cast<int>(parse_int(a, value(), 2, 4096));
+    } else if (a == "--quiet") {
+      o.quiet = true;
+    } else if (a == "--test-hooks") {
+      o.test_hooks = true;
+    } else {
+      throw UsageError("unknown option '" + a + "' (see --help)");
+    }
+  }
+  return o;
+}
+
+}  // namespace ds4::server

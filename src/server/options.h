@@ -1,0 +1,43 @@
+// ds4-server command line.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ds4::server {
+
+struct ServerOptions {
+  std::string model_path = "ds4flash.gguf";
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  int ctx = 32768;
+  int64_t default_max_tokens = 393216;  // -n: used when a request gives no limit
+  int threads = 0;
+  bool cors = false;
+  std::string api_key;  // empty: no authentication
+  std::string mtp_path;
+  // Limits on what a client may send.
+  size_t max_body_bytes = 64u << 20;
+  int max_json_depth = 256;
+  size_t max_messages = 100000;
+  size_t max_stop_sequences = 16;
+  size_t max_stop_bytes = 1024;
+  int max_top_logprobs = 20;
+  int http_threads = 64;
+  // Test-only: honour the request field "ds4_test_output" (scripted sampling) and
+  // "ds4_test_delay_ms" (a pause per generated token).
+  bool test_hooks = false;
+  bool quiet = false;
+};
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Throws UsageError on an unknown flag or invalid value. Sets help=true for -h/--help.
+ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help);
+std::string server_usage();
+
+}  // namespace ds4::server

@@ -1,0 +1,422 @@
+#include "server/worker.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "text/dsml.h"
+
+namespace ds4::server {
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<int32_t> tokenize_segments(const text::Tokenizer& tok,
+                                       const text::PromptSegments& segments) {
+  std::vector<int32_t> out;
+  for (const auto& seg : segments) {
+    if (seg.special) {
+      auto id = tok.find_token(seg.text);
+      if (!id) throw ApiError(500, "control token missing from the vocabulary: " + seg.text,
+                              "server_error");
+      out.push_back(*id);
+    } else {
+      tok.encode_append(seg.text, out, /*parse_special=*/false);
+    }
+  }
+  return out;
+}
+
+std::optional<text::PromptSegments> segments_after(const text::PromptSegments& segments,
+                                                   size_t offset) {
+  text::PromptSegments rest;
+  size_t pos = 0;
+  for (const auto& seg : segments) {
+    size_t end = pos + seg.text.size();
+    if (end <= offset) {
+      pos = end;
+      continue;
+    }
+    if (pos >= offset) {
+      rest.push_back(seg);
+    } else {
+      if (seg.special) return std::nullopt;
+      rest.push_back({seg.text.substr(offset - pos), false});
+    }
+    pos = end;
+  }
+  return rest;
+}
+
+Worker::Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics,
+               bool log)
+    : session_(std::move(session)), tok_(tok), metrics_(metrics), log_(log),
+      ctx_(session_->context_size()) {
+  thread_ = std::thread([this] { loop(); });
+}
+
+Worker::~Worker() { stop(); }
+
+std::shared_ptr<Job> Worker::submit(GenerationSpec spec) {
+  auto job = std::make_shared<Job>(std::move(spec));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) throw ApiError(503, "server shutting down", "server_error");
+    job->serial = next_serial_++;
+    queue_.push_back(job);
+    metrics_.queue_depth++;
+  }
+  cv_.notify_one();
+  return job;
+}
+
+void Worker::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (auto& j : queue_) j->cancelled = true;
+    if (running_) running_->cancelled = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::loop() {
+  while (true) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      job = queue_.front();
+      queue_.pop_front();
+      running_ = job;
+    }
+    metrics_.busy = 1;
+    if (job->cancelled) {
+      metrics_.cancelled_jobs++;
+      GenEvent ev{GenEvent::Kind::Failed};
+      ev.error = ApiError(499, "request cancelled", "cancelled");
+      job->push(std::move(ev));
+    } else {
+      run(*job);
+    }
+    metrics_.busy = 0;
+    metrics_.queue_depth--;
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.reset();
+  }
+}
+
+const char* Worker::choose_tokens(const GenerationSpec& spec, std::vector<int32_t>& tokens) {
+  tokens = spec.tokens;
+  const auto& live = session_->tokens();
+  if (live.empty()) return "cold";
+  if (live.size() <= tokens.size() && std::equal(live.begin(), live.end(), tokens.begin())) {
+    return "token-prefix";
+  }
+  // The live text may match byte for byte while its tokens differ (the model sampled a
+  // different BPE split than a fresh tokenization of the same bytes): keep the live tokens
+  // and tokenize only the new suffix.
+  std::string live_text = tok_.decode(std::vector<int>(live.begin(), live.end()));
+  if (spec.rendered.size() > live_text.size() &&
+      spec.rendered.compare(0, live_text.size(), live_text) == 0) {
+    if (auto rest = segments_after(spec.segments, live_text.size())) {
+      std::vector<int32_t> joined(live.begin(), live.end());
+      auto suffix = tokenize_segments(tok_, *rest);
+      joined.insert(joined.end(), suffix.begin(), suffix.end());
+      tokens = std::move(joined);
+      return "text-prefix";
+    }
+  }
+  return "common-prefix";
+}
+
+namespace {
+
+ApiError context_error(size_t prompt_tokens, int ctx) {
+  ApiError e(400, "Prompt has " + std::to_string(prompt_tokens) +
+                      " tokens, but the configured context size is " + std::to_string(ctx) +
+                      " tokens");
+  e.code = "context_length_exceeded";
+  e.extra = {{"n_prompt_tokens", prompt_tokens}, {"n_ctx", ctx}};
+  return e;
+}
+
+// Largest cut <= n that does not split a UTF-8 sequence of s.
+size_t utf8_cut(const std::string& s, size_t n) {
+  if (n >= s.size()) return s.size();
+  size_t cut = n;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80 && n - cut < 3) --cut;
+  if ((static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) return n;  // not UTF-8 anyway
+  return cut;
+}
+
+}  // namespace
+
+void Worker::run(Job& job) {
+  const GenerationSpec& spec = job.spec;
+  Session& s = *session_;
+  metrics_.generation_requests++;
+  s.set_cancel_flag(&job.cancelled);
+  struct ClearFlag {
+    Session& s;
+    ~ClearFlag() { s.set_cancel_flag(nullptr); }
+  } clear_flag{s};
+
+  std::vector<int32_t> tokens;
+  const char* source = "cold";
+  int reused = 0;
+  auto t0 = Clock::now();
+  try {
+    source = choose_tokens(spec, tokens);
+    if (tokens.size() >= static_cast<size_t>(ctx_)) throw context_error(tokens.size(), ctx_);
+    {
+      // Tells the request thread its job is running (it then commits the response headers).
+      GenEvent ev{GenEvent::Kind::Progress};
+      ev.a = 0;
+      ev.b = static_cast<int64_t>(tokens.size());
+      job.push(std::move(ev));
+    }
+    SyncOptions so;
+    so.progress = [&](int done, int total) {
+      GenEvent ev{GenEvent::Kind::Progress};
+      ev.a = done;
+      ev.b = total;
+      job.push(std::move(ev));
+    };
+    reused = s.sync(tokens, so);
+  } catch (const ApiError& e) {
+    metrics_.request_errors++;
+    GenEvent ev{GenEvent::Kind::Failed};
+    ev.error = e;
+    job.push(std::move(ev));
+    return;
+  } catch (const Error& e) {
+    GenEvent ev{GenEvent::Kind::Failed};
+    if (e.kind() == Error::Kind::Cancelled || job.cancelled) {
+      metrics_.cancelled_jobs++;
+      ev.error = ApiError(499, "request cancelled", "cancelled");
+    } else if (e.kind() == Error::Kind::ContextOverflow) {
+      ev.error = context_error(tokens.size(), ctx_);
+    } else {
+      ev.error = ApiError(500, std::string("prefill failed: ") + e.what(), "server_error");
+    }
+    job.push(std::move(ev));
+    return;
+  } catch (const std::exception& e) {
+    GenEvent ev{GenEvent::Kind::Failed};
+    ev.error = ApiError(500, std::string("prefill failed: ") + e.what(), "server_error");
+    job.push(std::move(ev));
+    return;
+  }
+  auto t1 = Clock::now();
+  double prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  size_t evaluated = tokens.size() - static_cast<size_t>(reused);
+  metrics_.add_prefill(evaluated, prefill_s);
+  metrics_.prompt_tokens += tokens.size();
+  metrics_.cached_prompt_tokens += reused;
+  if (reused > 0) metrics_.cache_hits++;
+
+  Usage usage;
+  usage.prompt_tokens = static_cast<int64_t>(tokens.size());
+  usage.cached_tokens = reused;
+  {
+    GenEvent ev{GenEvent::Kind::Started};
+    ev.usage = usage;
+    job.push(std::move(ev));
+  }
+
+  // ---- decode
+  const int64_t room = ctx_ - static_cast<int64_t>(tokens.size());
+  const int64_t max_new = std::max<int64_t>(0, std::min(spec.max_tokens, room));
+  sample::Params sp = spec.sampling;
+  sample::Sampler sampler(sp);
+  text::DsmlParserOptions popt;
+  popt.thinking = spec.thinking;
+  popt.parse_tool_calls = spec.parse_tools;
+  text::DsmlStreamParser parser(popt);
+  text::StreamDecoder decoder(tok_, text::StreamDecoder::InvalidBytes::kRaw);
+
+  size_t max_stop = 0;
+  for (const auto& st : spec.stop) max_stop = std::max(max_stop, st.size());
+  std::string raw;  // every decided output byte
+  size_t fed = 0;   // bytes of raw already handed to the parser
+  std::vector<text::DsmlEvent> pevents;
+  bool any_tool_started = false;
+
+  auto forward = [&](std::vector<text::DsmlEvent>& evs) {
+    for (auto& pe : evs) {
+      GenEvent ev{GenEvent::Kind::Content};
+      switch (pe.kind) {
+        case text::DsmlEventKind::Reasoning:
+          ev.kind = GenEvent::Kind::Reasoning;
+          ev.text = std::move(pe.text);
+          break;
+        case text::DsmlEventKind::Text:
+          ev.text = std::move(pe.text);
+          break;
+        case text::DsmlEventKind::ToolCallStart:
+          any_tool_started = true;
+          ev.kind = GenEvent::Kind::ToolCallStart;
+          ev.index = pe.index;
+          ev.id = pe.id;
+          ev.name = pe.name;
+          break;
+        case text::DsmlEventKind::ToolCallArgs:
+          ev.kind = GenEvent::Kind::ToolCallArgs;
+          ev.index = pe.index;
+          ev.text = std::move(pe.text);
+          break;
+        case text::DsmlEventKind::Error:
+          if (log_) std::fprintf(stderr, "ds4-server: #%llu invalid tool call: %s\n",
+                                 static_cast<unsigned long long>(job.serial), pe.text.c_str());
+          continue;
+        default:
+          continue;
+      }
+      if ((ev.kind == GenEvent::Kind::Content || ev.kind == GenEvent::Kind::Reasoning) &&
+          ev.text.empty()) {
+        continue;
+      }
+      job.push(std::move(ev));
+    }
+    evs.clear();
+  };
+  auto feed = [&](size_t upto) {
+    if (upto <= fed) return;
+    std::string_view bytes(raw.data() + fed, upto - fed);
+    fed = upto;
+    if (spec.raw_output) {
+      GenEvent ev{GenEvent::Kind::Content};
+      ev.text = std::string(bytes);
+      job.push(std::move(ev));
+      return;
+    }
+    parser.feed(bytes, pevents);
+    forward(pevents);
+  };
+
+  std::string finish = "length";
+  int64_t generated = 0;
+  int32_t pending_eval = -1;  // final sampled token, evaluated after the answer is out
+  bool stop_hit = false, cancelled = false;
+  const int32_t eos = tok_.eos_id();
+  try {
+    while (true) {
+      if (job.cancelled) {
+        cancelled = true;
+        break;
+      }
+      if (generated >= max_new) {
+        finish = "length";
+        break;
+      }
+      const auto& logits = s.logits();
+      int32_t tok;
+      if (spec.forced_tokens) {
+        tok = generated < static_cast<int64_t>(spec.forced_tokens->size())
+                  ? (*spec.forced_tokens)[generated]
+                  : eos;
+      } else {
+        bool greedy = !spec.raw_output && parser.in_dsml_syntax();
+        tok = sampler.sample(logits, greedy);
+      }
+      ++generated;
+      if (spec.top_logprobs >= 0) {
+        GenEvent ev{GenEvent::Kind::Logprob};
+        ev.logprob.id = tok;
+        ev.logprob.bytes = tok_.token_bytes(tok);
+        ev.logprob.logprob = sample::token_logprob(logits, tok);
+        for (const auto& tp : sample::top_logprobs(logits, spec.top_logprobs)) {
+          ev.logprob.top.emplace_back(tok_.token_bytes(tp.id), tp.logprob);
+        }
+        job.push(std::move(ev));
+      }
+      if (spec.test_delay_ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(spec.test_delay_ms));
+      }
+      if (tok == eos) {
+        finish = "stop";
+        pending_eval = tok;
+        break;
+      }
+      raw += decoder.push(tok);
+      if (max_stop > 0) {
+        size_t hit = std::string::npos;
+        for (const auto& st : spec.stop) {
+          size_t p = raw.find(st, fed);
+          if (p < hit) hit = p;
+        }
+        if (hit != std::string::npos) {
+          feed(hit);
+          raw.resize(hit);
+          stop_hit = true;
+          finish = "stop";
+          break;
+        }
+        size_t safe = raw.size() >= max_stop - 1 ? raw.size() - (max_stop - 1) : 0;
+        feed(utf8_cut(raw, safe));
+      } else {
+        feed(raw.size());
+      }
+      if (!spec.raw_output && parser.tool_calls_done()) {
+        finish = "tool_calls";
+        pending_eval = tok;
+        break;
+      }
+      s.eval(tok);
+    }
+    if (!stop_hit && !cancelled) {
+      raw += decoder.flush();
+      feed(raw.size());
+    }
+    if (!spec.raw_output && !cancelled) {
+      parser.finish(pevents);
+      forward(pevents);
+    }
+  } catch (const std::exception& e) {
+    GenEvent ev{GenEvent::Kind::Failed};
+    ev.error = ApiError(500, std::string("generation failed: ") + e.what(), "server_error");
+    job.push(std::move(ev));
+    return;
+  }
+  auto t2 = Clock::now();
+  double decode_s = std::chrono::duration<double>(t2 - t1).count();
+  metrics_.add_decode(generated, decode_s);
+  metrics_.completion_tokens += generated;
+  if (cancelled) metrics_.cancelled_jobs++;
+  (void)any_tool_started;
+
+  GenEvent done{GenEvent::Kind::Done};
+  usage.completion_tokens = generated;
+  done.usage = usage;
+  done.finish_reason = cancelled ? "cancelled" : finish;
+  if (!spec.raw_output) {
+    for (const auto& c : parser.tool_calls()) {
+      done.tool_calls.push_back({c.id, c.name, c.arguments_json});
+    }
+    if (finish == "tool_calls" && done.tool_calls.empty()) done.finish_reason = "stop";
+  }
+  job.push(std::move(done));
+
+  if (log_) {
+    std::fprintf(stderr,
+                 "ds4-server: %s #%llu ctx=%d..%zu (%s) gen=%lld finish=%s prefill %.1f t/s "
+                 "decode %.1f t/s\n",
+                 spec.log_tag.c_str(), static_cast<unsigned long long>(job.serial), reused,
+                 tokens.size(), source, static_cast<long long>(generated),
+                 cancelled ? "cancelled" : finish.c_str(),
+                 prefill_s > 0 ? evaluated / prefill_s : 0.0,
+                 decode_s > 0 ? generated / decode_s : 0.0);
+  }
+  // The closing token (EOS or the end of a tool-call block) joins the live state after the
+  // client has its answer, so the next turn's prompt extends the live tokens.
+  if (pending_eval >= 0 && s.n_tokens() < ctx_) {
+    try {
+      s.eval(pending_eval);
+    } catch (const std::exception&) {
+      s.reset();
+    }
+  }
+}
+
+}  // namespace ds4::server

@@ -1,0 +1,62 @@
+// The one inference worker: owns the live session, serves jobs in arrival order.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "ds4/engine.h"
+#include "server/job.h"
+#include "server/metrics.h"
+#include "text/tokenizer.h"
+
+namespace ds4::server {
+
+// Tokens of a segment list: control segments map to their ids, text is BPE-encoded with
+// special-token strings treated as plain text.
+std::vector<int32_t> tokenize_segments(const text::Tokenizer& tok,
+                                       const text::PromptSegments& segments);
+// The segments after byte offset `offset` of their concatenation, or nullopt if the offset
+// falls inside a control segment.
+std::optional<text::PromptSegments> segments_after(const text::PromptSegments& segments,
+                                                   size_t offset);
+
+class Worker {
+ public:
+  Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics,
+         bool log);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Queues a job (FIFO). Throws ApiError 503 after stop().
+  std::shared_ptr<Job> submit(GenerationSpec spec);
+  // Stops taking jobs, cancels the running and queued ones, joins the thread.
+  void stop();
+  int context_size() const { return ctx_; }
+
+ private:
+  void loop();
+  void run(Job& job);
+  // Chooses the tokens to sync: the spec's own, or live tokens + the tokenized suffix when
+  // the live text is a byte prefix of the rendered prompt. Returns a tag for the log.
+  const char* choose_tokens(const GenerationSpec& spec, std::vector<int32_t>& tokens);
+
+  std::unique_ptr<Session> session_;
+  const text::Tokenizer& tok_;
+  Metrics& metrics_;
+  bool log_;
+  int ctx_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::shared_ptr<Job> running_;
+  bool stopping_ = false;
+  uint64_t next_serial_ = 1;
+  std::thread thread_;
+};
+
+}  // namespace ds4::server

