@@ -58,6 +58,16 @@ enum : uint32_t {
   kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
 };
 
+// "t<k>.<field>"; appended piecewise because GCC 12 warns falsely (-Wrestrict) on
+// `"literal" + std::string` chains.
+inline std::string tensor_label(int k, const char* field) {
+  std::string s = "t";
+  s += std::to_string(k);
+  s += '.';
+  s += field;
+  return s;
+}
+
 // A small valid file: header, a few typed keys, then three tensors
 //   "a" F32 [3, 2]  (24 bytes), "b" Q8_0 [64] (68 bytes), "c" I32 [5] (20 bytes),
 // with data at 32-byte boundaries. Labels: "n_tensors", "n_kv", "key0.len", "arr.count",
@@ -114,7 +124,7 @@ inline Bytes small_file(uint32_t alignment = 32, bool with_alignment_key = false
   uint64_t off = 0;
   std::vector<uint64_t> offsets;
   for (int k = 0; k < 3; ++k) {
-    const std::string p = "t" + std::to_string(k) + ".";
+    const std::string p = tensor_label(k, "");
     f.mark(p + "name_len");
     f.str(ts[k].name);
     f.mark(p + "n_dims");
@@ -135,7 +145,7 @@ inline Bytes small_file(uint32_t alignment = 32, bool with_alignment_key = false
   f.mark("data");
   for (int k = 0; k < 3; ++k) {
     while (f.size() < f.at["data"] + offsets[k]) f.u8(0);
-    f.mark("t" + std::to_string(k) + ".data");
+    f.mark(tensor_label(k, "data"));
     for (uint64_t j = 0; j < ts[k].nbytes; ++j) f.u8(static_cast<uint8_t>(17 * k + 3 * j + 1));
   }
   f.pad_to(alignment);

@@ -72,7 +72,7 @@ TEST(GgufRead, HandAssembledFile) {
   EXPECT_EQ(c.nbytes, 20u);
   for (int k = 0; k < 3; ++k) {
     const TensorInfo& t = f->tensors()[k];
-    EXPECT_EQ(t.data - f->base(), static_cast<ptrdiff_t>(b.at.at("t" + std::to_string(k) + ".data")));
+    EXPECT_EQ(t.data - f->base(), static_cast<ptrdiff_t>(b.at.at(testing::tensor_label(k, "data"))));
     EXPECT_EQ(t.offset % 32, 0u);
     EXPECT_EQ(t.data[0], static_cast<uint8_t>(17 * k + 1));
     EXPECT_EQ(t.data[t.nbytes - 1], static_cast<uint8_t>(17 * k + 3 * (t.nbytes - 1) + 1));
