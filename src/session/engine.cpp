@@ -123,8 +123,9 @@ void SessionImpl::prefill(const int32_t* toks, int n, const SyncOptions& opt, in
     fw.embed(toks + done, m, X.data());
     for (size_t il = 0; il < layers_.size(); ++il)
       fw.block(w.layers[il], layers_[il], X.data(), toks + done, m, pos0);
-    // Only the last token's logits are needed unless the caller asked for every position.
-    const int first = opt.on_logits ? 0 : m - 1;
+    // The last token's logits are the result; a few before it are kept so that a short
+    // rewind (kRewindSlack) needs no re-evaluation. on_logits wants every position.
+    const int first = opt.on_logits ? 0 : std::max(0, m - (kRewindSlack + 1));
     const int rows = m - first;
     all_logits.resize(static_cast<size_t>(rows) * c.vocab);
     fw.head(w.head, X.data() + first * hcD, rows, all_logits.data());

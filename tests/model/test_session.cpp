@@ -1,0 +1,342 @@
+// Session behaviour: snapshots, prefix reuse, rewind, state reset, errors, memory.
+#include <cstring>
+#include <sstream>
+
+#include "gguf/gguf.h"
+#include "oracle_util.h"
+
+using namespace ds4;
+using namespace ds4::test;
+
+namespace {
+
+class SessionTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    o_ = std::make_unique<Oracle>(GetParam());
+    path_ = oracle_gguf(GetParam(), "f32");
+    ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
+  }
+  Engine& engine() { return engine_for(path_, true); }
+  std::vector<int32_t> prefix(int k) const { return {o_->tokens.begin(), o_->tokens.begin() + k}; }
+  std::unique_ptr<Oracle> o_;
+  std::string path_;
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+// Save after K tokens, load into a fresh session, continue: bit-identical logits.
+TEST_P(SessionTest, SnapshotRoundTripIsBitIdentical) {
+  Engine& e = engine();
+  const int n = o_->n(), ctx = n + 8;
+  for (int k : {1, 5, 37, n - 9}) {
+    auto a = e.new_session(ctx);
+    a->sync(prefix(k));
+    auto bytes = a->save_snapshot();
+    // Size follows the §11 layout exactly.
+    const ModelConfig& c = e.config();
+    size_t want = 4 * (13 + k) + 4ull * c.vocab + 8ull * c.n_layers;
+    const int raw_live = std::min({k, c.window, ctx});
+    for (int il = 0; il < c.n_layers; ++il) {
+      const int r = c.compress_ratios[il];
+      want += 4ull * raw_live * c.head_dim;
+      if (r) {
+        const int cc = r == 4 ? 2 : 1;
+        want += 4ull * (k / r) * c.head_dim + 2 * 4ull * (cc * r) * (cc * c.head_dim);
+      }
+      if (r == 4) want += 4ull * (k / 4) * c.index_head_dim + 2 * 4ull * 8 * 2 * c.index_head_dim;
+    }
+    EXPECT_EQ(bytes.size(), want) << "k=" << k;
+
+    auto b = e.new_session(ctx);
+    b->load_snapshot(bytes.data(), bytes.size());
+    EXPECT_EQ(b->tokens(), a->tokens());
+    EXPECT_TRUE(same_bits(a->logits(), b->logits()));
+    // Stream and FILE* forms carry the same bytes.
+    std::stringstream ss;
+    a->save_snapshot(ss);
+    EXPECT_EQ(ss.str(), std::string(bytes.begin(), bytes.end()));
+    std::FILE* f = std::tmpfile();
+    ASSERT_NE(f, nullptr);
+    a->save_snapshot(f);
+    std::rewind(f);
+    auto c2 = e.new_session(ctx);
+    c2->load_snapshot(f);
+    std::fclose(f);
+    auto d = e.new_session(ctx);
+    d->load_snapshot(ss);
+    for (int i = k; i < n; ++i) {
+      a->eval(o_->tokens[i]);
+      b->eval(o_->tokens[i]);
+      c2->eval(o_->tokens[i]);
+      d->eval(o_->tokens[i]);
+      ASSERT_TRUE(same_bits(a->logits(), b->logits())) << "k=" << k << " pos " << i;
+      ASSERT_TRUE(same_bits(a->logits(), c2->logits())) << "k=" << k << " pos " << i;
+      ASSERT_TRUE(same_bits(a->logits(), d->logits())) << "k=" << k << " pos " << i;
+    }
+  }
+}
+
+TEST_P(SessionTest, BadSnapshotsAreRejected) {
+  Engine& e = engine();
+  auto a = e.new_session(64);
+  a->sync(prefix(9));
+  auto good = a->save_snapshot();
+  auto expect_bad = [&](std::vector<uint8_t> bytes, const char* what) {
+    auto b = e.new_session(64);
+    b->sync(prefix(3));
+    try {
+      b->load_snapshot(bytes.data(), bytes.size());
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const Error& err) {
+      EXPECT_EQ(err.kind(), Error::Kind::BadSnapshot) << what << ": " << err.what();
+    }
+    EXPECT_EQ(b->n_tokens(), 3) << what << ": a failed load must leave the session as it was";
+  };
+  expect_bad(std::vector<uint8_t>(good.begin(), good.begin() + good.size() / 2), "truncated");
+  expect_bad(std::vector<uint8_t>(good.begin(), good.begin() + 20), "header only");
+  auto trailing = good;
+  trailing.push_back(0);
+  expect_bad(trailing, "trailing byte");
+  auto magic = good;
+  magic[0] ^= 1;
+  expect_bad(magic, "magic");
+  auto layers = good;
+  layers[8 * 4] += 1;
+  expect_bad(layers, "layer count");
+  auto tok = good;
+  uint32_t big = 0x7fffffff;
+  std::memcpy(tok.data() + 13 * 4, &big, 4);
+  expect_bad(tok, "token id");
+  // A snapshot from a larger context does not fit a smaller session.
+  auto big_ctx = e.new_session(100);
+  big_ctx->sync(prefix(9));
+  auto bytes = big_ctx->save_snapshot();
+  expect_bad(bytes, "larger context");
+}
+
+// sync() reuses the common prefix and gives the same logits as a fresh evaluation.
+TEST_P(SessionTest, SyncReusesPrefixAndMatchesFresh) {
+  Engine& e = engine();
+  const int n = o_->n();
+  auto s = e.new_session(n + 8);
+  EXPECT_EQ(s->sync(prefix(40)), 0);
+  EXPECT_EQ(s->sync(prefix(n)), 40);
+  auto fresh = e.new_session(n + 8);
+  fresh->sync(prefix(n));
+  EXPECT_TRUE(same_bits(s->logits(), fresh->logits()));
+  EXPECT_EQ(s->sync(prefix(n)), n);  // identical: nothing evaluated
+  // A diverging suffix: reuse is whatever the state allows, the numbers must be fresh ones.
+  std::vector<int32_t> alt = prefix(n - 1);
+  alt.push_back((o_->tokens[n - 1] + 1) % o_->vocab);
+  int reused = s->sync(alt);
+  EXPECT_TRUE(reused == n - 1 || reused == 0) << reused;
+  auto fresh2 = e.new_session(n + 8);
+  fresh2->sync(alt);
+  EXPECT_TRUE(same_bits(s->logits(), fresh2->logits()));
+}
+
+// A new prompt on a reused session starts from reset compressor state (the reference
+// leaks the previous prompt's window into a < 4 token prompt; we must not).
+TEST_P(SessionTest, NewPromptResetsCompressorState) {
+  Engine& e = engine();
+  auto s = e.new_session(128);
+  s->sync(prefix(o_->n()));
+  std::vector<int32_t> other = {o_->tokens[5], o_->tokens[6], o_->tokens[7]};
+  EXPECT_EQ(s->sync(other), 0);
+  auto fresh = e.new_session(128);
+  fresh->sync(other);
+  EXPECT_TRUE(same_bits(s->logits(), fresh->logits()));
+  for (int i = 0; i < 6; ++i) {
+    s->eval(o_->tokens[10 + i]);
+    fresh->eval(o_->tokens[10 + i]);
+    ASSERT_TRUE(same_bits(s->logits(), fresh->logits())) << i;
+  }
+  s->reset();
+  EXPECT_EQ(s->n_tokens(), 0);
+  EXPECT_TRUE(s->logits().empty());
+}
+
+// Rewind: cheap where allowed, re-evaluation otherwise; both continue like a fresh run.
+TEST_P(SessionTest, RewindMatchesFresh) {
+  Engine& e = engine();
+  const int n = o_->n();
+  auto s = e.new_session(n + 8);
+  s->sync(prefix(n));
+  const ModelConfig& c = e.config();
+  // The documented rule: at most 8 positions back, and no compressed row completed by
+  // the dropped tokens (n / r == pos / r for every compressing layer).
+  auto rule = [&](int pos) {
+    if (pos == n || pos == 0) return true;
+    if (n - pos > 8) return false;
+    for (int il = 0; il < c.n_layers; ++il) {
+      const int r = c.compress_ratios[il];
+      if (r && n / r != pos / r) return false;
+    }
+    return true;
+  };
+  for (int pos = 0; pos <= n; ++pos) EXPECT_EQ(s->can_rewind_cheaply(pos), rule(pos)) << "pos " << pos;
+  for (int pos : {n - 1, n - 3, n - 20, 2}) {
+    s->rewind(pos);
+    EXPECT_EQ(s->n_tokens(), pos);
+    auto fresh = e.new_session(n + 8);
+    fresh->sync(prefix(pos));
+    EXPECT_TRUE(same_bits(s->logits(), fresh->logits())) << "pos " << pos;
+    s->eval(o_->tokens[pos]);
+    fresh->eval(o_->tokens[pos]);
+    EXPECT_TRUE(same_bits(s->logits(), fresh->logits())) << "pos " << pos << " +1";
+    s->sync(prefix(n));
+  }
+  EXPECT_THROW(s->rewind(n + 1), Error);
+}
+
+TEST_P(SessionTest, BadInputsGiveErrors) {
+  Engine& e = engine();
+  auto s = e.new_session(16);
+  try {
+    s->sync({1, 2, o_->vocab});
+    ADD_FAILURE() << "token id >= vocab accepted";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), Error::Kind::InvalidArgument);
+    EXPECT_NE(std::string(err.what()).find("out of range"), std::string::npos) << err.what();
+  }
+  EXPECT_THROW(s->eval(-1), Error);
+  try {
+    s->sync(prefix(17));
+    ADD_FAILURE() << "context overflow accepted";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), Error::Kind::ContextOverflow);
+  }
+  s->sync(prefix(16));
+  try {
+    s->eval(o_->tokens[16]);
+    ADD_FAILURE() << "eval past the context accepted";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), Error::Kind::ContextOverflow);
+  }
+  EXPECT_THROW(e.new_session(0), Error);
+  EXPECT_THROW(s->mtp_eval(nullptr, 1, 0), Error);
+}
+
+TEST_P(SessionTest, CancelStopsAtAChunkBoundary) {
+  Engine& e = engine();
+  auto s = e.new_session(o_->n() + 1);
+  std::atomic<bool> flag{false};
+  s->set_cancel_flag(&flag);
+  SyncOptions so;
+  so.chunk = 8;
+  int calls = 0;
+  so.progress = [&](int done, int total) {
+    ++calls;
+    EXPECT_LE(done, total);
+    if (done >= 16) flag = true;
+  };
+  try {
+    s->sync(o_->tokens, so);
+    ADD_FAILURE() << "not cancelled";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), Error::Kind::Cancelled);
+  }
+  EXPECT_EQ(s->n_tokens(), 16);
+  EXPECT_EQ(calls, 2);
+  // The kept prefix is a valid state: finishing gives the uncancelled numbers.
+  flag = false;
+  EXPECT_EQ(s->sync(o_->tokens), 16);
+  auto fresh = e.new_session(o_->n() + 1);
+  fresh->sync(o_->tokens);
+  EXPECT_TRUE(same_bits(s->logits(), fresh->logits()));
+}
+
+// Session memory against spec §6 (raw window, compressed rows ctx/r+2, indexer rows,
+// compressor states), plus the engine's small rewind slack.
+TEST_P(SessionTest, MemoryEstimateFollowsSpecFormula) {
+  Engine& e = engine();
+  const ModelConfig& c = e.config();
+  for (int ctx : {64, 100, 4096}) {
+    uint64_t spec = 0;
+    for (int il = 0; il < c.n_layers; ++il) {
+      const int r = c.compress_ratios[il];
+      spec += 4ull * std::min(ctx, c.window) * c.head_dim;
+      if (r) {
+        const int cc = r == 4 ? 2 : 1;
+        spec += 4ull * (ctx / r + 2) * c.head_dim + 2 * 4ull * cc * r * cc * c.head_dim;
+      }
+      if (r == 4) spec += 4ull * (ctx / 4 + 2) * c.index_head_dim + 2 * 4ull * 8 * 2 * c.index_head_dim;
+    }
+    const uint64_t got = e.session_memory_bytes(ctx);
+    std::printf("[%s] ctx %d: engine %llu bytes, spec formula %llu bytes\n", o_->name.c_str(), ctx,
+                static_cast<unsigned long long>(got), static_cast<unsigned long long>(spec));
+    EXPECT_GE(got, spec);
+    // Extra: rewind slack rows per layer (+MTP ring) and logits/hidden history.
+    const uint64_t slack = 4ull * 8 * c.head_dim * (c.n_layers + 2) +
+                           4ull * 9 * (static_cast<uint64_t>(c.vocab) + static_cast<uint64_t>(c.hc) * c.dim) +
+                           4ull * std::min(ctx, c.window) * c.head_dim;
+    EXPECT_LE(got, spec + slack);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Session, SessionTest, ::testing::Values("tiny-a", "tiny-q"), [](const auto& info) {
+  std::string s = info.param;
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
+});
+
+// Model files that are damaged or inconsistent fail at open with a clear error.
+TEST(ModelFile, TruncatedAndInconsistentFilesAreRejected) {
+  const std::string src = oracle_gguf("tiny-a", "f32");
+  ASSERT_TRUE(file_exists(src)) << src;
+  auto bytes = read_bin<uint8_t>(src);
+  const std::string dir = std::string(DS4_TEST_TMP) + "/model";
+  std::system(("mkdir -p " + dir).c_str());
+  const std::string trunc = dir + "/truncated.gguf";
+  {
+    std::ofstream f(trunc, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size() * 2 / 3));
+  }
+  try {
+    Engine::open(trunc);
+    ADD_FAILURE() << "truncated file opened";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.kind(), Error::Kind::BadModel);
+  }
+  EXPECT_THROW(Engine::open(dir + "/does-not-exist.gguf"), Error);
+
+  // Same file with one key dropped, one tensor dropped, one value made inconsistent.
+  auto in = gguf::File::open(src);
+  auto rewrite = [&](const std::string& out, const std::string& skip_key, const std::string& skip_tensor,
+                     const std::string& bad_key) {
+    gguf::Writer w;
+    for (const auto& [k, v] : in->metadata()) {
+      if (k == skip_key || k == "general.alignment") continue;
+      if (k == bad_key) w.set(k, gguf::Value::make_u32(7));
+      else w.set(k, v);
+    }
+    for (const auto& t : in->tensors()) {
+      if (t.name == skip_tensor) continue;
+      w.add_tensor(t.name, t.type, t.dims, std::vector<uint8_t>(t.data, t.data + t.nbytes));
+    }
+    w.write(out);
+  };
+  auto expect_bad = [&](const std::string& file, const std::string& needle) {
+    try {
+      Engine::open(file);
+      ADD_FAILURE() << file << " opened";
+    } catch (const Error& err) {
+      EXPECT_EQ(err.kind(), Error::Kind::BadModel);
+      EXPECT_NE(std::string(err.what()).find(needle), std::string::npos) << err.what();
+    }
+  };
+  rewrite(dir + "/nokey.gguf", "deepseek4.attention.sliding_window", "", "");
+  expect_bad(dir + "/nokey.gguf", "deepseek4.attention.sliding_window");
+  rewrite(dir + "/notensor.gguf", "", "blk.3.attn_compressor_kv.weight", "");
+  expect_bad(dir + "/notensor.gguf", "blk.3.attn_compressor_kv.weight");
+  rewrite(dir + "/badshape.gguf", "", "", "deepseek4.attention.q_lora_rank");
+  expect_bad(dir + "/badshape.gguf", "attn_q_a");
+  // The rewritten-but-intact file still opens (so the failures above are the edits).
+  rewrite(dir + "/intact.gguf", "", "", "");
+  EXPECT_NO_THROW(Engine::open(dir + "/intact.gguf"));
+}
