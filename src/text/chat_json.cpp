@@ -269,13 +269,13 @@ class Parser {
       if (!value(item, depth + 1)) return false;
       bool replaced = false;
       for (auto& member : out.members) {
-        if (member.first == key) {
-          member.second = std::move(item);
+        if (member.key == key) {
+          member.value = std::move(item);
           replaced = true;
           break;
         }
       }
-      if (!replaced) out.members.emplace_back(std::move(key), std::move(item));
+      if (!replaced) out.members.push_back({std::move(key), std::move(item)});
       skip_ws();
       if (eof()) return false;
       if (peek() == ',') {
@@ -310,9 +310,9 @@ void dump_value(std::string& out, const Value& v) {
       out.push_back('{');
       for (size_t i = 0; i < v.members.size(); ++i) {
         if (i) out += ", ";
-        append_string(out, v.members[i].first);
+        append_string(out, v.members[i].key);
         out += ": ";
-        dump_value(out, v.members[i].second);
+        dump_value(out, v.members[i].value);
       }
       out.push_back('}');
       break;

@@ -19,6 +19,7 @@ namespace ds4::text::pyjson {
 // A parsed JSON value. Numbers keep what Python would keep: integers their digit text,
 // floats their double value.
 struct Value {
+  struct Member;
   enum class Kind { Null, Bool, Integer, Float, String, Array, Object };
   Kind kind = Kind::Null;
   bool boolean = false;
@@ -27,7 +28,12 @@ struct Value {
   std::vector<Value> items;  // Array
   // Object, in first-occurrence key order; a repeated key overwrites the value in place
   // (Python dict semantics).
-  std::vector<std::pair<std::string, Value>> members;
+  std::vector<Member> members;
+};
+
+struct Value::Member {
+  std::string key;
+  Value value;
 };
 
 // Parses like Python's json.loads: accepts NaN, Infinity, -Infinity; rejects raw control
