@@ -272,6 +272,7 @@ void HttpServer::install_routes() {
       }
 
       if (!info.stream) {
+        auto last_probe = std::chrono::steady_clock::now();
         while (true) {
           bool finished = false;
           for (const auto& ev : *backlog) {
@@ -285,9 +286,13 @@ void HttpServer::install_routes() {
           backlog->clear();
           if (finished) break;
           job->wait_events(*backlog, 250ms);
-          if (backlog->empty() && peer_closed(fd)) {
-            job->cancelled = true;
-            return;
+          // Events may flow without pause, so the peer is probed by the clock.
+          if (std::chrono::steady_clock::now() - last_probe > 250ms) {
+            last_probe = std::chrono::steady_clock::now();
+            if (peer_closed(fd)) {
+              job->cancelled = true;
+              return;
+            }
           }
         }
         send_json(res, 200, fmt->final_response());

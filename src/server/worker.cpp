@@ -363,7 +363,14 @@ void Worker::run(Job& job) {
         pending_eval = tok;
         break;
       }
-      s.eval(tok);
+      try {
+        s.eval(tok);
+      } catch (const Error& e) {
+        // The engine honours the cancel flag inside eval too.
+        if (e.kind() != Error::Kind::Cancelled) throw;
+        cancelled = true;
+        break;
+      }
     }
     if (!stop_hit && !cancelled) {
       raw += decoder.flush();

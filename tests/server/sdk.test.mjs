@@ -457,6 +457,9 @@ test("context overflow answers context_length_exceeded", async () => {
   );
 });
 
+// 400 scripted tokens (no early EOS), 50 ms each: 20 s unless cancelled.
+const LONG_SCRIPT = " word".repeat(400);
+
 test("a client that disconnects mid-stream cancels its job", async () => {
   const cancelledBefore = await metric(server.base, "ds4_cancelled_total");
   const controller = new AbortController();
@@ -468,6 +471,7 @@ test("a client that disconnects mid-stream cancels its job", async () => {
       messages: [{ role: "user", content: "Write a long story" }],
       stream: true,
       max_tokens: 400,
+      ds4_test_output: LONG_SCRIPT,
       ds4_test_delay_ms: 50,
     }),
     signal: controller.signal,
@@ -501,6 +505,7 @@ test("a client that disconnects mid-stream cancels its job", async () => {
       model: "deepseek-chat",
       messages: [{ role: "user", content: "Another long one" }],
       max_tokens: 400,
+      ds4_test_output: LONG_SCRIPT,
       ds4_test_delay_ms: 50,
     }),
     signal: c2.signal,
