@@ -76,14 +76,11 @@ int run_one_shot(Engine& engine, const text::Tokenizer& tok, const CliOptions& o
   g.cancel = &interrupt_flag();
   g.progress = isatty(STDERR_FILENO);
   g.on_token = [&](int32_t t) { printer.write(decoder.push(t)); };
+  if (opt.verbose) g.on_prefilled = log_reuse;
   std::vector<int32_t> reply;
   const TurnStats st = generate(*session, prompt, sampler, g, reply);
   printer.write(decoder.flush());
   printer.finish();
-  if (opt.verbose) {
-    std::fprintf(stderr, "ds4: prefill: reused %d tokens, evaluated %d of %d\n", st.reused,
-                 st.evaluated, st.prompt_tokens);
-  }
   if (st.interrupted) std::fputs("ds4: interrupted\n", stderr);
   std::fprintf(stderr, "%s\n", speed_summary(st).c_str());
   return st.interrupted ? 130 : 0;

@@ -130,6 +130,7 @@ struct GenerateOptions {
   const std::atomic<bool>* cancel = nullptr;
   bool progress = false;  // draw the prefill bar on stderr
   std::function<void(int32_t)> on_token;  // each generated token except EOS
+  std::function<void(const TurnStats&)> on_prefilled;  // after sync(), before decoding
 };
 
 // Makes the session hold `prompt` (suffix-only evaluation through sync), then samples up to
@@ -138,6 +139,8 @@ struct GenerateOptions {
 TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample::Sampler& sampler,
                    const GenerateOptions& opt, std::vector<int32_t>& generated);
 
+// The --verbose line "ds4: prefill: reused R tokens, evaluated E of N" (stderr).
+void log_reuse(const TurnStats& s);
 // "ds4: prefill: X t/s, generation: Y t/s".
 std::string speed_summary(const TurnStats& s);
 

