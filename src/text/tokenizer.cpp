@@ -1,7 +1,7 @@
 #include "text/tokenizer.h"
 
 #include <algorithm>
-#include <mutex>
+#include <atomic>
 #include <queue>
 #include <unordered_map>
 
@@ -13,56 +13,68 @@ namespace ds4::text {
 
 namespace {
 
-constexpr size_t kNaiveBpeMaxSymbols = 48;  // longer pieces use the O(n log n) heap merge
+constexpr size_t kNaiveBpeMaxSymbols = 64;  // longer pieces use the O(n log n) heap merge
 constexpr size_t kCacheMaxPieceBytes = 256;
-constexpr size_t kCacheMaxEntries = 1 << 17;
+constexpr size_t kCacheMaxEntries = 1 << 16;  // per thread
 
-// Open-addressing map (left id, right id) -> (rank, merged id); hot in BPE.
+// Open-addressing map (left id, right id) -> merge rank, hot in BPE. Each slot is one
+// 64-bit word (40-bit pair key, 24-bit rank) so the table stays small (2 MiB for V3) and
+// cache-friendly; the merged id is looked up by rank only when a merge is applied.
 class MergeTable {
  public:
-  struct Entry {
-    uint64_t key = kEmpty;
-    uint32_t rank = 0;
-    int32_t result = 0;
-  };
-  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  static constexpr uint32_t kNoRank = UINT32_MAX;
+  static constexpr uint32_t kMaxVocab = 1u << 20;
+  static constexpr uint32_t kMaxMerges = (1u << 24) - 1;
 
   void init(size_t n) {
     size_t cap = 16;
-    while (cap < n * 2 + 16) cap <<= 1;
-    slots_.assign(cap, Entry{});
+    int bits = 4;
+    while (cap < n * 2 + 16) {
+      cap <<= 1;
+      ++bits;
+    }
+    slots_.assign(cap, kEmpty);
     mask_ = cap - 1;
+    shift_ = 64 - bits;
+    result_.clear();
+    result_.reserve(n);
   }
-  static uint64_t key(int32_t a, int32_t b) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  }
-  // Keeps the first (lowest-rank) entry for a repeated pair, as HF does.
-  void insert(int32_t a, int32_t b, uint32_t rank, int32_t result) {
+  // Ranks must be inserted in order 0, 1, 2...; a repeated pair keeps its first (lowest)
+  // rank, as HF does.
+  void insert(int32_t a, int32_t b, int32_t merged) {
+    const uint32_t rank = static_cast<uint32_t>(result_.size());
+    result_.push_back(merged);
     const uint64_t k = key(a, b);
     size_t i = hash(k);
-    while (slots_[i].key != kEmpty) {
-      if (slots_[i].key == k) return;
+    while (slots_[i] != kEmpty) {
+      if ((slots_[i] >> 24) == k) return;
       i = (i + 1) & mask_;
     }
-    slots_[i] = {k, rank, result};
+    slots_[i] = (k << 24) | rank;
   }
-  const Entry* find(int32_t a, int32_t b) const {
+  uint32_t rank(int32_t a, int32_t b) const {
     const uint64_t k = key(a, b);
     size_t i = hash(k);
     while (true) {
-      const Entry& e = slots_[i];
-      if (e.key == k) return &e;
-      if (e.key == kEmpty) return nullptr;
+      const uint64_t s = slots_[i];
+      if (s == kEmpty) return kNoRank;
+      if ((s >> 24) == k) return static_cast<uint32_t>(s & 0xFFFFFF);
       i = (i + 1) & mask_;
     }
   }
+  int32_t result(uint32_t rank) const { return result_[rank]; }
 
  private:
-  size_t hash(uint64_t k) const {
-    return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> 20) & mask_;
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  static uint64_t key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 20) | static_cast<uint32_t>(b);
   }
-  std::vector<Entry> slots_;
+  // Fibonacci hashing: the top bits of the product depend on every bit of the key.
+  size_t hash(uint64_t k) const { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::vector<uint64_t> slots_;
+  std::vector<int32_t> result_;
   size_t mask_ = 0;
+  int shift_ = 60;
 };
 
 struct StringHash {
@@ -97,8 +109,30 @@ struct Tokenizer::Impl {
   std::vector<TrieNode> trie;
   bool first_byte[256] = {};
 
-  mutable std::mutex cache_mu;
-  mutable std::unordered_map<std::string, std::vector<int>, StringHash, StringEq> cache;
+  // Piece caches are per thread (no locking on the hot path); a serial number that is
+  // never reused ties a thread's cache to one tokenizer, a generation counter clears it.
+  const uint64_t serial = next_serial();
+  std::atomic<uint64_t> cache_generation{0};
+
+  struct PieceCache {
+    uint64_t owner = 0;
+    uint64_t generation = 0;
+    std::unordered_map<std::string, std::vector<int>, StringHash, StringEq> map;
+  };
+  static uint64_t next_serial() {
+    static std::atomic<uint64_t> counter{1};
+    return counter.fetch_add(1, std::memory_order_relaxed);
+  }
+  PieceCache& cache() const {
+    thread_local PieceCache c;
+    const uint64_t gen = cache_generation.load(std::memory_order_relaxed);
+    if (c.owner != serial || c.generation != gen) {
+      c.map.clear();
+      c.owner = serial;
+      c.generation = gen;
+    }
+    return c;
+  }
 
   void build_trie() {
     trie.assign(1, TrieNode{});
@@ -144,23 +178,29 @@ struct Tokenizer::Impl {
     return best;
   }
 
-  void bpe_naive(std::vector<int>& syms) const {
-    while (syms.size() > 1) {
-      uint32_t best_rank = UINT32_MAX;
-      size_t best_pos = 0;
-      int32_t best_result = -1;
-      for (size_t i = 0; i + 1 < syms.size(); ++i) {
-        const MergeTable::Entry* e = merges.find(syms[i], syms[i + 1]);
-        if (e && e->rank < best_rank) {
-          best_rank = e->rank;
-          best_pos = i;
-          best_result = e->result;
-        }
+  // Short pieces: keep the rank of every adjacent pair in an array; each step takes the
+  // lowest (leftmost on ties), merges it and re-ranks only its two new neighbour pairs.
+  void bpe_small(std::vector<int>& syms) const {
+    size_t n = syms.size();
+    uint32_t rank[kNaiveBpeMaxSymbols];
+    auto rank_pair = [&](size_t i) { rank[i] = merges.rank(syms[i], syms[i + 1]); };
+    for (size_t i = 0; i + 1 < n; ++i) rank_pair(i);
+    while (n > 1) {
+      size_t best = 0;
+      for (size_t i = 1; i + 1 < n; ++i) {
+        if (rank[i] < rank[best]) best = i;
       }
-      if (best_result < 0) break;
-      syms[best_pos] = best_result;
-      syms.erase(syms.begin() + static_cast<std::ptrdiff_t>(best_pos) + 1);
+      if (rank[best] == MergeTable::kNoRank) break;
+      syms[best] = merges.result(rank[best]);
+      for (size_t i = best + 1; i + 1 < n; ++i) {
+        syms[i] = syms[i + 1];
+        rank[i] = rank[i + 1];
+      }
+      --n;
+      if (best > 0) rank_pair(best - 1);
+      if (best + 1 < n) rank_pair(best);
     }
+    syms.resize(n);
   }
 
   void bpe_heap(std::vector<int>& syms) const {
@@ -170,34 +210,35 @@ struct Tokenizer::Impl {
       prev[i] = i - 1;
       next[i] = i + 1 < n ? i + 1 : -1;
     }
+    // Ordered by (rank, position): lowest rank first, leftmost on ties.
     struct Cand {
-      uint32_t rank;
-      int pos;
-      int32_t left, right, result;
-      bool operator>(const Cand& o) const {
-        return rank != o.rank ? rank > o.rank : pos > o.pos;
-      }
+      uint64_t order;  // rank << 32 | pos
+      int32_t left, right;
+      bool operator>(const Cand& o) const { return order > o.order; }
     };
     std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
     auto consider = [&](int pos) {
       if (pos < 0 || next[pos] < 0) return;
-      const MergeTable::Entry* e = merges.find(syms[pos], syms[next[pos]]);
-      if (e) heap.push({e->rank, pos, syms[pos], syms[next[pos]], e->result});
+      const uint32_t r = merges.rank(syms[pos], syms[next[pos]]);
+      if (r != MergeTable::kNoRank) {
+        heap.push({(uint64_t{r} << 32) | static_cast<uint32_t>(pos), syms[pos], syms[next[pos]]});
+      }
     };
     for (int i = 0; i + 1 < n; ++i) consider(i);
     while (!heap.empty()) {
       const Cand c = heap.top();
       heap.pop();
+      const int pos = static_cast<int>(c.order & 0xFFFFFFFF);
       // Stale entries: a side was merged since the candidate was pushed (ids only grow
       // longer, so an unchanged id pair means an unchanged pair).
-      if (syms[c.pos] != c.left || next[c.pos] < 0 || syms[next[c.pos]] != c.right) continue;
-      const int r = next[c.pos];
-      syms[c.pos] = c.result;
+      if (syms[pos] != c.left || next[pos] < 0 || syms[next[pos]] != c.right) continue;
+      const int r = next[pos];
+      syms[pos] = merges.result(static_cast<uint32_t>(c.order >> 32));
       syms[r] = -1;
-      next[c.pos] = next[r];
-      if (next[r] >= 0) prev[next[r]] = c.pos;
-      consider(prev[c.pos]);
-      consider(c.pos);
+      next[pos] = next[r];
+      if (next[r] >= 0) prev[next[r]] = pos;
+      consider(prev[pos]);
+      consider(pos);
     }
     size_t w = 0;
     for (int i = 0; i < n; ++i) {
@@ -212,10 +253,11 @@ struct Tokenizer::Impl {
       return;
     }
     const bool cacheable = piece.size() <= kCacheMaxPieceBytes;
+    PieceCache* pc = nullptr;
     if (cacheable) {
-      std::lock_guard<std::mutex> lock(cache_mu);
-      auto it = cache.find(piece);
-      if (it != cache.end()) {
+      pc = &cache();
+      auto it = pc->map.find(piece);
+      if (it != pc->map.end()) {
         out.insert(out.end(), it->second.begin(), it->second.end());
         return;
       }
@@ -224,15 +266,14 @@ struct Tokenizer::Impl {
     syms.reserve(piece.size());
     for (char ch : piece) syms.push_back(byte_token[static_cast<uint8_t>(ch)]);
     if (syms.size() <= kNaiveBpeMaxSymbols) {
-      bpe_naive(syms);
+      bpe_small(syms);
     } else {
       bpe_heap(syms);
     }
     out.insert(out.end(), syms.begin(), syms.end());
-    if (cacheable) {
-      std::lock_guard<std::mutex> lock(cache_mu);
-      if (cache.size() >= kCacheMaxEntries) cache.clear();
-      cache.emplace(std::string(piece), std::move(syms));
+    if (pc) {
+      if (pc->map.size() >= kCacheMaxEntries) pc->map.clear();
+      pc->map.emplace(std::string(piece), std::move(syms));
     }
   }
 
@@ -250,7 +291,13 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   if (tokens.empty()) throw TokenizerError("tokenizer: empty vocabulary");
-  if (tokens.size() >= (size_t{1} << 31)) throw TokenizerError("tokenizer: vocabulary too large");
+  if (tokens.size() > MergeTable::kMaxVocab) {
+    throw TokenizerError("tokenizer: vocabulary of " + std::to_string(tokens.size()) +
+                         " tokens exceeds the supported " + std::to_string(MergeTable::kMaxVocab));
+  }
+  if (merges.size() > MergeTable::kMaxMerges) {
+    throw TokenizerError("tokenizer: too many merges (" + std::to_string(merges.size()) + ")");
+  }
   if (!token_types.empty() && token_types.size() != tokens.size()) {
     throw TokenizerError("tokenizer: " + std::to_string(token_types.size()) +
                          " token types for " + std::to_string(tokens.size()) + " tokens");
@@ -321,7 +368,7 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
       throw TokenizerError("tokenizer: merge " + std::to_string(rank) + " \"" + mg +
                            "\" refers to a token not in the vocabulary");
     }
-    m.merges.insert(l->second, r->second, static_cast<uint32_t>(rank), j->second);
+    m.merges.insert(l->second, r->second, j->second);
   }
   m.build_trie();
   resolve_control_ids(require_control_tokens);
@@ -433,14 +480,10 @@ std::optional<int> Tokenizer::find_token(std::string_view text) const {
   return it->second;
 }
 
-size_t Tokenizer::cache_entries() const {
-  std::lock_guard<std::mutex> lock(impl_->cache_mu);
-  return impl_->cache.size();
-}
+size_t Tokenizer::cache_entries() const { return impl_->cache().map.size(); }
 
 void Tokenizer::clear_cache() const {
-  std::lock_guard<std::mutex> lock(impl_->cache_mu);
-  impl_->cache.clear();
+  impl_->cache_generation.fetch_add(1, std::memory_order_relaxed);
 }
 
 // ---- streaming ----

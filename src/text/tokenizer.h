@@ -79,7 +79,8 @@ class Tokenizer {
   int dsml_id() const { return dsml_; }
   int latest_reminder_id() const { return latest_reminder_; }  // -1 when absent
 
-  // Piece-cache statistics (for tests and benchmarks).
+  // The piece cache is per thread and bounded. cache_entries() counts the calling thread's
+  // entries; clear_cache() empties every thread's cache (lazily, at its next use).
   size_t cache_entries() const;
   void clear_cache() const;
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -254,6 +255,25 @@ TEST(Tokenizer, CacheIsUsedAndBounded) {
   EXPECT_GT(t.cache_entries(), 0u);
   const Ids b = t.encode("caching caching caching");
   EXPECT_EQ(a, b);
+}
+
+TEST(Tokenizer, ConcurrentEncodeAgrees) {
+  const Tokenizer& t = v4_tokenizer();
+  const std::string text = read_file(std::string(DS4_SHARED_DIR) +
+                                     "/vectors/ds4-official/prompts/long_code_audit.txt");
+  const Ids expected = t.encode(text);
+  std::vector<Ids> results(3);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] {
+      for (int r = 0; r < 3; ++r) {
+        if (i == 0) t.clear_cache();
+        results[i] = t.encode(text);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const Ids& r : results) EXPECT_EQ(r, expected);
 }
 
 TEST(Tokenizer, RejectsBadTables) {
