@@ -14,85 +14,10 @@
 
 using namespace ds4;
 using ds4test::RawTensor;
+using ds4test::gguf_target;
+using ds4test::Target;
 
 namespace {
-
-// spec model.md §3: official suffix -> GGUF suffix, written out here independently of the
-// converter's catalogue.
-const std::map<std::string, std::string>& block_suffixes() {
-  static const std::map<std::string, std::string> m = {
-      {"hc_attn_fn", "hc_attn_fn.weight"},
-      {"hc_attn_scale", "hc_attn_scale.weight"},
-      {"hc_attn_base", "hc_attn_base.weight"},
-      {"attn_norm.weight", "attn_norm.weight"},
-      {"attn.wq_a.weight", "attn_q_a.weight"},
-      {"attn.q_norm.weight", "attn_q_a_norm.weight"},
-      {"attn.wq_b.weight", "attn_q_b.weight"},
-      {"attn.wkv.weight", "attn_kv.weight"},
-      {"attn.kv_norm.weight", "attn_kv_a_norm.weight"},
-      {"attn.attn_sink", "attn_sinks.weight"},
-      {"attn.wo_a.weight", "attn_output_a.weight"},
-      {"attn.wo_b.weight", "attn_output_b.weight"},
-      {"attn.compressor.ape", "attn_compressor_ape.weight"},
-      {"attn.compressor.wkv.weight", "attn_compressor_kv.weight"},
-      {"attn.compressor.wgate.weight", "attn_compressor_gate.weight"},
-      {"attn.compressor.norm.weight", "attn_compressor_norm.weight"},
-      {"attn.indexer.wq_b.weight", "indexer.attn_q_b.weight"},
-      {"attn.indexer.weights_proj.weight", "indexer.proj.weight"},
-      {"attn.indexer.compressor.ape", "indexer_compressor_ape.weight"},
-      {"attn.indexer.compressor.wkv.weight", "indexer_compressor_kv.weight"},
-      {"attn.indexer.compressor.wgate.weight", "indexer_compressor_gate.weight"},
-      {"attn.indexer.compressor.norm.weight", "indexer_compressor_norm.weight"},
-      {"hc_ffn_fn", "hc_ffn_fn.weight"},
-      {"hc_ffn_scale", "hc_ffn_scale.weight"},
-      {"hc_ffn_base", "hc_ffn_base.weight"},
-      {"ffn_norm.weight", "ffn_norm.weight"},
-      {"ffn.gate.weight", "ffn_gate_inp.weight"},
-      {"ffn.gate.bias", "exp_probs_b.bias"},
-      {"ffn.gate.tid2eid", "ffn_gate_tid2eid.weight"},
-      {"ffn.shared_experts.w1.weight", "ffn_gate_shexp.weight"},
-      {"ffn.shared_experts.w3.weight", "ffn_up_shexp.weight"},
-      {"ffn.shared_experts.w2.weight", "ffn_down_shexp.weight"},
-      // MTP-only
-      {"e_proj.weight", "e_proj.weight"},
-      {"h_proj.weight", "h_proj.weight"},
-      {"enorm.weight", "enorm.weight"},
-      {"hnorm.weight", "hnorm.weight"},
-      {"norm.weight", "norm.weight"},
-      {"hc_head_fn", "hc_head_fn.weight"},
-      {"hc_head_scale", "hc_head_scale.weight"},
-      {"hc_head_base", "hc_head_base.weight"},
-  };
-  return m;
-}
-
-struct Target {
-  std::string gguf;
-  int expert = -1;  // slab index for stacked experts
-};
-
-Target gguf_target(const std::string& hf) {
-  static const std::map<std::string, std::string> global = {
-      {"embed.weight", "token_embd.weight"},     {"hc_head_fn", "output_hc_fn.weight"},
-      {"hc_head_scale", "output_hc_scale.weight"}, {"hc_head_base", "output_hc_base.weight"},
-      {"norm.weight", "output_norm.weight"},     {"head.weight", "output.weight"},
-  };
-  if (auto it = global.find(hf); it != global.end()) return {it->second};
-  static const std::regex block(R"(^(layers|mtp)\.(\d+)\.(.*)$)");
-  static const std::regex expert(R"(^ffn\.experts\.(\d+)\.(w1|w2|w3)\.weight$)");
-  std::smatch m;
-  if (!std::regex_match(hf, m, block)) return {};
-  const std::string prefix = (m[1] == "layers" ? "blk." : "mtp.") + m[2].str() + ".";
-  const std::string rest = m[3];
-  std::smatch e;
-  if (std::regex_match(rest, e, expert)) {
-    const std::string w = e[2];
-    const std::string kind = w == "w1" ? "gate" : w == "w3" ? "up" : "down";
-    return {prefix + "ffn_" + kind + "_exps.weight", std::stoi(e[1])};
-  }
-  if (auto it = block_suffixes().find(rest); it != block_suffixes().end()) return {prefix + it->second};
-  return {};
-}
 
 std::vector<float> dequantized(const gguf::TensorInfo& t) {
   std::vector<float> out(t.n_elements());
@@ -272,6 +197,7 @@ void expect_close_to_source(const std::string& cfg, const std::string& path,
   const auto src = ds4test::read_safetensors(ds4test::oracle_dir(cfg) + "/model.safetensors");
   const auto f = gguf::File::open(path);
   size_t checked = 0;
+  std::map<quant::Type, double> worst;
   for (const auto& [name, t] : src) {
     if (t.dtype != "F32") continue;
     const Target tg = gguf_target(name);
@@ -282,15 +208,20 @@ void expect_close_to_source(const std::string& cfg, const std::string& path,
     const float* got_begin = deq.data() + (tg.expert >= 0 ? n * tg.expert : 0);
     std::vector<float> got(got_begin, got_begin + n);
     ASSERT_TRUE(tol.count(g.type)) << tg.gguf << " has unexpected type " << quant::type_name(g.type);
-    EXPECT_LE(rel_rms(got, want, n), tol.at(g.type)) << name << " as " << quant::type_name(g.type);
+    const double err = rel_rms(got, want, n);
+    EXPECT_LE(err, tol.at(g.type)) << name << " as " << quant::type_name(g.type);
+    worst[g.type] = std::max(worst[g.type], err);
     ++checked;
   }
   EXPECT_GT(checked, 100u);
+  for (const auto& [type, err] : worst) std::printf("  %s %s: worst relative RMS error %.4g\n", path.c_str(), std::string(quant::type_name(type)).c_str(), err);
 }
 
 const std::map<quant::Type, double> kTolerance = {
-    {quant::Type::F32, 0.0},   {quant::Type::F16, 1e-3},  {quant::Type::Q8_0, 0.01},
-    {quant::Type::Q4_K, 0.12}, {quant::Type::Q2_K, 0.45}, {quant::Type::IQ2_XXS, 0.45},
+    // Worst seen on the oracle weights (Gaussian): F16 2.3e-4, Q8_0 0.0057, Q4_K 0.072,
+    // Q2_K 0.30, IQ2_XXS 0.35.
+    {quant::Type::F32, 0.0},   {quant::Type::F16, 5e-4},  {quant::Type::Q8_0, 0.008},
+    {quant::Type::Q4_K, 0.09}, {quant::Type::Q2_K, 0.35}, {quant::Type::IQ2_XXS, 0.40},
 };
 
 TEST(OracleQ8, TinyAAndTinyQUsePublishedTypesAndStayClose) {

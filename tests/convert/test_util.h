@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -70,10 +71,11 @@ inline std::vector<uint8_t> make_safetensors(const std::map<std::string, RawTens
   }
   std::string hs = h.dump();
   while ((hs.size() + 8) % 8) hs += ' ';
-  std::vector<uint8_t> out(8);
   const uint64_t n = hs.size();
-  std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), hs.begin(), hs.end());
+  uint8_t len[8];
+  std::memcpy(len, &n, 8);
+  std::vector<uint8_t> out(len, len + 8);
+  for (char ch : hs) out.push_back(static_cast<uint8_t>(ch));
   for (const auto& [name, t] : tensors) out.insert(out.end(), t.bytes.begin(), t.bytes.end());
   return out;
 }
@@ -99,6 +101,83 @@ inline RunResult run(const std::string& cmd) {
   const int st = pclose(p);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// spec model.md §3: official suffix -> GGUF suffix, written out here independently of the
+// converter's catalogue.
+inline const std::map<std::string, std::string>& block_suffixes() {
+  static const std::map<std::string, std::string> m = {
+      {"hc_attn_fn", "hc_attn_fn.weight"},
+      {"hc_attn_scale", "hc_attn_scale.weight"},
+      {"hc_attn_base", "hc_attn_base.weight"},
+      {"attn_norm.weight", "attn_norm.weight"},
+      {"attn.wq_a.weight", "attn_q_a.weight"},
+      {"attn.q_norm.weight", "attn_q_a_norm.weight"},
+      {"attn.wq_b.weight", "attn_q_b.weight"},
+      {"attn.wkv.weight", "attn_kv.weight"},
+      {"attn.kv_norm.weight", "attn_kv_a_norm.weight"},
+      {"attn.attn_sink", "attn_sinks.weight"},
+      {"attn.wo_a.weight", "attn_output_a.weight"},
+      {"attn.wo_b.weight", "attn_output_b.weight"},
+      {"attn.compressor.ape", "attn_compressor_ape.weight"},
+      {"attn.compressor.wkv.weight", "attn_compressor_kv.weight"},
+      {"attn.compressor.wgate.weight", "attn_compressor_gate.weight"},
+      {"attn.compressor.norm.weight", "attn_compressor_norm.weight"},
+      {"attn.indexer.wq_b.weight", "indexer.attn_q_b.weight"},
+      {"attn.indexer.weights_proj.weight", "indexer.proj.weight"},
+      {"attn.indexer.compressor.ape", "indexer_compressor_ape.weight"},
+      {"attn.indexer.compressor.wkv.weight", "indexer_compressor_kv.weight"},
+      {"attn.indexer.compressor.wgate.weight", "indexer_compressor_gate.weight"},
+      {"attn.indexer.compressor.norm.weight", "indexer_compressor_norm.weight"},
+      {"hc_ffn_fn", "hc_ffn_fn.weight"},
+      {"hc_ffn_scale", "hc_ffn_scale.weight"},
+      {"hc_ffn_base", "hc_ffn_base.weight"},
+      {"ffn_norm.weight", "ffn_norm.weight"},
+      {"ffn.gate.weight", "ffn_gate_inp.weight"},
+      {"ffn.gate.bias", "exp_probs_b.bias"},
+      {"ffn.gate.tid2eid", "ffn_gate_tid2eid.weight"},
+      {"ffn.shared_experts.w1.weight", "ffn_gate_shexp.weight"},
+      {"ffn.shared_experts.w3.weight", "ffn_up_shexp.weight"},
+      {"ffn.shared_experts.w2.weight", "ffn_down_shexp.weight"},
+      // MTP-only
+      {"e_proj.weight", "e_proj.weight"},
+      {"h_proj.weight", "h_proj.weight"},
+      {"enorm.weight", "enorm.weight"},
+      {"hnorm.weight", "hnorm.weight"},
+      {"norm.weight", "norm.weight"},
+      {"hc_head_fn", "hc_head_fn.weight"},
+      {"hc_head_scale", "hc_head_scale.weight"},
+      {"hc_head_base", "hc_head_base.weight"},
+  };
+  return m;
+}
+
+struct Target {
+  std::string gguf;
+  int expert = -1;  // slab index for stacked experts
+};
+
+inline Target gguf_target(const std::string& hf) {
+  static const std::map<std::string, std::string> global = {
+      {"embed.weight", "token_embd.weight"},     {"hc_head_fn", "output_hc_fn.weight"},
+      {"hc_head_scale", "output_hc_scale.weight"}, {"hc_head_base", "output_hc_base.weight"},
+      {"norm.weight", "output_norm.weight"},     {"head.weight", "output.weight"},
+  };
+  if (auto it = global.find(hf); it != global.end()) return {it->second};
+  static const std::regex block(R"(^(layers|mtp)\.(\d+)\.(.*)$)");
+  static const std::regex expert(R"(^ffn\.experts\.(\d+)\.(w1|w2|w3)\.weight$)");
+  std::smatch m;
+  if (!std::regex_match(hf, m, block)) return {};
+  const std::string prefix = (m[1] == "layers" ? "blk." : "mtp.") + m[2].str() + ".";
+  const std::string rest = m[3];
+  std::smatch e;
+  if (std::regex_match(rest, e, expert)) {
+    const std::string w = e[2];
+    const std::string kind = w == "w1" ? "gate" : w == "w3" ? "up" : "down";
+    return {prefix + "ffn_" + kind + "_exps.weight", std::stoi(e[1])};
+  }
+  if (auto it = block_suffixes().find(rest); it != block_suffixes().end()) return {prefix + it->second};
+  return {};
 }
 
 }  // namespace ds4test
