@@ -102,6 +102,32 @@ void BM_Iq2Multi(benchmark::State& state, Isa isa, bool multi) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * f.rows * kVectors * f.n);
 }
 
+void BM_Q8Multi(benchmark::State& state, Isa isa, bool multi) {
+  if (!isa_available(isa)) {
+    state.SkipWithError("ISA not available");
+    return;
+  }
+  const Kernels& k = kernels(isa);
+  const Fixture f = make(Type::Q8_0, 4096, 64);
+  constexpr int kVectors = 8;
+  const int64_t blocks = f.n / QK8_0;
+  std::vector<block_q8_0_act> xs(blocks * kVectors);
+  for (int v = 0; v < kVectors; ++v) std::memcpy(&xs[blocks * v], f.act.data(), f.act.size());
+  float out[kVectors];
+  for (auto _ : state) {
+    for (int64_t r = 0; r < f.rows; ++r) {
+      const auto* w = reinterpret_cast<const block_q8_0*>(f.weights.data() + r * f.row_bytes_);
+      if (multi) {
+        k.dot_q8_0_multi(w, xs.data(), blocks, kVectors, f.n, out);
+      } else {
+        for (int v = 0; v < kVectors; ++v) out[v] = k.dot_q8_0(w, xs.data() + blocks * v, f.n);
+      }
+      benchmark::DoNotOptimize(out);
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * f.rows * kVectors * f.n);
+}
+
 void BM_QuantizeAct(benchmark::State& state, Type t) {
   std::vector<float> x(4096);
   std::mt19937 rng(2);
@@ -144,6 +170,8 @@ int register_all() {
     if (!isa_available(isa)) continue;
     benchmark::RegisterBenchmark((std::string("iq2_x8/single/") + isa_name(isa)).c_str(), BM_Iq2Multi, isa, false);
     benchmark::RegisterBenchmark((std::string("iq2_x8/multi/") + isa_name(isa)).c_str(), BM_Iq2Multi, isa, true);
+    benchmark::RegisterBenchmark((std::string("q8_0_x8/single/") + isa_name(isa)).c_str(), BM_Q8Multi, isa, false);
+    benchmark::RegisterBenchmark((std::string("q8_0_x8/multi/") + isa_name(isa)).c_str(), BM_Q8Multi, isa, true);
   }
   for (Type t : {Type::Q8_0, Type::Q4_K}) {
     benchmark::RegisterBenchmark(("quantize_act/" + std::string(type_name(t))).c_str(), BM_QuantizeAct, t);

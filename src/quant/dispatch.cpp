@@ -160,6 +160,11 @@ void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size
                                 static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K)), nx, n, out);
     return;
   }
+  if (weight_type == Type::Q8_0 && x_stride_bytes % sizeof(block_q8_0_act) == 0) {
+    kernels().dot_q8_0_multi(static_cast<const block_q8_0*>(w_row), static_cast<const block_q8_0_act*>(x_acts),
+                             static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_0_act)), nx, n, out);
+    return;
+  }
   const auto* base = static_cast<const uint8_t*>(x_acts);
   for (int v = 0; v < nx; ++v) out[v] = vec_dot(weight_type, w_row, base + v * x_stride_bytes, n);
 }

@@ -133,6 +133,13 @@ float dot_q8_0(const block_q8_0* w, const block_q8_0_act* x, int64_t n) {
   return _mm512_reduce_add_ps(acc);
 }
 
+// Multi-vector form for this table: must equal this table's dot_q8_0 bit for bit, whose
+// accumulation order differs from AVX2's, so it simply loops.
+void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stride, int nx, int64_t n,
+                    float* out) {
+  for (int v = 0; v < nx; ++v) out[v] = dot_q8_0(w, x + v * x_stride, n);
+}
+
 float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m128i m4 = _mm_set1_epi8(0xF);

@@ -117,10 +117,15 @@ void dot_iq2_xxs_multi(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_st
   for (int v = 0; v < nx; ++v) out[v] = dot_iq2_xxs(w, x + v * x_stride, n);
 }
 
+void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stride, int nx, int64_t n,
+                    float* out) {
+  for (int v = 0; v < nx; ++v) out[v] = dot_q8_0(w, x + v * x_stride, n);
+}
+
 const Kernels kTable = {"scalar",    dot_f32,  dot_f16,     dot_bf16,
                         dot_q8_0,    dot_q2_K, dot_q4_K,    dot_iq2_xxs,
                         detail::quantize_act_q8_0_scalar, detail::quantize_act_q8_K_scalar,
-                        dot_iq2_xxs_multi};
+                        dot_iq2_xxs_multi, dot_q8_0_multi};
 
 }  // namespace
 

@@ -87,6 +87,10 @@ struct Kernels {
   // block and reuses them for every vector: the prefill/batched form of the hot kernel.
   void (*dot_iq2_xxs_multi)(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
                             int64_t n, float* out);
+  // The same for Q8_0 rows and Q8_0 activations (x_stride in blocks): loads and unpacks the
+  // weight block once for up to four vectors; out[v] == dot_q8_0(w, x_v, n) exactly.
+  void (*dot_q8_0_multi)(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stride, int nx, int64_t n,
+                         float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
@@ -103,8 +107,8 @@ float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n)
 
 // One weight row against nx activation vectors laid out x_stride_bytes apart (each as
 // quantize_activations() wrote it); out[v] equals vec_dot(weight_type, w_row, x_v, n)
-// exactly. Faster than nx vec_dot calls where the weight decode is the costly part
-// (IQ2_XXS); other types loop over vec_dot.
+// exactly. Faster than nx vec_dot calls where weight loading/decoding is shared (IQ2_XXS,
+// Q8_0); other types loop over vec_dot.
 void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size_t x_stride_bytes,
                    int nx, int64_t n, float* out);
 

@@ -270,9 +270,36 @@ TEST(Kernels, MultiVectorDotEqualsSingleDots) {
   }
 }
 
+TEST(Kernels, Q8_0MultiVectorEqualsSingleDots) {
+  std::mt19937 rng(32);
+  std::uniform_int_distribution<int> q(-127, 127);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    const Kernels& k = kernels(isa);
+    for (int64_t nb : {1, 2, 5, 128}) {
+      auto w = random_blocks<block_q8_0>(nb, rng);
+      for (auto& b : w) b.d = random_scale(rng);
+      for (int nx : {1, 3, 4, 7, 9}) {
+        const int64_t stride = nb + 2;
+        std::vector<block_q8_0_act> x(stride * nx);
+        for (auto& b : x) {
+          b.d = std::uniform_real_distribution<float>(-0.1f, 0.1f)(rng);
+          for (auto& v : b.qs) v = static_cast<int8_t>(q(rng));
+        }
+        std::vector<float> out(nx);
+        k.dot_q8_0_multi(w.data(), x.data(), stride, nx, nb * 32, out.data());
+        for (int v = 0; v < nx; ++v) {
+          const float single = k.dot_q8_0(w.data(), x.data() + v * stride, nb * 32);
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[v]), std::bit_cast<uint32_t>(single)) << isa_name(isa) << nb << nx;
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, VecDotMultiAllTypes) {
   const int64_t n = 1024;
-  const int nx = 3;
+  const int nx = 6;
   const auto w = gaussian(n, 41);
   for (Type t : {Type::F32, Type::F16, Type::BF16, Type::Q8_0, Type::Q2_K, Type::Q4_K, Type::IQ2_XXS}) {
     std::vector<uint8_t> wq(*row_bytes(t, n));
