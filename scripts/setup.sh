@@ -7,13 +7,17 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libpcre2-dev libutf8proc-dev libedit-dev
-  python3 python3-numpy nodejs npm tmux curl ca-certificates
+  python3 python3-numpy tmux curl ca-certificates
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# Node may come from another packaging (e.g. nodesource's nodejs bundles npm): check commands.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if ((${#missing[@]})); then
   SUDO=""
