@@ -263,6 +263,19 @@ void parse_common(const OJ& body, const ServerContext& ctx, GenerationSpec& spec
       auto ids = ctx.tok.encode(*forced, /*parse_special=*/true);
       spec.forced_tokens = std::vector<int32_t>(ids.begin(), ids.end());
     }
+    if (const OJ* ids = field(body, "ds4_test_output_tokens")) {
+      // Exact token ids, e.g. a BPE split a fresh tokenization would not produce.
+      if (!ids->is_array()) throw bad_request("'ds4_test_output_tokens' must be an array");
+      std::vector<int32_t> forced;
+      for (const auto& t : *ids) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+            t.get<int64_t>() >= static_cast<int64_t>(ctx.tok.vocab_size())) {
+          throw bad_request("'ds4_test_output_tokens' must hold token ids");
+        }
+        forced.push_back(t.get<int32_t>());
+      }
+      spec.forced_tokens = std::move(forced);
+    }
     if (auto delay = get_int(body, "ds4_test_delay_ms")) {
       spec.test_delay_ms = static_cast<int>(std::clamp<int64_t>(*delay, 0, 10000));
     }

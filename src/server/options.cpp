@@ -41,7 +41,8 @@ OpenAI-compatible HTTP server for DeepSeek V4 Flash.
 Test-only (never for production):
       --test-hooks        honour the request fields "ds4_test_output" (a text whose tokens
                           replace the sampled ones; the model still evaluates each token)
-                          and "ds4_test_delay_ms" (sleep per generated token)
+                          or "ds4_test_output_tokens" (the same with token ids), and
+                          "ds4_test_delay_ms" (sleep per generated token)
 )";
 }
 

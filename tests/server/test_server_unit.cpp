@@ -77,7 +77,7 @@ class FakeSession final : public Session {
   std::vector<float> logits_;
 };
 
-struct Fixture : ::testing::Test {
+struct ServerWorker : ::testing::Test {
   ServerOptions options;
   Metrics metrics;
   FakeSession* session = nullptr;
@@ -129,7 +129,7 @@ TEST(Segments, SuffixAfterOffset) {
   EXPECT_FALSE(segments_after(segs, 3));  // inside a control token
 }
 
-TEST_F(Fixture, ThinkingResolution) {
+TEST_F(ServerWorker, ThinkingResolution) {
   auto off = chat(R"({"model":"deepseek-chat","messages":[{"role":"user","content":"x"}]})");
   EXPECT_FALSE(off.thinking);
   EXPECT_TRUE(off.rendered.ends_with("<｜Assistant｜></think>"));
@@ -147,7 +147,7 @@ TEST_F(Fixture, ThinkingResolution) {
   EXPECT_EQ(cold.sampling.top_k, 5);
 }
 
-TEST_F(Fixture, ValidationErrors) {
+TEST_F(ServerWorker, ValidationErrors) {
   auto status_of = [&](const std::string& json) {
     try {
       chat(json);
@@ -178,7 +178,7 @@ TEST_F(Fixture, ValidationErrors) {
   }
 }
 
-TEST_F(Fixture, ForcedOutputStopAndUsage) {
+TEST_F(ServerWorker, ForcedOutputStopAndUsage) {
   auto spec = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],
                        "ds4_test_output":"alpha beta gamma delta","stop":["gam"]})");
   size_t prompt = spec.tokens.size();
@@ -190,7 +190,7 @@ TEST_F(Fixture, ForcedOutputStopAndUsage) {
   EXPECT_EQ(evs.back().usage.cached_tokens, 0);
 }
 
-TEST_F(Fixture, ToolCallAndPrefixReuse) {
+TEST_F(ServerWorker, ToolCallAndPrefixReuse) {
   const std::string call =
       "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" "
       "string=\"true\">cd /tmp && ls 2>/dev/null</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
@@ -219,14 +219,13 @@ TEST_F(Fixture, ToolCallAndPrefixReuse) {
                                                {"function", {{"name", "f"}, {"arguments", args}}}}}}});
   next["messages"].push_back({{"role", "tool"}, {"tool_call_id", done.tool_calls[0].id}, {"content", "ok"}});
   next["ds4_test_output"] = "Done.";
-  std::this_thread::sleep_for(50ms);  // the closing token is evaluated after the answer
   auto evs2 = run(build_chat_spec(next, ctx(), info));
   ASSERT_EQ(evs2.back().kind, GenEvent::Kind::Done);
   EXPECT_EQ(evs2.back().usage.cached_tokens, live);
   EXPECT_EQ(text_of(evs2, GenEvent::Kind::Content), "Done.");
 }
 
-TEST_F(Fixture, LengthAndCancellation) {
+TEST_F(ServerWorker, LengthAndCancellation) {
   auto spec = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],"max_tokens":5})");
   auto evs = run(std::move(spec));
   EXPECT_EQ(evs.back().finish_reason, "length");
@@ -249,7 +248,7 @@ TEST_F(Fixture, LengthAndCancellation) {
   EXPECT_EQ(metrics.cancelled_jobs.load(), 1u);
 }
 
-TEST_F(Fixture, ChatFormatterStreamsAndCollects) {
+TEST_F(ServerWorker, ChatFormatterStreamsAndCollects) {
   RequestInfo info;
   info.include_usage = true;
   ChatFormatter f("chatcmpl-1", "m", 1, info);
@@ -274,6 +273,41 @@ TEST_F(Fixture, ChatFormatterStreamsAndCollects) {
   EXPECT_EQ(out[4]["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
   EXPECT_EQ(out[4]["usage"]["prompt_tokens_details"]["cache_write_tokens"], 6);
   EXPECT_EQ(out[4]["usage"]["total_tokens"], 13);
+}
+
+}  // namespace
+}  // namespace ds4::server
+
+namespace ds4::server {
+namespace {
+
+TEST_F(ServerWorker, TextPrefixReuseAcrossBpeSplits) {
+  // The "model" spells its answer in pieces a fresh tokenization merges; the next prompt
+  // carries the same bytes, so only the new suffix is tokenized and every live token is kept.
+  const auto& tok = tokenizer();
+  std::vector<int> pieces = tok.encode("Hel");
+  for (int id : tok.encode("lo")) pieces.push_back(id);
+  for (int id : tok.encode(" world")) pieces.push_back(id);
+  ASSERT_NE(tok.encode("Hello world"), std::vector<int>(pieces.begin(), pieces.end()));
+  OJ body = OJ::parse(R"({"model":"deepseek-chat","messages":[{"content":"greet"}]})");
+  body["ds4_test_output_tokens"] = pieces;
+  RequestInfo info;
+  auto evs = run(build_chat_spec(body, ctx(), info));
+  ASSERT_EQ(evs.back().kind, GenEvent::Kind::Done);
+  EXPECT_EQ(text_of(evs, GenEvent::Kind::Content), "Hello world");
+  const auto& u = evs.back().usage;
+  const int64_t live = u.prompt_tokens + u.completion_tokens;  // prompt, pieces and EOS
+
+  OJ next = OJ::parse(R"({"model":"deepseek-chat","messages":[{"content":"greet"},
+      {"role":"assistant","content":"Hello world"},{"content":"again"}],"ds4_test_output":"ok"})");
+  auto spec = build_chat_spec(next, ctx(), info);
+  auto fresh = spec.tokens;
+  auto evs2 = run(std::move(spec));
+  ASSERT_EQ(evs2.back().kind, GenEvent::Kind::Done);
+  EXPECT_EQ(evs2.back().usage.cached_tokens, live);
+  // The prompt as synced keeps the sampled split, so it is longer than a fresh tokenization.
+  EXPECT_EQ(evs2.back().usage.prompt_tokens,
+            static_cast<int64_t>(fresh.size() + pieces.size() - tok.encode("Hello world").size()));
 }
 
 }  // namespace
