@@ -396,7 +396,14 @@ void Worker::run(Job& job) {
   GenEvent done{GenEvent::Kind::Done};
   usage.completion_tokens = generated;
   done.usage = usage;
-  done.finish_reason = cancelled ? "cancelled" : finish;
+  // A job cut short by shutdown ends as a failed generation; one whose client left is
+  // answered to nobody.
+  bool shutting_down;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutting_down = stopping_;
+  }
+  done.finish_reason = cancelled ? (shutting_down ? "error" : "cancelled") : finish;
   if (!spec.raw_output) {
     for (const auto& c : parser.tool_calls()) {
       done.tool_calls.push_back({c.id, c.name, c.arguments_json});

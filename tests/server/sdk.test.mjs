@@ -534,7 +534,7 @@ test("metrics expose counters", async () => {
 });
 
 test("api key is required when configured", async () => {
-  const secured = await startServer(["--api-key", "sekrit", "--cors"]);
+  const secured = await startServer(["--api-key", "sekrit", "--cors", "--max-body-bytes", "65536"]);
   try {
     const bad = new OpenAI({ baseURL: secured.baseURL, apiKey: "wrong", maxRetries: 0 });
     await assert.rejects(bad.models.list(), (e) => e.status === 401);
@@ -552,6 +552,11 @@ test("api key is required when configured", async () => {
     assert.equal(viaHeader.headers.get("access-control-allow-origin"), "*");
     const preflight = await fetch(secured.baseURL + "/chat/completions", { method: "OPTIONS" });
     assert.equal(preflight.status, 204);
+    const big = await postJson(secured.base, "/v1/chat/completions",
+                               { messages: [{ role: "user", content: "x".repeat(100000) }] },
+                               { authorization: "Bearer sekrit" });
+    assert.equal(big.status, 413);
+    assert.equal(big.json.error.type, "invalid_request_error");
   } finally {
     await secured.stop();
   }
