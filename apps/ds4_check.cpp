@@ -149,11 +149,20 @@ int run(const CheckArgs& a) {
     SyncOptions so;
     if (a.all_logits)
       so.on_logits = [&](int, const float* lg) { write_f32(out.f, lg, c.vocab, out.path); };
+    auto tp = std::chrono::steady_clock::now();
     s->sync(std::vector<int32_t>(toks.begin(), toks.begin() + k), so);
+    auto td = std::chrono::steady_clock::now();
     if (!a.all_logits) write_f32(out.f, s->logits().data(), c.vocab, out.path);
     for (int i = k; i < n; ++i) {
       s->eval(toks[i]);
       write_f32(out.f, s->logits().data(), c.vocab, out.path);
+    }
+    if (a.verbose) {
+      auto te = std::chrono::steady_clock::now();
+      double pms = std::chrono::duration<double, std::milli>(td - tp).count();
+      double dms = std::chrono::duration<double, std::milli>(te - td).count();
+      std::fprintf(stderr, "ds4: prefill %d tokens %.1f ms (%.1f tok/s); decode %d tokens %.1f ms/token\n", k, pms,
+                   k * 1000.0 / pms, n - k, n > k ? dms / (n - k) : 0.0);
     }
     out.close();
   }
