@@ -128,6 +128,41 @@ void BM_Q8Multi(benchmark::State& state, Isa isa, bool multi) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * f.rows * kVectors * f.n);
 }
 
+void BM_KMulti(benchmark::State& state, Type t, Isa isa, bool multi) {
+  if (!isa_available(isa)) {
+    state.SkipWithError("ISA not available");
+    return;
+  }
+  const Kernels& k = kernels(isa);
+  const Fixture f = make(t, 4096, 64);
+  constexpr int kVectors = 8;
+  std::vector<block_q8_K> xs(16 * kVectors);
+  for (int v = 0; v < kVectors; ++v) std::memcpy(&xs[16 * v], f.act.data(), f.act.size());
+  float out[kVectors];
+  for (auto _ : state) {
+    for (int64_t r = 0; r < f.rows; ++r) {
+      const uint8_t* w = f.weights.data() + r * f.row_bytes_;
+      if (t == Type::Q2_K) {
+        const auto* wq = reinterpret_cast<const block_q2_K*>(w);
+        if (multi) {
+          k.dot_q2_K_multi(wq, xs.data(), 16, kVectors, f.n, out);
+        } else {
+          for (int v = 0; v < kVectors; ++v) out[v] = k.dot_q2_K(wq, xs.data() + 16 * v, f.n);
+        }
+      } else {
+        const auto* wq = reinterpret_cast<const block_q4_K*>(w);
+        if (multi) {
+          k.dot_q4_K_multi(wq, xs.data(), 16, kVectors, f.n, out);
+        } else {
+          for (int v = 0; v < kVectors; ++v) out[v] = k.dot_q4_K(wq, xs.data() + 16 * v, f.n);
+        }
+      }
+      benchmark::DoNotOptimize(out);
+    }
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * f.rows * kVectors * f.n);
+}
+
 void BM_QuantizeAct(benchmark::State& state, Type t) {
   std::vector<float> x(4096);
   std::mt19937 rng(2);
@@ -172,6 +207,11 @@ int register_all() {
     benchmark::RegisterBenchmark((std::string("iq2_x8/multi/") + isa_name(isa)).c_str(), BM_Iq2Multi, isa, true);
     benchmark::RegisterBenchmark((std::string("q8_0_x8/single/") + isa_name(isa)).c_str(), BM_Q8Multi, isa, false);
     benchmark::RegisterBenchmark((std::string("q8_0_x8/multi/") + isa_name(isa)).c_str(), BM_Q8Multi, isa, true);
+    for (Type t : {Type::Q2_K, Type::Q4_K}) {
+      const std::string name = std::string(type_name(t)) + "_x8/";
+      benchmark::RegisterBenchmark((name + "single/" + isa_name(isa)).c_str(), BM_KMulti, t, isa, false);
+      benchmark::RegisterBenchmark((name + "multi/" + isa_name(isa)).c_str(), BM_KMulti, t, isa, true);
+    }
   }
   for (Type t : {Type::Q8_0, Type::Q4_K}) {
     benchmark::RegisterBenchmark(("quantize_act/" + std::string(type_name(t))).c_str(), BM_QuantizeAct, t);

@@ -160,6 +160,17 @@ void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size
                                 static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K)), nx, n, out);
     return;
   }
+  const Kernels& k = kernels();
+  if ((weight_type == Type::Q2_K || weight_type == Type::Q4_K) && x_stride_bytes % sizeof(block_q8_K) == 0) {
+    const auto* x = static_cast<const block_q8_K*>(x_acts);
+    const auto stride = static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K));
+    if (weight_type == Type::Q2_K) {
+      k.dot_q2_K_multi(static_cast<const block_q2_K*>(w_row), x, stride, nx, n, out);
+    } else {
+      k.dot_q4_K_multi(static_cast<const block_q4_K*>(w_row), x, stride, nx, n, out);
+    }
+    return;
+  }
   if (weight_type == Type::Q8_0 && x_stride_bytes % sizeof(block_q8_0_act) == 0) {
     kernels().dot_q8_0_multi(static_cast<const block_q8_0*>(w_row), static_cast<const block_q8_0_act*>(x_acts),
                              static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_0_act)), nx, n, out);

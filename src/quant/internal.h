@@ -36,6 +36,9 @@ void quantize_act_q8_0_scalar(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K_scalar(const float* x, block_q8_K* dst, int64_t n);
 void quantize_act_q8_0_avx2(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n);
+// K-quant kernels give the same float on every ISA, so these serve the AVX-512 tables too.
+void dot_q2_K_multi_avx2(const block_q2_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n, float* out);
+void dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n, float* out);
 void dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
                             float* out);
 

@@ -316,6 +316,88 @@ void detail::quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n) 
   }
 }
 
+void detail::dot_q2_K_multi_avx2(const block_q2_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                                 float* out) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  for (int v = 0; v < nx; ++v) out[v] = 0.0f;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const block_q2_K& wb = w[b];
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_and_si128(sc, m4));
+    __m256i quants[8], run_scales[8];  // index 4h+j: bit pair j of half h
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = load256(wb.qs + 32 * h);
+      for (int j = 0; j < 4; ++j) {
+        const int k = 4 * h + j;
+        quants[k] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+        const __m256i spread = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(0x8000 | (2 * k + 1))),
+                                                _mm_set1_epi16(static_cast<short>(0x8000 | (2 * k))));
+        run_scales[k] = _mm256_shuffle_epi8(scales, spread);
+      }
+    }
+    const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
+    for (int v = 0; v < nx; ++v) {
+      const block_q8_K& xb = x[v * x_stride + b];
+      const int32_t min_sum = hsum_i32(_mm256_madd_epi16(mins16, load256(xb.bsums)));
+      __m256i acc = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) {
+        const __m256i p16 = _mm256_maddubs_epi16(quants[k], load256(xb.qs + 32 * k));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, run_scales[k]));
+      }
+      const float dall = xb.d * wd;
+      const float dmin = xb.d * wdmin;
+      out[v] += dall * static_cast<float>(hsum_i32(acc)) - dmin * static_cast<float>(min_sum);
+    }
+  }
+}
+
+void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                                 float* out) {
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  for (int v = 0; v < nx; ++v) out[v] = 0.0f;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const block_q4_K& wb = w[b];
+    uint32_t word[3];
+    std::memcpy(word, wb.scales, sizeof(word));
+    const uint32_t sc_lo = word[0] & 0x3F3F3F3Fu;
+    const uint32_t sc_hi = (word[2] & 0x0F0F0F0Fu) | (((word[0] >> 6) & 0x03030303u) << 4);
+    const uint32_t mn_lo = word[1] & 0x3F3F3F3Fu;
+    const uint32_t mn_hi = ((word[2] >> 4) & 0x0F0F0F0Fu) | (((word[1] >> 6) & 0x03030303u) << 4);
+    const __m256i packed16 = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo),
+                                                                static_cast<int>(sc_hi), static_cast<int>(sc_lo)));
+    const __m128i mins16 = _mm256_extracti128_si256(packed16, 1);
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(packed16));
+    __m256i nibbles[8], sub_scales[8];  // sub-block j: chunk j/2, low (even j) or high nibbles
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = load256(wb.qs + 32 * c);
+      nibbles[2 * c] = _mm256_and_si256(q, m4);
+      nibbles[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    for (int j = 0; j < 8; ++j) {
+      sub_scales[j] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>((2 * j + 1) << 8 | (2 * j))));
+    }
+    const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
+    for (int v = 0; v < nx; ++v) {
+      const block_q8_K& xb = x[v * x_stride + b];
+      const __m256i bsums = load256(xb.bsums);
+      const __m128i bsum_pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+      __m128i mins = _mm_madd_epi16(mins16, bsum_pairs);
+      mins = _mm_add_epi32(mins, _mm_shuffle_epi32(mins, 0x4E));
+      mins = _mm_add_epi32(mins, _mm_shuffle_epi32(mins, 0xB1));
+      __m256i acc = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i p16 = _mm256_maddubs_epi16(nibbles[j], load256(xb.qs + 32 * j));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sub_scales[j]));
+      }
+      const float d = xb.d * wd;
+      const float dmin = xb.d * wdmin;
+      out[v] += d * static_cast<float>(hsum_i32(acc)) - dmin * static_cast<float>(_mm_cvtsi128_si32(mins));
+    }
+  }
+}
+
 void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
                                     int64_t n, float* out) {
   const uint64_t* grid = tables::kIq2xxsGrid;
@@ -354,7 +436,8 @@ namespace {
 const Kernels kTable = {"avx2",   dot_f32,  dot_f16,  dot_bf16,
                         dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs,
                         detail::quantize_act_q8_0_avx2, detail::quantize_act_q8_K_avx2,
-                        detail::dot_iq2_xxs_multi_avx2, dot_q8_0_multi};
+                        detail::dot_iq2_xxs_multi_avx2, dot_q8_0_multi,
+                        detail::dot_q2_K_multi_avx2, detail::dot_q4_K_multi_avx2};
 }  // namespace
 
 const Kernels* detail::avx2_kernels() { return &kTable; }

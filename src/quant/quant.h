@@ -91,6 +91,11 @@ struct Kernels {
   // weight block once for up to four vectors; out[v] == dot_q8_0(w, x_v, n) exactly.
   void (*dot_q8_0_multi)(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stride, int nx, int64_t n,
                          float* out);
+  // And for the K-quant rows against Q8_K vectors (unpacked scales and quants reused).
+  void (*dot_q2_K_multi)(const block_q2_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                         float* out);
+  void (*dot_q4_K_multi)(const block_q4_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                         float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
@@ -108,7 +113,7 @@ float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n)
 // One weight row against nx activation vectors laid out x_stride_bytes apart (each as
 // quantize_activations() wrote it); out[v] equals vec_dot(weight_type, w_row, x_v, n)
 // exactly. Faster than nx vec_dot calls where weight loading/decoding is shared (IQ2_XXS,
-// Q8_0); other types loop over vec_dot.
+// Q8_0, Q2_K, Q4_K); the float types loop over vec_dot.
 void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size_t x_stride_bytes,
                    int nx, int64_t n, float* out);
 

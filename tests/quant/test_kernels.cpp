@@ -270,6 +270,46 @@ TEST(Kernels, MultiVectorDotEqualsSingleDots) {
   }
 }
 
+template <typename Block, typename Multi, typename Single>
+void check_k_multi(const char* name, Multi multi, Single single, void (*fix)(Block&, std::mt19937&)) {
+  std::mt19937 rng(33);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    const Kernels& k = kernels(isa);
+    for (int64_t nb : {1, 3, 16}) {
+      auto w = random_blocks<Block>(nb, rng);
+      for (auto& b : w) fix(b, rng);
+      for (int nx : {1, 2, 5}) {
+        const int64_t stride = nb + 1;
+        const auto x = random_q8_K(stride * nx, rng);
+        std::vector<float> out(nx, -1.0f);
+        multi(k)(w.data(), x.data(), stride, nx, nb * 256, out.data());
+        for (int v = 0; v < nx; ++v) {
+          // K-quant results agree across ISAs too, so compare with the scalar single dot.
+          const float want = single(scalar::kernels())(w.data(), x.data() + v * stride, nb * 256);
+          ASSERT_EQ(std::bit_cast<uint32_t>(out[v]), std::bit_cast<uint32_t>(want))
+              << name << " " << isa_name(isa) << " " << nb << " " << nx;
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, KQuantMultiVectorEqualsSingleDots) {
+  check_k_multi<block_q2_K>(
+      "q2_K", [](const Kernels& k) { return k.dot_q2_K_multi; }, [](const Kernels& k) { return k.dot_q2_K; },
+      [](block_q2_K& b, std::mt19937& r) {
+        b.d = random_scale(r);
+        b.dmin = random_scale(r);
+      });
+  check_k_multi<block_q4_K>(
+      "q4_K", [](const Kernels& k) { return k.dot_q4_K_multi; }, [](const Kernels& k) { return k.dot_q4_K; },
+      [](block_q4_K& b, std::mt19937& r) {
+        b.d = random_scale(r);
+        b.dmin = random_scale(r);
+      });
+}
+
 TEST(Kernels, Q8_0MultiVectorEqualsSingleDots) {
   std::mt19937 rng(32);
   std::uniform_int_distribution<int> q(-127, 127);
