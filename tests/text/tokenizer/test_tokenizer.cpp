@@ -115,6 +115,26 @@ TEST(Tokenizer, OfficialApiPromptTokenCounts) {
   EXPECT_EQ(counts, (std::vector<int>{21, 27, 18, 3353, 3844}));
 }
 
+// U+0085 and U+FEFF, where the JavaScript reference's \s differs from Oniguruma's: the ids
+// are the BPE of the pieces derived by hand from the Oniguruma semantics.
+TEST(Tokenizer, NelAndBomFollowOniguruma) {
+  const Tokenizer& t = v4_tokenizer();
+  auto bpe_pieces = [&](const std::vector<std::string>& pieces) {
+    Ids ids;
+    for (const std::string& p : pieces) t.encode_piece(p, ids);
+    return ids;
+  };
+  EXPECT_EQ(t.encode("a \u0085"), bpe_pieces({"a", " \u0085"}));
+  EXPECT_EQ(t.encode("a\u0085\n"), bpe_pieces({"a", "\u0085\n"}));
+  EXPECT_EQ(t.encode("x \u0085 y"), bpe_pieces({"x", " \u0085", " y"}));
+  EXPECT_EQ(t.encode("a\ufeff\n"), bpe_pieces({"a", "\ufeff", "\n"}));
+  EXPECT_EQ(t.encode("\ufeffhello"), bpe_pieces({"\ufeffhello"}));
+  EXPECT_EQ(t.encode("a \ufeff"), bpe_pieces({"a", " ", "\ufeff"}));
+  // JavaScript's \s split gives other pieces and, for NEL, other ids. (For U+FEFF the
+  // split differs but no merge joins EF BB BF to a neighbour, so the ids agree.)
+  EXPECT_NE(t.encode("a \u0085"), bpe_pieces({"a", " ", "\u0085"}));
+}
+
 TEST(Tokenizer, SpecialTokensOnlyWhenAsked) {
   const Tokenizer& t = v4_tokenizer();
   const std::string s = "a<｜User｜>b";
