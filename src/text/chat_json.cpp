@@ -144,7 +144,9 @@ class Parser {
     std::string_view digits = s_.substr(negative ? start + 1 : start, int_end - (negative ? start + 1 : start));
     out.kind = Value::Kind::Integer;
     // Python int("-0") is 0.
-    out.text = (negative && digits != "0") ? "-" + std::string(digits) : std::string(digits);
+    out.text.clear();
+    if (negative && digits != "0") out.text.push_back('-');
+    out.text.append(digits);
     return true;
   }
 
