@@ -367,8 +367,13 @@ WeightSource resolve_weight(const Checkpoint& ck, const std::string& name, const
     throw ConvertError("tensor '" + name + "' has dtype " + std::string(st_dtype_name(t.dtype)) +
                        "; only 2-D weights may be FP8/FP4");
   const uint64_t rows = shape[0], cols = shape[1];
-  const std::string sname = scale_name_for(name);
+  std::string sname = scale_name_for(name);
   const StTensor* s = ck.find(sname);
+  if (!s && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {
+    // Hugging Face exports before convert.py's rename call it weight_scale_inv.
+    const std::string alt = name.substr(0, name.size() - 7) + ".weight_scale_inv";
+    if ((s = ck.find(alt))) sname = alt;
+  }
   src.scale = s;
   if (t.dtype == StDtype::F8_E4M3) {
     check_shape(t, shape);
