@@ -47,9 +47,11 @@ class SessionImpl final : public Session {
   std::vector<model::LayerState>& layer_states() { return layers_; }
   int prefill_chunk() const { return chunk_; }
 
- private:
+ public:
   struct Sink;    // snapshot output
   struct Source;  // snapshot input
+
+ private:
   void write_snapshot(Sink& out) const;
   void read_snapshot(Source& in);
   void check_token(int32_t t) const;

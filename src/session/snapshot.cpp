@@ -32,6 +32,22 @@ struct SessionImpl::Source {
   void f32s(float* p, size_t n) { read(p, n * 4); }
 };
 
+// Compressor frontier in canonical form (spec §5.4): state rows the current window has not
+// written yet are stored as kv = 0 / score = -1e30, whatever stale values they hold (they
+// are never read), so equal prefixes give equal payloads.
+static void write_state(SessionImpl::Sink& out, const model::CompressorState& cs, uint32_t n_tokens) {
+  const int r = cs.ratio;
+  const int first_unwritten = (r == 4 ? 4 : 0) + static_cast<int>(n_tokens % r);
+  std::vector<float> kv = cs.kv, score = cs.score;
+  for (int row = first_unwritten; row < cs.state_rows; ++row) {
+    std::fill(kv.begin() + static_cast<size_t>(row) * cs.width, kv.begin() + static_cast<size_t>(row + 1) * cs.width, 0.f);
+    std::fill(score.begin() + static_cast<size_t>(row) * cs.width,
+              score.begin() + static_cast<size_t>(row + 1) * cs.width, model::kNegInf);
+  }
+  out.f32s(kv.data(), kv.size());
+  out.f32s(score.data(), score.size());
+}
+
 void SessionImpl::write_snapshot(Sink& out) const {
   const ModelConfig& c = engine_.config();
   const uint32_t n = static_cast<uint32_t>(tokens_.size());
@@ -68,13 +84,11 @@ void SessionImpl::write_snapshot(Sink& out) const {
     }
     if (L.comp.ratio) {
       out.f32s(L.comp.rows.data(), static_cast<size_t>(L.comp.n_rows) * c.head_dim);
-      out.f32s(L.comp.kv.data(), L.comp.kv.size());
-      out.f32s(L.comp.score.data(), L.comp.score.size());
+      write_state(out, L.comp, n);
     }
     if (L.icomp.ratio) {
       out.f32s(L.icomp.rows.data(), static_cast<size_t>(L.icomp.n_rows) * c.index_head_dim);
-      out.f32s(L.icomp.kv.data(), L.icomp.kv.size());
-      out.f32s(L.icomp.score.data(), L.icomp.score.size());
+      write_state(out, L.icomp, n);
     }
   }
 }
