@@ -1,8 +1,11 @@
 // ds4-server: opens the model, starts the inference worker and the HTTP listener.
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <memory>
 #include <pthread.h>
+#include <unistd.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,18 +77,21 @@ int main(int argc, char** argv) {
                opt.ctx);
   std::fflush(stderr);
 
-  std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    if (sig == 0) return;
-    std::fprintf(stderr, "ds4-server: signal %d, shutting down\n", sig);
-    worker.stop();
-    http.stop();
+  // The listener runs on its own thread; main waits for a stop signal. Its thread pool
+  // joins only when idle keep-alive connections time out, so the process exits without
+  // waiting for them once the worker has stopped and in-flight answers were written.
+  std::atomic<bool> listener_failed{false};
+  std::thread listener([&] {
+    if (!http.serve()) listener_failed = true;
+    kill(getpid(), SIGTERM);
   });
-  bool ok = http.serve();
+  listener.detach();
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  if (!listener_failed) std::fprintf(stderr, "ds4-server: signal %d, shutting down\n", sig);
   worker.stop();
-  // Wake the signal thread if the listener ended on its own.
-  pthread_kill(signal_thread.native_handle(), SIGTERM);
-  signal_thread.join();
-  return ok ? 0 : 1;
+  http.stop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::fflush(stderr);
+  std::_Exit(listener_failed ? 1 : 0);
 }

@@ -15,15 +15,15 @@ struct ApiError : std::runtime_error {
   std::string type;
   std::string param;  // optional "param"
   std::string code;   // optional "code"
-  nlohmann::json extra = nlohmann::json::object();  // merged into the error object
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();  // merged into the error object
 
   // {"error":{"message","type",["param"],["code"],...extra}}
-  nlohmann::json to_json() const {
-    nlohmann::json e = {{"message", what()}, {"type", type}};
+  nlohmann::ordered_json to_json() const {
+    nlohmann::ordered_json e = {{"message", what()}, {"type", type}};
     if (!param.empty()) e["param"] = param;
     if (!code.empty()) e["code"] = code;
     for (auto it = extra.begin(); it != extra.end(); ++it) e[it.key()] = it.value();
-    return nlohmann::json{{"error", e}};
+    return nlohmann::ordered_json{{"error", e}};
   }
 };
 
@@ -34,8 +34,8 @@ inline ApiError bad_request(const std::string& message, const std::string& param
 }
 
 // Serialises for the wire: invalid UTF-8 from the model becomes U+FFFD instead of throwing.
-inline std::string dump_json(const nlohmann::json& j) {
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+inline std::string dump_json(const nlohmann::ordered_json& j) {
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace ds4::server

@@ -9,7 +9,7 @@
 
 namespace ds4::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 using OJ = nlohmann::ordered_json;
 using namespace std::chrono_literals;
 
@@ -35,7 +35,7 @@ OJ parse_body(const httplib::Request& req, const ServerOptions& o) {
   }
   try {
     return OJ::parse(req.body);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::ordered_json::parse_error& e) {
     throw bad_request(std::string("invalid JSON request: ") + e.what());
   }
 }
@@ -95,7 +95,11 @@ void HttpServer::install_routes() {
   svr.set_payload_max_length(options_.max_body_bytes);
   svr.set_read_timeout(10, 0);
   svr.set_write_timeout(10, 0);
-  svr.set_keep_alive_max_count(1000);
+  // Clients pool connections; a server that drops an idle one just as the client reuses it
+  // fails that request ("other side closed"), so idle connections live well beyond the
+  // clients' own idle timers.
+  svr.set_keep_alive_max_count(100000);
+  svr.set_keep_alive_timeout(30);
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     metrics_.requests_total++;

@@ -8,7 +8,7 @@
 namespace ds4::server {
 
 using OJ = nlohmann::ordered_json;
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 const std::vector<std::string>& model_ids() {
   static const std::vector<std::string> kIds = {kModelId, "deepseek-chat", "deepseek-reasoner"};

@@ -16,7 +16,7 @@ inline constexpr const char* kModelId = "deepseek-v4-flash";
 // Served ids: the model and its aliases (deepseek-chat = non-thinking, deepseek-reasoner =
 // thinking unless the request says otherwise).
 const std::vector<std::string>& model_ids();
-nlohmann::json model_object(const std::string& id, int ctx, int64_t default_max_tokens);
+nlohmann::ordered_json model_object(const std::string& id, int ctx, int64_t default_max_tokens);
 
 struct ServerContext {
   const ServerOptions& options;
@@ -47,7 +47,7 @@ GenerationSpec build_template_spec(const nlohmann::ordered_json& body, const Ser
 // Body depth check before parsing (nesting deeper than max_depth => false).
 bool json_depth_ok(std::string_view body, int max_depth);
 
-nlohmann::json usage_json(const Usage& u);
+nlohmann::ordered_json usage_json(const Usage& u);
 
 // Accumulates events of one chat completion and formats the answer.
 class ChatFormatter {
@@ -56,23 +56,23 @@ class ChatFormatter {
       : id_(std::move(id)), model_(std::move(model)), created_(created), info_(info) {}
 
   // Streaming: the SSE data payloads one event produces (possibly none).
-  void stream_event(const GenEvent& ev, std::vector<nlohmann::json>& out);
+  void stream_event(const GenEvent& ev, std::vector<nlohmann::ordered_json>& out);
   // Non-streaming: the whole response, after the Done event.
   void collect(const GenEvent& ev);
-  nlohmann::json final_response() const;
+  nlohmann::ordered_json final_response() const;
 
  private:
-  nlohmann::json chunk(nlohmann::json delta, const nlohmann::json& finish = nullptr) const;
-  nlohmann::json logprob_json(const TokenLogprob& lp) const;
+  nlohmann::ordered_json chunk(nlohmann::ordered_json delta, const nlohmann::ordered_json& finish = nullptr) const;
+  nlohmann::ordered_json logprob_json(const TokenLogprob& lp) const;
   std::string id_, model_;
   int64_t created_;
   RequestInfo info_;
   bool role_sent_ = false;
   size_t streamed_calls_ = 0;
-  nlohmann::json pending_logprobs_ = nlohmann::json::array();
+  nlohmann::ordered_json pending_logprobs_ = nlohmann::ordered_json::array();
   // Non-streaming state.
   std::string content_, reasoning_;
-  nlohmann::json all_logprobs_ = nlohmann::json::array();
+  nlohmann::ordered_json all_logprobs_ = nlohmann::ordered_json::array();
   GenEvent done_{GenEvent::Kind::Done};
 };
 
@@ -80,19 +80,19 @@ class CompletionFormatter {
  public:
   CompletionFormatter(std::string id, std::string model, int64_t created, const RequestInfo& info)
       : id_(std::move(id)), model_(std::move(model)), created_(created), info_(info) {}
-  void stream_event(const GenEvent& ev, std::vector<nlohmann::json>& out);
+  void stream_event(const GenEvent& ev, std::vector<nlohmann::ordered_json>& out);
   void collect(const GenEvent& ev);
-  nlohmann::json final_response() const;
+  nlohmann::ordered_json final_response() const;
 
  private:
-  nlohmann::json chunk(const std::string& text, const nlohmann::json& finish) const;
+  nlohmann::ordered_json chunk(const std::string& text, const nlohmann::ordered_json& finish) const;
   std::string id_, model_;
   int64_t created_;
   RequestInfo info_;
   std::string text_;
   std::vector<TokenLogprob> pending_, all_;
   GenEvent done_{GenEvent::Kind::Done};
-  nlohmann::json logprobs_json(const std::vector<TokenLogprob>& lps, size_t offset) const;
+  nlohmann::ordered_json logprobs_json(const std::vector<TokenLogprob>& lps, size_t offset) const;
   size_t text_offset_ = 0;
 };
 

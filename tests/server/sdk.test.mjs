@@ -13,6 +13,7 @@ let server;
 let client;
 
 before(async () => {
+  refEncode("warm up");  // loading the reference tokenizer takes seconds
   server = await startServer();
   client = new OpenAI({ baseURL: server.baseURL, apiKey: "unused", maxRetries: 0, timeout: 60000 });
 });

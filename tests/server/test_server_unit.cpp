@@ -252,7 +252,7 @@ TEST_F(ServerWorker, ChatFormatterStreamsAndCollects) {
   RequestInfo info;
   info.include_usage = true;
   ChatFormatter f("chatcmpl-1", "m", 1, info);
-  std::vector<nlohmann::json> out;
+  std::vector<nlohmann::ordered_json> out;
   GenEvent started(GenEvent::Kind::Started);
   f.stream_event(started, out);
   GenEvent r(GenEvent::Kind::Reasoning);
