@@ -166,6 +166,8 @@ void pretokenize(std::string_view text, std::vector<PieceSpan>& out) {
     }
     i = j;
   }
+  // The scratch buffer is reused per thread; do not keep a huge one alive.
+  if (units.u.capacity() > (size_t{1} << 20)) std::vector<Unit>().swap(units.u);
 }
 
 std::vector<std::string> pretokenize_strings(std::string_view text) {

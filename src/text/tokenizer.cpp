@@ -289,6 +289,7 @@ struct Tokenizer::Impl {
     spans.clear();
     pretokenize(text, spans);
     for (const PieceSpan& s : spans) bpe(text.substr(s.begin, s.size), out);
+    if (spans.capacity() > (size_t{1} << 20)) std::vector<PieceSpan>().swap(spans);
   }
 };
 
