@@ -12,7 +12,7 @@ SECONDS_TO_RUN="${DS4_FUZZ_SECONDS:-60}"
 
 CC="${DS4_FUZZ_CC:-clang}" CXX="${DS4_FUZZ_CXX:-clang++}" \
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DDS4_FUZZ=ON -DDS4_BUILD_TESTS=OFF -DDS4_BUILD_BENCH=OFF >/dev/null
+  -DDS4_FUZZ=ON -DDS4_BUILD_TESTS=OFF -DDS4_BUILD_BENCH=OFF -DDS4_CUDA=OFF >/dev/null
 cmake --build "$BUILD" --target fuzz_gguf gguf_fuzz_seeds -j"$(nproc)"
 
 SEEDS="$BUILD/fuzz-seeds/gguf"

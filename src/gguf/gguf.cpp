@@ -875,6 +875,17 @@ void check_value(const std::string& ctx, const Value& v, uint32_t depth) {
   if (!known_value_type(static_cast<uint32_t>(v.type))) {
     throw Error(ctx + ": unknown value type " + std::to_string(static_cast<uint32_t>(v.type)));
   }
+  // A hand-filled Value may hold more than its stored width; refuse rather than truncate.
+  const uint64_t width = scalar_size(v.type);
+  const bool out_of_range =
+      v.type == ValueType::BOOL ? v.u > 1
+      : is_unsigned_type(v.type) ? width < 8 && v.u >> (8 * width) != 0
+      : v.is_integer() ? width < 8 && (v.i < -(int64_t{1} << (8 * width - 1)) ||
+                                       v.i >= (int64_t{1} << (8 * width - 1)))
+                       : false;
+  if (out_of_range) {
+    throw Error(ctx + ": value does not fit its type " + std::string(value_type_name(v.type)));
+  }
   if (v.type != ValueType::ARRAY) return;
   if (depth >= kMaxArrayDepth) {
     throw Error(ctx + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
@@ -1022,7 +1033,10 @@ void serialise_impl(Sink& s, const std::vector<std::pair<std::string, Value>>& k
     pod64(data_pos);
     offsets.push_back(data_pos);
     uint64_t next = 0;
-    if (!align_up(data_pos + t->nbytes, alignment, &next)) throw Error("gguf writer: too big");
+    if (t->nbytes > std::numeric_limits<uint64_t>::max() - data_pos ||
+        !align_up(data_pos + t->nbytes, alignment, &next)) {
+      throw Error("gguf writer: tensor data exceeds the 64-bit offset range");
+    }
     data_pos = next;
   }
   uint64_t aligned = 0;

@@ -405,6 +405,15 @@ TEST(GgufWrite, RejectsMisuse) {
   EXPECT_THROW(w.set("deep", Value::make_array(ValueType::ARRAY,
                                                {Value::make_array(ValueType::UINT8, {Value::make_u16(1)})})),
                Error);
+  Value wide = Value::make_u8(0);
+  wide.u = 256;
+  EXPECT_THROW(w.set("wide.u8", wide), Error);
+  Value low = Value::make_i16(0);
+  low.i = -32769;
+  EXPECT_THROW(w.set("low.i16", low), Error);
+  Value flag = Value::make_bool(true);
+  flag.u = 2;
+  EXPECT_THROW(w.set("flag", Value::make_array(ValueType::BOOL, {flag})), Error);
   EXPECT_THROW(w.add_tensor("short", quant::Type::F32, {4}, std::vector<uint8_t>(15)), Error);
   EXPECT_THROW(w.add_tensor("block", quant::Type::Q8_0, {33}, std::vector<uint8_t>(34)), Error);
   EXPECT_THROW(w.add_tensor("nodims", quant::Type::F32, {}, {}), Error);
