@@ -81,6 +81,27 @@ class MergeTable {
   int shift_ = 60;
 };
 
+// Ids of one cached piece: up to kInline stored in place (the common case), else on the heap.
+class CachedIds {
+ public:
+  static constexpr size_t kInline = 6;
+  explicit CachedIds(const std::vector<int>& ids) : n_(static_cast<uint32_t>(ids.size())) {
+    if (n_ <= kInline) {
+      std::copy(ids.begin(), ids.end(), inline_);
+    } else {
+      heap_ = std::make_unique<int[]>(n_);
+      std::copy(ids.begin(), ids.end(), heap_.get());
+    }
+  }
+  const int* begin() const { return n_ <= kInline ? inline_ : heap_.get(); }
+  const int* end() const { return begin() + n_; }
+
+ private:
+  uint32_t n_;
+  int inline_[kInline];
+  std::unique_ptr<int[]> heap_;
+};
+
 struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
@@ -121,7 +142,7 @@ struct Tokenizer::Impl {
   struct PieceCache {
     uint64_t owner = 0;
     uint64_t generation = 0;
-    std::unordered_map<std::string, std::vector<int>, StringHash, StringEq> map;
+    std::unordered_map<std::string, CachedIds, StringHash, StringEq> map;
   };
   static uint64_t next_serial() {
     static std::atomic<uint64_t> counter{1};
@@ -279,7 +300,7 @@ struct Tokenizer::Impl {
     out.insert(out.end(), syms.begin(), syms.end());
     if (pc) {
       if (pc->map.size() >= kCacheMaxEntries) pc->map.clear();
-      pc->map.emplace(std::string(piece), std::move(syms));
+      pc->map.emplace(std::string(piece), CachedIds(syms));
     }
   }
 
