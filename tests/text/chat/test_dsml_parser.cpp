@@ -98,9 +98,9 @@ TEST(DsmlParse, TruncatedBlockIsAnErrorWithRawText) {
   EXPECT_EQ(p.content, text);
   // Every truncation point of a valid block: no crash, either text or an error, never a call.
   for (size_t cut = 0; cut < kBashBlock.size(); ++cut) {
-    ParsedCompletion q = parse_completion("x" + kBashBlock.substr(0, cut), counting_ids());
+    ParsedCompletion q = parse_completion(std::string("x").append(kBashBlock, 0, cut), counting_ids());
     EXPECT_TRUE(q.tool_calls.empty()) << cut;
-    EXPECT_EQ(q.content, "x" + kBashBlock.substr(0, cut)) << cut;
+    EXPECT_EQ(q.content, std::string("x").append(kBashBlock, 0, cut)) << cut;
   }
 }
 
@@ -406,7 +406,7 @@ std::vector<std::string> chunking_corpus() {
       "</think>" + two_calls,
       "é😀 中文</think>内容" + two_calls + "ignored",
       "x\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>after",
-      "x" + kBashBlock.substr(0, 60),
+      std::string("x").append(kBashBlock, 0, 60),
       "x\n\n<DSML｜tool_calls>\n<DSML｜invoke name=\"q\">\n<DSML｜parameter name=\"v\" string=\"false\">[1, \"]\"]</DSML｜parameter>\n</DSML｜invoke>\n</DSML｜tool_calls>",
       "<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">x\xff\xe4\xb8y\xe4\xb8\xad</"
       "｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>",
