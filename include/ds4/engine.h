@@ -137,7 +137,10 @@ class Session {
 
   // MTP block (spec §8): runs on (hidden state hc×dim, token, position) with its own raw
   // window; returns its logits. Feeding its own output state (mtp_hidden()) gives further
-  // drafts. Rows of positions >= pos are discarded first, so re-drafting is allowed.
+  // drafts. Rows of positions >= pos are discarded first, so re-drafting the last few
+  // positions is exact; the window holds only rows of positions actually run (after a
+  // prefill or snapshot load it is empty, as in ds4). Oracle pairing: row j of a prompt is
+  // mtp_eval(hidden state of position j, token j+1, j).
   virtual bool has_mtp() const = 0;
   virtual const std::vector<float>& mtp_eval(const float* hin, int32_t token, int pos) = 0;
   virtual const std::vector<float>& mtp_hidden() const = 0;
@@ -150,6 +153,8 @@ class Session {
   const std::atomic<bool>* cancel_ = nullptr;
 };
 
+// Sessions of one engine share its thread pool; evaluations are serialised by the engine,
+// so sessions may be driven from different threads.
 class Engine {
  public:
   static std::unique_ptr<Engine> open(const std::string& gguf_path, const EngineOptions& opt = {});
