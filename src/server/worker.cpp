@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "text/chat.h"
+#include "text/chat_tokenize.h"
 #include "text/dsml.h"
 
 namespace ds4::server {
@@ -11,18 +13,12 @@ using Clock = std::chrono::steady_clock;
 
 std::vector<int32_t> tokenize_segments(const text::Tokenizer& tok,
                                        const text::PromptSegments& segments) {
-  std::vector<int32_t> out;
-  for (const auto& seg : segments) {
-    if (seg.special) {
-      auto id = tok.find_token(seg.text);
-      if (!id) throw ApiError(500, "control token missing from the vocabulary: " + seg.text,
-                              "server_error");
-      out.push_back(*id);
-    } else {
-      tok.encode_append(seg.text, out, /*parse_special=*/false);
-    }
+  try {
+    std::vector<int> ids = text::tokenize_prompt(tok, segments);
+    return std::vector<int32_t>(ids.begin(), ids.end());
+  } catch (const text::ChatError& e) {
+    throw ApiError(500, std::string("prompt tokenization failed: ") + e.what(), "server_error");
   }
-  return out;
 }
 
 std::optional<text::PromptSegments> segments_after(const text::PromptSegments& segments,
