@@ -159,6 +159,7 @@ class OneShot(unittest.TestCase):
         self.assertGreater(len(a.stdout), 10)
         self.assertNotEqual(a.stdout, c.stdout)  # the seed is actually used
         self.assertRegex(a.stderr.decode(), r"ds4: prefill: [0-9.]+ t/s, generation: [0-9.]+ t/s")
+        self.assertNotIn("processing", a.stderr.decode())  # no progress bar off a terminal
 
     def test_piped_reasoning_is_delimited(self):
         think = self.gen("--seed", "1").stdout.decode("utf-8", "replace")
@@ -391,6 +392,9 @@ class Interactive(unittest.TestCase):
             first = BOS + "You are a helpful assistant" + USER + "Hello" + ASSISTANT + "<think>"
             self.assertEqual(total1, len(dump_token_ids(first)))
             self.assertIn(b"\x1b[2m", out1)  # reasoning dim on a terminal
+            # The prefill bar (stderr is the terminal here): tokens done/total and t/s.
+            self.assertRegex(out1, rb"processing %d input tokens: %d/%d \(100\.0%%\), [0-9.]+ t/s"
+                             % (total1, total1, total1))
             self.assertIn(b"ds4: prefill: ", out1)
 
             out2 = r.turn("And then?")
