@@ -13,6 +13,8 @@ struct Case {
   std::string config, recipe;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.config << "-" << c.recipe; }
+
 class QuantizedTest : public ::testing::TestWithParam<Case> {};
 
 double mean_kl(const std::vector<float>& ref, const std::vector<float>& got, int rows, int vocab) {
