@@ -1,5 +1,7 @@
 #include "text/chat_json.h"
 
+#include "text/unicode.h"
+
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -12,24 +14,6 @@ namespace {
 
 // Nesting deeper than this is rejected so hostile input cannot exhaust the stack.
 constexpr int kMaxDepth = 512;
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 class Parser {
  public:
@@ -214,7 +198,7 @@ class Parser {
           // Lone surrogates have no UTF-8 form; they become U+FFFD (Python would fail later
           // when encoding the prompt).
           if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
-          append_utf8(out, cp);
+          unicode::utf8_append(out, cp);
           break;
         }
         default:
