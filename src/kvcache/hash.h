@@ -1,0 +1,36 @@
+// Hashes of the disk KV cache: SHA-1 names the files (spec server.md §12), CRC-32C guards
+// their contents against truncation and bit flips (our addition to the format).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace ds4::kvcache {
+
+// Incremental SHA-1 (FIPS 180-4). Used only as a file name, not for security.
+class Sha1 {
+ public:
+  Sha1();
+  void update(const void* data, size_t n);
+  std::array<uint8_t, 20> digest();  // finishes; the object must not be updated afterwards
+
+ private:
+  void block(const uint8_t* p);
+  uint32_t h_[5];
+  uint8_t buf_[64];
+  size_t buf_len_ = 0;
+  uint64_t total_ = 0;
+};
+
+// Lower-case hex SHA-1 of `bytes` (40 characters).
+std::string sha1_hex(std::string_view bytes);
+
+// CRC-32C (Castagnoli, reflected, init/final xor 0xFFFFFFFF). `crc` is the running value
+// returned by a previous call (start with 0), so crc32c(b, crc32c(a)) == crc32c(a + b).
+// Uses the SSE4.2 instruction when the CPU has it.
+uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
+
+}  // namespace ds4::kvcache
