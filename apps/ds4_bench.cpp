@@ -1,0 +1,279 @@
+// ds4-bench main: runs the frontier sweep of ds4_bench.h through the public engine API and
+// reports, on stderr, how generation compares with the memory-bandwidth bound.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ds4/engine.h"
+#include "ds4_bench.h"
+#include "gguf/gguf.h"
+#include "text/chat.h"
+#include "text/chat_tokenize.h"
+#include "text/tokenizer.h"
+
+namespace ds4::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw std::runtime_error("cannot read " + path);
+  return ss.str();
+}
+
+std::vector<int32_t> tokenize_input(const BenchOptions& o, const text::Tokenizer& tok) {
+  if (!o.prompt_path.empty()) {
+    const std::vector<int> ids = tok.encode(read_text_file(o.prompt_path), false);
+    return {ids.begin(), ids.end()};
+  }
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+  messages.push_back({{"role", "user"}, {"content", read_text_file(o.chat_prompt_path)}});
+  text::RenderOptions ro;
+  ro.thinking_mode = text::ThinkingMode::Chat;
+  const std::vector<int> ids = text::tokenize_prompt(tok, text::render_chat_segments(messages, ro));
+  return {ids.begin(), ids.end()};
+}
+
+// Weight bytes one decode token reads, from the file's tensor table (spec performance.md §4):
+// everything of a layer except that routed-expert tensors count only the experts a token
+// uses, the hash-routing table one row, the embedding one row; the output head in full.
+struct DecodeBytes {
+  std::vector<uint64_t> layer;  // per layer
+  uint64_t head = 0;            // output head, final norm/HC, embedding row
+  uint64_t total() const {
+    uint64_t t = head;
+    for (uint64_t b : layer) t += b;
+    return t;
+  }
+};
+
+DecodeBytes decode_bytes(const gguf::File& f, const ModelConfig& c) {
+  DecodeBytes d;
+  d.layer.assign(static_cast<size_t>(c.n_layers), 0);
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    const std::string& n = t.name;
+    uint64_t bytes = t.nbytes;
+    if (n.find("_exps.") != std::string::npos && c.n_experts > 0) {
+      bytes = t.nbytes / static_cast<uint64_t>(c.n_experts) * static_cast<uint64_t>(c.n_experts_used);
+    } else if (n.find("tid2eid") != std::string::npos || n == "token_embd.weight") {
+      bytes = t.row_bytes();
+    }
+    if (n.rfind("blk.", 0) == 0) {
+      const long layer = std::strtol(n.c_str() + 4, nullptr, 10);
+      if (layer >= 0 && layer < c.n_layers) d.layer[static_cast<size_t>(layer)] += bytes;
+      // other blk.* indices are the MTP block: not read by a plain decode step
+    } else if (n.rfind("mtp.", 0) != 0) {
+      d.head += bytes;
+    }
+  }
+  return d;
+}
+
+// Read bandwidth with `threads` threads streaming one 256 MiB buffer (far above any LLC):
+// the best of a few passes, in GB/s. Measured in the same process as the sweep, so the
+// bound and the measurement see the same machine state.
+double measure_read_bandwidth(int threads) {
+  const size_t bytes = 256ull << 20;
+  const size_t words = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(words);
+  for (size_t i = 0; i < words; ++i) buf[i] = i * 0x9E3779B97F4A7C15ull;
+  std::vector<uint64_t> sinks(static_cast<size_t>(threads) * 8);
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const size_t lo = words * static_cast<size_t>(t) / static_cast<size_t>(threads);
+        const size_t hi = words * static_cast<size_t>(t + 1) / static_cast<size_t>(threads);
+        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        size_t i = lo;
+        for (; i + 4 <= hi; i += 4) {
+          a0 += buf[i];
+          a1 += buf[i + 1];
+          a2 += buf[i + 2];
+          a3 += buf[i + 3];
+        }
+        for (; i < hi; ++i) a0 += buf[i];
+        sinks[static_cast<size_t>(t) * 8] = a0 + a1 + a2 + a3;
+      });
+    }
+    for (auto& th : pool) th.join();
+    const double s = seconds_since(t0);
+    if (s > 0) best = std::max(best, static_cast<double>(bytes) / s / 1e9);
+  }
+  uint64_t sink = 0;
+  for (uint64_t v : sinks) sink ^= v;
+  if (sink == 0x5EEDull) std::fputc('\n', stderr);  // keeps the sums observable
+  return best;
+}
+
+// Touches every page of every tensor through the reader's mapping (page cache shared with
+// the engine's): the first measured frontier then does not pay for disk reads.
+void warm_weights(const gguf::File& f) {
+  uint64_t sum = 0;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    for (uint64_t off = 0; off < t.nbytes; off += 4096) sum += t.data[off];
+  }
+  if (sum == 1) std::fputc('\n', stderr);
+}
+
+// kB fields of /proc/self/status (0 when absent, e.g. off Linux).
+uint64_t proc_status_kb(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const size_t len = std::strlen(field);
+  while (std::getline(in, line)) {
+    if (line.compare(0, len, field) == 0 && line.size() > len && line[len] == ':') {
+      return std::strtoull(line.c_str() + len + 1, nullptr, 10);
+    }
+  }
+  return 0;
+}
+
+int run(const BenchOptions& o) {
+  const std::unique_ptr<gguf::File> file = gguf::File::open(o.model_path);
+  if (!file->has("tokenizer.ggml.tokens") || !file->has("tokenizer.ggml.merges")) {
+    throw std::runtime_error(o.model_path + " has no tokenizer (tokenizer.ggml.tokens/merges missing)");
+  }
+  const text::Tokenizer tok(*file);
+  const std::vector<int32_t> prompt = tokenize_input(o, tok);
+  if (static_cast<int64_t>(prompt.size()) < o.ctx_max) {
+    std::fprintf(stderr, "ds4-bench: the prompt has %zu tokens, --ctx-max %d needs at least that many\n",
+                 prompt.size(), o.ctx_max);
+    return 1;
+  }
+
+  EngineOptions eo;
+  eo.threads = o.threads;
+  if (o.prefill_chunk > 0) eo.prefill_chunk = o.prefill_chunk;
+  const std::unique_ptr<Engine> engine = Engine::open(o.model_path, eo);
+  const ModelConfig& cfg = engine->config();
+  if (o.ctx_alloc > engine->context_limit()) {
+    std::fprintf(stderr, "ds4-bench: --ctx-alloc %d exceeds the model's context limit %lld\n", o.ctx_alloc,
+                 static_cast<long long>(engine->context_limit()));
+    return 1;
+  }
+  if (o.warm_weights) warm_weights(*file);
+
+  const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const DecodeBytes bytes = decode_bytes(*file, cfg);
+  const double read_gbs = measure_read_bandwidth(threads);
+  const double bound_tps = read_gbs * 1e9 / static_cast<double>(bytes.total());
+  std::fprintf(stderr, "ds4-bench: %s, %d layers, %d threads, context %d, prefill chunk %d\n", cfg.name.c_str(),
+               cfg.n_layers, threads, o.ctx_alloc, engine->options().prefill_chunk);
+  std::fprintf(stderr, "ds4-bench: decode reads %.1f MB of weights per token (", bytes.total() / 1e6);
+  for (size_t l = 0; l < bytes.layer.size(); ++l) {
+    std::fprintf(stderr, "%slayer %zu %.1f", l ? ", " : "", l, bytes.layer[l] / 1e6);
+  }
+  std::fprintf(stderr, ", head+embedding row %.1f)\n", bytes.head / 1e6);
+  std::fprintf(stderr, "ds4-bench: measured read bandwidth %.2f GB/s (%d threads): bound %.2f tokens/s\n", read_gbs,
+               threads, bound_tps);
+
+  std::FILE* out = stdout;
+  if (!o.csv_path.empty()) {
+    out = std::fopen(o.csv_path.c_str(), "wb");
+    if (!out) {
+      std::fprintf(stderr, "ds4-bench: cannot open %s: %s\n", o.csv_path.c_str(), std::strerror(errno));
+      return 1;
+    }
+  }
+  std::fprintf(out, "%s\n", csv_header().c_str());
+  std::fflush(out);
+
+  const std::unique_ptr<Session> session = engine->new_session(o.ctx_alloc);
+  const int eos = tok.eos_id();
+  int previous = 0;
+  int rc = 0;
+  for (int frontier : frontiers(o)) {
+    const std::vector<int32_t> prefix(prompt.begin(), prompt.begin() + frontier);
+    const auto p0 = Clock::now();
+    session->sync(prefix);
+    const double prefill_s = seconds_since(p0);
+
+    const std::vector<uint8_t> snapshot = session->save_snapshot();  // untimed, as in ds4
+    const auto g0 = Clock::now();
+    for (int i = 0; i < o.gen_tokens; ++i) {
+      const int token = argmax_excluding(session->logits(), eos);
+      if (token < 0) {
+        std::fprintf(stderr, "ds4-bench: no token to choose at frontier %d (logits empty or NaN)\n", frontier);
+        rc = 1;
+        break;
+      }
+      session->eval(token);
+    }
+    const double gen_s = seconds_since(g0);
+    if (rc != 0) break;
+    session->load_snapshot(snapshot.data(), snapshot.size());
+
+    std::fprintf(out, "%s\n",
+                 csv_row(frontier, frontier - previous, prefill_s, o.gen_tokens, gen_s, snapshot.size()).c_str());
+    std::fflush(out);
+    if (o.gen_tokens > 0 && gen_s > 0) {
+      const double tps = o.gen_tokens / gen_s;
+      std::fprintf(stderr, "ds4-bench: ctx %d: decode %.2f tokens/s = %.1f%% of the bandwidth bound, prefill %.2f tokens/s = %.1fx decode\n",
+                   frontier, tps, 100.0 * tps / bound_tps,
+                   prefill_s > 0 ? (frontier - previous) / prefill_s : 0.0,
+                   prefill_s > 0 ? (frontier - previous) / prefill_s / tps : 0.0);
+    }
+    previous = frontier;
+  }
+  if (out != stdout && std::fclose(out) != 0) {
+    std::fprintf(stderr, "ds4-bench: error writing %s\n", o.csv_path.c_str());
+    rc = 1;
+  }
+
+  // Weights stay in the file mapping (RssFile); everything anonymous is scratch, caches,
+  // tokenizer and this tool's own buffers.
+  std::fprintf(stderr,
+               "ds4-bench: memory: model file %.2f GiB mapped; resident %.1f MiB (file-backed %.1f MiB, "
+               "anonymous %.1f MiB, peak %.1f MiB); session caches %.1f MiB\n",
+               file->file_size() / 1073741824.0, proc_status_kb("VmRSS") / 1024.0,
+               proc_status_kb("RssFile") / 1024.0, proc_status_kb("RssAnon") / 1024.0,
+               proc_status_kb("VmHWM") / 1024.0, engine->session_memory_bytes(o.ctx_alloc) / 1048576.0);
+  return rc;
+}
+
+}  // namespace
+}  // namespace ds4::bench
+
+int main(int argc, char** argv) {
+  using namespace ds4::bench;
+  BenchOptions o;
+  try {
+    o = parse_options(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "ds4-bench: %s\n(ds4-bench --help lists the options)\n", e.what());
+    return 2;
+  }
+  if (o.help) {
+    std::fputs(usage_text().c_str(), stdout);
+    return 0;
+  }
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ds4-bench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,53 @@
+// ds4-bench: prefill and generation speed along one fixed text (spec server.md §16).
+//
+// The method is ds4's: tokenise the text once; for each frontier f (ctx_start, then +step_incr
+// or ×step_mul, capped, ending at ctx_max) sync the session to the first f tokens, which
+// evaluates only the new interval, snapshot it in memory, time gen_tokens greedy decode steps
+// (EOS never chosen), restore the snapshot and go on. One CSV row per frontier.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ds4::bench {
+
+struct BenchOptions {
+  std::string model_path = "ds4flash.gguf";
+  std::string prompt_path;       // raw text, tokenised as is (no BOS, no special tokens)
+  std::string chat_prompt_path;  // or: a user message rendered as a non-thinking chat prompt
+  std::string system = "You are a helpful assistant.";
+  int ctx_start = 2048;
+  int ctx_max = 32768;
+  int ctx_alloc = 0;  // 0: ctx_max + gen_tokens + 1
+  double step_mul = 1.0;
+  int step_incr = 2048;
+  int gen_tokens = 128;
+  std::string csv_path;  // empty: stdout
+  int threads = 0;       // 0: the engine's default
+  int prefill_chunk = 0; // 0: the engine's default
+  bool warm_weights = false;
+  bool quality = false;  // accepted for ds4 compatibility; the CPU kernels are exact already
+  bool help = false;
+};
+
+// Parses argv (argv[0] is skipped). Throws std::invalid_argument with a message naming the
+// flag for unknown flags, missing or malformed values and inconsistent settings.
+BenchOptions parse_options(int argc, const char* const* argv);
+std::string usage_text();
+
+// The frontier after `cur` (ctx_max once reached).
+int next_frontier(const BenchOptions& o, int cur);
+// Every frontier in order, ctx_start first and ctx_max last.
+std::vector<int> frontiers(const BenchOptions& o);
+
+// The CSV header and one row, formatted as ds4 writes them (rates with 2 decimals).
+std::string csv_header();
+std::string csv_row(int ctx_tokens, int prefill_tokens, double prefill_seconds, int gen_tokens,
+                    double gen_seconds, uint64_t kvcache_bytes);
+
+// Index of the largest logit other than `excluded` (lowest index on ties); -1 if none.
+int argmax_excluding(const std::vector<float>& logits, int excluded);
+
+}  // namespace ds4::bench
