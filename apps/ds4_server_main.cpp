@@ -63,7 +63,10 @@ int main(int argc, char** argv) {
   }
 
   Metrics metrics;
+  // Declared before the worker, which uses it until it stops.
+  ToolReplay tool_replay(opt.disable_exact_dsml_tool_replay ? 0 : opt.tool_memory_max_ids);
   Worker worker(std::move(session), *tok, metrics, !opt.quiet);
+  worker.set_tool_replay(&tool_replay);
   HttpServer http(opt, *tok, worker, metrics);
   int port = 0;
   try {

@@ -230,7 +230,7 @@ void HttpServer::install_routes() {
   svr.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
     try {
       OJ body = parse_body(req, options_);
-      ServerContext ctx{options_, tok_, worker_.context_size()};
+      ServerContext ctx{options_, tok_, worker_.context_size(), worker_.tool_replay()};
       GenerationSpec spec = build_template_spec(body, ctx);
       send_json(res, 200, {{"prompt", spec.rendered}, {"tokens", spec.tokens}});
     } catch (const ApiError& e) {
@@ -244,7 +244,7 @@ void HttpServer::install_routes() {
       std::shared_ptr<Job> job;
       try {
         OJ body = parse_body(req, options_);
-        ServerContext ctx{options_, tok_, worker_.context_size()};
+        ServerContext ctx{options_, tok_, worker_.context_size(), worker_.tool_replay()};
         GenerationSpec spec = chat ? build_chat_spec(body, ctx, info)
                                    : build_completion_spec(body, ctx, info);
         job = worker_.submit(std::move(spec));

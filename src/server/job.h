@@ -39,6 +39,7 @@ struct GenerationSpec {
   std::vector<std::string> stop;
   int top_logprobs = -1;  // -1: no logprobs; else alternatives per token
   std::string log_tag;    // "chat" / "completion" for log lines
+  std::string tool_id_prefix = "call_";  // ids of parsed tool calls: prefix + 32 hex digits
 
   // Test hooks (only set when the server runs with --test-hooks).
   std::optional<std::vector<int32_t>> forced_tokens;
@@ -85,6 +86,7 @@ struct GenEvent {
   int64_t a = 0, b = 0;
   TokenLogprob logprob;
   std::string finish_reason;
+  std::string stop_sequence;  // Done with finish "stop": the stop sequence that matched, if any
   Usage usage;
   std::vector<FinalToolCall> tool_calls;
   std::optional<ApiError> error;

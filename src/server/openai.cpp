@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "server/request_fields.h"
 #include "server/worker.h"
 #include "text/chat.h"
 
@@ -62,8 +63,6 @@ json usage_json(const Usage& u) {
 }
 
 // ------------------------------------------------------------------ field access
-
-namespace {
 
 // The value of `key`, or nullptr when absent or JSON null (null means "not given").
 const OJ* field(const OJ& body, const char* key) {
@@ -141,14 +140,38 @@ std::string flatten_content(const OJ& content, const std::string& where) {
   return out;
 }
 
-struct Thinking {
-  bool enabled = true;
-  text::ReasoningEffort effort = text::ReasoningEffort::Default;
-};
+Thinking resolve_thinking_mode(std::optional<bool> explicit_on,
+                               const std::optional<std::string>& effort, const char* effort_param,
+                               const std::string& model) {
+  Thinking t;
+  std::optional<bool> effort_on;
+  if (effort) {
+    const std::string& e = *effort;
+    if (e == "max") {
+      t.effort = text::ReasoningEffort::Max;
+      effort_on = true;
+    } else if (e == "xhigh" || e == "high" || e == "medium" || e == "low" || e == "minimal") {
+      t.effort = text::ReasoningEffort::High;
+      effort_on = true;
+    } else if (e == "none") {
+      effort_on = false;
+    } else {
+      throw bad_request(std::string("'") + effort_param +
+                            "' must be one of none, minimal, low, medium, high, xhigh, max",
+                        effort_param);
+    }
+  }
+  if (explicit_on) t.enabled = *explicit_on;
+  else if (model == "deepseek-chat") t.enabled = false;
+  else if (model == "deepseek-reasoner") t.enabled = true;
+  else if (effort_on) t.enabled = *effort_on;
+  return t;
+}
+
+namespace {
 
 // Spec server.md §3.1: explicit control, then the model alias, then the effort.
 Thinking resolve_thinking(const OJ& body, const std::string& model) {
-  Thinking t;
   std::optional<bool> explicit_on;
   if (const OJ* th = field(body, "thinking")) {
     if (th->is_boolean()) {
@@ -164,29 +187,11 @@ Thinking resolve_thinking(const OJ& body, const std::string& model) {
     }
   }
   if (!explicit_on) explicit_on = get_bool(body, "think");
-  std::optional<bool> effort_on;
-  if (auto effort = get_string(body, "reasoning_effort")) {
-    const std::string& e = *effort;
-    if (e == "max") {
-      t.effort = text::ReasoningEffort::Max;
-      effort_on = true;
-    } else if (e == "xhigh" || e == "high" || e == "medium" || e == "low" || e == "minimal") {
-      t.effort = text::ReasoningEffort::High;
-      effort_on = true;
-    } else if (e == "none") {
-      effort_on = false;
-    } else {
-      throw bad_request("'reasoning_effort' must be one of none, minimal, low, medium, high, "
-                        "xhigh, max",
-                        "reasoning_effort");
-    }
-  }
-  if (explicit_on) t.enabled = *explicit_on;
-  else if (model == "deepseek-chat") t.enabled = false;
-  else if (model == "deepseek-reasoner") t.enabled = true;
-  else if (effort_on) t.enabled = *effort_on;
-  return t;
+  return resolve_thinking_mode(explicit_on, get_string(body, "reasoning_effort"),
+                               "reasoning_effort", model);
 }
+
+}  // namespace
 
 void parse_sampling(const OJ& body, bool thinking, GenerationSpec& spec) {
   sample::Params p;  // defaults: temperature 1, top_p 1, min_p 0.05, top_k 0
@@ -209,34 +214,37 @@ void parse_sampling(const OJ& body, bool thinking, GenerationSpec& spec) {
   spec.sampling = p;
 }
 
-void parse_stop(const OJ& body, const ServerOptions& o, GenerationSpec& spec) {
-  const OJ* v = field(body, "stop");
+void parse_stop(const OJ& body, const ServerOptions& o, GenerationSpec& spec, const char* key) {
+  const std::string k = key;
+  const OJ* v = field(body, key);
   if (!v) return;
   std::vector<std::string> stops;
   if (v->is_string()) {
     stops.push_back(v->get<std::string>());
   } else if (v->is_array()) {
     for (const auto& s : *v) {
-      if (!s.is_string()) throw bad_request("'stop' entries must be strings", "stop");
+      if (!s.is_string()) throw bad_request("'" + k + "' entries must be strings", key);
       stops.push_back(s.get<std::string>());
     }
   } else {
-    throw bad_request("'stop' must be a string or an array of strings", "stop");
+    throw bad_request("'" + k + "' must be a string or an array of strings", key);
   }
   for (auto& s : stops) {
     if (s.empty()) continue;
     if (s.size() > o.max_stop_bytes) {
       throw bad_request("stop sequence longer than " + std::to_string(o.max_stop_bytes) +
                             " bytes",
-                        "stop");
+                        key);
     }
     spec.stop.push_back(std::move(s));
   }
   if (spec.stop.size() > o.max_stop_sequences) {
     throw bad_request("at most " + std::to_string(o.max_stop_sequences) + " stop sequences",
-                      "stop");
+                      key);
   }
 }
+
+namespace {
 
 void parse_common(const OJ& body, const ServerContext& ctx, GenerationSpec& spec,
                   RequestInfo& info, bool chat) {
@@ -257,7 +265,12 @@ void parse_common(const OJ& body, const ServerContext& ctx, GenerationSpec& spec
   spec.max_tokens = max_tokens ? std::max<int64_t>(0, *max_tokens)
                                : ctx.options.default_max_tokens;
   parse_stop(body, ctx.options, spec);
+  parse_test_hooks(body, ctx, spec);
+}
 
+}  // namespace
+
+void parse_test_hooks(const OJ& body, const ServerContext& ctx, GenerationSpec& spec) {
   if (ctx.options.test_hooks) {
     if (auto forced = get_string(body, "ds4_test_output")) {
       auto ids = ctx.tok.encode(*forced, /*parse_special=*/true);
@@ -293,6 +306,14 @@ void check_context(const GenerationSpec& spec, const ServerContext& ctx, const c
     throw e;
   }
 }
+
+text::DsmlReplayLookup replay_lookup(const ServerContext& ctx) {
+  ToolReplay* replay = ctx.tool_replay;
+  if (!replay || !replay->enabled()) return {};
+  return [replay](std::string_view id) { return replay->lookup(id); };
+}
+
+namespace {
 
 // OpenAI messages -> the renderer's message list (strings only, tool calls validated).
 OJ normalize_messages(const OJ& messages, const ServerOptions& o) {
@@ -359,6 +380,8 @@ OJ normalize_messages(const OJ& messages, const ServerOptions& o) {
   return out;
 }
 
+}  // namespace
+
 OJ validate_tools(const OJ& tools) {
   if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
   OJ out = OJ::array();
@@ -381,6 +404,8 @@ OJ validate_tools(const OJ& tools) {
   return out;
 }
 
+namespace {
+
 // Renders messages with the request's tools, thinking mode and response format.
 void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::string& model,
                         GenerationSpec& spec) {
@@ -393,6 +418,7 @@ void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::str
   ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
   ro.reasoning_effort = th.effort;
   ro.context_size = static_cast<uint64_t>(ctx.ctx);
+  ro.dsml_replay = replay_lookup(ctx);
 
   bool tools_hidden = false;
   if (const OJ* choice = field(body, "tool_choice")) {

@@ -8,6 +8,7 @@
 
 #include "server/job.h"
 #include "server/options.h"
+#include "server/tool_replay.h"
 #include "text/tokenizer.h"
 
 namespace ds4::server {
@@ -22,6 +23,7 @@ struct ServerContext {
   const ServerOptions& options;
   const text::Tokenizer& tok;
   int ctx;
+  ToolReplay* tool_replay = nullptr;  // exact DSML replay lookups; null = canonical only
 };
 
 // What a request asks for beyond the generation itself (response shape).

@@ -36,6 +36,11 @@ OpenAI-compatible HTTP server for DeepSeek V4 Flash.
       --max-body-bytes N  request body limit (default 67108864)
       --http-threads N    connection threads (default 64)
       --quiet             no per-request log lines
+      --tool-memory-max-ids N
+                          tool call ids whose sampled DSML is remembered for exact
+                          replay (default 100000; 0 disables)
+      --disable-exact-dsml-tool-replay
+                          render past tool calls canonically from their JSON
   -h, --help              this text
 
 Test-only (never for production):
@@ -82,6 +87,10 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help
       o.max_body_bytes = static_cast<size_t>(parse_int(a, value(), 1024, int64_t(1) << 40));
     } else if (a == "--http-threads") {
       o.http_threads = static_cast<int>(parse_int(a, value(), 2, 4096));
+    } else if (a == "--tool-memory-max-ids" || a == "--tool-replay-max") {
+      o.tool_memory_max_ids = static_cast<size_t>(parse_int(a, value(), 0, int64_t(1) << 32));
+    } else if (a == "--disable-exact-dsml-tool-replay" || a == "--no-tool-replay") {
+      o.disable_exact_dsml_tool_replay = true;
     } else if (a == "--quiet") {
       o.quiet = true;
     } else if (a == "--test-hooks") {

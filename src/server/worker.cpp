@@ -229,6 +229,10 @@ void Worker::run(Job& job) {
   text::DsmlParserOptions popt;
   popt.thinking = spec.thinking;
   popt.parse_tool_calls = spec.parse_tools;
+  popt.make_id = [this, &spec](size_t) {
+    return tool_replay_ ? tool_replay_->new_id(spec.tool_id_prefix)
+                        : ToolReplay::random_id(spec.tool_id_prefix);
+  };
   text::DsmlStreamParser parser(popt);
   text::StreamDecoder decoder(tok_, text::StreamDecoder::InvalidBytes::kRaw);
 
@@ -295,6 +299,7 @@ void Worker::run(Job& job) {
   int64_t generated = 0;
   int32_t pending_eval = -1;  // final sampled token, evaluated after the answer is out
   bool stop_hit = false, cancelled = false;
+  std::string stop_matched;
   const int32_t eos = tok_.eos_id();
   try {
     while (true) {
@@ -340,7 +345,10 @@ void Worker::run(Job& job) {
         size_t hit = std::string::npos;
         for (const auto& st : spec.stop) {
           size_t p = raw.find(st, fed);
-          if (p < hit) hit = p;
+          if (p < hit) {
+            hit = p;
+            stop_matched = st;
+          }
         }
         if (hit != std::string::npos) {
           feed(hit);
@@ -405,7 +413,12 @@ void Worker::run(Job& job) {
       done.tool_calls.push_back({c.id, c.name, c.arguments_json});
     }
     if (finish == "tool_calls" && done.tool_calls.empty()) done.finish_reason = "stop";
+    // Remembered before the client sees the ids, so its next request can replay them.
+    if (tool_replay_) {
+      for (const auto& c : parser.tool_calls()) tool_replay_->insert(c.id, c.block_raw);
+    }
   }
+  if (stop_hit) done.stop_sequence = stop_matched;
   job.push(std::move(done));
 
   if (log_) {

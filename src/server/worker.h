@@ -10,6 +10,7 @@
 #include "ds4/engine.h"
 #include "server/job.h"
 #include "server/metrics.h"
+#include "server/tool_replay.h"
 #include "text/tokenizer.h"
 
 namespace ds4::server {
@@ -36,6 +37,10 @@ class Worker {
   // Stops taking jobs, cancels the running and queued ones, joins the thread.
   void stop();
   int context_size() const { return ctx_; }
+  // Exact DSML replay memory (not owned; may be null): every parsed call's id and sampled
+  // block bytes are stored there before the answer's final event.
+  void set_tool_replay(ToolReplay* replay) { tool_replay_ = replay; }
+  ToolReplay* tool_replay() const { return tool_replay_; }
 
  private:
   void loop();
@@ -49,6 +54,7 @@ class Worker {
   Metrics& metrics_;
   bool log_;
   int ctx_;
+  ToolReplay* tool_replay_ = nullptr;
 
   std::mutex mu_;
   std::condition_variable cv_;

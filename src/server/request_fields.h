@@ -1,0 +1,54 @@
+// Request parsing shared by the endpoints (chat, completions, messages, responses): typed
+// field access with 400 errors, thinking mode resolution, sampling, stop lists, test hooks.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "server/job.h"
+#include "server/openai.h"
+#include "text/chat.h"
+
+namespace ds4::server {
+
+// The value of `key`, or nullptr when absent or JSON null (null means "not given").
+const nlohmann::ordered_json* field(const nlohmann::ordered_json& body, const char* key);
+// Typed getters: nullopt when absent/null, ApiError 400 naming the key when mistyped.
+std::optional<double> get_number(const nlohmann::ordered_json& body, const char* key, double lo,
+                                 double hi);
+std::optional<int64_t> get_int(const nlohmann::ordered_json& body, const char* key);
+std::optional<bool> get_bool(const nlohmann::ordered_json& body, const char* key);
+std::optional<std::string> get_string(const nlohmann::ordered_json& body, const char* key);
+
+// Content as one string: a string, null, or an array of text parts (concatenated); other
+// part types are a 400 naming `where`.
+std::string flatten_content(const nlohmann::ordered_json& content, const std::string& where);
+
+struct Thinking {
+  bool enabled = true;
+  text::ReasoningEffort effort = text::ReasoningEffort::Default;
+};
+// Spec server.md §3.1: an explicit on/off wins, then the model alias (deepseek-chat off,
+// deepseek-reasoner on), then the effort string (none = off; 400 for unknown strings).
+Thinking resolve_thinking_mode(std::optional<bool> explicit_on,
+                               const std::optional<std::string>& effort, const char* effort_param,
+                               const std::string& model);
+
+// temperature, top_p, top_k, min_p, seed (client knobs ignored in thinking mode).
+void parse_sampling(const nlohmann::ordered_json& body, bool thinking, GenerationSpec& spec);
+// Stop sequences from `body[key]` (string or array; empties dropped; limits enforced).
+void parse_stop(const nlohmann::ordered_json& body, const ServerOptions& o, GenerationSpec& spec,
+                const char* key = "stop");
+// ds4_test_output / ds4_test_output_tokens / ds4_test_delay_ms (only with --test-hooks).
+void parse_test_hooks(const nlohmann::ordered_json& body, const ServerContext& ctx,
+                      GenerationSpec& spec);
+// 400 context_length_exceeded when the prompt does not fit.
+void check_context(const GenerationSpec& spec, const ServerContext& ctx, const char* param);
+// OpenAI function tools validated and normalised to {"type":"function","function":{...}}.
+nlohmann::ordered_json validate_tools(const nlohmann::ordered_json& tools);
+// The renderer's exact-replay hook for this server (empty when replay is off).
+text::DsmlReplayLookup replay_lookup(const ServerContext& ctx);
+
+}  // namespace ds4::server
