@@ -1,6 +1,7 @@
 #include "cpu/matmul.h"
 
 #include <cstring>
+#include <vector>
 
 #include "quant/quant.h"
 
@@ -12,6 +13,17 @@ void matmul(ThreadPool& pool, const MatView& w, const float* x, int64_t n_vec, i
   const quant::ActType act = quant::activation_type(w.type);
   std::vector<uint8_t> qbuf;
   std::vector<const void*> xs(n_vec);
+  if (w.f32_activations && act != quant::ActType::F32) {
+    pool.parallel_for(w.out, [&](int64_t rb, int64_t re) {
+      std::vector<float> row(static_cast<size_t>(w.in));
+      const quant::Kernels& k = quant::kernels();
+      for (int64_t r = rb; r < re; ++r) {
+        quant::dequantize_row(w.type, w.row(r), row.data(), w.in);
+        for (int64_t v = 0; v < n_vec; ++v) y[v * y_stride + r] = k.dot_f32(row.data(), x + v * x_stride, w.in);
+      }
+    }, 16);
+    return;
+  }
   if (act == quant::ActType::F32) {
     for (int64_t v = 0; v < n_vec; ++v) xs[v] = x + v * x_stride;
   } else {

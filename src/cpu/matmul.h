@@ -16,6 +16,10 @@ struct MatView {
   int64_t in = 0;
   int64_t out = 0;
   uint64_t row_bytes = 0;
+  // Test hook (debug::use_f32_activations): dot each dequantized weight row with the
+  // unrounded f32 activations instead of running the quantized kernels, so a quantized file
+  // can be compared with its dequantized f32 twin without activation rounding.
+  bool f32_activations = false;
 
   bool valid() const { return data != nullptr; }
   const uint8_t* row(int64_t r) const { return data + static_cast<uint64_t>(r) * row_bytes; }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
 
 #include "quant/quant.h"
 
@@ -209,7 +210,14 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
     }
     S.raw.visible(p - c.window + 1, p, rows);
     const int64_t n_comp = S.comp.n_rows;
-    if (r == 4 && n_comp > c.index_topk) {
+    if (trace && trace->replay && r == 4) {
+      if (trace->next_indexer >= trace->indexer.size())
+        throw std::runtime_error("replayed trace has no indexer choice for this position");
+      for (int i : trace->indexer[trace->next_indexer++]) {
+        if (i < 0 || i >= n_comp) throw std::runtime_error("replayed indexer row out of range");
+        rows.push_back(S.comp.rows.data() + static_cast<size_t>(i) * Dh);
+      }
+    } else if (r == 4 && n_comp > c.index_topk) {
       // Indexer: score every compressed row, keep the top-k (ties: lower index first).
       float* qi = iq.data() + static_cast<size_t>(t) * nI * dI;
       for (int h = 0; h < nI; ++h) {
@@ -308,7 +316,11 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
     const float* lg = logits.data() + static_cast<size_t>(t) * E;
     for (int e = 0; e < E; ++e) pi[e] = std::sqrt(softplus(lg[e]));
     int* ch = chosen.data() + static_cast<size_t>(t) * K;
-    if (L.hash) {
+    if (trace && trace->replay) {
+      if (trace->next_expert >= trace->experts.size() || trace->experts[trace->next_expert].size() != static_cast<size_t>(K))
+        throw std::runtime_error("replayed trace has no expert choice for this position");
+      std::copy_n(trace->experts[trace->next_expert++].begin(), K, ch);
+    } else if (L.hash) {
       for (int k = 0; k < K; ++k) {
         int32_t id;
         std::memcpy(&id, L.tid2eid + static_cast<size_t>(tokens[t]) * K + k, 4);
@@ -329,7 +341,7 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
       float wk = c.weights_norm ? pi[ch[k]] / std::max(sum, 6.103515625e-05f) : pi[ch[k]];
       wt[k] = wk * c.route_scale;
     }
-    if (trace) {
+    if (trace && !trace->replay) {
       trace->experts.emplace_back(ch, ch + K);
       trace->weights.emplace_back(wt, wt + K);
     }

@@ -20,6 +20,7 @@ struct ExpertsView {
   quant::Type type = quant::Type::F32;
   int64_t in = 0, out = 0, count = 0;
   uint64_t row_bytes = 0;
+  bool f32_activations = false;  // see MatView
   MatView expert(int64_t e) const {
     MatView m;
     m.data = data + static_cast<uint64_t>(e) * out * row_bytes;
@@ -27,6 +28,7 @@ struct ExpertsView {
     m.in = in;
     m.out = out;
     m.row_bytes = row_bytes;
+    m.f32_activations = f32_activations;
     return m;
   }
 };

@@ -21,6 +21,17 @@ struct BlockRun {
 // in chunks of `chunk` tokens (chunk 1 = token-by-token decode).
 BlockRun run_block(Engine& e, int layer, const float* input, const std::vector<int32_t>& tokens, int chunk);
 
+// Full prefill from fresh state in chunks -> logits [n][vocab]. With `traces` and
+// replay=false, every block's choices are recorded (one trace per layer); with replay=true
+// they are read from `traces` instead of computed (see model::BlockTrace).
+std::vector<float> prefill_logits(Engine& e, const std::vector<int32_t>& tokens, int chunk,
+                                  std::vector<model::BlockTrace>* traces, bool replay);
+
+// Switches every quantized matrix of `e` to f32 activations against dequantized weight rows
+// (cpu::MatView::f32_activations): the engine then computes what it computes on the file's
+// dequantized f32 twin, up to summation order. For comparisons only; slow.
+void use_f32_activations(Engine& e);
+
 // Output head on n states ([n][hc][dim]) -> [n][vocab].
 std::vector<float> head(Engine& e, const float* states, int n);
 

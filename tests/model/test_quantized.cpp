@@ -1,6 +1,7 @@
 // Quantized GGUFs: the engine on a quantized file against the same engine on its
-// dequantized f32 twin (isolates activation quantization and the quantized dot kernels),
-// plus top-1 agreement and mean KL against the reference (reported, not gated).
+// dequantized f32 twin (`ds4-quantize --dequantize`), which isolates our quantized kernels
+// from what the weight quantization loses; plus top-1 agreement and mean KL against the
+// reference (reported, not gated).
 #include "oracle_util.h"
 #include "session/debug.h"
 
@@ -83,19 +84,48 @@ TEST_P(QuantizedTest, MatchesDequantizedTwin) {
   std::printf("[%s %s] head vs twin: %s\n", c.config.c_str(), c.recipe.c_str(), describe(hs).c_str());
   EXPECT_LE(hs.max_rel, 2e-2);
 
-  // 3. End to end (reported): against the twin, and top-1 agreement / mean KL against
+  // 3. End to end, gated: the quantized file with f32 activations against dequantized
+  //    weight rows (debug::use_f32_activations) equals its twin up to summation order. The
+  //    default path rounds activations to Q8_0/Q8_K before every quantized product; that
+  //    rounding is discontinuous like the FP8 simulation, and these random tiny models
+  //    amplify single rounding flips into changed expert choices (oracle README,
+  //    "Sensitivity"), so its end-to-end figures are reported in 4, and its arithmetic is
+  //    gated per block (1), per head (2) and per kernel against scalar (tests/quant).
+  for (bool qat : {false, true}) {
+    EngineOptions opts;
+    opts.threads = 2;
+    opts.qat_simulation = qat;
+    opts.prefill_chunk = 64;
+    auto exact = Engine::open(q, opts);
+    debug::use_f32_activations(*exact);
+    auto got = all_logits(*exact, o.tokens, 64);
+    auto want = all_logits(engine_for(deq, qat), o.tokens, 64);
+    RowStats s = compare_rows(got.data(), want.data(), n, o.vocab);
+    std::printf("[%s %s %s] end to end, f32 activations, vs twin: %s\n", c.config.c_str(), c.recipe.c_str(),
+                qat ? "qat" : "noqat", describe(s).c_str());
+    EXPECT_LE(s.max_rel, 2e-2) << (qat ? "qat" : "noqat");
+    EXPECT_EQ(s.argmax_mismatch, 0) << (qat ? "qat" : "noqat");
+  }
+
+  // 4. Reported: against the plain twin (f32 activations) with the twin's expert and
+  //    indexer choices replayed (the continuous effect of activation rounding) and
+  //    free-running (where near-tied choices flip), and top-1 agreement / mean KL against
   //    the reference, with and without the simulation.
   for (bool qat : {false, true}) {
+    std::vector<model::BlockTrace> twin_choices;
+    auto twin = debug::prefill_logits(engine_for(deq, qat), o.tokens, 64, &twin_choices, false);
+    auto replayed = debug::prefill_logits(engine_for(q, qat), o.tokens, 64, &twin_choices, true);
+    RowStats sr = compare_rows(replayed.data(), twin.data(), n, o.vocab);
     auto got = all_logits(engine_for(q, qat), o.tokens, 64);
-    auto twin = all_logits(engine_for(deq, qat), o.tokens, 64);
     RowStats s = compare_rows(got.data(), twin.data(), n, o.vocab);
     auto ref = o.f32(qat ? "logits_prefill.bin" : "logits_prefill_noqat.bin");
     RowStats vs_ref = compare_rows(got.data(), ref.data(), n, o.vocab);
     RowStats twin_ref = compare_rows(twin.data(), ref.data(), n, o.vocab);
-    std::printf("[%s %s %s] end to end vs twin: %s | vs reference: top-1 agreement %.3f (twin %.3f), "
-                "mean KL %.3g (twin %.3g)\n",
-                c.config.c_str(), c.recipe.c_str(), qat ? "qat" : "noqat", describe(s).c_str(),
-                1.0 - static_cast<double>(vs_ref.argmax_mismatch) / n,
+    std::printf("[%s %s %s] vs f32-activation twin: choices replayed max rel %.3g, free-running max rel %.3g "
+                "(%d argmax mismatches) | vs reference: top-1 agreement %.3f (twin %.3f), mean KL %.3g "
+                "(twin %.3g)\n",
+                c.config.c_str(), c.recipe.c_str(), qat ? "qat" : "noqat", sr.max_rel, s.max_rel,
+                s.argmax_mismatch, 1.0 - static_cast<double>(vs_ref.argmax_mismatch) / n,
                 1.0 - static_cast<double>(twin_ref.argmax_mismatch) / n, mean_kl(ref, got, n, o.vocab),
                 mean_kl(ref, twin, n, o.vocab));
   }
