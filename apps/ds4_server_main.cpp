@@ -12,6 +12,7 @@
 
 #include "ds4/engine.h"
 #include "gguf/gguf.h"
+#include "kvcache/store.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/options.h"
@@ -45,9 +46,19 @@ int main(int argc, char** argv) {
   std::unique_ptr<ds4::Engine> engine;
   std::unique_ptr<ds4::text::Tokenizer> tok;
   std::unique_ptr<ds4::Session> session;
+  std::unique_ptr<ds4::kvcache::DiskCache> disk;
   try {
     auto file = ds4::gguf::File::open(opt.model_path);
     tok = std::make_unique<ds4::text::Tokenizer>(*file);
+    // Checkpoint files record the routed experts' width class (2-bit or otherwise 4).
+    uint8_t quant_bits = 4;
+    if (const auto* t = file->find_tensor("blk.0.ffn_gate_exps.weight")) {
+      using ds4::quant::Type;
+      if (t->type == Type::IQ2_XXS || t->type == Type::IQ2_XS || t->type == Type::IQ2_S ||
+          t->type == Type::Q2_K) {
+        quant_bits = 2;
+      }
+    }
     file.reset();
     ds4::EngineOptions eo;
     eo.threads = opt.threads;
@@ -57,6 +68,14 @@ int main(int argc, char** argv) {
       throw std::runtime_error("tokenizer has more tokens than the model's vocabulary");
     }
     session = engine->new_session(opt.ctx);
+    if (!opt.kv.dir.empty()) {
+      const bool log = !opt.quiet;
+      disk = std::make_unique<ds4::kvcache::DiskCache>(
+          opt.kv, ds4::kvcache::identity_of(engine->config(), quant_bits),
+          [log](const std::string& line) {
+            if (log) std::fprintf(stderr, "ds4-server: %s\n", line.c_str());
+          });
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ds4-server: cannot load %s: %s\n", opt.model_path.c_str(), e.what());
     return 1;
@@ -65,7 +84,7 @@ int main(int argc, char** argv) {
   Metrics metrics;
   // Declared before the worker, which uses it until it stops.
   ToolReplay tool_replay(opt.disable_exact_dsml_tool_replay ? 0 : opt.tool_memory_max_ids);
-  Worker worker(std::move(session), *tok, metrics, !opt.quiet);
+  Worker worker(std::move(session), *tok, metrics, !opt.quiet, std::move(disk));
   worker.set_tool_replay(&tool_replay);
   HttpServer http(opt, *tok, worker, metrics);
   int port = 0;
@@ -92,7 +111,19 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   if (!listener_failed) std::fprintf(stderr, "ds4-server: signal %d, shutting down\n", sig);
+  // A second signal during the drain and shutdown save exits at once (a half-written
+  // checkpoint is only a temporary file). The listener's own SIGTERM after http.stop() is
+  // not a second signal.
+  static std::atomic<bool> draining{true};
+  std::thread([&stop_signals] {
+    int again = 0;
+    sigwait(&stop_signals, &again);
+    if (!draining.load()) return;
+    std::fprintf(stderr, "ds4-server: signal %d again, exiting\n", again);
+    std::_Exit(130);
+  }).detach();
   worker.stop();
+  draining = false;
   http.stop();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::fflush(stderr);

@@ -295,7 +295,7 @@ void DiskCache::evict_to_budget(const std::string& protect) {
 }
 
 std::optional<Loaded> DiskCache::load_longest_prefix(std::string_view prompt, Session& session,
-                                                     const std::function<bool(size_t)>& accept) {
+                                                     const std::function<bool(size_t, int)>& accept) {
   const auto files = scan();
   std::vector<Candidate> cands;
   std::vector<std::pair<size_t, std::string>> sha_by_len;  // prompt prefix hashes, memoised
@@ -306,7 +306,7 @@ std::optional<Loaded> DiskCache::load_longest_prefix(std::string_view prompt, Se
     if (h.tokens < static_cast<uint32_t>(opt_.min_tokens)) continue;
     if (h.ctx > static_cast<uint32_t>(session.context_size())) continue;
     if (opt_.reject_different_quant && h.quant_bits != id_.quant_bits) continue;
-    if (accept && !accept(f.key_bytes)) continue;
+    if (accept && !accept(f.key_bytes, static_cast<int>(h.tokens))) continue;
     std::string sha;
     for (const auto& [len, s] : sha_by_len) {
       if (len == f.key_bytes) sha = s;

@@ -65,11 +65,12 @@ class DiskCache {
 
   // Finds the longest stored key that is a byte prefix of `prompt` and loads it into
   // `session` (which must be of this model; its context bounds the stored one).
-  // `accept_key_len` may veto a candidate (e.g. a cut inside a control marker); on any
-  // failure the next candidate is tried. On a miss the session is left as it was unless a
+  // `accept(key bytes, tokens)` may veto a candidate (e.g. a cut inside a control marker, or
+  // fewer tokens than the live session already shares); on any failure the next candidate
+  // is tried. On a miss the session is left as it was unless a
   // load failed half-way, in which case it is reset. Logs the decision.
   std::optional<Loaded> load_longest_prefix(std::string_view prompt, Session& session,
-                                            const std::function<bool(size_t)>& accept_key_len = {});
+                                            const std::function<bool(size_t, int)>& accept = {});
 
   // Writes the session's whole live state under `key` (the text its tokens decode to).
   // Entries whose DSML occurs in the key go into the KTM section. Returns false (with a

@@ -43,6 +43,18 @@ OpenAI-compatible HTTP server for DeepSeek V4 Flash.
                           render past tool calls canonically from their JSON
   -h, --help              this text
 
+Disk KV cache (off unless --kv-disk-dir is given):
+      --kv-disk-dir DIR                       checkpoint directory (created 0700)
+      --kv-disk-space-mb N                    space budget in MiB (default 4096; 0: 4096)
+      --kv-cache-min-tokens N                 never save or load shorter (default 512)
+      --kv-cache-cold-max-tokens N            cold saves for prompts up to N tokens
+                                              (default 30000; 0 off; else >= min tokens)
+      --kv-cache-continued-interval-tokens N  continued save spacing (default 10000; 0 off)
+      --kv-cache-boundary-trim-tokens N       tail trimmed before cold saves (default 32)
+      --kv-cache-boundary-align-tokens N      cold length aligned down, continued spacing
+                                              rounded up (default 2048; 0 off)
+      --kv-cache-reject-different-quant       never load checkpoints of another expert quant
+
 Test-only (never for production):
       --test-hooks        honour the request fields "ds4_test_output" (a text whose tokens
                           replace the sampled ones; the model still evaluates each token)
@@ -93,12 +105,33 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help
       o.disable_exact_dsml_tool_replay = true;
     } else if (a == "--quiet") {
       o.quiet = true;
+    } else if (a == "--kv-disk-dir") {
+      o.kv.dir = value();
+      if (o.kv.dir.empty()) throw UsageError("--kv-disk-dir: empty path");
+    } else if (a == "--kv-disk-space-mb") {
+      o.kv.space_mb = static_cast<uint64_t>(parse_int(a, value(), 0, int64_t(1) << 30));
+    } else if (a == "--kv-cache-min-tokens") {
+      o.kv.min_tokens = static_cast<int>(parse_int(a, value(), 1, std::numeric_limits<int>::max()));
+    } else if (a == "--kv-cache-cold-max-tokens") {
+      o.kv.cold_max_tokens = static_cast<int>(parse_int(a, value(), 0, std::numeric_limits<int>::max()));
+    } else if (a == "--kv-cache-continued-interval-tokens") {
+      o.kv.continued_interval_tokens =
+          static_cast<int>(parse_int(a, value(), 0, std::numeric_limits<int>::max()));
+    } else if (a == "--kv-cache-boundary-trim-tokens") {
+      o.kv.boundary_trim_tokens =
+          static_cast<int>(parse_int(a, value(), 0, std::numeric_limits<int>::max()));
+    } else if (a == "--kv-cache-boundary-align-tokens") {
+      o.kv.boundary_align_tokens =
+          static_cast<int>(parse_int(a, value(), 0, std::numeric_limits<int>::max()));
+    } else if (a == "--kv-cache-reject-different-quant") {
+      o.kv.reject_different_quant = true;
     } else if (a == "--test-hooks") {
       o.test_hooks = true;
     } else {
       throw UsageError("unknown option '" + a + "' (see --help)");
     }
   }
+  if (std::string why = o.kv.check(); !why.empty()) throw UsageError(why);
   return o;
 }
 

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "kvcache/policy.h"
+
 namespace ds4::server {
 
 struct ServerOptions {
@@ -33,6 +35,8 @@ struct ServerOptions {
   // "ds4_test_delay_ms" (a pause per generated token).
   bool test_hooks = false;
   bool quiet = false;
+  // Disk KV cache (--kv-*; off unless --kv-disk-dir is given).
+  kvcache::CacheOptions kv;
 };
 
 struct UsageError : std::runtime_error {

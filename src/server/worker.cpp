@@ -43,10 +43,130 @@ std::optional<text::PromptSegments> segments_after(const text::PromptSegments& s
 }
 
 Worker::Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics,
-               bool log)
+               bool log, std::unique_ptr<kvcache::DiskCache> disk)
     : session_(std::move(session)), tok_(tok), metrics_(metrics), log_(log),
-      ctx_(session_->context_size()) {
+      ctx_(session_->context_size()), disk_(std::move(disk)) {
+  if (auto id = tok_.find_token("<｜User｜>")) user_id_ = *id;
+  if (auto id = tok_.find_token("<｜Assistant｜>")) assistant_id_ = *id;
   thread_ = std::thread([this] { loop(); });
+}
+
+std::vector<kvcache::ToolReplayEntry> Worker::tool_entries() const {
+  std::vector<kvcache::ToolReplayEntry> out;
+  if (!tool_replay_) return out;
+  for (auto& [id, dsml] : tool_replay_->entries()) out.push_back({std::move(id), std::move(dsml)});
+  return out;
+}
+
+void Worker::log_kv(const std::string& line) const {
+  if (log_) std::fprintf(stderr, "ds4-server: %s\n", line.c_str());
+}
+
+std::string Worker::live_text(size_t n) const {
+  const auto& t = session_->tokens();
+  std::string out;
+  for (size_t i = 0; i < n && i < t.size(); ++i) out += tok_.token_bytes(t[i]);
+  return out;
+}
+
+void Worker::save_live(kvcache::Reason reason) {
+  if (!disk_) return;
+  const int n = session_->n_tokens();
+  if (n < disk_->options().min_tokens) return;
+  disk_->save(*session_, live_text(static_cast<size_t>(n)), reason, tool_entries());
+}
+
+const char* Worker::consult_disk(const GenerationSpec& spec, std::vector<int32_t>& tokens,
+                                 const char* source, bool& cold) {
+  Session& s = *session_;
+  auto common_prefix = [&] {
+    const auto& live = s.tokens();
+    size_t c = 0;
+    while (c < live.size() && c < tokens.size() && live[c] == tokens[c]) ++c;
+    return static_cast<int>(c);
+  };
+  auto reusable = [&] {
+    const int c = common_prefix();
+    return c > 0 && s.can_rewind_cheaply(c) ? c : 0;
+  };
+  const std::string_view src = source;
+  if (!disk_ || src == "token-prefix" || src == "text-prefix") {
+    cold = false;
+    return source;
+  }
+  if (s.n_tokens() > 0) {
+    const char* why = static_cast<size_t>(s.n_tokens()) > tokens.size()
+                          ? "incoming-prompt-shorter-than-live-checkpoint"
+                          : "token-mismatch";
+    log_kv("kv cache: live miss reason=" + std::string(why) + " live=" +
+           std::to_string(s.n_tokens()) + " common=" + std::to_string(common_prefix()) +
+           " prompt=" + std::to_string(tokens.size()));
+    save_live(kvcache::Reason::Evict);
+  }
+  last_frontier_ = 0;
+  const int keep = reusable();
+  auto accept = [&](size_t key_bytes, int n) {
+    return n > keep && n < ctx_ && segments_after(spec.segments, key_bytes).has_value();
+  };
+  if (auto hit = disk_->load_longest_prefix(spec.rendered, s, accept)) {
+    auto rest = segments_after(spec.segments, hit->key_bytes);
+    std::vector<int32_t> joined(s.tokens().begin(), s.tokens().end());
+    auto suffix = tokenize_segments(tok_, *rest);
+    joined.insert(joined.end(), suffix.begin(), suffix.end());
+    tokens = std::move(joined);
+    last_frontier_ = hit->tokens;
+    if (tool_replay_) {
+      for (const auto& t : hit->tools) tool_replay_->insert(t.id, t.dsml);
+    }
+    cold = false;
+    return "disk";
+  }
+  cold = reusable() == 0;
+  return source;
+}
+
+int Worker::sync_with_checkpoints(const std::vector<int32_t>& tokens, bool cold,
+                                  const SyncOptions& so) {
+  Session& s = *session_;
+  if (!disk_) return s.sync(tokens, so);
+  const kvcache::CacheOptions& o = disk_->options();
+  const int n = static_cast<int>(tokens.size());
+  int start = 0;
+  {
+    const auto& live = s.tokens();
+    while (start < n && static_cast<size_t>(start) < live.size() && live[start] == tokens[start]) ++start;
+  }
+  std::vector<std::pair<int, kvcache::Reason>> stops;
+  int cold_len = -1;
+  if (cold && o.cold_max_tokens > 0 && n >= o.min_tokens && n <= o.cold_max_tokens) {
+    cold_len = kvcache::chat_anchor(o, tokens, user_id_, assistant_id_);
+    if (cold_len < 0) cold_len = kvcache::cold_store_len(o, n);
+    stops.emplace_back(cold_len, kvcache::Reason::Cold);
+  }
+  for (int f = kvcache::continued_target(o, last_frontier_); f > 0 && f <= n;
+       f = kvcache::continued_target(o, f)) {
+    if (f != cold_len) stops.emplace_back(f, kvcache::Reason::Continued);
+  }
+  std::sort(stops.begin(), stops.end());
+  int reused = -1;
+  int base = 0;
+  const int total = n - start;
+  for (const auto& [pos, reason] : stops) {
+    if (pos <= start || pos < s.n_tokens()) continue;  // already live: nothing to pause for
+    SyncOptions part = so;
+    if (so.progress) part.progress = [&, base](int done, int) { so.progress(base + done, total); };
+    const int r = s.sync(std::vector<int32_t>(tokens.begin(), tokens.begin() + pos), part);
+    if (reused < 0) reused = r;
+    base = pos - start;
+    if (s.n_tokens() == pos) {
+      disk_->save(s, live_text(static_cast<size_t>(pos)), reason, tool_entries());
+      last_frontier_ = std::max(last_frontier_, pos);
+    }
+  }
+  SyncOptions part = so;
+  if (so.progress) part.progress = [&, base](int done, int) { so.progress(base + done, total); };
+  const int r = s.sync(tokens, part);
+  return reused < 0 ? r : reused;
 }
 
 Worker::~Worker() { stop(); }
@@ -73,6 +193,10 @@ void Worker::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (disk_ && !shutdown_saved_) {
+    shutdown_saved_ = true;
+    save_live(kvcache::Reason::Shutdown);
+  }
 }
 
 void Worker::loop() {
@@ -164,6 +288,8 @@ void Worker::run(Job& job) {
   auto t0 = Clock::now();
   try {
     source = choose_tokens(spec, tokens);
+    bool cold = false;
+    source = consult_disk(spec, tokens, source, cold);
     if (tokens.size() >= static_cast<size_t>(ctx_)) throw context_error(tokens.size(), ctx_);
     {
       // Tells the request thread its job is running (it then commits the response headers).
@@ -179,7 +305,7 @@ void Worker::run(Job& job) {
       ev.b = total;
       job.push(std::move(ev));
     };
-    reused = s.sync(tokens, so);
+    reused = sync_with_checkpoints(tokens, cold, so);
   } catch (const ApiError& e) {
     metrics_.request_errors++;
     GenEvent ev{GenEvent::Kind::Failed};
@@ -301,6 +427,7 @@ void Worker::run(Job& job) {
   bool stop_hit = false, cancelled = false;
   std::string stop_matched;
   const int32_t eos = tok_.eos_id();
+  int continued_at = disk_ ? kvcache::continued_target(disk_->options(), last_frontier_) : 0;
   try {
     while (true) {
       if (job.cancelled) {
@@ -374,6 +501,11 @@ void Worker::run(Job& job) {
         if (e.kind() != Error::Kind::Cancelled) throw;
         cancelled = true;
         break;
+      }
+      if (continued_at > 0 && s.n_tokens() >= continued_at && !parser.in_dsml_syntax()) {
+        save_live(kvcache::Reason::Continued);
+        last_frontier_ = s.n_tokens();
+        continued_at = kvcache::continued_target(disk_->options(), last_frontier_);
       }
     }
     if (!stop_hit && !cancelled) {

@@ -3,11 +3,13 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 
 #include "ds4/engine.h"
+#include "kvcache/store.h"
 #include "server/job.h"
 #include "server/metrics.h"
 #include "server/tool_replay.h"
@@ -26,19 +28,23 @@ std::optional<text::PromptSegments> segments_after(const text::PromptSegments& s
 
 class Worker {
  public:
+  // `disk` (optional) is the disk KV cache: checkpoints are looked up on a live miss and
+  // saved cold / continued / on eviction / at shutdown (spec server.md §11-12).
   Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics,
-         bool log);
+         bool log, std::unique_ptr<kvcache::DiskCache> disk = nullptr);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
   // Queues a job (FIFO). Throws ApiError 503 after stop().
   std::shared_ptr<Job> submit(GenerationSpec spec);
-  // Stops taking jobs, cancels the running and queued ones, joins the thread.
+  // Stops taking jobs, cancels the running and queued ones, joins the thread, then saves the
+  // live state to the disk cache (reason shutdown) when there is one.
   void stop();
   int context_size() const { return ctx_; }
   // Exact DSML replay memory (not owned; may be null): every parsed call's id and sampled
-  // block bytes are stored there before the answer's final event.
+  // block bytes are stored there before the answer's final event. Disk checkpoints carry
+  // the entries whose blocks occur in their text (KTM) and restore them when loaded.
   void set_tool_replay(ToolReplay* replay) { tool_replay_ = replay; }
   ToolReplay* tool_replay() const { return tool_replay_; }
 
@@ -48,6 +54,17 @@ class Worker {
   // Chooses the tokens to sync: the spec's own, or live tokens + the tokenized suffix when
   // the live text is a byte prefix of the rendered prompt. Returns a tag for the log.
   const char* choose_tokens(const GenerationSpec& spec, std::vector<int32_t>& tokens);
+  // Disk KV cache steps (no-ops without a cache). On a live miss: saves the live state
+  // (evict), then loads the longest stored prefix of the prompt; sets `cold` when nothing
+  // will be reused.
+  const char* consult_disk(const GenerationSpec& spec, std::vector<int32_t>& tokens,
+                           const char* source, bool& cold);
+  // Syncs to `tokens`, pausing at the cold and continued checkpoints to save them.
+  int sync_with_checkpoints(const std::vector<int32_t>& tokens, bool cold, const SyncOptions& so);
+  void save_live(kvcache::Reason reason);
+  std::vector<kvcache::ToolReplayEntry> tool_entries() const;
+  std::string live_text(size_t n) const;
+  void log_kv(const std::string& line) const;
 
   std::unique_ptr<Session> session_;
   const text::Tokenizer& tok_;
@@ -55,6 +72,10 @@ class Worker {
   bool log_;
   int ctx_;
   ToolReplay* tool_replay_ = nullptr;
+  std::unique_ptr<kvcache::DiskCache> disk_;
+  int last_frontier_ = 0;  // continued saves go to the next step above this length
+  int32_t user_id_ = -1, assistant_id_ = -1;
+  bool shutdown_saved_ = false;
 
   std::mutex mu_;
   std::condition_variable cv_;
