@@ -300,7 +300,22 @@ std::optional<Loaded> DiskCache::load_longest_prefix(std::string_view prompt, Se
   std::vector<Candidate> cands;
   std::vector<std::pair<size_t, std::string>> sha_by_len;  // prompt prefix hashes, memoised
   for (const auto& f : files) {
-    if (!f.header) continue;
+    if (!f.header) {
+      // A final name always holds a complete file (writes are renamed into place), so an
+      // unreadable header is damage; another format version is left to its writer.
+      uint8_t hb[kHeaderBytes] = {};
+      std::string why = "truncated header";
+      Fd fd(::open(path(f.name).c_str(), O_RDONLY | O_CLOEXEC));
+      if (fd.fd >= 0 && f.bytes >= kHeaderBytes && read_exact(fd.fd, hb, sizeof hb, 0)) {
+        decode_header(hb, &why);
+      }
+      if (why.rfind("format version", 0) != 0 && why.rfind("revision", 0) != 0 &&
+          why.rfind("no checksum", 0) != 0) {
+        log("kv cache: rejected " + f.name + ": " + why);
+        remove_file(f.name, "corrupt: " + why);
+      }
+      continue;
+    }
     const FileHeader& h = *f.header;
     if (f.key_bytes == 0 || f.key_bytes > prompt.size()) continue;
     if (h.tokens < static_cast<uint32_t>(opt_.min_tokens)) continue;

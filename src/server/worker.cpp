@@ -131,6 +131,8 @@ int Worker::sync_with_checkpoints(const std::vector<int32_t>& tokens, bool cold,
   if (!disk_) return s.sync(tokens, so);
   const kvcache::CacheOptions& o = disk_->options();
   const int n = static_cast<int>(tokens.size());
+  // Nothing cheaply reusable: start from zero, so the cold checkpoint is taken on the way.
+  if (cold) s.reset();
   int start = 0;
   {
     const auto& live = s.tokens();
@@ -566,6 +568,9 @@ void Worker::run(Job& job) {
   // The closing token (EOS or the end of a tool-call block) joins the live state after the
   // client has its answer, so the next turn's prompt extends the live tokens.
   if (pending_eval >= 0 && s.n_tokens() < ctx_) {
+    // One token, even when a shutdown cancelled the job meanwhile: the state it completes
+    // is what the shutdown checkpoint saves.
+    s.set_cancel_flag(nullptr);
     try {
       s.eval(pending_eval);
     } catch (const std::exception&) {
