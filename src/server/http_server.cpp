@@ -3,8 +3,11 @@
 #include <httplib.h>
 
 #include <ctime>
+#include <functional>
 
+#include "server/anthropic.h"
 #include "server/openai.h"
+#include "server/responses.h"
 #include "server/peer.h"
 
 namespace ds4::server {
@@ -40,22 +43,88 @@ OJ parse_body(const httplib::Request& req, const ServerOptions& o) {
   }
 }
 
+bool is_anthropic_path(const std::string& path) {
+  return path.rfind("/v1/messages", 0) == 0 || path.rfind("/messages", 0) == 0;
+}
+
 std::string sse(const json& payload) { return "data: " + dump_json(payload) + "\n\n"; }
 
 bool is_final(const GenEvent& ev) {
   return ev.kind == GenEvent::Kind::Done || ev.kind == GenEvent::Kind::Failed;
 }
 
-// Either formatter behind one interface for the generation handler.
-struct AnyFormatter {
-  std::unique_ptr<ChatFormatter> chat;
-  std::unique_ptr<CompletionFormatter> completion;
-  void stream_event(const GenEvent& ev, std::vector<json>& out) {
-    chat ? chat->stream_event(ev, out) : completion->stream_event(ev, out);
+// One endpoint's wire format behind one interface for the generation handler: SSE framing,
+// keep-alives, error shapes, and the non-streaming answer.
+struct WireFormatter {
+  virtual ~WireFormatter() = default;
+  // Appends the SSE text one event produces.
+  virtual void stream_event(const GenEvent& ev, std::string& out) = 0;
+  virtual void collect(const GenEvent& ev) = 0;
+  virtual json final_response() = 0;
+  virtual std::string keepalive(bool started) const {
+    return started ? ": keep-alive\n\n" : ": prefill\n\n";
   }
-  void collect(const GenEvent& ev) { chat ? chat->collect(ev) : completion->collect(ev); }
-  json final_response() const {
-    return chat ? chat->final_response() : completion->final_response();
+  virtual std::string stream_end() const { return ""; }
+  // A failure after the SSE headers went out.
+  virtual std::string stream_error(const ApiError& e) { return sse(e.to_json()); }
+  virtual json error_body(const ApiError& e) const { return e.to_json(); }
+};
+
+std::string named_sse(const std::string& event, const json& data) {
+  return "event: " + event + "\ndata: " + dump_json(data) + "\n\n";
+}
+
+template <class F>
+struct OpenAIWire final : WireFormatter {
+  explicit OpenAIWire(std::unique_ptr<F> f) : f(std::move(f)) {}
+  std::unique_ptr<F> f;
+  std::vector<json> payloads;
+  void stream_event(const GenEvent& ev, std::string& out) override {
+    payloads.clear();
+    f->stream_event(ev, payloads);
+    for (const auto& p : payloads) out += sse(p);
+  }
+  void collect(const GenEvent& ev) override { f->collect(ev); }
+  json final_response() override { return f->final_response(); }
+  std::string stream_end() const override { return "data: [DONE]\n\n"; }
+};
+
+struct AnthropicWire final : WireFormatter {
+  explicit AnthropicWire(AnthropicFormatter f) : f(std::move(f)) {}
+  AnthropicFormatter f;
+  std::vector<NamedEvent> events;
+  void stream_event(const GenEvent& ev, std::string& out) override {
+    events.clear();
+    f.stream_event(ev, events);
+    for (const auto& [name, data] : events) out += named_sse(name, data);
+  }
+  void collect(const GenEvent& ev) override { f.collect(ev); }
+  json final_response() override { return f.final_response(); }
+  // Claude Code's stream watchdog counts events, not SSE comments.
+  std::string keepalive(bool) const override { return named_sse("ping", {{"type", "ping"}}); }
+  std::string stream_error(const ApiError& e) override {
+    return named_sse("error", anthropic_error_json(e));
+  }
+  json error_body(const ApiError& e) const override { return anthropic_error_json(e); }
+};
+
+struct ResponsesWire final : WireFormatter {
+  explicit ResponsesWire(ResponsesFormatter f) : f(std::move(f)) {}
+  ResponsesFormatter f;
+  std::vector<json> events;
+  void stream_event(const GenEvent& ev, std::string& out) override {
+    events.clear();
+    f.stream_event(ev, events);
+    for (const auto& e : events) out += named_sse(e.value("type", std::string()), e);
+  }
+  void collect(const GenEvent& ev) override { f.collect(ev); }
+  json final_response() override { return f.final_response(); }
+  std::string stream_error(const ApiError& e) override {
+    events.clear();
+    f.stream_failure(e, events);
+    std::string out;
+    for (const auto& ev : events) out += named_sse(ev.value("type", std::string()), ev);
+    return out;
   }
 };
 
@@ -119,7 +188,8 @@ void HttpServer::install_routes() {
       if (!ok) {
         ApiError e(401, "invalid or missing API key", "authentication_error");
         e.code = "invalid_api_key";
-        send_error(res, e);
+        if (is_anthropic_path(req.path)) send_json(res, 401, anthropic_error_json(e));
+        else send_error(res, e);
         return httplib::Server::HandlerResponse::Handled;
       }
     }
@@ -238,27 +308,30 @@ void HttpServer::install_routes() {
     }
   });
 
-  auto generation = [this](bool chat) {
-    return [this, chat](const httplib::Request& req, httplib::Response& res) {
+  // Builds a job's spec and its wire formatter from the request body (throws ApiError).
+  using Prepare = std::function<std::pair<GenerationSpec, std::unique_ptr<WireFormatter>>(
+      const OJ& body, const ServerContext& ctx, RequestInfo& info)>;
+  auto generation = [this](Prepare prepare, bool anthropic_errors) {
+    return [this, prepare, anthropic_errors](const httplib::Request& req, httplib::Response& res) {
       RequestInfo info;
       std::shared_ptr<Job> job;
+      std::shared_ptr<WireFormatter> fmt;
+      auto fail = [&](const ApiError& e) {
+        send_json(res, e.status, fmt ? fmt->error_body(e)
+                                     : anthropic_errors ? anthropic_error_json(e) : e.to_json());
+      };
       try {
         OJ body = parse_body(req, options_);
         ServerContext ctx{options_, tok_, worker_.context_size(), worker_.tool_replay()};
-        GenerationSpec spec = chat ? build_chat_spec(body, ctx, info)
-                                   : build_completion_spec(body, ctx, info);
+        auto [spec, f] = prepare(body, ctx, info);
+        fmt = std::move(f);
         job = worker_.submit(std::move(spec));
       } catch (const ApiError& e) {
-        send_error(res, e);
+        fail(e);
         return;
       }
       const int fd = find_connection_fd(req.local_addr, req.local_port, req.remote_addr,
                                         req.remote_port);
-      auto fmt = std::make_shared<AnyFormatter>();
-      std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
-      int64_t created = static_cast<int64_t>(std::time(nullptr));
-      if (chat) fmt->chat = std::make_unique<ChatFormatter>(id, info.model, created, info);
-      else fmt->completion = std::make_unique<CompletionFormatter>(id, info.model, created, info);
 
       // Wait until the worker takes the job: an error before generation starts (context
       // overflow, shutdown) still gets a proper status instead of an SSE error frame.
@@ -271,7 +344,7 @@ void HttpServer::install_routes() {
         }
       }
       if (backlog->front().kind == GenEvent::Kind::Failed) {
-        send_error(res, *backlog->front().error);
+        fail(*backlog->front().error);
         return;
       }
 
@@ -281,7 +354,7 @@ void HttpServer::install_routes() {
           bool finished = false;
           for (const auto& ev : *backlog) {
             if (ev.kind == GenEvent::Kind::Failed) {
-              send_error(res, *ev.error);
+              fail(*ev.error);
               return;
             }
             fmt->collect(ev);
@@ -308,29 +381,31 @@ void HttpServer::install_routes() {
       res.set_chunked_content_provider(
           "text/event-stream",
           [job, fmt, backlog, fd](size_t, httplib::DataSink& sink) {
-            auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+            auto write = [&](const std::string& s) {
+              return s.empty() || sink.write(s.data(), s.size());
+            };
             bool started = false;
             auto last_write = std::chrono::steady_clock::now();
-            std::vector<json> payloads;
+            std::string frames;
             while (true) {
               for (const auto& ev : *backlog) {
                 if (ev.kind == GenEvent::Kind::Started) started = true;
                 if (ev.kind == GenEvent::Kind::Failed) {
-                  write(sse(ev.error->to_json()));
+                  write(fmt->stream_error(*ev.error));
                   sink.done();
                   return true;
                 }
-                payloads.clear();
-                fmt->stream_event(ev, payloads);
-                for (const auto& p : payloads) {
-                  if (!write(sse(p))) {
+                frames.clear();
+                fmt->stream_event(ev, frames);
+                if (!frames.empty()) {
+                  if (!write(frames)) {
                     job->cancelled = true;
                     return false;
                   }
                   last_write = std::chrono::steady_clock::now();
                 }
                 if (is_final(ev)) {
-                  write("data: [DONE]\n\n");
+                  write(fmt->stream_end());
                   sink.done();
                   return true;
                 }
@@ -342,10 +417,10 @@ void HttpServer::install_routes() {
                   job->cancelled = true;
                   return false;
                 }
-                // SSE comments keep proxies and client idle timers alive during long
+                // Keep-alives hold proxies and client idle timers open during long
                 // prefills; a failed write is how a vanished client shows up here.
                 if (std::chrono::steady_clock::now() - last_write > 2s) {
-                  if (!write(started ? ": keep-alive\n\n" : ": prefill\n\n")) {
+                  if (!write(fmt->keepalive(started))) {
                     job->cancelled = true;
                     return false;
                   }
@@ -359,10 +434,53 @@ void HttpServer::install_routes() {
           });
     };
   };
-  svr.Post("/v1/chat/completions", generation(true));
-  svr.Post("/chat/completions", generation(true));
-  svr.Post("/v1/completions", generation(false));
-  svr.Post("/completions", generation(false));
+  auto next_seq = [this] { return next_id_++; };
+  Prepare chat = [next_seq](const OJ& body, const ServerContext& ctx, RequestInfo& info) {
+    GenerationSpec spec = build_chat_spec(body, ctx, info);
+    auto f = std::make_unique<ChatFormatter>("chatcmpl-" + std::to_string(next_seq()), info.model,
+                                             static_cast<int64_t>(std::time(nullptr)), info);
+    return std::make_pair(std::move(spec), std::unique_ptr<WireFormatter>(
+                                               new OpenAIWire<ChatFormatter>(std::move(f))));
+  };
+  Prepare completion = [next_seq](const OJ& body, const ServerContext& ctx, RequestInfo& info) {
+    GenerationSpec spec = build_completion_spec(body, ctx, info);
+    auto f = std::make_unique<CompletionFormatter>("cmpl-" + std::to_string(next_seq()), info.model,
+                                                   static_cast<int64_t>(std::time(nullptr)), info);
+    return std::make_pair(std::move(spec), std::unique_ptr<WireFormatter>(
+                                               new OpenAIWire<CompletionFormatter>(std::move(f))));
+  };
+  Prepare messages = [](const OJ& body, const ServerContext& ctx, RequestInfo& info) {
+    GenerationSpec spec = build_messages_spec(body, ctx, info);
+    AnthropicFormatter f(ToolReplay::random_id("msg_").substr(0, 28), info.model);
+    return std::make_pair(std::move(spec),
+                          std::unique_ptr<WireFormatter>(new AnthropicWire(std::move(f))));
+  };
+  Prepare responses = [](const OJ& body, const ServerContext& ctx, RequestInfo& info) {
+    ResponsesRequest rr;
+    GenerationSpec spec = build_responses_spec(body, ctx, info, rr);
+    ResponsesFormatter f(std::move(rr), static_cast<int64_t>(std::time(nullptr)));
+    return std::make_pair(std::move(spec),
+                          std::unique_ptr<WireFormatter>(new ResponsesWire(std::move(f))));
+  };
+  svr.Post("/v1/chat/completions", generation(chat, false));
+  svr.Post("/chat/completions", generation(chat, false));
+  svr.Post("/v1/completions", generation(completion, false));
+  svr.Post("/completions", generation(completion, false));
+  svr.Post("/v1/messages", generation(messages, true));
+  svr.Post("/messages", generation(messages, true));
+  svr.Post("/v1/responses", generation(responses, false));
+  svr.Post("/responses", generation(responses, false));
+  auto count_tokens = [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      OJ body = parse_body(req, options_);
+      ServerContext ctx{options_, tok_, worker_.context_size(), worker_.tool_replay()};
+      send_json(res, 200, {{"input_tokens", count_message_tokens(body, ctx)}});
+    } catch (const ApiError& e) {
+      send_json(res, e.status, anthropic_error_json(e));
+    }
+  };
+  svr.Post("/v1/messages/count_tokens", count_tokens);
+  svr.Post("/messages/count_tokens", count_tokens);
 }
 
 }  // namespace ds4::server

@@ -1,0 +1,454 @@
+#include "server/anthropic.h"
+
+#include "server/request_fields.h"
+#include "server/worker.h"
+#include "text/chat.h"
+
+namespace ds4::server {
+
+using OJ = nlohmann::ordered_json;
+
+namespace {
+
+// Claude Code puts a per-request billing line ("x-anthropic-billing-header: ...") into the
+// system blocks; it changes every request and would break every prefix match.
+bool is_volatile_system_text(const std::string& text) { return text.rfind("x-anthropic-", 0) == 0; }
+
+std::string system_text(const OJ& system) {
+  if (system.is_string()) return system.get<std::string>();
+  if (!system.is_array()) throw bad_request("'system' must be a string or an array of blocks", "system");
+  std::string out;
+  bool first = true;
+  for (const auto& block : system) {
+    std::string text;
+    if (block.is_string()) {
+      text = block.get<std::string>();
+    } else if (block.is_object()) {
+      std::string type = block.value("type", std::string("text"));
+      if (type != "text") throw bad_request("system block type '" + type + "' is not supported", "system");
+      const OJ* t = field(block, "text");
+      if (!t || !t->is_string()) throw bad_request("system text block without a string 'text'", "system");
+      text = t->get<std::string>();
+    } else {
+      throw bad_request("'system' blocks must be objects or strings", "system");
+    }
+    if (is_volatile_system_text(text)) continue;
+    if (!first) out += "\n";
+    first = false;
+    out += text;
+  }
+  return out;
+}
+
+// A tool_result's content for the renderer: a string or a list of text parts.
+OJ tool_result_content(const OJ& block, const std::string& where) {
+  const OJ* content = field(block, "content");
+  if (!content) return "";
+  if (content->is_string()) return *content;
+  if (!content->is_array()) {
+    throw bad_request(where + ": tool_result 'content' must be a string or an array of blocks", "messages");
+  }
+  OJ parts = OJ::array();
+  for (const auto& part : *content) {
+    if (part.is_string()) {
+      parts.push_back({{"type", "text"}, {"text", part}});
+      continue;
+    }
+    if (!part.is_object() || part.value("type", std::string()) != "text" || !field(part, "text") ||
+        !part["text"].is_string()) {
+      throw bad_request(where + ": tool_result content supports text blocks only", "messages");
+    }
+    parts.push_back({{"type", "text"}, {"text", part["text"]}});
+  }
+  return parts;
+}
+
+// Anthropic messages -> the renderer's OpenAI-style list. Blocks keep their order: text and
+// tool results of a user turn become consecutive user / tool messages, which the renderer
+// merges into one user turn.
+OJ convert_messages(const OJ& messages, const ServerOptions& o) {
+  if (!messages.is_array()) throw bad_request("'messages' must be an array", "messages");
+  if (messages.empty()) throw bad_request("'messages' must not be empty", "messages");
+  if (messages.size() > o.max_messages) throw bad_request("too many messages", "messages");
+  OJ out = OJ::array();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const OJ& m = messages[i];
+    std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) throw bad_request(where + " must be an object", "messages");
+    auto role = get_string(m, "role");
+    if (!role) throw bad_request(where + ": missing 'role'", "messages");
+    if (*role != "user" && *role != "assistant") {
+      throw bad_request(where + ": role must be 'user' or 'assistant'", "messages");
+    }
+    OJ blocks = OJ::array();
+    if (const OJ* content = field(m, "content")) {
+      if (content->is_string()) blocks.push_back({{"type", "text"}, {"text", *content}});
+      else if (content->is_array()) blocks = *content;
+      else throw bad_request(where + ": 'content' must be a string or an array of blocks", "messages");
+    }
+    if (*role == "user") {
+      bool any = false;
+      for (const auto& b : blocks) {
+        if (!b.is_object()) throw bad_request(where + ": content blocks must be objects", "messages");
+        std::string type = b.value("type", std::string());
+        if (type == "text") {
+          const OJ* t = field(b, "text");
+          if (!t || !t->is_string()) throw bad_request(where + ": text block without a string 'text'", "messages");
+          out.push_back({{"role", "user"}, {"content", *t}});
+        } else if (type == "tool_result") {
+          auto id = get_string(b, "tool_use_id");
+          if (!id || id->empty()) throw bad_request(where + ": tool_result needs 'tool_use_id'", "messages");
+          out.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", tool_result_content(b, where)}});
+        } else {
+          throw bad_request(where + ": content block type '" + type +
+                                "' is not supported in user messages (text, tool_result)",
+                            "messages");
+        }
+        any = true;
+      }
+      if (!any) out.push_back({{"role", "user"}, {"content", ""}});
+      continue;
+    }
+    // Assistant: reasoning, visible text and calls, in the renderer's fixed order.
+    std::string reasoning, text;
+    OJ calls = OJ::array();
+    for (const auto& b : blocks) {
+      if (!b.is_object()) throw bad_request(where + ": content blocks must be objects", "messages");
+      std::string type = b.value("type", std::string());
+      if (type == "text") {
+        const OJ* t = field(b, "text");
+        if (!t || !t->is_string()) throw bad_request(where + ": text block without a string 'text'", "messages");
+        text += t->get<std::string>();
+      } else if (type == "thinking") {
+        const OJ* t = field(b, "thinking");
+        if (t && !t->is_string()) throw bad_request(where + ": 'thinking' must be a string", "messages");
+        if (t) reasoning += t->get<std::string>();
+      } else if (type == "redacted_thinking") {
+        // Opaque data from another provider: nothing to render.
+      } else if (type == "tool_use") {
+        auto id = get_string(b, "id");
+        auto name = get_string(b, "name");
+        if (!id || id->empty() || !name || name->empty()) {
+          throw bad_request(where + ": tool_use needs 'id' and 'name'", "messages");
+        }
+        const OJ* input = field(b, "input");
+        if (input && !input->is_object()) throw bad_request(where + ": tool_use 'input' must be an object", "messages");
+        calls.push_back({{"id", *id},
+                         {"type", "function"},
+                         {"function", {{"name", *name}, {"arguments", input ? *input : OJ::object()}}}});
+      } else {
+        throw bad_request(where + ": content block type '" + type +
+                              "' is not supported in assistant messages (text, thinking, "
+                              "redacted_thinking, tool_use)",
+                          "messages");
+      }
+    }
+    OJ msg = {{"role", "assistant"}, {"content", text}};
+    if (!reasoning.empty()) msg["reasoning_content"] = reasoning;
+    if (!calls.empty()) msg["tool_calls"] = std::move(calls);
+    out.push_back(std::move(msg));
+  }
+  if (out.back().value("role", std::string()) == "assistant") {
+    throw bad_request("the last message must be a user message (assistant prefill is not supported)",
+                      "messages");
+  }
+  return out;
+}
+
+// Anthropic tools -> OpenAI function tools. Server-side tools (web search, code execution...)
+// have no schema the model could call and are skipped.
+OJ convert_tools(const OJ& tools) {
+  if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
+  OJ out = OJ::array();
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const OJ& t = tools[i];
+    std::string where = "tools[" + std::to_string(i) + "]";
+    if (!t.is_object()) throw bad_request(where + " must be an object", "tools");
+    std::string type = t.value("type", std::string("custom"));
+    const OJ* schema = field(t, "input_schema");
+    if (type != "custom" && !schema) continue;
+    auto name = get_string(t, "name");
+    if (!name || name->empty()) throw bad_request(where + ": 'name' must be a non-empty string", "tools");
+    if (schema && !schema->is_object()) throw bad_request(where + ": 'input_schema' must be an object", "tools");
+    OJ fn = {{"name", *name}};
+    if (auto d = get_string(t, "description")) fn["description"] = *d;
+    fn["parameters"] = schema ? *schema : OJ{{"type", "object"}, {"properties", OJ::object()}};
+    out.push_back({{"type", "function"}, {"function", std::move(fn)}});
+  }
+  return out;
+}
+
+Thinking messages_thinking(const OJ& body, const std::string& model) {
+  std::optional<bool> explicit_on;
+  if (const OJ* th = field(body, "thinking")) {
+    if (th->is_boolean()) {
+      explicit_on = th->get<bool>();
+    } else if (th->is_object()) {
+      auto type = get_string(*th, "type");
+      if (!type) throw bad_request("'thinking.type' is required", "thinking");
+      if (*type == "enabled" || *type == "adaptive") explicit_on = true;
+      else if (*type == "disabled") explicit_on = false;
+      else throw bad_request("'thinking.type' must be enabled, disabled or adaptive", "thinking");
+      // The budget cannot be enforced inside a reasoning span; it is validated and ignored.
+      if (auto budget = get_int(*th, "budget_tokens"); budget && *budget < 0) {
+        throw bad_request("'thinking.budget_tokens' must be >= 0", "thinking");
+      }
+    } else {
+      throw bad_request("'thinking' must be an object", "thinking");
+    }
+  }
+  std::optional<std::string> effort;
+  const char* effort_param = "reasoning_effort";
+  if (const OJ* oc = field(body, "output_config")) {
+    if (!oc->is_object()) throw bad_request("'output_config' must be an object", "output_config");
+    effort = get_string(*oc, "effort");
+    effort_param = "output_config.effort";
+  }
+  if (!effort) {
+    effort = get_string(body, "reasoning_effort");
+    effort_param = "reasoning_effort";
+  }
+  return resolve_thinking_mode(explicit_on, effort, effort_param, model);
+}
+
+// Everything but the output limit: shared by generation and count_tokens.
+void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std::string& model,
+                            GenerationSpec& spec) {
+  const OJ* messages = field(body, "messages");
+  if (!messages) throw bad_request("missing messages", "messages");
+  OJ msgs = convert_messages(*messages, ctx.options);
+  if (const OJ* system = field(body, "system")) {
+    std::string text = system_text(*system);
+    if (!text.empty()) msgs.insert(msgs.begin(), OJ{{"role", "system"}, {"content", text}});
+  }
+  Thinking th = messages_thinking(body, model);
+  text::RenderOptions ro;
+  ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
+  ro.reasoning_effort = th.effort;
+  ro.context_size = static_cast<uint64_t>(ctx.ctx);
+  ro.dsml_replay = replay_lookup(ctx);
+
+  bool tools_hidden = false;
+  if (const OJ* choice = field(body, "tool_choice")) {
+    std::string type;
+    if (choice->is_string()) type = choice->get<std::string>();
+    else if (choice->is_object()) type = choice->value("type", std::string());
+    else throw bad_request("'tool_choice' must be an object", "tool_choice");
+    if (type == "none") tools_hidden = true;
+    else if (type != "auto" && type != "any" && type != "tool") {
+      throw bad_request("'tool_choice.type' must be auto, any, tool or none", "tool_choice");
+    }
+  }
+  if (const OJ* tools = field(body, "tools")) {
+    OJ valid = convert_tools(*tools);
+    if (!tools_hidden && !valid.empty()) {
+      ro.tools = std::move(valid);
+      spec.parse_tools = true;
+    }
+  }
+  try {
+    spec.segments = text::render_chat_segments(msgs, ro);
+  } catch (const std::invalid_argument& e) {
+    throw bad_request(std::string("invalid messages: ") + e.what(), "messages");
+  }
+  spec.rendered = text::join_segments(spec.segments);
+  spec.thinking = th.enabled;
+  spec.tokens = tokenize_segments(ctx.tok, spec.segments);
+}
+
+}  // namespace
+
+GenerationSpec build_messages_spec(const OJ& body, const ServerContext& ctx, RequestInfo& info) {
+  if (!body.is_object()) throw bad_request("request body must be a JSON object");
+  GenerationSpec spec;
+  spec.log_tag = "messages";
+  spec.tool_id_prefix = "toolu_";
+  info.model = get_string(body, "model").value_or(kModelId);
+  info.stream = get_bool(body, "stream").value_or(false);
+  auto max_tokens = get_int(body, "max_tokens");
+  spec.max_tokens = max_tokens ? std::max<int64_t>(0, *max_tokens) : ctx.options.default_max_tokens;
+  parse_stop(body, ctx.options, spec, "stop_sequences");
+  parse_test_hooks(body, ctx, spec);
+  render_messages_prompt(body, ctx, info.model, spec);
+  parse_sampling(body, spec.thinking, spec);
+  check_context(spec, ctx, "messages");
+  return spec;
+}
+
+size_t count_message_tokens(const OJ& body, const ServerContext& ctx) {
+  if (!body.is_object()) throw bad_request("request body must be a JSON object");
+  GenerationSpec spec;
+  render_messages_prompt(body, ctx, get_string(body, "model").value_or(kModelId), spec);
+  return spec.tokens.size();
+}
+
+OJ anthropic_error_json(const ApiError& e) {
+  std::string type = e.type;
+  if (e.status == 401) type = "authentication_error";
+  else if (e.status == 404) type = "not_found_error";
+  else if (e.status == 413) type = "request_too_large";
+  else if (e.status == 503) type = "overloaded_error";
+  else if (e.status >= 500) type = "api_error";
+  else type = "invalid_request_error";
+  OJ err = {{"type", type}, {"message", e.what()}};
+  for (auto it = e.extra.begin(); it != e.extra.end(); ++it) err[it.key()] = it.value();
+  return OJ{{"type", "error"}, {"error", std::move(err)}};
+}
+
+std::string anthropic_stop_reason(const GenEvent& done) {
+  if (done.finish_reason == "length") return "max_tokens";
+  if (done.finish_reason == "tool_calls") return "tool_use";
+  if (done.finish_reason == "stop" && !done.stop_sequence.empty()) return "stop_sequence";
+  return "end_turn";
+}
+
+OJ anthropic_usage_json(const Usage& u) {
+  // Every prompt token is either read from the live cache or written to it.
+  return OJ{{"input_tokens", 0},
+            {"output_tokens", u.completion_tokens},
+            {"cache_read_input_tokens", u.cached_tokens},
+            {"cache_creation_input_tokens", u.prompt_tokens - u.cached_tokens}};
+}
+
+// ------------------------------------------------------------------ formatting
+
+OJ AnthropicFormatter::message_object(const OJ& content, const OJ& stop_reason,
+                                      const OJ& stop_sequence, const Usage& usage) const {
+  return OJ{{"id", id_},
+            {"type", "message"},
+            {"role", "assistant"},
+            {"model", model_},
+            {"content", content},
+            {"stop_reason", stop_reason},
+            {"stop_sequence", stop_sequence},
+            {"usage", anthropic_usage_json(usage)}};
+}
+
+void AnthropicFormatter::close_block(std::vector<NamedEvent>& out) {
+  if (open_ == Open::None) return;
+  size_t index = next_index_ - 1;
+  if (open_ == Open::Thinking) {
+    // The signature lets the client hand the block back; ours is the message id.
+    out.push_back({"content_block_delta",
+                   {{"type", "content_block_delta"},
+                    {"index", index},
+                    {"delta", {{"type", "signature_delta"}, {"signature", id_}}}}});
+  }
+  out.push_back({"content_block_stop", {{"type", "content_block_stop"}, {"index", index}}});
+  open_ = Open::None;
+}
+
+void AnthropicFormatter::start_block(std::vector<NamedEvent>& out, Open kind, OJ block) {
+  close_block(out);
+  out.push_back({"content_block_start",
+                 {{"type", "content_block_start"}, {"index", next_index_}, {"content_block", std::move(block)}}});
+  ++next_index_;
+  open_ = kind;
+  if (kind == Open::Text) text_block_sent_ = true;
+}
+
+void AnthropicFormatter::stream_event(const GenEvent& ev, std::vector<NamedEvent>& out) {
+  switch (ev.kind) {
+    case GenEvent::Kind::Started: {
+      if (started_) break;
+      started_ = true;
+      usage_ = ev.usage;
+      Usage u = ev.usage;
+      u.completion_tokens = 0;
+      out.push_back({"message_start",
+                     {{"type", "message_start"},
+                      {"message", message_object(OJ::array(), nullptr, nullptr, u)}}});
+      break;
+    }
+    case GenEvent::Kind::Reasoning:
+      if (open_ != Open::Thinking) {
+        start_block(out, Open::Thinking, {{"type", "thinking"}, {"thinking", ""}, {"signature", ""}});
+      }
+      out.push_back({"content_block_delta",
+                     {{"type", "content_block_delta"},
+                      {"index", next_index_ - 1},
+                      {"delta", {{"type", "thinking_delta"}, {"thinking", ev.text}}}}});
+      break;
+    case GenEvent::Kind::Content:
+      if (open_ != Open::Text) start_block(out, Open::Text, {{"type", "text"}, {"text", ""}});
+      out.push_back({"content_block_delta",
+                     {{"type", "content_block_delta"},
+                      {"index", next_index_ - 1},
+                      {"delta", {{"type", "text_delta"}, {"text", ev.text}}}}});
+      break;
+    case GenEvent::Kind::ToolCallStart:
+      streamed_calls_ = std::max(streamed_calls_, ev.index + 1);
+      start_block(out, Open::Tool,
+                  {{"type", "tool_use"}, {"id", ev.id}, {"name", ev.name}, {"input", OJ::object()}});
+      break;
+    case GenEvent::Kind::ToolCallArgs:
+      if (open_ != Open::Tool) break;
+      out.push_back({"content_block_delta",
+                     {{"type", "content_block_delta"},
+                      {"index", next_index_ - 1},
+                      {"delta", {{"type", "input_json_delta"}, {"partial_json", ev.text}}}}});
+      break;
+    case GenEvent::Kind::Done: {
+      close_block(out);
+      // Calls the parser confirmed only at the end go out whole.
+      for (size_t i = streamed_calls_; i < ev.tool_calls.size(); ++i) {
+        const auto& c = ev.tool_calls[i];
+        start_block(out, Open::Tool,
+                    {{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", OJ::object()}});
+        out.push_back({"content_block_delta",
+                       {{"type", "content_block_delta"},
+                        {"index", next_index_ - 1},
+                        {"delta", {{"type", "input_json_delta"}, {"partial_json", c.arguments}}}}});
+        close_block(out);
+      }
+      if (!text_block_sent_ && ev.tool_calls.empty()) {
+        start_block(out, Open::Text, {{"type", "text"}, {"text", ""}});
+        close_block(out);
+      }
+      std::string reason = anthropic_stop_reason(ev);
+      OJ usage = anthropic_usage_json(ev.usage);
+      out.push_back({"message_delta",
+                     {{"type", "message_delta"},
+                      {"delta",
+                       {{"stop_reason", reason},
+                        {"stop_sequence", reason == "stop_sequence" ? OJ(ev.stop_sequence) : OJ(nullptr)}}},
+                      {"usage", usage}}});
+      out.push_back({"message_stop", {{"type", "message_stop"}}});
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void AnthropicFormatter::collect(const GenEvent& ev) {
+  switch (ev.kind) {
+    case GenEvent::Kind::Reasoning: reasoning_ += ev.text; break;
+    case GenEvent::Kind::Content: content_ += ev.text; break;
+    case GenEvent::Kind::Done: done_ = ev; break;
+    default: break;
+  }
+}
+
+OJ AnthropicFormatter::final_response() const {
+  OJ content = OJ::array();
+  if (!reasoning_.empty()) {
+    content.push_back({{"type", "thinking"}, {"thinking", reasoning_}, {"signature", id_}});
+  }
+  if (!content_.empty()) content.push_back({{"type", "text"}, {"text", content_}});
+  for (const auto& c : done_.tool_calls) {
+    OJ input = OJ::object();
+    try {
+      input = OJ::parse(c.arguments);
+    } catch (const nlohmann::ordered_json::parse_error&) {
+      // The parser only confirms calls whose arguments are valid JSON; keep {} regardless.
+    }
+    content.push_back({{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", std::move(input)}});
+  }
+  if (content_.empty() && done_.tool_calls.empty()) content.push_back({{"type", "text"}, {"text", ""}});
+  std::string reason = anthropic_stop_reason(done_);
+  return message_object(content, reason,
+                        reason == "stop_sequence" ? OJ(done_.stop_sequence) : OJ(nullptr), done_.usage);
+}
+
+}  // namespace ds4::server
