@@ -76,3 +76,37 @@ export async function metric(base, name) {
   const m = text.match(new RegExp(`^${name} (\\S+)$`, "m"));
   return m ? Number(m[1]) : NaN;
 }
+
+// Splits an SSE body into {event, data, comment} records (data JSON-parsed when possible).
+export function parseSse(text) {
+  const out = [];
+  for (const frame of text.split("\n\n")) {
+    if (!frame.trim()) continue;
+    const rec = { event: null, data: null, comment: null };
+    const data = [];
+    for (const line of frame.split("\n")) {
+      if (line.startsWith(":")) rec.comment = line.slice(1).trim();
+      else if (line.startsWith("event: ")) rec.event = line.slice(7);
+      else if (line.startsWith("data: ")) data.push(line.slice(6));
+    }
+    if (data.length) {
+      const joined = data.join("\n");
+      try {
+        rec.data = JSON.parse(joined);
+      } catch {
+        rec.data = joined;
+      }
+    }
+    out.push(rec);
+  }
+  return out;
+}
+
+// The DSML block the model writes for one call (spec prompting.md §8), parameters in order.
+export function dsmlCall(name, params) {
+  const lines = Object.entries(params).map(([k, v]) =>
+    typeof v === "string"
+      ? `<｜DSML｜parameter name="${k}" string="true">${v}</｜DSML｜parameter>`
+      : `<｜DSML｜parameter name="${k}" string="false">${JSON.stringify(v)}</｜DSML｜parameter>`);
+  return `\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="${name}">\n${lines.join("\n")}\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>`;
+}
