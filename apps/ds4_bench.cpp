@@ -138,9 +138,9 @@ void warm_weights(const gguf::File& f) {
   if (sum == 1) std::fputc('\n', stderr);
 }
 
-// kB fields of /proc/self/status (0 when absent, e.g. off Linux).
-uint64_t proc_status_kb(const char* field) {
-  std::ifstream in("/proc/self/status");
+// A kB field of a /proc/self file (0 when absent, e.g. off Linux).
+uint64_t proc_kb(const char* file, const char* field) {
+  std::ifstream in(file);
   std::string line;
   const size_t len = std::strlen(field);
   while (std::getline(in, line)) {
@@ -152,7 +152,7 @@ uint64_t proc_status_kb(const char* field) {
 }
 
 int run(const BenchOptions& o) {
-  const std::unique_ptr<gguf::File> file = gguf::File::open(o.model_path);
+  std::unique_ptr<gguf::File> file = gguf::File::open(o.model_path);
   if (!file->has("tokenizer.ggml.tokens") || !file->has("tokenizer.ggml.merges")) {
     throw std::runtime_error(o.model_path + " has no tokenizer (tokenizer.ggml.tokens/merges missing)");
   }
@@ -178,6 +178,8 @@ int run(const BenchOptions& o) {
 
   const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const DecodeBytes bytes = decode_bytes(*file, cfg);
+  const uint64_t file_size = file->file_size();
+  file.reset();  // from here on the only mapping of the weights is the engine's
   const double read_gbs = measure_read_bandwidth(threads);
   const double bound_tps = read_gbs * 1e9 / static_cast<double>(bytes.total());
   std::fprintf(stderr, "ds4-bench: %s, %d layers, %d threads, context %d, prefill chunk %d\n", cfg.name.c_str(),
@@ -243,14 +245,15 @@ int run(const BenchOptions& o) {
     rc = 1;
   }
 
-  // Weights stay in the file mapping (RssFile); everything anonymous is scratch, caches,
-  // tokenizer and this tool's own buffers.
+  // The weights are read in place from the engine's file mapping (file-backed pages, at most
+  // the file's size); everything anonymous is scratch, caches, logits, the tokenizer and this
+  // tool's prompt and snapshot.
   std::fprintf(stderr,
-               "ds4-bench: memory: model file %.2f GiB mapped; resident %.1f MiB (file-backed %.1f MiB, "
-               "anonymous %.1f MiB, peak %.1f MiB); session caches %.1f MiB\n",
-               file->file_size() / 1073741824.0, proc_status_kb("VmRSS") / 1024.0,
-               proc_status_kb("RssFile") / 1024.0, proc_status_kb("RssAnon") / 1024.0,
-               proc_status_kb("VmHWM") / 1024.0, engine->session_memory_bytes(o.ctx_alloc) / 1048576.0);
+               "ds4-bench: memory: model file %.2f GiB, resident from the file mapping %.2f GiB; "
+               "anonymous (scratch, caches, tokenizer, snapshot) %.1f MiB; session caches %.1f MiB\n",
+               file_size / 1073741824.0, proc_kb("/proc/self/status", "RssFile") / 1048576.0,
+               proc_kb("/proc/self/status", "RssAnon") / 1024.0,
+               engine->session_memory_bytes(o.ctx_alloc) / 1048576.0);
   return rc;
 }
 
