@@ -164,6 +164,11 @@ int run_cli(int argc, char** argv) {
     }
     if (!opt.dump_logprobs_path.empty()) return run_dump_logprobs(*engine, *tok, opt);
     if (opt.prompt) return run_one_shot(*engine, *tok, opt);
+    if (!opt.kv.dir.empty()) {
+      if (const auto* t = gguf::File::open(opt.model_path)->find_tensor(kvcache::kExpertTensorName)) {
+        opt.kv_quant_bits = kvcache::quant_bits_for(t->type);
+      }
+    }
     return run_repl(*engine, *tok, opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ds4: %s\n", e.what());

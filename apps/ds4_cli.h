@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ds4/engine.h"
+#include "kvcache/store.h"
 #include "sample/sampler.h"
 
 namespace ds4::text {
@@ -50,6 +51,10 @@ struct CliOptions {
   bool inspect = false;
   bool verbose = false;   // also DS4_DEBUG=1: per-turn prefill reuse lines
   bool color = true;      // --no-color / NO_COLOR turn terminal styling off
+  // Disk KV cache (--kv-disk-dir, --kv-disk-space-mb, --kv-cache-min-tokens): the
+  // interactive chat saves itself after each turn and resumes after a restart.
+  kvcache::CacheOptions kv;
+  uint8_t kv_quant_bits = 4;  // from the model's expert tensors (set by run_cli)
 };
 
 struct ParseResult {
@@ -165,10 +170,16 @@ class Conversation {
   // New session of `ctx` tokens; the transcript is re-evaluated on the next turn.
   void set_ctx(int ctx);
   int ctx() const { return session_->context_size(); }
-  void clear() { turns_.clear(); }
+  void clear() {
+    turns_.clear();
+    saved_name_.clear();  // the old conversation's checkpoint stays on disk
+  }
   // Everything the next turn's prompt starts with.
   std::vector<int32_t> transcript() const;
   Session& session() { return *session_; }
+  // With a disk cache: the most recently used saved conversation of this system prompt
+  // becomes the current one (transcript and live state). Returns its token count, or 0.
+  int resume();
 
  private:
   Engine& engine_;
@@ -178,6 +189,9 @@ class Conversation {
   std::unique_ptr<Session> session_;
   sample::Sampler sampler_;
   std::vector<int32_t> turns_;  // rendered turns after the head, generated tokens included
+  std::unique_ptr<kvcache::DiskCache> disk_;
+  std::string saved_name_;  // this conversation's checkpoint, replaced after each turn
+  void save_to_disk();
 };
 
 // The REPL on stdin/stdout (libedit line editing and history in ~/.ds4_history).

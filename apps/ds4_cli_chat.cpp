@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "ds4_cli.h"
+#include "kvcache/hash.h"
 #include "text/tokenizer.h"
 
 namespace ds4::cli {
@@ -356,7 +357,77 @@ Conversation::Conversation(Engine& engine, const text::Tokenizer& tok, CliOption
       opt_(opt),
       renderer_(tok),
       session_(engine.new_session(opt.ctx)),
-      sampler_(opt.sampling) {}
+      sampler_(opt.sampling) {
+  if (!opt_.kv.dir.empty()) {
+    const bool verbose = opt_.verbose;
+    disk_ = std::make_unique<kvcache::DiskCache>(
+        opt_.kv, kvcache::identity_of(engine.config(), opt_.kv_quant_bits),
+        [verbose](const std::string& line) {
+          if (verbose) std::fprintf(stderr, "ds4: %s\n", line.c_str());
+        });
+  }
+}
+
+namespace {
+
+std::string token_text(const text::Tokenizer& tok, const std::vector<int32_t>& ids) {
+  std::string out;
+  for (int32_t t : ids) out += tok.token_bytes(t);
+  return out;
+}
+
+}  // namespace
+
+int Conversation::resume() {
+  if (!disk_) return 0;
+  const std::vector<int32_t> head = transcript();  // before any turn: the head alone
+  const std::string head_text = token_text(tok_, head);
+  // The newest conversation checkpoint of this head (the REPL saves them as agent-session).
+  std::string best;
+  uint64_t best_used = 0;
+  uint32_t best_tokens = 0;
+  for (const auto& f : disk_->scan()) {
+    if (!f.header || f.header->reason != kvcache::Reason::AgentSession) continue;
+    if (f.key_bytes <= head_text.size()) continue;
+    const auto& h = *f.header;
+    if (best.empty() || h.last_used > best_used || (h.last_used == best_used && h.tokens > best_tokens)) {
+      best = f.name;
+      best_used = h.last_used;
+      best_tokens = h.tokens;
+    }
+  }
+  if (best.empty()) return 0;
+  auto key = disk_->read_key(best);
+  if (!key || key->compare(0, head_text.size(), head_text) != 0) return 0;
+  auto hit = disk_->load_longest_prefix(*key, *session_);
+  if (!hit) return 0;
+  const auto& live = session_->tokens();
+  if (live.size() <= head.size() || !std::equal(head.begin(), head.end(), live.begin())) {
+    session_->reset();  // another head spelled with the same bytes: start fresh
+    return 0;
+  }
+  turns_.assign(live.begin() + static_cast<std::ptrdiff_t>(head.size()), live.end());
+  saved_name_ = hit->name;
+  return hit->tokens;
+}
+
+void Conversation::save_to_disk() {
+  if (!disk_) return;
+  // The reply's last token and the closing EOS join the live state (the next turn would
+  // evaluate them anyway), so the checkpoint is the whole transcript.
+  const std::vector<int32_t> all = transcript();
+  if (static_cast<int>(all.size()) < opt_.kv.min_tokens || static_cast<int>(all.size()) >= ctx()) {
+    return;
+  }
+  session_->sync(all);
+  const std::string key = token_text(tok_, all);
+  const std::string name = kvcache::sha1_hex(key) + ".kv";
+  if (disk_->save(*session_, key, kvcache::Reason::AgentSession)) {
+    // The previous turn's checkpoint is a prefix of this one: no longer needed.
+    if (!saved_name_.empty() && saved_name_ != name) disk_->remove(saved_name_);
+    saved_name_ = name;
+  }
+}
 
 std::vector<int32_t> Conversation::transcript() const {
   std::vector<int32_t> all = renderer_.head(effective_think_mode(opt_.think, ctx()), opt_.system);
@@ -393,6 +464,10 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   renderer_.append_user(turns_, user_text);
   renderer_.append_assistant_prefix(turns_, thinking);
   const std::vector<int32_t> prompt = transcript();
+  if (disk_ && session_->n_tokens() == 0) {
+    // A fresh session (after /ctx or /clear): a stored prefix saves the prefill.
+    disk_->load_longest_prefix(token_text(tok_, prompt), *session_);
+  }
   if (opt_.verbose) {
     std::vector<int> rendered(turns_.begin() + static_cast<std::ptrdiff_t>(rollback), turns_.end());
     std::fprintf(stderr, "ds4: turn: %s\n", escape_for_log(tok_.decode(rendered)).c_str());
@@ -436,6 +511,11 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   turns_.push_back(tok_.eos_id());
   if (st.interrupted) std::fputs("ds4: interrupted\n", stderr);
   std::fprintf(stderr, "%s\n", speed_summary(st).c_str());
+  try {
+    save_to_disk();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ds4: saving the conversation failed: %s\n", e.what());
+  }
   return true;
 }
 

@@ -1,4 +1,5 @@
 // Command-line parsing and --help for ds4 (spec/server.md §15).
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -54,6 +55,14 @@ std::string usage_text() {
        "      --nothink          Answer directly without reasoning.\n"
        "      --no-color         Never style the output (also: NO_COLOR in the environment).\n"
        "  -v, --verbose          Log prompt reuse per turn (also: DS4_DEBUG=1).\n"
+       "\n"
+       "Disk KV cache (interactive chat):\n"
+       "      --kv-disk-dir DIR  Save the conversation after each turn; on start, resume the\n"
+       "                         last one of the same system prompt. Default: off\n"
+       "      --kv-disk-space-mb N\n"
+       "                         Space budget of DIR in MiB (0: 4096). Default: 4096\n"
+       "      --kv-cache-min-tokens N\n"
+       "                         Never save or load shorter checkpoints. Default: 512\n"
        "\n"
        "Diagnostics:\n"
        "      --inspect          Load the model, print its configuration and exit.\n"
@@ -213,6 +222,15 @@ ParseResult parse_args(const std::vector<std::string>& args) {
         o.dump_logprobs_path = value();
       } else if (a == "--logprobs-top-k") {
         o.logprobs_top_k = static_cast<int>(parse_integer(a, value(), 1, 128));
+      } else if (a == "--kv-disk-dir") {
+        o.kv.dir = value();
+        if (o.kv.dir.empty()) throw UsageError{"ds4: --kv-disk-dir needs a directory"};
+      } else if (a == "--kv-disk-space-mb") {
+        o.kv.space_mb = static_cast<uint64_t>(parse_integer(a, value(), 0, int64_t(1) << 30));
+      } else if (a == "--kv-cache-min-tokens") {
+        o.kv.min_tokens = static_cast<int>(parse_integer(a, value(), 1, INT_MAX));
+        // Cold saves are a server notion; keep the option set consistent.
+        o.kv.cold_max_tokens = std::max(o.kv.cold_max_tokens, o.kv.min_tokens);
       } else if (a == "--server") {
         throw UsageError{"ds4: the HTTP server is a separate program: ds4-server"};
       } else {

@@ -190,6 +190,10 @@ int run_repl(Engine& engine, const text::Tokenizer& tok, CliOptions& opt) {
   install_sigint_handler();
   LineReader reader;
   std::printf("ds4 interactive chat. /help for commands, Ctrl+D to exit.\n");
+  if (const int resumed = chat.resume(); resumed > 0) {
+    std::printf("Resumed the last conversation (%d tokens) from %s; /clear starts a new one.\n",
+                resumed, opt.kv.dir.c_str());
+  }
   std::fflush(stdout);
   for (;;) {
     interrupt_flag().store(false);

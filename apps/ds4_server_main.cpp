@@ -52,12 +52,8 @@ int main(int argc, char** argv) {
     tok = std::make_unique<ds4::text::Tokenizer>(*file);
     // Checkpoint files record the routed experts' width class (2-bit or otherwise 4).
     uint8_t quant_bits = 4;
-    if (const auto* t = file->find_tensor("blk.0.ffn_gate_exps.weight")) {
-      using ds4::quant::Type;
-      if (t->type == Type::IQ2_XXS || t->type == Type::IQ2_XS || t->type == Type::IQ2_S ||
-          t->type == Type::Q2_K) {
-        quant_bits = 2;
-      }
+    if (const auto* t = file->find_tensor(ds4::kvcache::kExpertTensorName)) {
+      quant_bits = ds4::kvcache::quant_bits_for(t->type);
     }
     file.reset();
     ds4::EngineOptions eo;

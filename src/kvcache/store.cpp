@@ -30,6 +30,11 @@ ModelIdentity identity_of(const ModelConfig& c, uint8_t quant_bits) {
   return id;
 }
 
+uint8_t quant_bits_for(quant::Type t) {
+  using quant::Type;
+  return (t == Type::IQ2_XXS || t == Type::IQ2_XS || t == Type::IQ2_S || t == Type::Q2_K) ? 2 : 4;
+}
+
 namespace {
 
 // Closes on scope exit.
@@ -231,6 +236,21 @@ std::vector<FileInfo> DiskCache::scan() const {
     out.push_back(std::move(f));
   }
   return out;
+}
+
+std::optional<std::string> DiskCache::read_key(const std::string& name) const {
+  Fd fd(::open(path(name).c_str(), O_RDONLY | O_CLOEXEC));
+  uint8_t h[kHeaderBytes + 4];
+  struct stat st;
+  if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0 || !read_exact(fd.fd, h, sizeof h, 0) ||
+      !decode_header(h, nullptr)) {
+    return std::nullopt;
+  }
+  const uint64_t len = get_u32(h + kHeaderBytes);
+  if (len == 0 || kHeaderBytes + 4 + len > static_cast<uint64_t>(st.st_size)) return std::nullopt;
+  std::string key(len, '\0');
+  if (!read_exact(fd.fd, key.data(), len, kHeaderBytes + 4)) return std::nullopt;
+  return key;
 }
 
 uint64_t DiskCache::total_bytes() const {

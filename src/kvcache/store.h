@@ -21,6 +21,7 @@
 #include "ds4/engine.h"
 #include "kvcache/format.h"
 #include "kvcache/policy.h"
+#include "quant/types.h"
 
 namespace ds4::kvcache {
 
@@ -33,6 +34,11 @@ struct ModelIdentity {
   uint32_t vocab = 0;
 };
 ModelIdentity identity_of(const ModelConfig& c, uint8_t quant_bits);
+// The header's quant class of a model from its routed experts' tensor type: 2 for the 2-bit
+// formats, else 4.
+uint8_t quant_bits_for(quant::Type expert_type);
+// Name of the tensor whose type decides it.
+inline constexpr const char* kExpertTensorName = "blk.0.ffn_gate_exps.weight";
 
 // One file of the directory as seen by a scan.
 struct FileInfo {
@@ -81,6 +87,11 @@ class DiskCache {
   // Deletes lowest-score files until the total fits the budget; `protect` (a file name)
   // stays unless it alone exceeds the budget.
   void evict_to_budget(const std::string& protect = {});
+
+  // Removes one checkpoint (same rules as eviction: never one a reader holds).
+  bool remove(const std::string& name) { return remove_file(name, "replaced"); }
+  // The key text stored in `name`, if its header reads (nothing else is validated).
+  std::optional<std::string> read_key(const std::string& name) const;
 
   // The `.kv` files now in the directory (headers read, nothing validated beyond them).
   std::vector<FileInfo> scan() const;

@@ -5,7 +5,9 @@ corrupt files rejected, the space limit.
 
 Files are checked with an independent reader of the format (spec server.md §12 plus the CRC-32C
 described in src/kvcache/README.md), written here from the description, not from our C++.
-Env: DS4_SERVER_BIN, DS4_TEST_MODEL, DS4_KV_TMP.
+The same for the CLI: `ds4 --kv-disk-dir` resumes an interactive chat after a restart with
+the same greedy reply as an uninterrupted chat.
+Env: DS4_SERVER_BIN, DS4_BIN (optional), DS4_TEST_MODEL, DS4_KV_TMP.
 """
 import hashlib
 import json
@@ -22,6 +24,7 @@ import time
 import urllib.request
 
 BIN = os.environ["DS4_SERVER_BIN"]
+CLI = os.environ.get("DS4_BIN", "")
 MODEL = os.environ["DS4_TEST_MODEL"]
 TMP = os.path.join(os.environ.get("DS4_KV_TMP", "/tmp"), "server")
 
@@ -360,6 +363,37 @@ def test_bad_flags():
     check(r.returncode == 2, "bad number rejected")
 
 
+def test_cli_resume():
+    if not CLI:
+        print("skipped: no DS4_BIN")
+        return
+    d = fresh_dir("cli")
+    base = [CLI, "-m", MODEL, "--nothink", "--temp", "0", "-n", "8", "-t", "1", "--no-color"]
+    kv = ["--kv-disk-dir", d, "--kv-cache-min-tokens", "8", "-v"]
+
+    def repl(lines, extra):
+        r = subprocess.run(base + extra, input=("\n".join(lines) + "\n/quit\n").encode(),
+                           capture_output=True, timeout=120)
+        check(r.returncode == 0, "ds4 exits 0: %s" % r.stderr.decode()[-2000:])
+        out = [l for l in r.stdout.decode().split("\n")[1:] if l and not l.startswith("Resumed")]
+        return out, r.stdout.decode(), r.stderr.decode()
+
+    first, _, err1 = repl(["Hello there"], kv)
+    check("saved agent-session" in err1, "the CLI saves the conversation:\n" + err1)
+    files = os.listdir(d)
+    check(len(files) == 1, "one conversation file: %s" % files)
+    if files:
+        check(read_kv(os.path.join(d, files[0]))["reason"] == 6, "saved as agent-session")
+    second, out2, err2 = repl(["How are you?"], kv)
+    m = re.search(r"Resumed the last conversation \((\d+) tokens\)", out2)
+    check(m is not None, "resumed after restart:\n" + out2)
+    check(m and ("reused %s tokens" % m.group(1)) in err2, "the resumed state is reused:\n" + err2)
+    check(len(os.listdir(d)) == 1, "the previous turn's file is replaced")
+    both, _, _ = repl(["Hello there", "How are you?"], [])
+    check(len(both) == 2 and first == both[:1] and second == both[1:],
+          "resumed replies equal one uninterrupted chat: %r + %r vs %r" % (first, second, both))
+
+
 def _quiet(fn, *a):
     try:
         fn(*a)
@@ -369,7 +403,7 @@ def _quiet(fn, *a):
 
 def main():
     os.makedirs(TMP, exist_ok=True)
-    tests = [test_bad_flags, test_restart_evict_resume, test_corrupt_files_rejected,
+    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_corrupt_files_rejected,
              test_space_limit, test_kill9_during_saves]
     for t in tests:
         t0 = time.time()
