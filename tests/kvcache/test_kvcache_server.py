@@ -306,7 +306,7 @@ def test_kill9_during_saves():
              "--kv-disk-space-mb", "2"]
     msgs = [{"role": "system", "content": system_text(20)},
             {"role": "user", "content": "Count slowly."}]
-    out = " ".join(str(i) for i in range(30))
+    out = " ".join(str(i) for i in range(16))
     rnd = random.Random(int(time.time()))
     # One undisturbed run tells how long prefill + decode + saves take.
     s = Server(d, extra)
