@@ -225,6 +225,56 @@ TEST_F(ServerWorker, ToolCallAndPrefixReuse) {
   EXPECT_EQ(text_of(evs2, GenEvent::Kind::Content), "Done.");
 }
 
+TEST_F(ServerWorker, ExactReplayOfSampledDsmlSurvivesReorderedArguments) {
+  // Sampled with an unusual spacing and parameter order; a client sends the arguments back
+  // as JSON with the keys swapped. Canonical rendering would change the bytes; the replay
+  // memory restores exactly what the session holds.
+  ToolReplay replay(100);
+  worker->set_tool_replay(&replay);
+  const std::string block =
+      "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"b\" "
+      "string=\"false\">[1,  2]</｜DSML｜parameter>\n<｜DSML｜parameter name=\"a\" "
+      "string=\"true\">x</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+  OJ body = OJ::parse(R"({"model":"deepseek-chat","messages":[{"content":"go"}],
+      "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]})");
+  body["ds4_test_output"] = block;
+  RequestInfo info;
+  ServerContext c{options, tokenizer(), 512, &replay};
+  auto evs = run(build_chat_spec(body, c, info));
+  const GenEvent& done = evs.back();
+  ASSERT_EQ(done.finish_reason, "tool_calls");
+  ASSERT_EQ(done.tool_calls.size(), 1u);
+  const std::string id = done.tool_calls[0].id;
+  EXPECT_EQ(replay.lookup(id), block);  // stored before the final event went out
+  const int64_t live = done.usage.prompt_tokens + done.usage.completion_tokens;
+
+  OJ next = body;
+  next["messages"].push_back({{"role", "assistant"}, {"content", ""},
+                              {"tool_calls", {{{"id", id}, {"type", "function"},
+                                               {"function", {{"name", "f"}, {"arguments", R"({"a":"x","b":[1,2]})"}}}}}}});
+  next["messages"].push_back({{"role", "tool"}, {"tool_call_id", id}, {"content", "ok"}});
+  next["ds4_test_output"] = "Done.";
+  auto replayed = build_chat_spec(next, c, info);
+  EXPECT_NE(replayed.rendered.find(block + "<｜end▁of▁sentence｜>"), std::string::npos);
+  auto evs2 = run(std::move(replayed));
+  EXPECT_EQ(evs2.back().usage.cached_tokens, live);
+
+  // Without the mapping the call renders canonically (client order, minified JSON); the
+  // session then reuses only the common prefix and still answers.
+  ServerContext plain{options, tokenizer(), 512, nullptr};
+  auto canonical = build_chat_spec(next, plain, info);
+  EXPECT_EQ(canonical.rendered.find(block), std::string::npos);
+  EXPECT_NE(canonical.rendered.find("<｜DSML｜parameter name=\"a\" string=\"true\">x</｜DSML｜parameter>\n"
+                                    "<｜DSML｜parameter name=\"b\" string=\"false\">[1, 2]</｜DSML｜parameter>"),
+            std::string::npos);
+  auto evs3 = run(std::move(canonical));
+  ASSERT_EQ(evs3.back().kind, GenEvent::Kind::Done);
+  EXPECT_EQ(text_of(evs3, GenEvent::Kind::Content), "Done.");
+  EXPECT_GT(evs3.back().usage.cached_tokens, 0);
+  EXPECT_LT(evs3.back().usage.cached_tokens, live);
+  worker->set_tool_replay(nullptr);
+}
+
 TEST_F(ServerWorker, LengthAndCancellation) {
   auto spec = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],"max_tokens":5})");
   auto evs = run(std::move(spec));
