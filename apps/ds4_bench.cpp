@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -29,6 +30,21 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds of all this process's threads: against threads x wall time it tells how much
+// of a measured interval the machine actually gave us (other load, idle workers).
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one;
+  in >> one;
+  return one.empty() ? "?" : one;
 }
 
 std::string read_text_file(const std::string& path) {
@@ -182,8 +198,9 @@ int run(const BenchOptions& o) {
   file.reset();  // from here on the only mapping of the weights is the engine's
   const double read_gbs = measure_read_bandwidth(threads);
   const double bound_tps = read_gbs * 1e9 / static_cast<double>(bytes.total());
-  std::fprintf(stderr, "ds4-bench: %s, %d layers, %d threads, context %d, prefill chunk %d\n", cfg.name.c_str(),
-               cfg.n_layers, threads, o.ctx_alloc, engine->options().prefill_chunk);
+  std::fprintf(stderr, "ds4-bench: %s, %d layers, %d threads, context %d, prefill chunk %d, load average %s\n",
+               cfg.name.c_str(), cfg.n_layers, threads, o.ctx_alloc, engine->options().prefill_chunk,
+               load_average().c_str());
   std::fprintf(stderr, "ds4-bench: decode reads %.1f MB of weights per token (", bytes.total() / 1e6);
   for (size_t l = 0; l < bytes.layer.size(); ++l) {
     std::fprintf(stderr, "%slayer %zu %.1f", l ? ", " : "", l, bytes.layer[l] / 1e6);
@@ -215,6 +232,7 @@ int run(const BenchOptions& o) {
 
     const std::vector<uint8_t> snapshot = session->save_snapshot();  // untimed, as in ds4
     const auto g0 = Clock::now();
+    const double cpu0 = process_cpu_seconds();
     for (int i = 0; i < o.gen_tokens; ++i) {
       const int token = argmax_excluding(session->logits(), eos);
       if (token < 0) {
@@ -225,6 +243,7 @@ int run(const BenchOptions& o) {
       session->eval(token);
     }
     const double gen_s = seconds_since(g0);
+    const double gen_cpu = process_cpu_seconds() - cpu0;
     if (rc != 0) break;
     session->load_snapshot(snapshot.data(), snapshot.size());
 
@@ -233,8 +252,10 @@ int run(const BenchOptions& o) {
     std::fflush(out);
     if (o.gen_tokens > 0 && gen_s > 0) {
       const double tps = o.gen_tokens / gen_s;
-      std::fprintf(stderr, "ds4-bench: ctx %d: decode %.2f tokens/s = %.1f%% of the bandwidth bound, prefill %.2f tokens/s = %.1fx decode\n",
-                   frontier, tps, 100.0 * tps / bound_tps,
+      std::fprintf(stderr,
+                   "ds4-bench: ctx %d: decode %.2f tokens/s = %.1f%% of the bandwidth bound (CPU use %.0f%% of %d "
+                   "threads), prefill %.2f tokens/s = %.1fx decode\n",
+                   frontier, tps, 100.0 * tps / bound_tps, 100.0 * gen_cpu / (gen_s * threads), threads,
                    prefill_s > 0 ? (frontier - previous) / prefill_s : 0.0,
                    prefill_s > 0 ? (frontier - previous) / prefill_s / tps : 0.0);
     }
