@@ -80,6 +80,12 @@ int main(int argc, char** argv) {
   Metrics metrics;
   // Declared before the worker, which uses it until it stops.
   ToolReplay tool_replay(opt.disable_exact_dsml_tool_replay ? 0 : opt.tool_memory_max_ids);
+  if (disk && tool_replay.enabled()) {
+    // Tool calls of stored conversations render as their sampled bytes after a restart.
+    for (const auto& e : disk->read_tool_maps(4 * opt.tool_memory_max_ids)) {
+      tool_replay.insert(e.id, e.dsml);
+    }
+  }
   Worker worker(std::move(session), *tok, metrics, !opt.quiet, std::move(disk));
   worker.set_tool_replay(&tool_replay);
   HttpServer http(opt, *tok, worker, metrics);

@@ -97,6 +97,33 @@ std::string encode_tool_map(const std::vector<ToolReplayEntry>& entries) {
   return out;
 }
 
+std::optional<std::vector<ToolReplayEntry>> decode_tool_map(std::string_view sec,
+                                                            size_t max_count, std::string* error) {
+  auto fail = [&](const char* why) -> std::optional<std::vector<ToolReplayEntry>> {
+    if (error) *error = why;
+    return std::nullopt;
+  };
+  const auto* t = reinterpret_cast<const uint8_t*>(sec.data());
+  if (sec.size() < 8 || sec.compare(0, 3, "KTM") != 0 || t[3] != 1) return fail("tool map header");
+  const uint32_t count = get_u32(t + 4);
+  if (count > max_count) return fail("tool map count over the limit");
+  std::vector<ToolReplayEntry> out;
+  size_t at = 8;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (sec.size() - at < 8) return fail("tool map truncated");
+    const uint64_t il = get_u32(t + at), dl = get_u32(t + at + 4);
+    at += 8;
+    if (il == 0 || il > kMaxToolIdBytes || dl == 0 || dl > kMaxToolDsmlBytes) {
+      return fail("tool map entry size");
+    }
+    if (sec.size() - at < il + dl) return fail("tool map truncated");
+    out.push_back({std::string(sec.substr(at, il)), std::string(sec.substr(at + il, dl))});
+    at += il + dl;
+  }
+  if (at != sec.size()) return fail("bytes after the tool map");
+  return out;
+}
+
 std::vector<ToolReplayEntry> tool_entries_in_key(const std::vector<ToolReplayEntry>& entries,
                                                  std::string_view key) {
   std::vector<ToolReplayEntry> out;

@@ -79,6 +79,11 @@ inline constexpr uint64_t kMaxToolDsmlBytes = uint64_t(512) << 20;
 
 // Serialised KTM section ("KTM", u8 version 1, u32 count, entries).
 std::string encode_tool_map(const std::vector<ToolReplayEntry>& entries);
+// Parses a whole KTM section (nothing may follow it). nullopt with `error` on any violation of
+// the layout or the limits, or more than `max_count` entries.
+std::optional<std::vector<ToolReplayEntry>> decode_tool_map(std::string_view section,
+                                                            size_t max_count, std::string* error);
+inline constexpr size_t kDefaultMaxToolEntries = 4 * 100000;  // 4 × --tool-memory-max-ids
 // Entries whose DSML block occurs in `key` (only those are worth storing with that key).
 std::vector<ToolReplayEntry> tool_entries_in_key(const std::vector<ToolReplayEntry>& entries,
                                                  std::string_view key);

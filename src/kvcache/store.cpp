@@ -253,6 +253,48 @@ std::optional<std::string> DiskCache::read_key(const std::string& name) const {
   return key;
 }
 
+std::vector<ToolReplayEntry> DiskCache::read_tool_maps(size_t max_count) const {
+  auto files = scan();
+  std::sort(files.begin(), files.end(), [](const FileInfo& a, const FileInfo& b) {
+    const uint64_t ua = a.header ? a.header->last_used : 0, ub = b.header ? b.header->last_used : 0;
+    return ua < ub;
+  });
+  std::vector<ToolReplayEntry> out;
+  size_t files_with_map = 0;
+  for (const auto& f : files) {
+    if (!f.header || !(f.header->ext_flags & kExtToolMap)) continue;
+    Fd fd(::open(path(f.name).c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st;
+    if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0) continue;
+    const uint64_t at = kHeaderBytes + 4 + uint64_t(f.key_bytes) + f.header->payload_bytes;
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (at >= size || size - at > kMaxToolDsmlBytes) continue;
+    std::string key(f.key_bytes, '\0'), sec(size - at, '\0');
+    if (!read_exact(fd.fd, key.data(), key.size(), kHeaderBytes + 4) ||
+        !read_exact(fd.fd, sec.data(), sec.size(), at)) {
+      continue;
+    }
+    // Without reading the payload the checksum cannot be checked here; a block must at
+    // least occur in the file's key, whose SHA-1 is its name.
+    if (sha1_hex(key) != f.name.substr(0, 40)) continue;
+    std::string why;
+    auto tools = decode_tool_map(sec, max_count, &why);
+    if (!tools) {
+      log("kv cache: skipped tool map of " + f.name + ": " + why);
+      continue;
+    }
+    ++files_with_map;
+    for (auto& e : *tools) {
+      if (key.find(e.dsml) != std::string::npos) out.push_back(std::move(e));
+    }
+  }
+  if (files_with_map > 0) {
+    log("kv cache: " + std::to_string(out.size()) + " tool replay entries from " +
+        std::to_string(files_with_map) + " files");
+  }
+  return out;
+}
+
 uint64_t DiskCache::total_bytes() const {
   uint64_t total = 0;
   for (const auto& f : scan()) total += f.bytes;
@@ -452,25 +494,9 @@ std::optional<Loaded> DiskCache::try_load(const FileInfo& f, std::string_view pr
   out.reason = h->reason;
   out.ext_flags = h->ext_flags;
   if (h->ext_flags & kExtToolMap) {
-    // The checksum matched, so a malformed section means a writer bug: still never trust it.
-    const auto* t = reinterpret_cast<const uint8_t*>(tail.data());
-    size_t at = 0;
-    auto need = [&](size_t n) { return tail.size() - at >= n; };
-    if (!need(8) || std::memcmp(t, "KTM", 3) != 0 || t[3] != 1) return corrupt("tool map header");
-    const uint32_t count = get_u32(t + 4);
-    at = 8;
-    for (uint32_t i = 0; i < count; ++i) {
-      if (!need(8)) return corrupt("tool map truncated");
-      const uint32_t il = get_u32(t + at), dl = get_u32(t + at + 4);
-      at += 8;
-      if (il == 0 || il > kMaxToolIdBytes || dl == 0 || dl > kMaxToolDsmlBytes) {
-        return corrupt("tool map entry size");
-      }
-      if (!need(uint64_t(il) + dl)) return corrupt("tool map truncated");
-      out.tools.push_back({tail.substr(at, il), tail.substr(at + il, dl)});
-      at += il + dl;
-    }
-    if (at != tail.size()) return corrupt("bytes after the tool map");
+    auto tools = decode_tool_map(tail, kDefaultMaxToolEntries, &why);
+    if (!tools) return corrupt(why);
+    out.tools = std::move(*tools);
   } else if (!tail.empty()) {
     return corrupt("bytes after the payload");
   }

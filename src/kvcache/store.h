@@ -93,6 +93,10 @@ class DiskCache {
   // The key text stored in `name`, if its header reads (nothing else is validated).
   std::optional<std::string> read_key(const std::string& name) const;
 
+  // The tool-id map entries of every file, least recently used file first (to seed the
+  // tool replay memory at startup). Entries whose DSML is not in the file's key are dropped.
+  std::vector<ToolReplayEntry> read_tool_maps(size_t max_count = kDefaultMaxToolEntries) const;
+
   // The `.kv` files now in the directory (headers read, nothing validated beyond them).
   std::vector<FileInfo> scan() const;
   uint64_t total_bytes() const;

@@ -221,6 +221,33 @@ TEST(KvFormat, ToolMapLayoutAndFilter) {
   EXPECT_EQ(s.substr(16), "idDSML!");
 }
 
+TEST(KvFormat, ToolMapLimitsOnLoad) {
+  const std::vector<ToolReplayEntry> two = {{"a", "x"}, {"bb", "yy"}};
+  const std::string good = encode_tool_map(two);
+  std::string why;
+  auto back = decode_tool_map(good, 10, &why);
+  ASSERT_TRUE(back) << why;
+  EXPECT_EQ(*back, two);
+  EXPECT_FALSE(decode_tool_map(good, 1, &why));  // count over the limit
+  EXPECT_NE(why.find("count"), std::string::npos);
+  EXPECT_FALSE(decode_tool_map(good + "z", 10, &why));  // trailing byte
+  EXPECT_FALSE(decode_tool_map(good.substr(0, good.size() - 1), 10, &why));
+  std::string bad = good;
+  bad[3] = 2;  // section version
+  EXPECT_FALSE(decode_tool_map(bad, 10, &why));
+  // id length 0, id length 257
+  std::string zero_id = encode_tool_map({{"a", "x"}});
+  put_u32(reinterpret_cast<uint8_t*>(zero_id.data()) + 8, 0);
+  EXPECT_FALSE(decode_tool_map(zero_id, 10, &why));
+  const std::string long_id = encode_tool_map({{std::string(257, 'i'), "x"}});
+  EXPECT_FALSE(decode_tool_map(long_id, 10, &why));
+  EXPECT_TRUE(decode_tool_map(encode_tool_map({{std::string(256, 'i'), "x"}}), 10, &why));
+  // A huge declared DSML length is rejected before anything is allocated.
+  std::string huge = encode_tool_map({{"a", "x"}});
+  put_u32(reinterpret_cast<uint8_t*>(huge.data()) + 12, 0xFFFFFFFFu);
+  EXPECT_FALSE(decode_tool_map(huge, 10, &why));
+}
+
 // ---- the store on the tiny model
 
 struct Model {

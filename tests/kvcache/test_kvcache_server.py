@@ -246,6 +246,58 @@ def test_restart_evict_resume():
     b.stop()
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get weather",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"},
+                                                    "days": {"type": "integer"}},
+                   "required": ["location"]}}}
+DSML_CALL = ('\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_weather">\n'
+             '<｜DSML｜parameter name="location" string="true">Beijing</｜DSML｜parameter>\n'
+             '<｜DSML｜parameter name="days" string="false">2</｜DSML｜parameter>\n'
+             '</｜DSML｜invoke>\n</｜DSML｜tool_calls>')
+
+
+def test_tool_map_survives_restart():
+    d = fresh_dir("ktm")
+    msgs = [{"role": "system", "content": system_text(5)},
+            {"role": "user", "content": "Weather in Beijing for 2 days?"}]
+    a = Server(d)
+    body = request(msgs, DSML_CALL)
+    body["tools"] = [WEATHER_TOOL]
+    r1 = a.chat(body)
+    calls = r1["choices"][0]["message"].get("tool_calls") or []
+    check(len(calls) == 1, "one tool call: %r" % r1["choices"][0])
+    a.stop()
+    shut = saved(a.log(), "shutdown")
+    check(len(shut) == 1, "shutdown save:\n" + a.log())
+    if not calls or not shut:
+        return
+    call_id = calls[0]["id"]
+    maps = []
+    for f in os.listdir(d):
+        info = read_kv(os.path.join(d, f))
+        maps += [(i.decode(), m.decode()) for i, m in info["tools"]]
+        if info["reason"] == 4:
+            check(DSML_CALL.encode() in info["key"], "the call's DSML is in the shutdown key")
+    check((call_id, DSML_CALL) in maps, "KTM holds the call id and its sampled DSML: %r" % maps)
+    # After a restart the client replays the call with its arguments reordered; the exact
+    # bytes come from the KTM, so the prompt extends the shutdown checkpoint.
+    follow = msgs + [
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": call_id, "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"days":2,"location":"Beijing"}'}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": '{"temperature":22}'}]
+    b = Server(d)
+    body = request(follow, "It is 22 degrees.")
+    body["tools"] = [WEATHER_TOOL]
+    r2 = b.chat(body)
+    cached = r2["usage"]["prompt_tokens_details"]["cached_tokens"]
+    check(cached == shut[0], "replayed call hits the shutdown checkpoint: cached=%d shutdown=%d\n%s"
+          % (cached, shut[0], b.log()))
+    check("tool replay entries from" in b.log(), "tool map loaded at startup")
+    b.stop()
+
+
 def test_corrupt_files_rejected():
     d = fresh_dir("corrupt")
     msgs = [{"role": "system", "content": system_text(3)},
@@ -403,7 +455,7 @@ def _quiet(fn, *a):
 
 def main():
     os.makedirs(TMP, exist_ok=True)
-    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_corrupt_files_rejected,
+    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_tool_map_survives_restart, test_corrupt_files_rejected,
              test_space_limit, test_kill9_during_saves]
     for t in tests:
         t0 = time.time()
