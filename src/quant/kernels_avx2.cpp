@@ -488,17 +488,43 @@ void detail::dot_q2_K_multi_avx2(const block_q2_K* w, const block_q8_K* x, int64
       }
     }
     const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
-    for (int v = 0; v < nx; ++v) {
-      const block_q8_K& xb = x[v * x_stride + b];
-      const int32_t min_sum = hsum_i32(_mm256_madd_epi16(mins16, load256(xb.bsums)));
-      __m256i acc = _mm256_setzero_si256();
-      for (int k = 0; k < 8; ++k) {
-        const __m256i p16 = _mm256_maddubs_epi16(quants[k], load256(xb.qs + 32 * k));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, run_scales[k]));
+    auto sums = [&](const block_q8_K& xb, __m256i* isum, __m256i* msum) {
+      *msum = _mm256_madd_epi16(mins16, load256(xb.bsums));
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      for (int k = 0; k < 8; k += 2) {
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(quants[k], load256(xb.qs + 32 * k)),
+                                                        run_scales[k]));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(quants[k + 1], load256(xb.qs + 32 * k + 32)),
+                                                        run_scales[k + 1]));
       }
+      *isum = _mm256_add_epi32(acc0, acc1);
+    };
+    auto term = [&](const block_q8_K& xb, float isum, float min_sum) {
       const float dall = xb.d * wd;
       const float dmin = xb.d * wdmin;
-      out[v] += dall * static_cast<float>(hsum_i32(acc)) - dmin * static_cast<float>(min_sum);
+      return dall * isum - dmin * min_sum;
+    };
+    // Two vectors share one reduction of their integer sums.
+    int v = 0;
+    for (; v + 2 <= nx; v += 2) {
+      const block_q8_K& x0 = x[v * x_stride + b];
+      const block_q8_K& x1 = x[(v + 1) * x_stride + b];
+      __m256i i0, m0, i1, m1;
+      sums(x0, &i0, &m0);
+      sums(x1, &i1, &m1);
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
+      out[v] += term(x0, t[0], t[1]);
+      out[v + 1] += term(x1, t[2], t[3]);
+    }
+    if (v < nx) {
+      const block_q8_K& x0 = x[v * x_stride + b];
+      __m256i i0, m0;
+      sums(x0, &i0, &m0);
+      const __m256i z = _mm256_setzero_si256();
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
+      out[v] += term(x0, t[0], t[1]);
     }
   }
 }
@@ -515,10 +541,12 @@ void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64
     const uint32_t sc_hi = (word[2] & 0x0F0F0F0Fu) | (((word[0] >> 6) & 0x03030303u) << 4);
     const uint32_t mn_lo = word[1] & 0x3F3F3F3Fu;
     const uint32_t mn_hi = ((word[2] >> 4) & 0x0F0F0F0Fu) | (((word[1] >> 6) & 0x03030303u) << 4);
-    const __m256i packed16 = _mm256_cvtepu8_epi16(_mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo),
-                                                                static_cast<int>(sc_hi), static_cast<int>(sc_lo)));
-    const __m128i mins16 = _mm256_extracti128_si256(packed16, 1);
-    const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(packed16));
+    const __m128i packed = _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
+                                         static_cast<int>(sc_lo));
+    // Each min twice, one per 16-value bsum of its 32-value sub-block.
+    const __m256i mins_dup = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(packed, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
     __m256i nibbles[8], sub_scales[8];  // sub-block j: chunk j/2, low (even j) or high nibbles
     for (int c = 0; c < 4; ++c) {
       const __m256i q = load256(wb.qs + 32 * c);
@@ -529,21 +557,43 @@ void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64
       sub_scales[j] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>((2 * j + 1) << 8 | (2 * j))));
     }
     const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
-    for (int v = 0; v < nx; ++v) {
-      const block_q8_K& xb = x[v * x_stride + b];
-      const __m256i bsums = load256(xb.bsums);
-      const __m128i bsum_pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-      __m128i mins = _mm_madd_epi16(mins16, bsum_pairs);
-      mins = _mm_add_epi32(mins, _mm_shuffle_epi32(mins, 0x4E));
-      mins = _mm_add_epi32(mins, _mm_shuffle_epi32(mins, 0xB1));
-      __m256i acc = _mm256_setzero_si256();
-      for (int j = 0; j < 8; ++j) {
-        const __m256i p16 = _mm256_maddubs_epi16(nibbles[j], load256(xb.qs + 32 * j));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sub_scales[j]));
+    auto sums = [&](const block_q8_K& xb, __m256i* isum, __m256i* msum) {
+      *msum = _mm256_madd_epi16(mins_dup, load256(xb.bsums));
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      for (int j = 0; j < 8; j += 2) {
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles[j], load256(xb.qs + 32 * j)),
+                                                        sub_scales[j]));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles[j + 1], load256(xb.qs + 32 * j + 32)),
+                                                        sub_scales[j + 1]));
       }
+      *isum = _mm256_add_epi32(acc0, acc1);
+    };
+    auto term = [&](const block_q8_K& xb, float isum, float min_sum) {
       const float d = xb.d * wd;
       const float dmin = xb.d * wdmin;
-      out[v] += d * static_cast<float>(hsum_i32(acc)) - dmin * static_cast<float>(_mm_cvtsi128_si32(mins));
+      return d * isum - dmin * min_sum;
+    };
+    // Two vectors share one reduction of their integer sums.
+    int v = 0;
+    for (; v + 2 <= nx; v += 2) {
+      const block_q8_K& x0 = x[v * x_stride + b];
+      const block_q8_K& x1 = x[(v + 1) * x_stride + b];
+      __m256i i0, m0, i1, m1;
+      sums(x0, &i0, &m0);
+      sums(x1, &i1, &m1);
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
+      out[v] += term(x0, t[0], t[1]);
+      out[v + 1] += term(x1, t[2], t[3]);
+    }
+    if (v < nx) {
+      const block_q8_K& x0 = x[v * x_stride + b];
+      __m256i i0, m0;
+      sums(x0, &i0, &m0);
+      const __m256i z = _mm256_setzero_si256();
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
+      out[v] += term(x0, t[0], t[1]);
     }
   }
 }
@@ -569,14 +619,28 @@ void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x,
       scales[g] = _mm256_set1_epi16(static_cast<short>(2 * (s >> 28) + 1));
     }
     const float dw = _cvtsh_ss(w[b].d);
-    for (int v = 0; v < nx; ++v) {
+    auto block_sum = [&](int v) {
       const block_q8_K& xb = x[v * x_stride + b];
-      __m256i acc = _mm256_setzero_si256();
-      for (int g = 0; g < 8; ++g) {
-        const __m256i xs = _mm256_sign_epi8(load256(xb.qs + 32 * g), signs[g]);
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g], xs), scales[g]));
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      for (int g = 0; g < 8; g += 2) {
+        const __m256i xs0 = _mm256_sign_epi8(load256(xb.qs + 32 * g), signs[g]);
+        const __m256i xs1 = _mm256_sign_epi8(load256(xb.qs + 32 * g + 32), signs[g + 1]);
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g], xs0), scales[g]));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g + 1], xs1), scales[g + 1]));
       }
-      out[v] += dw * xb.d * static_cast<float>(hsum_i32(acc));
+      return _mm256_add_epi32(acc0, acc1);
+    };
+    // Four vectors share one reduction of their integer sums.
+    const __m256i z = _mm256_setzero_si256();
+    for (int v = 0; v < nx; v += 4) {
+      const int nv = nx - v < 4 ? nx - v : 4;
+      const __m256i s0 = block_sum(v);
+      const __m256i s1 = nv > 1 ? block_sum(v + 1) : z;
+      const __m256i s2 = nv > 2 ? block_sum(v + 2) : z;
+      const __m256i s3 = nv > 3 ? block_sum(v + 3) : z;
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(s0, s1, s2, s3)));
+      for (int k = 0; k < nv; ++k) out[v + k] += dw * x[(v + k) * x_stride + b].d * t[k];
     }
   }
   for (int v = 0; v < nx; ++v) out[v] *= 0.125f;
