@@ -28,6 +28,10 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
 inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 
+// Software prefetch of the streamed weight rows, as in the AVX2 kernels (4 KiB ahead; there
+// it recovered 10-25% of the streaming rate). Not measured on an AVX-512 machine.
+inline void prefetch_ahead(const void* p) { _mm_prefetch(static_cast<const char*>(p) + 4096, _MM_HINT_T0); }
+
 inline int32_t hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -66,12 +70,15 @@ inline __m512i dot4(__m512i u, __m512i s) {
 }
 
 template <typename Load>
-inline float dot_float_rows(Load load, const float* x, int64_t n) {
+inline float dot_float_rows(Load load, const float* x, int64_t n, const void* w = nullptr, int w_elem_bytes = 0) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
   int64_t i = 0;
   const __mmask16 all = 0xFFFF;
   for (; i + 64 <= n; i += 64) {
+    if (w) {
+      for (int off = 0; off < 64 * w_elem_bytes; off += 64) prefetch_ahead(static_cast<const char*>(w) + i * w_elem_bytes + off);
+    }
     acc0 = _mm512_fmadd_ps(load(i, all), _mm512_loadu_ps(x + i), acc0);
     acc1 = _mm512_fmadd_ps(load(i + 16, all), _mm512_loadu_ps(x + i + 16), acc1);
     acc2 = _mm512_fmadd_ps(load(i + 32, all), _mm512_loadu_ps(x + i + 32), acc2);
@@ -86,12 +93,12 @@ inline float dot_float_rows(Load load, const float* x, int64_t n) {
 }
 
 float dot_f32(const float* w, const float* x, int64_t n) {
-  return dot_float_rows([w](int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w + i); }, x, n);
+  return dot_float_rows([w](int64_t i, __mmask16 m) { return _mm512_maskz_loadu_ps(m, w + i); }, x, n, w, 4);
 }
 
 float dot_f16(const uint16_t* w, const float* x, int64_t n) {
   return dot_float_rows(
-      [w](int64_t i, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i)); }, x, n);
+      [w](int64_t i, __mmask16 m) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i)); }, x, n, w, 2);
 }
 
 float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
@@ -100,7 +107,7 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
         const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + i));
         return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
       },
-      x, n);
+      x, n, w, 2);
 }
 
 // |w| as unsigned bytes and the activation with w's sign: the u8 x s8 form of w*x.
@@ -120,6 +127,8 @@ float dot_q8_0(const block_q8_0* w, const block_q8_0_act* x, int64_t n) {
   __m512 acc = _mm512_setzero_ps();
   int64_t b = 0;
   for (; b + 2 <= nb; b += 2) {
+    prefetch_ahead(w + b);
+    prefetch_ahead(w + b + 1);
     const __m512i p = dot_q8_pair(join(load256(w[b].qs), load256(w[b + 1].qs)),
                                   join(load256(x[b].qs), load256(x[b + 1].qs)));
     const __m512 s = two_scales(_cvtsh_ss(w[b].d) * x[b].d, _cvtsh_ss(w[b + 1].d) * x[b + 1].d);
@@ -147,6 +156,8 @@ float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
   for (int64_t b = 0; b < n / QK_K; ++b) {
     const block_q2_K& wb = w[b];
     const block_q8_K& xb = x[b];
+    prefetch_ahead(&wb);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(&wb) + 64);
     const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
     const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
     const int32_t min_sum = hsum_i32(_mm256_madd_epi16(mins16, load256(xb.bsums)));
@@ -178,6 +189,9 @@ float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
   for (int64_t b = 0; b < n / QK_K; ++b) {
     const block_q4_K& wb = w[b];
     const block_q8_K& xb = x[b];
+    prefetch_ahead(&wb);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(&wb) + 64);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(&wb) + 128);
     uint8_t sc[8];
     alignas(16) uint8_t mins_pairs[16];
     for (int j = 0; j < 8; ++j) {
@@ -209,6 +223,8 @@ float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
   float sum = 0.0f;
   for (int64_t b = 0; b < n / QK_K; ++b) {
     const int8_t* q8 = x[b].qs;
+    prefetch_ahead(w + b);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(w + b) + 64);
     __m512i acc = _mm512_setzero_si512();
     for (int g = 0; g < 8; g += 2) {  // two 32-value groups per register
       uint32_t words[4];
