@@ -47,11 +47,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<ds4::text::Tokenizer> tok;
   std::unique_ptr<ds4::Session> session;
   std::unique_ptr<ds4::kvcache::DiskCache> disk;
+  uint8_t quant_bits = 4;  // checkpoint header: routed experts 2-bit or otherwise 4
   try {
     auto file = ds4::gguf::File::open(opt.model_path);
     tok = std::make_unique<ds4::text::Tokenizer>(*file);
-    // Checkpoint files record the routed experts' width class (2-bit or otherwise 4).
-    uint8_t quant_bits = 4;
     if (const auto* t = file->find_tensor(ds4::kvcache::kExpertTensorName)) {
       quant_bits = ds4::kvcache::quant_bits_for(t->type);
     }
@@ -64,17 +63,22 @@ int main(int argc, char** argv) {
       throw std::runtime_error("tokenizer has more tokens than the model's vocabulary");
     }
     session = engine->new_session(opt.ctx);
-    if (!opt.kv.dir.empty()) {
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ds4-server: cannot load %s: %s\n", opt.model_path.c_str(), e.what());
+    return 1;
+  }
+  if (!opt.kv.dir.empty()) {
+    try {
       const bool log = !opt.quiet;
       disk = std::make_unique<ds4::kvcache::DiskCache>(
           opt.kv, ds4::kvcache::identity_of(engine->config(), quant_bits),
           [log](const std::string& line) {
             if (log) std::fprintf(stderr, "ds4-server: %s\n", line.c_str());
           });
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ds4-server: --kv-disk-dir: %s\n", e.what());
+      return 1;
     }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ds4-server: cannot load %s: %s\n", opt.model_path.c_str(), e.what());
-    return 1;
   }
 
   Metrics metrics;

@@ -147,7 +147,8 @@ int Worker::sync_with_checkpoints(const std::vector<int32_t>& tokens, bool cold,
   }
   for (int f = kvcache::continued_target(o, last_frontier_); f > 0 && f <= n;
        f = kvcache::continued_target(o, f)) {
-    if (f != cold_len) stops.emplace_back(f, kvcache::Reason::Continued);
+    // Frontiers under the minimum would be refused anyway: no pause for them.
+    if (f != cold_len && f >= o.min_tokens) stops.emplace_back(f, kvcache::Reason::Continued);
   }
   std::sort(stops.begin(), stops.end());
   int reused = -1;
