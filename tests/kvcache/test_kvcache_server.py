@@ -409,6 +409,45 @@ def test_kill9_during_saves():
     s.stop()
 
 
+def test_two_servers_one_directory():
+    d = fresh_dir("shared")
+    extra = ["--kv-cache-continued-interval-tokens", "8", "--kv-cache-boundary-align-tokens", "0",
+             "--kv-disk-space-mb", "3"]
+    servers = [Server(d, extra), Server(d, extra)]
+    errors = []
+
+    def client(k):
+        try:
+            for i in range(3):
+                # Both servers see both conversations: each loads what the other saved.
+                conv = [{"role": "system", "content": system_text(30 + (i + k) % 2)},
+                        {"role": "user", "content": "Round %d" % i}]
+                servers[k].chat(request(conv, "Reply %d from %d." % (i, k)))
+        except Exception as e:  # noqa: BLE001 - reported as a failure below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    check(not errors, "both servers answered: %s" % errors)
+    check(any("kv cache: hit" in srv.log() for srv in servers), "checkpoints were reused")
+    for k, srv in enumerate(servers):
+        srv.stop()
+        check("rejected" not in srv.log(), "server %d rejected nothing:\n%s" % (k, srv.log()))
+    files = [f for f in os.listdir(d) if f.endswith(".kv")]
+    check(files and not any(".tmp." in f for f in os.listdir(d)), "files, no temporaries")
+    total = 0
+    for f in files:
+        total += os.path.getsize(os.path.join(d, f))
+        try:
+            read_kv(os.path.join(d, f))
+        except ValueError as e:
+            check(False, "shared directory: %s invalid (%s)" % (f, e))
+    check(total <= 3 << 20, "budget kept with two writers: %d" % total)
+
+
 def test_bad_flags():
     r = subprocess.run([BIN, "-m", MODEL, "--kv-disk-dir", TMP, "--kv-cache-cold-max-tokens",
                         "100"], capture_output=True, timeout=30)
@@ -467,7 +506,7 @@ def _quiet(fn, *a):
 def main():
     os.makedirs(TMP, exist_ok=True)
     tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_tool_map_survives_restart, test_corrupt_files_rejected,
-             test_space_limit, test_kill9_during_saves]
+             test_space_limit, test_two_servers_one_directory, test_kill9_during_saves]
     for t in tests:
         t0 = time.time()
         n = len(FAILURES)
