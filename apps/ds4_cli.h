@@ -197,8 +197,10 @@ class Conversation {
 // The REPL on stdin/stdout (libedit line editing and history in ~/.ds4_history).
 int run_repl(Engine& engine, const text::Tokenizer& tok, CliOptions& opt);
 
-// Set by the SIGINT handler; generation and prefill poll it.
+// Set by the SIGINT handler; generation and prefill poll it, and a wait for a key at the
+// REPL prompt wakes up on it. clear_interrupt() resets it (and the pending wake-up).
 std::atomic<bool>& interrupt_flag();
 void install_sigint_handler();
+void clear_interrupt();
 
 }  // namespace ds4::cli

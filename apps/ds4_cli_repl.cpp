@@ -1,5 +1,7 @@
 // The interactive chat: libedit line editing and history, slash commands, Ctrl+C handling.
+#include <fcntl.h>
 #include <histedit.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -22,11 +24,27 @@ std::atomic<bool>& interrupt_flag() {
 
 namespace {
 
-extern "C" void on_sigint(int) { interrupt_flag().store(true, std::memory_order_relaxed); }
+// Written by the SIGINT handler so that a wait for a key wakes up even when the signal came
+// while the main thread was not inside read() (echoing a key, say) or landed on a worker.
+int g_interrupt_pipe[2] = {-1, -1};
+
+extern "C" void on_sigint(int) {
+  interrupt_flag().store(true, std::memory_order_relaxed);
+  if (g_interrupt_pipe[1] >= 0) {
+    const int saved = errno;
+    if (::write(g_interrupt_pipe[1], "!", 1) < 0) {
+      // full pipe: a wake-up is already pending
+    }
+    errno = saved;
+  }
+}
 
 }  // namespace
 
 void install_sigint_handler() {
+  if (g_interrupt_pipe[0] < 0 && ::pipe2(g_interrupt_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    g_interrupt_pipe[0] = g_interrupt_pipe[1] = -1;  // the flag alone still cancels generation
+  }
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigint;
@@ -35,25 +53,40 @@ void install_sigint_handler() {
   sigaction(SIGINT, &sa, nullptr);
 }
 
+void clear_interrupt() {
+  interrupt_flag().store(false);
+  char sink[64];
+  while (g_interrupt_pipe[0] >= 0 && ::read(g_interrupt_pipe[0], sink, sizeof sink) > 0) {
+  }
+}
+
 namespace {
+
+// Waits for one byte of stdin: 1 read, 0 end of input, -1 Ctrl+C or an error.
+int read_stdin_byte(unsigned char& b) {
+  for (;;) {
+    if (interrupt_flag().load()) return -1;
+    pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {g_interrupt_pipe[0], POLLIN, 0}};
+    const int ready = ::poll(fds, g_interrupt_pipe[0] >= 0 ? 2 : 1, -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (fds[1].revents & POLLIN) return -1;  // Ctrl+C; clear_interrupt() drains the pipe
+    if (fds[0].revents == 0) continue;
+    const ssize_t n = ::read(STDIN_FILENO, &b, 1);
+    if (n == 1) return 1;
+    if (n == 0) return 0;
+    if (errno == EINTR || errno == EAGAIN) continue;
+    return -1;
+  }
+}
 
 // Reads one UTF-8 character from stdin for libedit. Returning -1 on Ctrl+C (instead of
 // libedit's own retry on EINTR) lets the REPL abandon the line at once.
 int read_char(EditLine*, wchar_t* out) {
-  auto read_byte = [](unsigned char& b) -> int {
-    for (;;) {
-      const ssize_t n = ::read(STDIN_FILENO, &b, 1);
-      if (n == 1) return 1;
-      if (n == 0) return 0;
-      if (errno == EINTR) {
-        if (interrupt_flag().load()) return -1;
-        continue;
-      }
-      return -1;
-    }
-  };
   unsigned char b = 0;
-  int r = read_byte(b);
+  int r = read_stdin_byte(b);
   if (r <= 0) {
     *out = 0;
     if (r < 0) errno = EINTR;
@@ -67,7 +100,7 @@ int read_char(EditLine*, wchar_t* out) {
   else if (b >= 0x80) cp = 0xfffd;  // stray continuation or invalid lead byte
   for (int k = 0; k < extra; ++k) {
     unsigned char c = 0;
-    r = read_byte(c);
+    r = read_stdin_byte(c);
     if (r <= 0) {
       *out = 0;
       if (r < 0) errno = EINTR;
@@ -109,6 +142,14 @@ class LineReader {
     el_set(el_, EL_PROMPT, prompt_text);
     el_set(el_, EL_HIST, history, hist_);
     el_set(el_, EL_GETCFN, read_char);
+    // libedit prints the prompt before it leaves canonical mode and goes back to it while a
+    // reply streams: keys typed then met the kernel's line editing (a Ctrl+D became a NUL
+    // byte and never exited; keys were echoed into the reply). A non-canonical, silent
+    // execute mode (signals and output processing stay on) hands typeahead to libedit as
+    // typed. Only when libedit manages the terminal, which needs stdin and stdout to be one.
+    if (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+      el_set(el_, EL_SETTY, "-x", "-icanon", "-echo", "-iexten", static_cast<char*>(nullptr));
+    }
     el_source(el_, nullptr);  // the user's ~/.editrc, if any
   }
   ~LineReader() {
@@ -196,7 +237,7 @@ int run_repl(Engine& engine, const text::Tokenizer& tok, CliOptions& opt) {
   }
   std::fflush(stdout);
   for (;;) {
-    interrupt_flag().store(false);
+    clear_interrupt();  // a Ctrl+C that stopped the last reply must not cancel this line
     std::string raw;
     const LineReader::Status status = reader.read(raw);
     if (status == LineReader::Status::Eof) {

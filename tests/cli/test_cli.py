@@ -492,6 +492,26 @@ class Interactive(unittest.TestCase):
         finally:
             r.close()
 
+    def test_keys_typed_while_a_reply_streams_are_kept(self):
+        # The terminal stays out of canonical mode between prompts: a line typed during a
+        # reply is neither echoed into it nor lost, and a Ctrl+D typed then still exits.
+        r = Repl("-n", "40", "--seed", "5", "--nothink", "-v")
+        try:
+            r.read_until(b"ds4> ")
+            r.send(b"First\r")
+            r.read_until(REUSE)  # prefill done: the reply is being generated
+            r.send(b"Second\r")
+            reply = r.read_until(b"ds4> ", timeout=120)
+            self.assertNotIn(b"Second", reply)
+            out = r.read_until(REUSE, timeout=120)
+            self.assertIn(b"Second", out.split(b"ds4: turn:")[0])  # shown after the prompt
+            self.assertEqual(TURN.search(out).group(1).decode(),
+                             USER + "Second" + ASSISTANT + "</think>")
+            r.send(b"\x04")  # during (or, on a slow machine, just after) the second reply
+            self.assertEqual(r.wait_exit(timeout=120), 0)
+        finally:
+            r.close()
+
 
 GROUPS = {"args": [Args], "oneshot": [OneShot], "repl": [Interactive]}
 

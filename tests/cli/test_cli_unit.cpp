@@ -1,6 +1,9 @@
 // Unit tests of the CLI's pieces: option parsing, prompt rendering, the reply printer,
-// the JSON byte strings of --dump-logprobs, and the generation loop on a scripted session.
+// the JSON byte strings of --dump-logprobs, the generation loop on a scripted session and the
+// Ctrl+C flag.
 #include <gtest/gtest.h>
+
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -332,6 +335,20 @@ TEST(Generate, SpeedSummaryFormat) {
   st.generated = 30;
   st.decode_s = 3.0;
   EXPECT_EQ(speed_summary(st), "ds4: prefill: 50.00 t/s, generation: 10.00 t/s");
+}
+
+TEST(Interrupt, SigintSetsTheFlagAndClearingResetsIt) {
+  install_sigint_handler();
+  clear_interrupt();
+  EXPECT_FALSE(interrupt_flag().load());
+  ASSERT_EQ(::raise(SIGINT), 0);  // handled: the test process keeps running
+  EXPECT_TRUE(interrupt_flag().load());
+  clear_interrupt();
+  EXPECT_FALSE(interrupt_flag().load());
+  ::raise(SIGINT);
+  ::raise(SIGINT);  // several presses leave one pending interrupt, cleared at once
+  clear_interrupt();
+  EXPECT_FALSE(interrupt_flag().load());
 }
 
 }  // namespace
