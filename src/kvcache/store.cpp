@@ -266,8 +266,9 @@ std::vector<ToolReplayEntry> DiskCache::read_tool_maps(size_t max_count) const {
     Fd fd(::open(path(f.name).c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st;
     if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0) continue;
-    const uint64_t at = kHeaderBytes + 4 + uint64_t(f.key_bytes) + f.header->payload_bytes;
     const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (f.header->payload_bytes > size) continue;
+    const uint64_t at = kHeaderBytes + 4 + uint64_t(f.key_bytes) + f.header->payload_bytes;
     if (at >= size || size - at > kMaxToolDsmlBytes) continue;
     std::string key(f.key_bytes, '\0'), sec(size - at, '\0');
     if (!read_exact(fd.fd, key.data(), key.size(), kHeaderBytes + 4) ||
@@ -447,7 +448,9 @@ std::optional<Loaded> DiskCache::try_load(const FileInfo& f, std::string_view pr
   }
   const uint64_t key_len = get_u32(hb + kHeaderBytes);
   const uint64_t payload_at = kHeaderBytes + 4 + key_len;
-  if (key_len == 0 || payload_at + h->payload_bytes > size) return corrupt("truncated");
+  if (key_len == 0 || h->payload_bytes > size || payload_at + h->payload_bytes > size) {
+    return corrupt("truncated");
+  }
   if (key_len > prompt.size()) return std::nullopt;
   std::string key(key_len, '\0');
   if (!read_exact(fd.fd, key.data(), key_len, kHeaderBytes + 4)) return corrupt("truncated key");
