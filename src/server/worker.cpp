@@ -90,7 +90,7 @@ const char* Worker::consult_disk(const GenerationSpec& spec, std::vector<int32_t
     return c > 0 && s.can_rewind_cheaply(c) ? c : 0;
   };
   const std::string_view src = source;
-  if (!disk_ || src == "token-prefix" || src == "text-prefix") {
+  if (!disk_ || src == "token-prefix" || src == "text-prefix" || src == "visible-prefix") {
     cold = false;
     return source;
   }
@@ -250,7 +250,40 @@ const char* Worker::choose_tokens(const GenerationSpec& spec, std::vector<int32_
       return "text-prefix";
     }
   }
+  for (const auto& v : visible_) {
+    if (v.live_tokens != live.size() || spec.rendered.size() <= v.text.size() ||
+        spec.rendered.compare(0, v.text.size(), v.text) != 0) {
+      continue;
+    }
+    if (auto rest = segments_after(spec.segments, v.text.size())) {
+      std::vector<int32_t> joined(live.begin(), live.end());
+      auto suffix = tokenize_segments(tok_, *rest);
+      joined.insert(joined.end(), suffix.begin(), suffix.end());
+      tokens = std::move(joined);
+      return "visible-prefix";
+    }
+  }
   return "common-prefix";
+}
+
+void Worker::remember_visible(const GenerationSpec& spec, const std::string& content,
+                              const std::string& block, bool ended_with_eos) {
+  visible_.clear();
+  const std::string_view open = text::kThinkOpen;
+  if (!spec.thinking || spec.rendered.size() < open.size() ||
+      spec.rendered.compare(spec.rendered.size() - open.size(), open.size(), open) != 0) {
+    return;
+  }
+  const size_t live = static_cast<size_t>(session_->n_tokens());
+  const std::string eos = ended_with_eos ? std::string(text::kEosToken) : std::string();
+  // The turn replayed without its reasoning: "<think></think>" + content + calls.
+  visible_.push_back({spec.rendered + std::string(text::kThinkClose) + content + block + eos, live});
+  // An earlier turn under the drop rule (no tools anywhere): "</think>" replaces "<think>".
+  if (block.empty() && ended_with_eos) {
+    visible_.push_back({spec.rendered.substr(0, spec.rendered.size() - open.size()) +
+                            std::string(text::kThinkClose) + content + eos,
+                        live});
+  }
 }
 
 namespace {
@@ -291,6 +324,7 @@ void Worker::run(Job& job) {
   auto t0 = Clock::now();
   try {
     source = choose_tokens(spec, tokens);
+    visible_.clear();  // they described the live state this request replaces
     bool cold = false;
     source = consult_disk(spec, tokens, source, cold);
     if (tokens.size() >= static_cast<size_t>(ctx_)) throw context_error(tokens.size(), ctx_);
@@ -371,6 +405,7 @@ void Worker::run(Job& job) {
   size_t fed = 0;   // bytes of raw already handed to the parser
   std::vector<text::DsmlEvent> pevents;
   bool any_tool_started = false;
+  std::string visible_content;  // the answer text the client sees
 
   auto forward = [&](std::vector<text::DsmlEvent>& evs) {
     for (auto& pe : evs) {
@@ -382,6 +417,7 @@ void Worker::run(Job& job) {
           break;
         case text::DsmlEventKind::Text:
           ev.text = std::move(pe.text);
+          visible_content += ev.text;
           break;
         case text::DsmlEventKind::ToolCallStart:
           any_tool_started = true;
@@ -554,6 +590,7 @@ void Worker::run(Job& job) {
     }
   }
   if (stop_hit) done.stop_sequence = stop_matched;
+  const std::string done_finish = done.finish_reason;
   job.push(std::move(done));
 
   if (log_) {
@@ -577,6 +614,13 @@ void Worker::run(Job& job) {
     } catch (const std::exception&) {
       s.reset();
     }
+  }
+  const bool complete = !cancelled && !stop_hit && !parser.had_error() &&
+                        (finish == "stop" || done_finish == "tool_calls");
+  if (complete && !spec.raw_output && pending_eval >= 0 && s.n_tokens() > 0) {
+    const auto& calls = parser.tool_calls();
+    remember_visible(spec, visible_content, calls.empty() ? std::string() : calls.front().block_raw,
+                     /*ended_with_eos=*/finish == "stop");
   }
 }
 

@@ -66,6 +66,18 @@ class Worker {
   std::string live_text(size_t n) const;
   void log_kv(const std::string& line) const;
 
+  // What a client's next prompt starts with when it hides part of the live state: the
+  // reasoning the renderer's drop rule removes from earlier turns, or reasoning a Responses
+  // client never saw. Recorded after an answer with the live length it stands for; a prompt
+  // that extends one of them keeps every live token (spec server.md §11 "visible" reuse).
+  struct VisibleTranscript {
+    std::string text;
+    size_t live_tokens = 0;
+  };
+  void remember_visible(const GenerationSpec& spec, const std::string& content,
+                        const std::string& block, bool ended_with_eos);
+  std::vector<VisibleTranscript> visible_;
+
   std::unique_ptr<Session> session_;
   const text::Tokenizer& tok_;
   Metrics& metrics_;

@@ -100,6 +100,9 @@ test("Codex: /v1/responses with developer items, function + hosted tools, store=
   assert.equal(r2.status, 200, r2.text);
   const done2 = r2.events.filter((e) => e.data).at(-1).data;
   assert.equal(done2.type, "response.completed");
+  // The reasoning Codex does not send back is still in the live state: all of it is reused.
+  assert.equal(done2.response.usage.input_tokens_details.cached_tokens,
+               done.response.usage.input_tokens + done.response.usage.output_tokens);
   const msg = done2.response.output.find((i) => i.type === "message");
   assert.equal(msg.content[0].text, "Two files: a.txt and b.txt.");
 });

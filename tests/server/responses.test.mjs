@@ -216,6 +216,17 @@ test("thinking + tools: replayed reasoning items keep the live cache", async () 
   assert.equal(r3.usage.input_tokens_details.cached_tokens, r2.usage.input_tokens + r2.usage.output_tokens);
 });
 
+test("Codex-style replay without reasoning keeps the live cache (the hidden reasoning stays live)", async () => {
+  const { r1, r2, r3 } = await toolConversation(
+    { effort: "high" },
+    "A hidden plan.</think>" + dsmlCall("get_weather", { location: "Beijing", days: 2 }),
+  );
+  assert.deepEqual(r1.output.map((i) => i.type), ["function_call"]);
+  assert.equal(r2.output_text, "It will be 22 degrees.");
+  assert.equal(r2.usage.input_tokens_details.cached_tokens, r1.usage.input_tokens + r1.usage.output_tokens);
+  assert.equal(r3.usage.input_tokens_details.cached_tokens, r2.usage.input_tokens + r2.usage.output_tokens);
+});
+
 test("stateless: previous_response_id, conversation and forced tool_choice are rejected", async () => {
   const bad = [
     [{ previous_response_id: "resp_1" }, /previous_response_id is not supported; replay full input instead/],

@@ -275,6 +275,31 @@ TEST_F(ServerWorker, ExactReplayOfSampledDsmlSurvivesReorderedArguments) {
   worker->set_tool_replay(nullptr);
 }
 
+TEST_F(ServerWorker, ThinkingTurnDroppedFromHistoryStillHitsLiveCache) {
+  // Without tools the renderer drops the reasoning of earlier turns ("</think>" + answer),
+  // while the live state holds "<think>" + reasoning + "</think>" + answer: the remembered
+  // visible transcript bridges the two, so every live token is kept.
+  auto first = chat(R"({"messages":[{"content":"q1"}],"ds4_test_output":"Plan it.</think>Answer one."})");
+  auto evs = run(std::move(first));
+  ASSERT_EQ(evs.back().finish_reason, "stop");
+  const auto& u = evs.back().usage;
+  const int64_t live = u.prompt_tokens + u.completion_tokens;
+  auto second = chat(R"({"messages":[{"content":"q1"},
+      {"role":"assistant","content":"Answer one.","reasoning_content":"Plan it."},
+      {"content":"q2"}],"ds4_test_output":"More.</think>Answer two."})");
+  EXPECT_NE(second.rendered.find("<｜Assistant｜></think>Answer one.<｜end▁of▁sentence｜><｜User｜>q2"),
+            std::string::npos);
+  auto evs2 = run(std::move(second));
+  EXPECT_EQ(evs2.back().usage.cached_tokens, live);
+  EXPECT_EQ(text_of(evs2, GenEvent::Kind::Content), "Answer two.");
+
+  // A different history is no match: only the common prefix is reused.
+  auto other = chat(R"({"messages":[{"content":"q1"},
+      {"role":"assistant","content":"Another answer."},{"content":"q2"}],"ds4_test_output":"x"})");
+  auto evs3 = run(std::move(other));
+  EXPECT_LT(evs3.back().usage.cached_tokens, evs2.back().usage.prompt_tokens);
+}
+
 TEST_F(ServerWorker, LengthAndCancellation) {
   auto spec = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],"max_tokens":5})");
   auto evs = run(std::move(spec));
