@@ -329,6 +329,10 @@ void HttpServer::install_routes() {
       } catch (const ApiError& e) {
         fail(e);
         return;
+      } catch (const nlohmann::ordered_json::exception& e) {
+        // A field of an unexpected JSON type the builders did not check one by one.
+        fail(bad_request(std::string("invalid request: ") + e.what()));
+        return;
       }
       const int fd = find_connection_fd(req.local_addr, req.local_port, req.remote_addr,
                                         req.remote_port);
@@ -477,6 +481,8 @@ void HttpServer::install_routes() {
       send_json(res, 200, {{"input_tokens", count_message_tokens(body, ctx)}});
     } catch (const ApiError& e) {
       send_json(res, e.status, anthropic_error_json(e));
+    } catch (const nlohmann::ordered_json::exception& e) {
+      send_json(res, 400, anthropic_error_json(bad_request(std::string("invalid request: ") + e.what())));
     }
   };
   svr.Post("/v1/messages/count_tokens", count_tokens);

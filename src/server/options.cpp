@@ -22,7 +22,8 @@ int64_t parse_int(const std::string& flag, const std::string& value, int64_t lo,
 std::string server_usage() {
   return R"(usage: ds4-server [options]
 
-OpenAI-compatible HTTP server for DeepSeek V4 Flash.
+OpenAI- and Anthropic-compatible HTTP server for DeepSeek V4 Flash (chat completions,
+completions, responses, messages).
 
   -m, --model FILE        GGUF model (default ds4flash.gguf)
       --mtp FILE          optional MTP sidecar GGUF

@@ -313,6 +313,13 @@ test("bad requests get Anthropic-shaped 400 errors", async () => {
     { messages: [{ role: "user", content: "x" }], tool_choice: { type: "maybe" } },
     { messages: [{ role: "user", content: "x" }], output_config: { effort: "extreme" } },
     { messages: [{ role: "user", content: "x" }, { role: "assistant", content: "prefill" }] },
+    { messages: [{ role: "user", content: [{ type: 5, text: "x" }] }] },
+    { messages: [{ role: "user", content: [{ type: "tool_result", tool_use_id: 7 }] }] },
+    { messages: [{ role: "assistant", content: [{ type: "tool_use", id: "a", name: "f", input: [] }] }, { role: "user", content: "x" }] },
+    { messages: [{ role: "user", content: "x" }], system: 12 },
+    { messages: [{ role: "user", content: "x" }], tools: [{ name: "f", input_schema: "no" }] },
+    { messages: [{ role: "user", content: "x" }], stop_sequences: [1] },
+    { messages: "x" },
   ];
   for (const body of cases) {
     const r = await postJson(server.base, "/v1/messages", { model: "x", max_tokens: 5, ...body });

@@ -239,6 +239,14 @@ test("stateless: previous_response_id, conversation and forced tool_choice are r
     [{ input: [{ type: "message", role: "user", content: "x", status: "in_progress" }] }, /status/],
     [{ reasoning: { effort: "extreme" } }, /reasoning.effort/],
     [{ input: undefined }, /missing input/],
+    [{ input: [{ type: 3 }] }, /invalid request|not supported/],
+    [{ input: [{ type: "function_call", name: "f", arguments: "{}" }] }, /call_id/],
+    [{ input: [{ type: "function_call_output", output: "x" }] }, /call_id/],
+    [{ input: [{ role: "user", content: { text: "x" } }] }, /content/],
+    [{ input: 42 }, /input/],
+    [{ tools: [{ type: "function" }] }, /name/],
+    [{ reasoning: "high" }, /reasoning/],
+    [{ max_output_tokens: "many" }, /max_output_tokens/],
   ];
   for (const [extra, message] of bad) {
     const r = await postJson(server.base, "/v1/responses", { model: "x", input: "hi", tools: [WEATHER], ...extra });
