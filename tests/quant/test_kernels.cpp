@@ -221,6 +221,76 @@ TEST(Kernels, IQ2_XXSMatchesScalarExactly) {
       [](block_iq2_xxs& b, std::mt19937& r) { b.d = random_scale(r); });
 }
 
+// Extreme codes against full-scale activations: every quant bit set or clear, activations
+// at +-127. These maximise the byte products the SIMD kernels keep in 16-bit lanes, so any
+// saturation or lost carry would show as a difference from the scalar integer sums.
+template <typename Block>
+void check_extremes(const char* name, float (*pick_single)(const Kernels&, const Block*, const block_q8_K*, int64_t),
+                    void (*pick_multi)(const Kernels&, const Block*, const block_q8_K*, int64_t, int, int64_t, float*),
+                    void (*set_scales)(Block&)) {
+  for (Isa isa : simd_isas()) {
+    for (int fill : {0x00, 0xFF, 0xAA, 0x55}) {
+      for (int act : {127, -127, 0}) {  // 0: alternating signs
+        for (int64_t nb : {1, 2, 3, 16}) {
+          std::vector<Block> w(nb);
+          std::memset(w.data(), fill, w.size() * sizeof(Block));
+          for (auto& b : w) set_scales(b);
+          constexpr int kVectors = 5;
+          std::vector<block_q8_K> x(nb * kVectors);
+          for (size_t i = 0; i < x.size(); ++i) {
+            x[i].d = 0.01f * static_cast<float>(1 + i % 3);
+            for (int j = 0; j < QK_K; ++j) x[i].qs[j] = static_cast<int8_t>(act != 0 ? act : (j % 2 ? 127 : -127));
+            for (int j = 0; j < 16; ++j) {
+              int sum = 0;
+              for (int k = 0; k < 16; ++k) sum += x[i].qs[16 * j + k];
+              x[i].bsums[j] = static_cast<int16_t>(sum);
+            }
+          }
+          const float want = pick_single(scalar::kernels(), w.data(), x.data(), nb * QK_K);
+          const float got = pick_single(kernels(isa), w.data(), x.data(), nb * QK_K);
+          ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
+              << name << " " << isa_name(isa) << " fill " << fill << " act " << act << " blocks " << nb;
+          float out[kVectors];
+          pick_multi(kernels(isa), w.data(), x.data(), nb, kVectors, nb * QK_K, out);
+          for (int v = 0; v < kVectors; ++v) {
+            const float single = pick_single(scalar::kernels(), w.data(), x.data() + v * nb, nb * QK_K);
+            ASSERT_EQ(std::bit_cast<uint32_t>(out[v]), std::bit_cast<uint32_t>(single))
+                << name << " multi " << isa_name(isa) << " fill " << fill << " vector " << v;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, ExtremeCodesMatchScalarExactly) {
+  check_extremes<block_q2_K>(
+      "q2_K", [](const Kernels& k, const block_q2_K* w, const block_q8_K* x, int64_t n) { return k.dot_q2_K(w, x, n); },
+      [](const Kernels& k, const block_q2_K* w, const block_q8_K* x, int64_t s, int nx, int64_t n, float* o) {
+        k.dot_q2_K_multi(w, x, s, nx, n, o);
+      },
+      [](block_q2_K& b) {
+        b.d = 0x3C00;  // 1.0
+        b.dmin = 0x3800;  // 0.5
+      });
+  check_extremes<block_q4_K>(
+      "q4_K", [](const Kernels& k, const block_q4_K* w, const block_q8_K* x, int64_t n) { return k.dot_q4_K(w, x, n); },
+      [](const Kernels& k, const block_q4_K* w, const block_q8_K* x, int64_t s, int nx, int64_t n, float* o) {
+        k.dot_q4_K_multi(w, x, s, nx, n, o);
+      },
+      [](block_q4_K& b) {
+        b.d = 0x3C00;
+        b.dmin = 0x3800;
+      });
+  check_extremes<block_iq2_xxs>(
+      "iq2_xxs",
+      [](const Kernels& k, const block_iq2_xxs* w, const block_q8_K* x, int64_t n) { return k.dot_iq2_xxs(w, x, n); },
+      [](const Kernels& k, const block_iq2_xxs* w, const block_q8_K* x, int64_t s, int nx, int64_t n, float* o) {
+        k.dot_iq2_xxs_multi(w, x, s, nx, n, o);
+      },
+      [](block_iq2_xxs& b) { b.d = 0x3C00; });
+}
+
 TEST(Kernels, ActivationQuantizersMatchScalarBytes) {
   const Kernels& ref = scalar::kernels();
   for (Isa isa : simd_isas()) {
