@@ -146,6 +146,19 @@ class WriteCrcBuf : public std::streambuf {
   std::vector<char> buf_;
 };
 
+// Whole-file checksum check (used only where the payload is not being loaded anyway).
+bool checksum_matches(int fd, uint64_t size, const FileHeader& h) {
+  std::vector<char> buf(1 << 20);
+  uint32_t crc = 0;
+  for (uint64_t off = kHeaderBytes; off < size;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - off));
+    if (!read_exact(fd, buf.data(), n, off)) return false;
+    crc = crc32c(buf.data(), n, crc);
+    off += n;
+  }
+  return header_checksum(h, crc) == h.checksum;
+}
+
 struct Candidate {
   FileInfo info;
   uint32_t tokens;
@@ -462,6 +475,8 @@ std::optional<Loaded> DiskCache::try_load(const FileInfo& f, std::string_view pr
   if (!pinfo) return corrupt(why);
   if (pinfo->layers != id_.layers || pinfo->head_dim != id_.head_dim ||
       pinfo->index_dim != id_.index_dim || pinfo->vocab != id_.vocab) {
+    // Another model's file is kept for its owner; a damaged one of ours is not.
+    if (!checksum_matches(fd.fd, size, *h)) return corrupt("checksum mismatch");
     return skip("another model shape (layers " + std::to_string(pinfo->layers) + ", vocab " +
                 std::to_string(pinfo->vocab) + ")");
   }

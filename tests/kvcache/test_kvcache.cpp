@@ -505,6 +505,15 @@ TEST_F(KvStore, OtherRevisionOrShapeIsSkipped) {
   EXPECT_FALSE(cache->load_longest_prefix(text, *s));
   EXPECT_TRUE(fs::exists(path));
   EXPECT_NE(log_.find("another model shape"), std::string::npos);
+  // The same field flipped without resealing: damage, not another model: removed.
+  other = good;
+  other[kHeaderBytes + 4 + key.size() + 44] ^= 0x10;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(other.data(), static_cast<std::streamsize>(other.size()));
+  }
+  EXPECT_FALSE(cache->load_longest_prefix(text, *s));
+  EXPECT_FALSE(fs::exists(path));
   // Revision 0 (no checksum): skipped, kept.
   other = good;
   other[7] = 0;

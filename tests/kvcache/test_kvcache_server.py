@@ -411,8 +411,8 @@ def test_kill9_during_saves():
 
 def test_two_servers_one_directory():
     d = fresh_dir("shared")
-    extra = ["--kv-cache-continued-interval-tokens", "8", "--kv-cache-boundary-align-tokens", "0",
-             "--kv-disk-space-mb", "3"]
+    # Room for every checkpoint, so each cold file stays for the other server to reuse.
+    extra = ["--kv-disk-space-mb", "16"]
     servers = [Server(d, extra), Server(d, extra)]
     errors = []
 
@@ -445,7 +445,7 @@ def test_two_servers_one_directory():
             read_kv(os.path.join(d, f))
         except ValueError as e:
             check(False, "shared directory: %s invalid (%s)" % (f, e))
-    check(total <= 3 << 20, "budget kept with two writers: %d" % total)
+    check(total <= 16 << 20, "budget kept with two writers: %d" % total)
 
 
 def test_bad_flags():
