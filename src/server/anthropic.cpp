@@ -405,6 +405,14 @@ void AnthropicFormatter::stream_event(const GenEvent& ev, std::vector<NamedEvent
         start_block(out, Open::Text, {{"type", "text"}, {"text", ""}});
         close_block(out);
       }
+      if (ev.finish_reason == "error") {
+        // Cut short (shutdown): an error event, so the client does not take the partial
+        // message for a finished turn and can retry.
+        out.push_back({"error", anthropic_error_json(ApiError(
+                                    503, "generation interrupted: server shutting down",
+                                    "server_error"))});
+        break;
+      }
       std::string reason = anthropic_stop_reason(ev);
       OJ usage = anthropic_usage_json(ev.usage);
       out.push_back({"message_delta",

@@ -173,6 +173,41 @@ TEST_F(Protocols, AnthropicStreamGrammar) {
             OJ::parse(R"([{"type":"thinking","thinking":"r","signature":"msg_2"},{"type":"text","text":""}])"));
 }
 
+TEST_F(Protocols, InterruptedGenerationsEndAsErrors) {
+  GenEvent started(GenEvent::Kind::Started);
+  GenEvent cut(GenEvent::Kind::Done);
+  cut.finish_reason = "error";
+  AnthropicFormatter a("msg_1", "m");
+  std::vector<NamedEvent> out;
+  a.stream_event(started, out);
+  a.stream_event(ev(GenEvent::Kind::Content, "partial"), out);
+  a.stream_event(cut, out);
+  EXPECT_EQ(out.back().first, "error");
+  EXPECT_EQ(out.back().second["error"]["type"], "overloaded_error");
+  for (const auto& [name, data] : out) EXPECT_NE(name, "message_stop");
+
+  ResponsesRequest rr;
+  rr.id = "resp_1";
+  ResponsesFormatter r(rr, 0);
+  std::vector<OJ> events;
+  r.stream_event(started, events);
+  r.stream_event(ev(GenEvent::Kind::Content, "partial"), events);
+  r.stream_event(cut, events);
+  EXPECT_EQ(events.back()["type"], "response.failed");
+  EXPECT_EQ(events.back()["response"]["status"], "failed");
+  EXPECT_EQ(events.back()["response"]["error"]["code"], "server_error");
+  EXPECT_EQ(events.back()["response"]["output"][0]["status"], "incomplete");
+  // A failure before any output (prefill error after the headers) still opens the stream.
+  ResponsesFormatter early(rr, 0);
+  events.clear();
+  early.stream_failure(ApiError(500, "prefill failed: boom", "server_error"), events);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0]["type"], "response.created");
+  EXPECT_EQ(events[1]["type"], "response.failed");
+  EXPECT_EQ(events[1]["response"]["error"]["message"], "prefill failed: boom");
+  EXPECT_EQ(events[1]["sequence_number"], 1);
+}
+
 TEST_F(Protocols, ResponsesInputItems) {
   ResponsesRequest rr;
   auto spec = responses(OJ::parse(R"({"model":"codex","instructions":"Sys.","reasoning":{"effort":"high","summary":"auto"},
