@@ -73,6 +73,15 @@ void Worker::save_live(kvcache::Reason reason) {
   if (!disk_) return;
   const int n = session_->n_tokens();
   if (n < disk_->options().min_tokens) return;
+  // After a tool-less thinking answer the client's next prompt drops the reasoning: key the
+  // checkpoint by that visible text (spec §12 ext flag bit 2); its tokens stay authoritative.
+  // (The Responses form, bit 1, is not used: which endpoint a binding came from is unknown.)
+  for (const auto& v : visible_) {
+    if (v.kv_flag == kvcache::kExtThinkingVisible && v.live_tokens == static_cast<size_t>(n)) {
+      disk_->save(*session_, v.text, reason, tool_entries(), v.kv_flag);
+      return;
+    }
+  }
   disk_->save(*session_, live_text(static_cast<size_t>(n)), reason, tool_entries());
 }
 
@@ -277,12 +286,13 @@ void Worker::remember_visible(const GenerationSpec& spec, const std::string& con
   const size_t live = static_cast<size_t>(session_->n_tokens());
   const std::string eos = ended_with_eos ? std::string(text::kEosToken) : std::string();
   // The turn replayed without its reasoning: "<think></think>" + content + calls.
-  visible_.push_back({spec.rendered + std::string(text::kThinkClose) + content + block + eos, live});
+  visible_.push_back({spec.rendered + std::string(text::kThinkClose) + content + block + eos, live,
+                      kvcache::kExtResponsesVisible});
   // An earlier turn under the drop rule (no tools anywhere): "</think>" replaces "<think>".
   if (block.empty() && ended_with_eos) {
     visible_.push_back({spec.rendered.substr(0, spec.rendered.size() - open.size()) +
                             std::string(text::kThinkClose) + content + eos,
-                        live});
+                        live, kvcache::kExtThinkingVisible});
   }
 }
 
@@ -324,9 +334,9 @@ void Worker::run(Job& job) {
   auto t0 = Clock::now();
   try {
     source = choose_tokens(spec, tokens);
-    visible_.clear();  // they described the live state this request replaces
     bool cold = false;
-    source = consult_disk(spec, tokens, source, cold);
+    source = consult_disk(spec, tokens, source, cold);  // an evict save may key by visible_
+    visible_.clear();  // they described the live state this request replaces
     if (tokens.size() >= static_cast<size_t>(ctx_)) throw context_error(tokens.size(), ctx_);
     {
       // Tells the request thread its job is running (it then commits the response headers).

@@ -73,6 +73,7 @@ class Worker {
   struct VisibleTranscript {
     std::string text;
     size_t live_tokens = 0;
+    uint8_t kv_flag = 0;  // the disk cache's ext flag for a checkpoint keyed by this text
   };
   void remember_visible(const GenerationSpec& spec, const std::string& content,
                         const std::string& block, bool ended_with_eos);

@@ -109,7 +109,7 @@ def read_kv(path, verify_crc=True):
     stable[32:40] = b"\0" * 8
     if verify_crc and crc32c(bytes(stable), crc32c(data[48:])) != crc:
         raise ValueError("checksum")
-    return {"tokens": tokens, "reason": reason, "key": key, "hits": hits, "ids": toks,
+    return {"tokens": tokens, "reason": reason, "ext": ext, "key": key, "hits": hits, "ids": toks,
             "tools": tools, "size": len(data)}
 
 
@@ -297,6 +297,38 @@ def test_tool_map_survives_restart():
     check(cached == shut[0], "replayed call hits the shutdown checkpoint: cached=%d shutdown=%d\n%s"
           % (cached, shut[0], b.log()))
     check("tool replay entries from" in b.log(), "tool map loaded at startup")
+    b.stop()
+
+
+def test_thinking_chat_resumes_without_its_reasoning():
+    d = fresh_dir("thinking")
+    turn1 = [{"role": "system", "content": system_text(6)},
+             {"role": "user", "content": "What is two plus two?"}]
+
+    def body(msgs, out):
+        b = request(msgs, out)
+        b["thinking"] = True
+        return b
+
+    a = Server(d)
+    r1 = a.chat(body(turn1, "Add them.</think>Four."))
+    check(r1["choices"][0]["message"]["content"] == "Four.", "thinking answer")
+    a.stop()
+    shut = saved(a.log(), "shutdown")
+    check(len(shut) == 1, "shutdown save:\n" + a.log())
+    infos = [read_kv(os.path.join(d, f)) for f in os.listdir(d)]
+    vis = [i for i in infos if i["reason"] == 4]
+    check(vis and vis[0]["ext"] & 4 and b"Add them." not in vis[0]["key"] and
+          vis[0]["key"].endswith("</think>Four.<｜end▁of▁sentence｜>".encode()),
+          "shutdown checkpoint keyed by the visible transcript (ext bit 2)")
+    # The client sends the history back without the reasoning (the drop rule).
+    turn2 = turn1 + [{"role": "assistant", "content": "Four."},
+                     {"role": "user", "content": "And three plus three?"}]
+    b = Server(d)
+    r2 = b.chat(body(turn2, "Add again.</think>Six."))
+    cached = r2["usage"]["prompt_tokens_details"]["cached_tokens"]
+    check(shut and cached == shut[0], "resumed with the hidden reasoning: cached=%s shutdown=%s\n%s"
+          % (cached, shut, b.log()))
     b.stop()
 
 
@@ -505,7 +537,8 @@ def _quiet(fn, *a):
 
 def main():
     os.makedirs(TMP, exist_ok=True)
-    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_tool_map_survives_restart, test_corrupt_files_rejected,
+    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_tool_map_survives_restart,
+             test_thinking_chat_resumes_without_its_reasoning, test_corrupt_files_rejected,
              test_space_limit, test_two_servers_one_directory, test_kill9_during_saves]
     for t in tests:
         t0 = time.time()
