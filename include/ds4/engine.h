@@ -39,7 +39,8 @@ class Error : public std::runtime_error {
 enum class Backend { Cpu };
 
 struct EngineOptions {
-  int threads = 0;              // 0: hardware concurrency
+  int threads = 0;              // 0: the CPUs this process may run on
+  bool pin_threads = true;      // one worker thread per CPU (DS4_PIN=0 also turns it off)
   Backend backend = Backend::Cpu;
   std::string mtp_path;         // optional MTP sidecar GGUF; else mtp.0.* of the main file
   bool qat_simulation = true;   // FP8/FP4 simulation (test-only switch; the model needs it)
@@ -93,6 +94,21 @@ struct SyncOptions {
   std::function<void(int pos, const float* logits)> on_logits;
 };
 
+// Where evaluation time goes, for benchmarks (ds4-bench). Wall-clock seconds accumulated
+// since the session was made or reset_stats(); a forward pass over one token counts as
+// decode, a chunk of several tokens as prefill.
+struct EvalStats {
+  struct Phase {
+    int64_t passes = 0;            // forward passes (single tokens or chunks)
+    int64_t tokens = 0;            // tokens evaluated
+    double total_s = 0;            // whole passes (embedding + layers + head)
+    double embed_s = 0;
+    double head_s = 0;             // output head (logits)
+    std::vector<double> layer_s;   // per layer (n_layers entries)
+  };
+  Phase decode, prefill;
+};
+
 class Engine;
 
 class Session {
@@ -131,6 +147,13 @@ class Session {
   virtual void load_snapshot(const uint8_t* data, size_t size) = 0;
   virtual void load_snapshot(std::FILE* f) = 0;
   virtual void load_snapshot(std::istream& is) = 0;
+
+  // Timing of the evaluations so far (see EvalStats); reset_stats() zeroes it.
+  virtual const EvalStats& stats() const {
+    static const EvalStats none;
+    return none;
+  }
+  virtual void reset_stats() {}
 
   // Cancellation: the flag is checked between chunks (and between tokens in eval loops).
   void set_cancel_flag(const std::atomic<bool>* flag) { cancel_ = flag; }
@@ -173,6 +196,19 @@ class Engine {
 
   // Bytes one session of `ctx` tokens holds in caches and compressor states (spec §6).
   virtual uint64_t session_memory_bytes(int ctx) const = 0;
+
+  // Bytes a decode step must read at position `pos` (spec performance.md §4): weights of
+  // layer `layer` that one token touches (dense matrices, HC mixers, router, compressor,
+  // indexer, the shared expert and n_experts_used routed experts of average size) plus the
+  // KV rows it reads (window, compressed rows, indexer rows). layer == n_layers: the
+  // output head and its mixer. The decode bandwidth bound of a layer is this / read bandwidth.
+  virtual uint64_t decode_read_bytes(int layer, int64_t pos) const { (void)layer; (void)pos; return 0; }
+  // Scratch memory the engine holds for evaluations (activation buffers; grows to the
+  // largest chunk evaluated, then stays). Weights are used in place in the mmap.
+  virtual uint64_t scratch_bytes() const { return 0; }
+  // Worker threads of the evaluation pool and whether they are pinned to CPUs.
+  virtual int threads() const { return 1; }
+  virtual bool threads_pinned() const { return false; }
   virtual std::unique_ptr<Session> new_session(int ctx) = 0;
 };
 

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "cpu/attention.h"
 #include "quant/quant.h"
 
 namespace ds4::model {
@@ -38,42 +39,55 @@ void Forward::embed(const int32_t* tokens, int n, float* X) const {
 void Forward::hc_pre(const MatView& fn, const float* scale, const float* base, const float* X,
                      int n, float* u, float* post, float* comb) const {
   const int D = cfg_.dim, hc = cfg_.hc, hcD = hc * D, mix = (2 + hc) * hc;
-  std::vector<float> m(static_cast<size_t>(n) * mix);
-  matmul(pool_, fn, X, n, hcD, m.data(), mix);
-  std::vector<float> pre(hc);
-  for (int t = 0; t < n; ++t) {
-    const float* x = X + static_cast<size_t>(t) * hcD;
-    float* mt = m.data() + static_cast<size_t>(t) * mix;
-    const float f = rms_factor(x, hcD, cfg_.norm_eps);
-    for (int i = 0; i < mix; ++i) mt[i] *= f;
-    hc_split_sinkhorn(mt, scale, base, hc, cfg_.sinkhorn_iters, cfg_.hc_eps, pre.data(),
-                      post + static_cast<size_t>(t) * hc, comb + static_cast<size_t>(t) * hc * hc);
-    float* ut = u + static_cast<size_t>(t) * D;
-    for (int d = 0; d < D; ++d) {
-      float acc = 0.f;
-      for (int s = 0; s < hc; ++s) acc += pre[s] * x[s * D + d];
-      ut[d] = acc;
+  cpu::Arena::Frame frame(arena_);
+  float* m = arena_.alloc<float>(static_cast<size_t>(n) * mix);
+  matmul(pool_, arena_, fn, X, n, hcD, m, mix);
+  // Per token: independent, so tokens run in parallel without changing any result.
+  pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
+    float pre[64];  // hc <= 64 (config check)
+    for (int64_t t = tb; t < te; ++t) {
+      const float* x = X + static_cast<size_t>(t) * hcD;
+      float* mt = m + static_cast<size_t>(t) * mix;
+      const float f = rms_factor(x, hcD, cfg_.norm_eps);
+      for (int i = 0; i < mix; ++i) mt[i] *= f;
+      hc_split_sinkhorn(mt, scale, base, hc, cfg_.sinkhorn_iters, cfg_.hc_eps, pre,
+                        post + static_cast<size_t>(t) * hc, comb + static_cast<size_t>(t) * hc * hc);
+      float* ut = u + static_cast<size_t>(t) * D;
+      for (int d = 0; d < D; ++d) {
+        float acc = 0.f;
+        for (int s = 0; s < hc; ++s) acc += pre[s] * x[s * D + d];
+        ut[d] = acc;
+      }
     }
-  }
+  }, 4);
 }
 
 void Forward::hc_post(const float* y, float* X, int n, const float* post, const float* comb) const {
   const int D = cfg_.dim, hc = cfg_.hc;
-  std::vector<float> out(static_cast<size_t>(hc) * D);
-  for (int t = 0; t < n; ++t) {
-    float* x = X + static_cast<size_t>(t) * hc * D;
-    const float* yt = y + static_cast<size_t>(t) * D;
-    const float* pt = post + static_cast<size_t>(t) * hc;
-    const float* C = comb + static_cast<size_t>(t) * hc * hc;
-    for (int j = 0; j < hc; ++j) {
-      for (int d = 0; d < D; ++d) {
-        float acc = pt[j] * yt[d];
-        for (int i = 0; i < hc; ++i) acc += C[i * hc + j] * x[i * D + d];
-        out[j * D + d] = acc;
+  pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
+    float out[64 * 8];  // hc (<= 64, config check) streams x a run of 8 dims
+    for (int64_t t = tb; t < te; ++t) {
+      float* x = X + static_cast<size_t>(t) * hc * D;
+      const float* yt = y + static_cast<size_t>(t) * D;
+      const float* pt = post + static_cast<size_t>(t) * hc;
+      const float* C = comb + static_cast<size_t>(t) * hc * hc;
+      // In runs of 8 dims: each output needs every stream of the same dim, so a run can be
+      // written back as soon as it is done.
+      for (int d0 = 0; d0 < D; d0 += 8) {
+        const int nd = std::min(8, D - d0);
+        for (int j = 0; j < hc; ++j) {
+          for (int dd = 0; dd < nd; ++dd) {
+            const int d = d0 + dd;
+            float acc = pt[j] * yt[d];
+            for (int i = 0; i < hc; ++i) acc += C[i * hc + j] * x[i * D + d];
+            out[j * 8 + dd] = acc;
+          }
+        }
+        for (int j = 0; j < hc; ++j)
+          for (int dd = 0; dd < nd; ++dd) x[j * D + d0 + dd] = out[j * 8 + dd];
       }
     }
-    std::memcpy(x, out.data(), sizeof(float) * hc * D);
-  }
+  }, 4);
 }
 
 void Forward::compressor_step(const CompressorWeights& W, CompressorState& S, const float* kv,
@@ -91,9 +105,10 @@ void Forward::compressor_step(const CompressorWeights& W, CompressorState& S, co
   if ((pos + 1) % r != 0) return;
 
   // Gated softmax pooling, independently per output feature.
-  std::vector<float> P(d);
+  cpu::Arena::Frame frame(arena_);
+  float* P = arena_.alloc<float>(d);
   const int cand = (r == 4) ? 8 : r;
-  std::vector<float> e(cand);
+  float* e = arena_.alloc<float>(cand);
   for (int j = 0; j < d; ++j) {
     auto at = [&](int m, const std::vector<float>& buf) {
       if (r == 4) return m < 4 ? buf[static_cast<size_t>(m) * width + j]
@@ -121,17 +136,17 @@ void Forward::compressor_step(const CompressorWeights& W, CompressorState& S, co
     std::memcpy(S.kv.data(), S.kv.data() + 4 * width, sizeof(float) * 4 * width);
     std::memcpy(S.score.data(), S.score.data() + 4 * width, sizeof(float) * 4 * width);
   }
-  std::vector<float> z(d);
-  rms_norm(P.data(), W.norm.data(), z.data(), d, cfg_.norm_eps);
+  float* z = arena_.alloc<float>(d);
+  rms_norm(P, W.norm.data(), z, d, cfg_.norm_eps);
   const int R = cfg_.rope_dim;
-  rope_compressed_.apply(z.data() + d - R, static_cast<int64_t>(r) * S.n_rows);
+  rope_compressed_.apply(z + d - R, static_cast<int64_t>(r) * S.n_rows);
   if (indexer) {
-    hadamard_scaled(z.data(), d);
-    if (qat_) fp4_sim32(z.data(), d);
+    hadamard_scaled(z, d);
+    if (qat_) fp4_sim32(z, d);
   } else {
-    if (qat_) fp8_sim64(z.data(), d - R);
+    if (qat_) fp8_sim64(z, d - R);
   }
-  S.rows.insert(S.rows.end(), z.begin(), z.end());
+  S.rows.insert(S.rows.end(), z, z + d);
   ++S.n_rows;
 }
 
@@ -139,87 +154,110 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
                                  int64_t pos0, float* y, BlockTrace* trace) const {
   const ModelConfig& c = cfg_;
   const int D = c.dim, H = c.n_heads, Dh = c.head_dim, R = c.rope_dim, N = Dh - R;
-  const int HD = H * Dh;
+  const int HD = H * Dh, QR = c.q_lora_rank;
   const Rope& rope = L.ratio ? rope_compressed_ : rope_dense_;
+  cpu::Arena::Frame frame(arena_);
+  auto buf = [&](size_t count) { return arena_.alloc<float>(count); };
+  const size_t nz = static_cast<size_t>(n);
 
-  // Q: LoRA, per-head unweighted norm, RoPE on the tail.
-  std::vector<float> qa(static_cast<size_t>(n) * c.q_lora_rank), cq(qa.size());
-  matmul(pool_, L.q_a, a, n, D, qa.data(), c.q_lora_rank);
-  for (int t = 0; t < n; ++t)
-    rms_norm(qa.data() + static_cast<size_t>(t) * c.q_lora_rank, L.q_a_norm.data(),
-             cq.data() + static_cast<size_t>(t) * c.q_lora_rank, c.q_lora_rank, c.norm_eps);
-  std::vector<float> q(static_cast<size_t>(n) * HD);
-  matmul(pool_, L.q_b, cq.data(), n, c.q_lora_rank, q.data(), HD);
-  for (int t = 0; t < n; ++t) {
-    for (int h = 0; h < H; ++h) {
-      float* qh = q.data() + static_cast<size_t>(t) * HD + static_cast<size_t>(h) * Dh;
-      rms_norm(qh, nullptr, qh, Dh, c.norm_eps);
-      rope.apply(qh + N, pos0 + t);
-    }
-  }
-  // KV: one head, norm, RoPE, FP8 simulation on the nope dims.
-  std::vector<float> kvraw(static_cast<size_t>(n) * Dh), kv(kvraw.size());
-  matmul(pool_, L.kv, a, n, D, kvraw.data(), Dh);
-  for (int t = 0; t < n; ++t) {
-    float* k = kv.data() + static_cast<size_t>(t) * Dh;
-    rms_norm(kvraw.data() + static_cast<size_t>(t) * Dh, L.kv_norm.data(), k, Dh, c.norm_eps);
-    rope.apply(k + N, pos0 + t);
-    if (qat_) fp8_sim64(k, N);
-  }
-  // Compressor projections.
-  std::vector<float> ckv, cg, ikv, ig, iq, iw;
+  // Every projection of the normed input `a` in one dispatch: Q LoRA down, KV, the
+  // compressors and the indexer weights (their Q8_0 / f32 operands are prepared once).
   const int r = L.ratio;
   const int cw = S.comp.width, iwid = S.icomp.width;
   const int nI = c.index_heads, dI = c.index_head_dim;
-  bool need_index = false;
+  // Indexer scoring is needed only once some token sees more rows than top-k.
+  const bool need_index = r == 4 && (pos0 + n) / 4 > c.index_topk;
+  float* qa = buf(nz * QR);
+  float* kvraw = buf(nz * Dh);
+  float *ckv = nullptr, *cg = nullptr, *ikv = nullptr, *ig = nullptr, *iq = nullptr, *iw = nullptr;
+  cpu::MatMul jobs[8];
+  int nj = 0;
+  auto job = [&](const MatView& w, const float* x, int64_t x_stride, float* out, int64_t y_stride) {
+    jobs[nj++] = cpu::MatMul{w, x, x_stride, n, out, y_stride};
+  };
+  job(L.q_a, a, D, qa, QR);
+  job(L.kv, a, D, kvraw, Dh);
   if (r != 0) {
-    ckv.resize(static_cast<size_t>(n) * cw);
-    cg.resize(ckv.size());
-    matmul(pool_, L.comp.kv, a, n, D, ckv.data(), cw);
-    matmul(pool_, L.comp.gate, a, n, D, cg.data(), cw);
+    ckv = buf(nz * cw);
+    cg = buf(nz * cw);
+    job(L.comp.kv, a, D, ckv, cw);
+    job(L.comp.gate, a, D, cg, cw);
     if (r == 4) {
-      ikv.resize(static_cast<size_t>(n) * iwid);
-      ig.resize(ikv.size());
-      matmul(pool_, L.icomp.kv, a, n, D, ikv.data(), iwid);
-      matmul(pool_, L.icomp.gate, a, n, D, ig.data(), iwid);
-      // Scoring is needed only once some token sees more rows than top-k.
-      need_index = (pos0 + n) / 4 > c.index_topk;
+      ikv = buf(nz * iwid);
+      ig = buf(nz * iwid);
+      job(L.icomp.kv, a, D, ikv, iwid);
+      job(L.icomp.gate, a, D, ig, iwid);
       if (need_index) {
-        iq.resize(static_cast<size_t>(n) * nI * dI);
-        iw.resize(static_cast<size_t>(n) * nI);
-        matmul(pool_, L.idx_q_b, cq.data(), n, c.q_lora_rank, iq.data(), nI * dI);
-        matmul(pool_, L.idx_proj, a, n, D, iw.data(), nI);
+        iw = buf(nz * nI);
+        job(L.idx_proj, a, D, iw, nI);
       }
     }
   }
+  cpu::matmul_batch(pool_, arena_, jobs, nj);
 
-  std::vector<float> o(static_cast<size_t>(n) * HD);
-  std::vector<const float*> rows;
-  std::vector<int> sel;
-  std::vector<float> iscore;
+  // Q: LoRA up (and the indexer's queries from the same rank vector), per-head unweighted
+  // norm, RoPE on the tail.
+  float* cq = buf(nz * QR);
+  for (int t = 0; t < n; ++t)
+    rms_norm(qa + t * static_cast<size_t>(QR), L.q_a_norm.data(), cq + t * static_cast<size_t>(QR), QR, c.norm_eps);
+  float* q = buf(nz * HD);
+  nj = 0;
+  job(L.q_b, cq, QR, q, HD);
+  if (need_index) {
+    iq = buf(nz * nI * dI);
+    job(L.idx_q_b, cq, QR, iq, static_cast<int64_t>(nI) * dI);
+  }
+  cpu::matmul_batch(pool_, arena_, jobs, nj);
+  pool_.parallel_for(static_cast<int64_t>(n) * H, [&](int64_t b, int64_t e) {
+    for (int64_t th = b; th < e; ++th) {
+      const int64_t t = th / H;
+      float* qh = q + th * Dh;
+      rms_norm(qh, nullptr, qh, Dh, c.norm_eps);
+      rope.apply(qh + N, pos0 + t);
+    }
+  }, 64);
+  // KV: one head, norm, RoPE, FP8 simulation on the nope dims.
+  float* kv = buf(nz * Dh);
+  for (int t = 0; t < n; ++t) {
+    float* k = kv + static_cast<size_t>(t) * Dh;
+    rms_norm(kvraw + static_cast<size_t>(t) * Dh, L.kv_norm.data(), k, Dh, c.norm_eps);
+    rope.apply(k + N, pos0 + t);
+    if (qat_) fp8_sim64(k, N);
+  }
+
+  float* o = buf(nz * HD);
+  // Visible rows: the raw window plus at most every compressed row this chunk can reach.
+  const int max_rows = S.raw.cap + (r ? static_cast<int>(S.comp.n_rows + n / r + 1) : 0);
+  const float** rows = arena_.alloc<const float*>(max_rows);
+  const int threads = pool_.size();
+  float* scores = buf(static_cast<size_t>(threads) * max_rows);
+  const cpu::AttendFn attend = cpu::attend_heads();
+  std::vector<const float*>& window = window_rows_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   for (int t = 0; t < n; ++t) {
     const int64_t p = pos0 + t;
-    S.raw.put(p, kv.data() + static_cast<size_t>(t) * Dh);
+    S.raw.put(p, kv + static_cast<size_t>(t) * Dh);
     if (r != 0) {
-      compressor_step(L.comp, S.comp, ckv.data() + static_cast<size_t>(t) * cw,
-                      cg.data() + static_cast<size_t>(t) * cw, p, false);
+      compressor_step(L.comp, S.comp, ckv + static_cast<size_t>(t) * cw, cg + static_cast<size_t>(t) * cw, p, false);
       if (r == 4)
-        compressor_step(L.icomp, S.icomp, ikv.data() + static_cast<size_t>(t) * iwid,
-                        ig.data() + static_cast<size_t>(t) * iwid, p, true);
+        compressor_step(L.icomp, S.icomp, ikv + static_cast<size_t>(t) * iwid, ig + static_cast<size_t>(t) * iwid, p,
+                        true);
     }
-    S.raw.visible(p - c.window + 1, p, rows);
+    S.raw.visible(p - c.window + 1, p, window);
+    int nr = 0;
+    for (const float* w : window) rows[nr++] = w;
     const int64_t n_comp = S.comp.n_rows;
     if (trace && trace->replay && r == 4) {
       if (trace->next_indexer >= trace->indexer.size())
         throw std::runtime_error("replayed trace has no indexer choice for this position");
       for (int i : trace->indexer[trace->next_indexer++]) {
         if (i < 0 || i >= n_comp) throw std::runtime_error("replayed indexer row out of range");
-        rows.push_back(S.comp.rows.data() + static_cast<size_t>(i) * Dh);
+        if (nr >= max_rows) throw std::runtime_error("replayed trace selects too many indexer rows");
+        rows[nr++] = S.comp.rows.data() + static_cast<size_t>(i) * Dh;
       }
     } else if (r == 4 && n_comp > c.index_topk) {
       // Indexer: score every compressed row, keep the top-k (ties: lower index first).
-      float* qi = iq.data() + static_cast<size_t>(t) * nI * dI;
+      float* qi = iq + static_cast<size_t>(t) * nI * dI;
       for (int h = 0; h < nI; ++h) {
         float* qh = qi + static_cast<size_t>(h) * dI;
         rope_compressed_.apply(qh + dI - R, p);
@@ -227,8 +265,8 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
         if (qat_) fp4_sim32(qh, dI);
       }
       const float wscale = 1.0f / std::sqrt(static_cast<float>(dI * nI));
-      const float* wt = iw.data() + static_cast<size_t>(t) * nI;
-      iscore.assign(n_comp, 0.f);
+      const float* wt = iw + static_cast<size_t>(t) * nI;
+      iscore_.assign(n_comp, 0.f);
       const quant::Kernels& k = quant::kernels();
       pool_.parallel_for(n_comp, [&](int64_t b, int64_t e) {
         for (int64_t row = b; row < e; ++row) {
@@ -238,17 +276,19 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
             float dot = k.dot_f32(qi + static_cast<size_t>(h) * dI, kr, dI);
             s += (wt[h] * wscale) * std::max(0.f, dot);
           }
-          iscore[row] = s;
+          iscore_[row] = s;
         }
       }, 64);
+      std::vector<int>& sel = sel_;
       sel.resize(n_comp);
       std::iota(sel.begin(), sel.end(), 0);
+      const std::vector<float>& isc = iscore_;
       std::partial_sort(sel.begin(), sel.begin() + c.index_topk, sel.end(), [&](int x, int y2) {
-        return iscore[x] > iscore[y2] || (iscore[x] == iscore[y2] && x < y2);
+        return isc[x] > isc[y2] || (isc[x] == isc[y2] && x < y2);
       });
       sel.resize(c.index_topk);
       std::sort(sel.begin(), sel.end());
-      for (int i : sel) rows.push_back(S.comp.rows.data() + static_cast<size_t>(i) * Dh);
+      for (int i : sel) rows[nr++] = S.comp.rows.data() + static_cast<size_t>(i) * Dh;
       if (trace) trace->indexer.push_back(sel);
     } else {
       if (r == 4 && trace) {
@@ -256,47 +296,31 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
         std::iota(all.begin(), all.end(), 0);
         trace->indexer.push_back(all);
       }
-      for (int64_t i = 0; i < n_comp; ++i) rows.push_back(S.comp.rows.data() + static_cast<size_t>(i) * Dh);
+      for (int64_t i = 0; i < n_comp; ++i) rows[nr++] = S.comp.rows.data() + static_cast<size_t>(i) * Dh;
     }
-    // Sink softmax attention per head over the shared key/value rows.
-    const int nr = static_cast<int>(rows.size());
-    float* ot = o.data() + static_cast<size_t>(t) * HD;
-    const float* qt = q.data() + static_cast<size_t>(t) * HD;
-    pool_.parallel_for(H, [&](int64_t hb, int64_t he) {
-      const quant::Kernels& k = quant::kernels();
-      std::vector<float> s(nr);
-      for (int64_t h = hb; h < he; ++h) {
-        const float* qh = qt + h * Dh;
-        const float sink = L.sinks[h];
-        float mx = sink;
-        for (int j = 0; j < nr; ++j) {
-          s[j] = k.dot_f32(qh, rows[j], Dh) * scale;
-          mx = std::max(mx, s[j]);
-        }
-        float z = std::exp(sink - mx);
-        for (int j = 0; j < nr; ++j) {
-          s[j] = std::exp(s[j] - mx);
-          z += s[j];
-        }
-        float* oh = ot + h * Dh;
-        std::fill(oh, oh + Dh, 0.f);
-        for (int j = 0; j < nr; ++j) {
-          const float pj = s[j] / z;
-          const float* kr = rows[j];
-          for (int d = 0; d < Dh; ++d) oh[d] += pj * kr[d];
-        }
-        rope.apply(oh + N, p, true);
+    // Sink softmax attention per head over the shared key/value rows, heads split over
+    // threads (each head's arithmetic is the same whichever thread runs it).
+    float* ot = o + static_cast<size_t>(t) * HD;
+    const float* qt = q + static_cast<size_t>(t) * HD;
+    const int parts = std::min(threads, std::max(1, H / 4));
+    pool_.parallel_for(parts, [&](int64_t pb, int64_t pe) {
+      for (int64_t part = pb; part < pe; ++part) {
+        const int h0 = static_cast<int>(H * part / parts), h1 = static_cast<int>(H * (part + 1) / parts);
+        attend(qt, h0, h1, Dh, rows, nr, L.sinks.data(), scale, ot, scores + part * max_rows);
+        for (int h = h0; h < h1; ++h) rope.apply(ot + static_cast<size_t>(h) * Dh + N, p, true);
       }
-    }, H >= 8 ? 4 : H);
+    });
   }
 
-  // Grouped low-rank output projection.
+  // Grouped low-rank output projection: the 8 group products in one dispatch.
   const int G = c.o_groups, OL = c.o_lora_rank, group_in = (H / G) * Dh;
-  std::vector<float> low(static_cast<size_t>(n) * G * OL);
+  float* low = buf(nz * G * OL);
+  cpu::MatMul* gjobs = arena_.alloc<cpu::MatMul>(G);
   for (int g = 0; g < G; ++g)
-    matmul(pool_, L.out_a.rows(static_cast<int64_t>(g) * OL, OL), o.data() + static_cast<size_t>(g) * group_in,
-           n, HD, low.data() + static_cast<size_t>(g) * OL, static_cast<int64_t>(G) * OL);
-  matmul(pool_, L.out_b, low.data(), n, static_cast<int64_t>(G) * OL, y, D);
+    new (gjobs + g) cpu::MatMul{L.out_a.rows(static_cast<int64_t>(g) * OL, OL), o + static_cast<size_t>(g) * group_in, HD, n,
+                           low + static_cast<size_t>(g) * OL, static_cast<int64_t>(G) * OL};
+  cpu::matmul_batch(pool_, arena_, gjobs, G);
+  matmul(pool_, arena_, L.out_b, low, n, static_cast<int64_t>(G) * OL, y, D);
 }
 
 static inline float silu(float x) { return x / (1.f + std::exp(-x)); }
@@ -306,20 +330,25 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
   const ModelConfig& c = cfg_;
   const int D = c.dim, E = c.n_experts, K = c.n_experts_used, F = c.moe_inter_dim;
   const float lim = L.swiglu_limit;
-  std::vector<float> logits(static_cast<size_t>(n) * E);
-  matmul(pool_, L.router, v, n, D, logits.data(), E);
-  std::vector<int> chosen(static_cast<size_t>(n) * K);
-  std::vector<float> weight(static_cast<size_t>(n) * K);
-  std::vector<float> pi(E), biased(E);
-  std::vector<int> order(E);
+  cpu::Arena::Frame frame(arena_);
+  const size_t nz = static_cast<size_t>(n);
+  float* logits = arena_.alloc<float>(nz * E);
+  matmul(pool_, arena_, L.router, v, n, D, logits, E);
+  int* chosen = arena_.alloc<int>(nz * K);
+  float* weight = arena_.alloc<float>(nz * K);
+  float* pi = arena_.alloc<float>(E);
+  float* biased = arena_.alloc<float>(E);
+  int* order = arena_.alloc<int>(E);
   for (int t = 0; t < n; ++t) {
-    const float* lg = logits.data() + static_cast<size_t>(t) * E;
+    const float* lg = logits + static_cast<size_t>(t) * E;
     for (int e = 0; e < E; ++e) pi[e] = std::sqrt(softplus(lg[e]));
-    int* ch = chosen.data() + static_cast<size_t>(t) * K;
+    int* ch = chosen + static_cast<size_t>(t) * K;
     if (trace && trace->replay) {
       if (trace->next_expert >= trace->experts.size() || trace->experts[trace->next_expert].size() != static_cast<size_t>(K))
         throw std::runtime_error("replayed trace has no expert choice for this position");
       std::copy_n(trace->experts[trace->next_expert++].begin(), K, ch);
+      for (int k = 0; k < K; ++k)
+        if (ch[k] < 0 || ch[k] >= E) throw std::runtime_error("replayed expert id out of range");
     } else if (L.hash) {
       for (int k = 0; k < K; ++k) {
         int32_t id;
@@ -328,15 +357,15 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
       }
     } else {
       for (int e = 0; e < E; ++e) biased[e] = pi[e] + (L.router_bias.empty() ? 0.f : L.router_bias[e]);
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) {
+      std::iota(order, order + E, 0);
+      std::partial_sort(order, order + K, order + E, [&](int a, int b) {
         return biased[a] > biased[b] || (biased[a] == biased[b] && a < b);
       });
       for (int k = 0; k < K; ++k) ch[k] = order[k];
     }
     float sum = 0.f;
     for (int k = 0; k < K; ++k) sum += pi[ch[k]];
-    float* wt = weight.data() + static_cast<size_t>(t) * K;
+    float* wt = weight + static_cast<size_t>(t) * K;
     for (int k = 0; k < K; ++k) {
       float wk = c.weights_norm ? pi[ch[k]] / std::max(sum, 6.103515625e-05f) : pi[ch[k]];
       wt[k] = wk * c.route_scale;
@@ -347,109 +376,195 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
     }
   }
 
-  auto swiglu = [&](float* g, const float* u, int count, const float* scale_per_row) {
-    for (int i = 0; i < count; ++i) {
+  // (token, slot) pairs grouped by expert: expert e's pairs are slots first[e]..first[e+1]
+  // of the sorted order, so each expert is one matrix product over its tokens and its
+  // weight rows are read once per chunk.
+  const int P = n * K;
+  int* first = arena_.alloc<int>(E + 1);
+  int* sorted = arena_.alloc<int>(P);     // sorted slot -> pair t*K+k
+  int* slot_of = arena_.alloc<int>(P);    // pair -> sorted slot
+  std::fill(first, first + E + 1, 0);
+  for (int i = 0; i < P; ++i) ++first[chosen[i] + 1];
+  for (int e = 0; e < E; ++e) first[e + 1] += first[e];
+  {
+    int* fill = arena_.alloc<int>(E);
+    std::copy(first, first + E, fill);
+    for (int i = 0; i < P; ++i) {  // pairs in (token, slot) order within each expert
+      const int s2 = fill[chosen[i]]++;
+      sorted[s2] = i;
+      slot_of[i] = s2;
+    }
+  }
+
+  // Gate/up operands gathered per sorted slot. The quantized bytes of a token's vector are
+  // the same whichever expert uses them, so each token is quantized once and copied.
+  const quant::ActType act = cpu::operand_type(L.gate_exps.expert(0));
+  const bool shared_act = cpu::operand_type(L.up_exps.expert(0)) == act;
+  const size_t act_bytes = act == quant::ActType::F32 ? sizeof(float) * D : quant::activation_bytes(act, D);
+  uint8_t* vq = nullptr;
+  if (act != quant::ActType::F32) {
+    vq = arena_.alloc<uint8_t>(nz * act_bytes);
+    pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t)
+        quant::quantize_activations(L.gate_exps.type, v + t * D, vq + t * act_bytes, D);
+    }, 8);
+  }
+  uint8_t* xg = arena_.alloc<uint8_t>(static_cast<size_t>(P) * act_bytes);
+  const uint8_t* src = act == quant::ActType::F32 ? reinterpret_cast<const uint8_t*>(v) : vq;
+  for (int s2 = 0; s2 < P; ++s2)
+    std::memcpy(xg + static_cast<size_t>(s2) * act_bytes, src + static_cast<size_t>(sorted[s2] / K) * act_bytes,
+                act_bytes);
+  // f32 copies for an up projection whose operand differs from gate's (not in published files).
+  float* xf = nullptr;
+  if (!shared_act) {
+    xf = arena_.alloc<float>(static_cast<size_t>(P) * D);
+    for (int s2 = 0; s2 < P; ++s2)
+      std::memcpy(xf + static_cast<size_t>(s2) * D, v + static_cast<size_t>(sorted[s2] / K) * D, sizeof(float) * D);
+  }
+
+  float* gbuf = arena_.alloc<float>(static_cast<size_t>(P) * F);
+  float* ubuf = arena_.alloc<float>(static_cast<size_t>(P) * F);
+  const bool has_shared = L.sh_gate.valid();
+  float* sg = has_shared ? arena_.alloc<float>(nz * F) : nullptr;
+  float* su = has_shared ? arena_.alloc<float>(nz * F) : nullptr;
+  int n_used = 0;
+  for (int e = 0; e < E; ++e) n_used += first[e + 1] > first[e];
+  cpu::MatMul* jobs = arena_.alloc<cpu::MatMul>(2 * n_used + 3);
+  int nj = 0;
+  auto add = [&](const cpu::MatMul& j) { new (jobs + nj++) cpu::MatMul(j); };
+  for (int e = 0; e < E; ++e) {
+    const int m = first[e + 1] - first[e];
+    if (m == 0) continue;
+    cpu::MatMul g{L.gate_exps.expert(e), nullptr, D, m, gbuf + static_cast<size_t>(first[e]) * F, F};
+    g.xq = xg + static_cast<size_t>(first[e]) * act_bytes;
+    g.xq_stride = act_bytes;
+    if (act == quant::ActType::F32) {
+      g.x = reinterpret_cast<const float*>(g.xq);
+      g.xq = nullptr;
+    }
+    add(g);
+    cpu::MatMul u = g;
+    u.w = L.up_exps.expert(e);
+    u.y = ubuf + static_cast<size_t>(first[e]) * F;
+    if (!shared_act) {
+      u.xq = nullptr;
+      u.x = xf + static_cast<size_t>(first[e]) * D;
+    }
+    add(u);
+  }
+  if (has_shared) {
+    add(cpu::MatMul{L.sh_gate, v, D, n, sg, F});
+    add(cpu::MatMul{L.sh_up, v, D, n, su, F});
+  }
+  cpu::matmul_batch(pool_, arena_, jobs, nj);
+
+  // SwiGLU (clamped), scaled by the routing weight for routed pairs.
+  auto swiglu_rows = [&](float* g, const float* u, int64_t r0, int64_t r1, const int* pair_of_row) {
+    for (int64_t i = r0; i < r1; ++i) {
+      const float sc = pair_of_row ? weight[pair_of_row[i]] : 1.f;
+      float* gi = g + i * F;
+      const float* ui = u + i * F;
       for (int f = 0; f < F; ++f) {
-        float gv = g[static_cast<size_t>(i) * F + f], uv = u[static_cast<size_t>(i) * F + f];
+        float gv = gi[f], uv = ui[f];
         if (lim > 0.f) {
           gv = std::min(gv, lim);
           uv = std::clamp(uv, -lim, lim);
         }
-        float m = silu(gv) * uv;
-        if (scale_per_row) m *= scale_per_row[i];
-        g[static_cast<size_t>(i) * F + f] = m;
+        float mv = silu(gv) * uv;
+        if (pair_of_row) mv *= sc;
+        gi[f] = mv;
       }
     }
   };
+  pool_.parallel_for(P + (has_shared ? n : 0), [&](int64_t b, int64_t e) {
+    const int64_t pb = std::min<int64_t>(b, P), pe = std::min<int64_t>(e, P);
+    if (pb < pe) swiglu_rows(gbuf, ubuf, pb, pe, sorted);
+    if (has_shared && e > P) swiglu_rows(sg, su, std::max<int64_t>(b, P) - P, e - P, nullptr);
+  }, 2);
 
-  // Routed experts, grouped by expert so each expert's rows are read once per chunk.
-  std::vector<float> contrib(static_cast<size_t>(n) * K * D);
-  std::vector<std::vector<int>> users(E);  // entries t*K+k
-  for (int t = 0; t < n; ++t)
-    for (int k = 0; k < K; ++k) users[chosen[static_cast<size_t>(t) * K + k]].push_back(t * K + k);
-  std::vector<float> vin, gbuf, ubuf, wrow, dbuf;
+  // Down projections: every expert's and the shared expert's in one dispatch.
+  float* dbuf = arena_.alloc<float>(static_cast<size_t>(P) * D);
+  float* shared = has_shared ? arena_.alloc<float>(nz * D) : nullptr;
+  nj = 0;
   for (int e = 0; e < E; ++e) {
-    const auto& us = users[e];
-    if (us.empty()) continue;
-    const int m = static_cast<int>(us.size());
-    vin.resize(static_cast<size_t>(m) * D);
-    wrow.resize(m);
-    for (int i = 0; i < m; ++i) {
-      std::memcpy(vin.data() + static_cast<size_t>(i) * D, v + static_cast<size_t>(us[i] / K) * D, sizeof(float) * D);
-      wrow[i] = weight[us[i]];
-    }
-    gbuf.resize(static_cast<size_t>(m) * F);
-    ubuf.resize(gbuf.size());
-    matmul(pool_, L.gate_exps.expert(e), vin.data(), m, D, gbuf.data(), F);
-    matmul(pool_, L.up_exps.expert(e), vin.data(), m, D, ubuf.data(), F);
-    swiglu(gbuf.data(), ubuf.data(), m, wrow.data());
-    dbuf.resize(static_cast<size_t>(m) * D);
-    matmul(pool_, L.down_exps.expert(e), gbuf.data(), m, F, dbuf.data(), D);
-    for (int i = 0; i < m; ++i)
-      std::memcpy(contrib.data() + static_cast<size_t>(us[i]) * D, dbuf.data() + static_cast<size_t>(i) * D,
-                  sizeof(float) * D);
+    const int m = first[e + 1] - first[e];
+    if (m == 0) continue;
+    add(cpu::MatMul{L.down_exps.expert(e), gbuf + static_cast<size_t>(first[e]) * F, F, m,
+                    dbuf + static_cast<size_t>(first[e]) * D, D});
   }
-  // Shared expert.
-  std::vector<float> shared(static_cast<size_t>(n) * D, 0.f);
-  if (L.sh_gate.valid()) {
-    std::vector<float> sg(static_cast<size_t>(n) * F), su(sg.size());
-    matmul(pool_, L.sh_gate, v, n, D, sg.data(), F);
-    matmul(pool_, L.sh_up, v, n, D, su.data(), F);
-    swiglu(sg.data(), su.data(), n, nullptr);
-    matmul(pool_, L.sh_down, sg.data(), n, F, shared.data(), D);
-  }
+  if (has_shared) add(cpu::MatMul{L.sh_down, sg, F, n, shared, D});
+  cpu::matmul_batch(pool_, arena_, jobs, nj);
+
   // Sum in slot order, then the shared expert, whatever the grouping above.
-  for (int t = 0; t < n; ++t) {
-    float* yt = y + static_cast<size_t>(t) * D;
-    std::fill(yt, yt + D, 0.f);
-    for (int k = 0; k < K; ++k) {
-      const float* ck = contrib.data() + (static_cast<size_t>(t) * K + k) * D;
-      for (int d = 0; d < D; ++d) yt[d] += ck[d];
+  pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      float* yt = y + t * D;
+      std::fill(yt, yt + D, 0.f);
+      for (int k = 0; k < K; ++k) {
+        const float* ck = dbuf + static_cast<size_t>(slot_of[t * K + k]) * D;
+        for (int d = 0; d < D; ++d) yt[d] += ck[d];
+      }
+      if (has_shared) {
+        const float* st = shared + t * D;
+        for (int d = 0; d < D; ++d) yt[d] += st[d];
+      }
     }
-    const float* st = shared.data() + static_cast<size_t>(t) * D;
-    for (int d = 0; d < D; ++d) yt[d] += st[d];
-  }
+  }, 4);
 }
 
 void Forward::block(const LayerWeights& L, LayerState& S, float* X, const int32_t* tokens, int n,
                     int64_t pos0, BlockTrace* trace) const {
   const ModelConfig& c = cfg_;
   const int D = c.dim, hc = c.hc;
-  std::vector<float> u(static_cast<size_t>(n) * D), a(u.size()), y(u.size());
-  std::vector<float> post(static_cast<size_t>(n) * hc), comb(static_cast<size_t>(n) * hc * hc);
+  cpu::Arena::Frame frame(arena_);
+  const size_t nD = static_cast<size_t>(n) * D;
+  float* u = arena_.alloc<float>(nD);
+  float* a = arena_.alloc<float>(nD);
+  float* y = arena_.alloc<float>(nD);
+  float* post = arena_.alloc<float>(static_cast<size_t>(n) * hc);
+  float* comb = arena_.alloc<float>(static_cast<size_t>(n) * hc * hc);
+  auto norm_all = [&](const std::vector<float>& w) {
+    pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
+      for (int64_t t = tb; t < te; ++t) rms_norm(u + t * D, w.data(), a + t * D, D, c.norm_eps);
+    }, 16);
+  };
 
-  hc_pre(L.hc_attn_fn, L.hc_attn_scale.data(), L.hc_attn_base.data(), X, n, u.data(), post.data(), comb.data());
-  for (int t = 0; t < n; ++t)
-    rms_norm(u.data() + static_cast<size_t>(t) * D, L.attn_norm.data(), a.data() + static_cast<size_t>(t) * D, D,
-             c.norm_eps);
-  attention_sublayer(L, S, a.data(), n, pos0, y.data(), trace);
-  hc_post(y.data(), X, n, post.data(), comb.data());
+  hc_pre(L.hc_attn_fn, L.hc_attn_scale.data(), L.hc_attn_base.data(), X, n, u, post, comb);
+  norm_all(L.attn_norm);
+  attention_sublayer(L, S, a, n, pos0, y, trace);
+  hc_post(y, X, n, post, comb);
 
-  hc_pre(L.hc_ffn_fn, L.hc_ffn_scale.data(), L.hc_ffn_base.data(), X, n, u.data(), post.data(), comb.data());
-  for (int t = 0; t < n; ++t)
-    rms_norm(u.data() + static_cast<size_t>(t) * D, L.ffn_norm.data(), a.data() + static_cast<size_t>(t) * D, D,
-             c.norm_eps);
-  moe_sublayer(L, a.data(), tokens, n, y.data(), trace);
-  hc_post(y.data(), X, n, post.data(), comb.data());
+  hc_pre(L.hc_ffn_fn, L.hc_ffn_scale.data(), L.hc_ffn_base.data(), X, n, u, post, comb);
+  norm_all(L.ffn_norm);
+  moe_sublayer(L, a, tokens, n, y, trace);
+  hc_post(y, X, n, post, comb);
 }
 
 void Forward::head(const HeadWeights& Hw, const float* X, int n, float* logits) const {
   const ModelConfig& c = cfg_;
   const int D = c.dim, hc = c.hc, hcD = hc * D;
-  std::vector<float> m(static_cast<size_t>(n) * hc), h(static_cast<size_t>(n) * D), hn(h.size());
-  matmul(pool_, Hw.hc_fn, X, n, hcD, m.data(), hc);
+  cpu::Arena::Frame frame(arena_);
+  float* m = arena_.alloc<float>(static_cast<size_t>(n) * hc);
+  float* h = arena_.alloc<float>(static_cast<size_t>(n) * D);
+  float* hn = arena_.alloc<float>(static_cast<size_t>(n) * D);
+  matmul(pool_, arena_, Hw.hc_fn, X, n, hcD, m, hc);
   for (int t = 0; t < n; ++t) {
     const float* x = X + static_cast<size_t>(t) * hcD;
     const float f = rms_factor(x, hcD, c.norm_eps);
-    float* ht = h.data() + static_cast<size_t>(t) * D;
+    float* ht = h + static_cast<size_t>(t) * D;
     std::fill(ht, ht + D, 0.f);
     for (int s = 0; s < hc; ++s) {
       const float ws = sigmoid(m[static_cast<size_t>(t) * hc + s] * f * Hw.hc_scale[0] + Hw.hc_base[s]) + c.hc_eps;
       for (int d = 0; d < D; ++d) ht[d] += ws * x[s * D + d];
     }
-    rms_norm(ht, Hw.norm.data(), hn.data() + static_cast<size_t>(t) * D, D, c.norm_eps);
+    rms_norm(ht, Hw.norm.data(), hn + static_cast<size_t>(t) * D, D, c.norm_eps);
   }
-  matmul(pool_, w_.output, hn.data(), n, D, logits, c.vocab);
+  matmul(pool_, arena_, w_.output, hn, n, D, logits, c.vocab);
+}
+
+size_t Forward::scratch_bytes() const {
+  return arena_.capacity_bytes() + window_rows_.capacity() * sizeof(const float*) +
+         iscore_.capacity() * sizeof(float) + sel_.capacity() * sizeof(int);
 }
 
 void Forward::mtp_input(const MtpWeights& M, const float* hin, int32_t token, float* X) const {

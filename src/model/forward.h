@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/arena.h"
+#include "cpu/matmul.h"
 #include "cpu/thread_pool.h"
 #include "model/numerics.h"
 #include "model/state.h"
@@ -29,6 +31,8 @@ class Forward {
   Forward(const Weights& w, cpu::ThreadPool& pool, bool qat_simulation);
 
   const ModelConfig& config() const { return cfg_; }
+  // Scratch memory held for evaluations (the arena's blocks and the indexer buffers).
+  size_t scratch_bytes() const;
   bool qat() const { return qat_; }
 
   // Fresh state for one layer (or the MTP block) with a raw ring of `ring_cap` rows.
@@ -61,6 +65,11 @@ class Forward {
   const Weights& w_;
   const ModelConfig& cfg_;
   cpu::ThreadPool& pool_;
+  // Scratch of the evaluation in progress (evaluations are serialised by the engine).
+  mutable cpu::Arena arena_;
+  mutable std::vector<const float*> window_rows_;
+  mutable std::vector<float> iscore_;
+  mutable std::vector<int> sel_;
   bool qat_;
   Rope rope_dense_, rope_compressed_;
 };

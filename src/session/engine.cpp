@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "session/session_impl.h"
@@ -21,7 +22,7 @@ EngineImpl::EngineImpl(const std::string& path, const EngineOptions& opt) : opt_
   if (weights_->has_mtp && c.compress_ratios[c.n_layers] != 0)
     fail(Error::Kind::BadModel, path + ": MTP blocks with a compressor (ratio " +
                                     std::to_string(c.compress_ratios[c.n_layers]) + ") are not supported");
-  pool_ = std::make_unique<cpu::ThreadPool>(opt.threads);
+  pool_ = std::make_unique<cpu::ThreadPool>(cpu::PoolOptions{opt.threads, opt.pin_threads});
   forward_ = std::make_unique<model::Forward>(*weights_, *pool_, opt.qat_simulation);
   const gguf::File& f = *weights_->file;
   if (f.has("tokenizer.ggml.tokens")) {
@@ -69,6 +70,39 @@ uint64_t EngineImpl::session_memory_bytes(int ctx) const {
   return total;
 }
 
+uint64_t EngineImpl::decode_read_bytes(int layer, int64_t pos) const {
+  const ModelConfig& c = weights_->config;
+  if (layer < 0 || layer > c.n_layers || pos < 0) return 0;
+  const model::Weights& w = *weights_;
+  if (layer == c.n_layers)
+    return w.output.bytes() + w.head.hc_fn.bytes() + w.token_embd.row_bytes;
+  const model::LayerWeights& L = w.layers[layer];
+  uint64_t b = L.hc_attn_fn.bytes() + L.q_a.bytes() + L.q_b.bytes() + L.kv.bytes() + L.out_a.bytes() +
+               L.out_b.bytes() + L.hc_ffn_fn.bytes() + L.router.bytes() + L.sh_gate.bytes() + L.sh_up.bytes() +
+               L.sh_down.bytes();
+  // Routed experts: n_experts_used of them (all experts of a tensor have the same size).
+  for (const model::ExpertsView* e : {&L.gate_exps, &L.up_exps, &L.down_exps})
+    b += static_cast<uint64_t>(c.n_experts_used) * e->out * e->row_bytes;
+  if (L.hash) b += static_cast<uint64_t>(c.n_experts_used) * sizeof(int32_t);
+  const uint64_t row = static_cast<uint64_t>(c.head_dim) * sizeof(float);
+  b += static_cast<uint64_t>(std::min<int64_t>(pos + 1, c.window)) * row;  // raw window
+  if (L.ratio != 0) {
+    b += L.comp.kv.bytes() + L.comp.gate.bytes();
+    const int64_t n_comp = (pos + 1) / L.ratio;
+    if (L.ratio == 4) {
+      b += L.icomp.kv.bytes() + L.icomp.gate.bytes();
+      if (n_comp > c.index_topk) {  // the indexer runs: its weights and every indexer row
+        b += L.idx_q_b.bytes() + L.idx_proj.bytes();
+        b += static_cast<uint64_t>(n_comp) * c.index_head_dim * sizeof(float);
+      }
+      b += static_cast<uint64_t>(std::min<int64_t>(n_comp, c.index_topk)) * row;
+    } else {
+      b += static_cast<uint64_t>(n_comp) * row;
+    }
+  }
+  return b;
+}
+
 std::unique_ptr<Session> EngineImpl::new_session(int ctx) {
   if (ctx <= 0) fail(Error::Kind::InvalidArgument, "context size must be positive");
   if (ctx > context_limit())
@@ -86,6 +120,7 @@ SessionImpl::SessionImpl(EngineImpl& engine, int ctx) : Session(ctx), engine_(en
   const int cap = EngineImpl::ring_cap(w.config, ctx);
   for (size_t il = 0; il < layers_.size(); ++il) engine_.forward().init_state(w.layers[il], layers_[il], cap);
   if (w.has_mtp) engine_.forward().init_state(w.mtp.block, mtp_state_, cap);
+  reset_stats();
 }
 
 void SessionImpl::check_token(int32_t t) const {
@@ -108,42 +143,82 @@ void SessionImpl::reset() {
   mtp_reset();
 }
 
+std::pair<std::vector<float>, std::vector<float>>& SessionImpl::push_history() {
+  // A ring of kRewindSlack + 1 entries whose buffers are reused, so decode allocates nothing.
+  if (history_.size() < static_cast<size_t>(kRewindSlack + 1)) {
+    history_.emplace_back();
+  } else {
+    std::rotate(history_.begin(), history_.begin() + 1, history_.end());
+  }
+  return history_.back();
+}
+
+void SessionImpl::reset_stats() {
+  const size_t n_layers = layers_.size();
+  stats_ = EvalStats{};
+  stats_.decode.layer_s.assign(n_layers, 0.0);
+  stats_.prefill.layer_s.assign(n_layers, 0.0);
+}
+
+namespace {
+inline double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
 void SessionImpl::prefill(const int32_t* toks, int n, const SyncOptions& opt, int chunk) {
   const auto& w = engine_.weights();
   const auto& fw = engine_.forward();
   const ModelConfig& c = w.config;
   const size_t hcD = static_cast<size_t>(c.hc) * c.dim;
   std::lock_guard<std::mutex> lk(engine_.eval_mutex());
-  std::vector<float> X, all_logits;
+  std::vector<float>& X = X_;
+  std::vector<float>& all_logits = chunk_logits_;
   for (int done = 0; done < n;) {
     if (cancelled()) fail(Error::Kind::Cancelled, "evaluation cancelled");
     const int m = std::min(chunk, n - done);
     const int64_t pos0 = static_cast<int64_t>(tokens_.size());
+    EvalStats::Phase& ph = m == 1 ? stats_.decode : stats_.prefill;
+    const double t_start = seconds_now();
     X.resize(static_cast<size_t>(m) * hcD);
     fw.embed(toks + done, m, X.data());
-    for (size_t il = 0; il < layers_.size(); ++il)
+    double t_prev = seconds_now();
+    ph.embed_s += t_prev - t_start;
+    for (size_t il = 0; il < layers_.size(); ++il) {
       fw.block(w.layers[il], layers_[il], X.data(), toks + done, m, pos0);
+      const double t = seconds_now();
+      ph.layer_s[il] += t - t_prev;
+      t_prev = t;
+    }
     // The last token's logits are the result; a few before it are kept so that a short
     // rewind (kRewindSlack) needs no re-evaluation. on_logits wants every position.
     const int first = opt.on_logits ? 0 : std::max(0, m - (kRewindSlack + 1));
     const int rows = m - first;
     all_logits.resize(static_cast<size_t>(rows) * c.vocab);
     fw.head(w.head, X.data() + first * hcD, rows, all_logits.data());
+    {
+      const double t = seconds_now();
+      ph.head_s += t - t_prev;
+      ph.total_s += t - t_start;
+      ++ph.passes;
+      ph.tokens += m;
+    }
     const int keep_from = std::max(0, m - (kRewindSlack + 1));
     for (int t = 0; t < m; ++t) {
       tokens_.push_back(toks[done + t]);
       if (opt.on_logits) opt.on_logits(static_cast<int>(pos0 + t), all_logits.data() + static_cast<size_t>(t - first) * c.vocab);
-      if (t >= keep_from && t >= first) {
-        history_.emplace_back(
-            std::vector<float>(all_logits.begin() + static_cast<size_t>(t - first) * c.vocab,
-                               all_logits.begin() + static_cast<size_t>(t - first + 1) * c.vocab),
-            std::vector<float>(X.begin() + t * hcD, X.begin() + (t + 1) * hcD));
-      } else if (t >= keep_from) {
-        history_.emplace_back();  // logits not computed for this position: no cheap rewind to it
+      if (t >= keep_from) {
+        auto& slot = push_history();
+        if (t >= first) {
+          slot.first.assign(all_logits.begin() + static_cast<size_t>(t - first) * c.vocab,
+                            all_logits.begin() + static_cast<size_t>(t - first + 1) * c.vocab);
+          slot.second.assign(X.begin() + t * hcD, X.begin() + (t + 1) * hcD);
+        } else {
+          slot.first.clear();  // logits not computed for this position: no cheap rewind to it
+          slot.second.clear();
+        }
       }
     }
-    if (history_.size() > static_cast<size_t>(kRewindSlack + 1))
-      history_.erase(history_.begin(), history_.end() - (kRewindSlack + 1));
     logits_.assign(all_logits.end() - c.vocab, all_logits.end());
     hidden_.assign(X.end() - hcD, X.end());
     done += m;

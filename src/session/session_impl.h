@@ -43,6 +43,9 @@ class SessionImpl final : public Session {
   const std::vector<float>& mtp_hidden() const override { return mtp_hidden_; }
   void mtp_reset() override;
 
+  const EvalStats& stats() const override { return stats_; }
+  void reset_stats() override;
+
   // Test hooks (not part of the public API).
   std::vector<model::LayerState>& layer_states() { return layers_; }
   int prefill_chunk() const { return chunk_; }
@@ -57,6 +60,7 @@ class SessionImpl final : public Session {
   void check_token(int32_t t) const;
   void prefill(const int32_t* toks, int n, const SyncOptions& opt, int chunk);
   void truncate(int pos);
+  std::pair<std::vector<float>, std::vector<float>>& push_history();
 
   EngineImpl& engine_;
   int chunk_;
@@ -67,6 +71,8 @@ class SessionImpl final : public Session {
   std::vector<std::pair<std::vector<float>, std::vector<float>>> history_;
   model::LayerState mtp_state_;
   std::vector<float> mtp_logits_, mtp_hidden_;
+  EvalStats stats_;
+  std::vector<float> X_, chunk_logits_;  // evaluation buffers, kept between calls
 };
 
 class EngineImpl final : public Engine {
@@ -81,6 +87,10 @@ class EngineImpl final : public Engine {
   bool has_mtp() const override { return weights_->has_mtp; }
   uint64_t session_memory_bytes(int ctx) const override;
   std::unique_ptr<Session> new_session(int ctx) override;
+  uint64_t decode_read_bytes(int layer, int64_t pos) const override;
+  uint64_t scratch_bytes() const override { return forward_->scratch_bytes(); }
+  int threads() const override { return pool_->size(); }
+  bool threads_pinned() const override { return pool_->pinned(); }
 
   const model::Weights& weights() const { return *weights_; }
   const model::Forward& forward() const { return *forward_; }

@@ -1,0 +1,55 @@
+#include "cpu/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "quant/quant.h"
+
+namespace ds4::cpu {
+
+#if defined(DS4_CPU_HAVE_AVX2)
+void attend_heads_avx2(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
+                       const float* sinks, float scale, float* out, float* scores);
+#endif
+
+void attend_heads_scalar(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
+                         const float* sinks, float scale, float* out, float* scores) {
+  const quant::Kernels& k = quant::kernels();
+  for (int h = h0; h < h1; ++h) {
+    const float* qh = q + static_cast<int64_t>(h) * dim;
+    const float sink = sinks[h];
+    float mx = sink;
+    for (int j = 0; j < n_rows; ++j) {
+      scores[j] = k.dot_f32(qh, rows[j], dim) * scale;
+      mx = std::max(mx, scores[j]);
+    }
+    float z = std::exp(sink - mx);
+    for (int j = 0; j < n_rows; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      z += scores[j];
+    }
+    float* oh = out + static_cast<int64_t>(h) * dim;
+    std::fill(oh, oh + dim, 0.f);
+    for (int j = 0; j < n_rows; ++j) {
+      const float pj = scores[j] / z;
+      const float* kr = rows[j];
+      for (int d = 0; d < dim; ++d) oh[d] += pj * kr[d];
+    }
+  }
+}
+
+AttendFn attend_heads() {
+  static const AttendFn fn = [] {
+#if defined(DS4_CPU_HAVE_AVX2)
+    const char* isa = std::getenv("DS4_ISA");
+    const bool forced_scalar = isa && std::strcmp(isa, "scalar") == 0;
+    if (!forced_scalar && quant::isa_available(quant::Isa::AVX2)) return &attend_heads_avx2;
+#endif
+    return &attend_heads_scalar;
+  }();
+  return fn;
+}
+
+}  // namespace ds4::cpu
