@@ -231,6 +231,7 @@ int run(const BenchOptions& o) {
     const double prefill_s = seconds_since(p0);
 
     const std::vector<uint8_t> snapshot = session->save_snapshot();  // untimed, as in ds4
+    session->reset_stats();  // the engine's per-layer timing of this decode loop
     const auto g0 = Clock::now();
     const double cpu0 = process_cpu_seconds();
     for (int i = 0; i < o.gen_tokens; ++i) {
@@ -261,6 +262,23 @@ int run(const BenchOptions& o) {
                    frontier, tps, 100.0 * tps / bound_now, bound_now, 100.0 * gen_cpu / (gen_s * threads), threads,
                    prefill_s > 0 ? (frontier - previous) / prefill_s : 0.0,
                    prefill_s > 0 ? (frontier - previous) / prefill_s / tps : 0.0);
+      // Per layer (the decode target): engine time per token vs the bytes the engine
+      // says the layer reads at this position (weights + KV rows) over the same bandwidth.
+      const EvalStats& st = session->stats();
+      const double read_now = bound_now * static_cast<double>(bytes.total()) / 1e9;
+      if (st.decode.passes > 0 && read_now > 0) {
+        std::fprintf(stderr, "ds4-bench: ctx %d: per layer, ms/token (bound ms, bound/time):", frontier);
+        for (int l = 0; l <= cfg.n_layers; ++l) {
+          const double t = (l < cfg.n_layers ? st.decode.layer_s[static_cast<size_t>(l)] : st.decode.head_s) /
+                           static_cast<double>(st.decode.passes);
+          const double b = static_cast<double>(engine->decode_read_bytes(l, frontier)) / (read_now * 1e9);
+          char name[16];
+          if (l < cfg.n_layers) std::snprintf(name, sizeof name, "L%d", l);
+          else std::snprintf(name, sizeof name, "head");
+          std::fprintf(stderr, " %s %.1f (%.1f, %.2f)", name, t * 1e3, b * 1e3, t > 0 ? b / t : 0.0);
+        }
+        std::fprintf(stderr, "\n");
+      }
     }
     previous = frontier;
   }
@@ -274,10 +292,11 @@ int run(const BenchOptions& o) {
   // tool's prompt and snapshot.
   std::fprintf(stderr,
                "ds4-bench: memory: model file %.2f GiB, resident from the file mapping %.2f GiB; "
-               "anonymous (scratch, caches, tokenizer, snapshot) %.1f MiB; session caches %.1f MiB\n",
+               "anonymous (scratch, caches, tokenizer, snapshot) %.1f MiB; session caches %.1f MiB; "
+               "engine scratch %.1f MiB\n",
                file_size / 1073741824.0, proc_kb("/proc/self/status", "RssFile") / 1048576.0,
                proc_kb("/proc/self/status", "RssAnon") / 1024.0,
-               engine->session_memory_bytes(o.ctx_alloc) / 1048576.0);
+               engine->session_memory_bytes(o.ctx_alloc) / 1048576.0, engine->scratch_bytes() / 1048576.0);
   return rc;
 }
 
