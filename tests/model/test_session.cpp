@@ -300,6 +300,90 @@ TEST_P(SessionTest, MemoryEstimateFollowsSpecFormula) {
   }
 }
 
+// Per-pass timing: chunks of several tokens count as prefill, single tokens as decode; the
+// parts of a pass add up to no more than the pass.
+TEST_P(SessionTest, StatsCountPassesAndTokens) {
+  Engine& e = engine();
+  const int n_layers = e.config().n_layers;
+  auto s = e.new_session(o_->n() + 8);
+  EXPECT_EQ(s->stats().prefill.passes, 0);
+  EXPECT_EQ(s->stats().decode.layer_s.size(), static_cast<size_t>(n_layers));
+  SyncOptions opt;
+  opt.chunk = 4;
+  s->sync(prefix(10), opt);  // chunks of 4, 4, 2
+  s->eval(o_->tokens[10]);
+  s->eval(o_->tokens[11]);
+  const EvalStats& st = s->stats();
+  EXPECT_EQ(st.prefill.passes, 3);
+  EXPECT_EQ(st.prefill.tokens, 10);
+  EXPECT_EQ(st.decode.passes, 2);
+  EXPECT_EQ(st.decode.tokens, 2);
+  for (const EvalStats::Phase* ph : {&st.prefill, &st.decode}) {
+    ASSERT_EQ(ph->layer_s.size(), static_cast<size_t>(n_layers));
+    double parts = ph->embed_s + ph->head_s;
+    for (double t : ph->layer_s) {
+      EXPECT_GE(t, 0.0);
+      parts += t;
+    }
+    EXPECT_GT(ph->total_s, 0.0);
+    EXPECT_LE(parts, ph->total_s * (1 + 1e-9) + 1e-9);
+  }
+  EXPECT_GT(e.scratch_bytes(), 0u);
+  EXPECT_GE(e.threads(), 1);
+  s->reset_stats();
+  EXPECT_EQ(s->stats().decode.passes, 0);
+  EXPECT_EQ(s->stats().prefill.total_s, 0.0);
+  EXPECT_EQ(s->stats().prefill.layer_s.size(), static_cast<size_t>(n_layers));
+}
+
+// decode_read_bytes against the file's tensor table: every matrix of the layer (routed
+// experts n_used/n_experts of theirs, the hash table one row, the indexer only once it
+// runs), plus the KV rows a token at `pos` attends to; the head adds one embedding row.
+TEST_P(SessionTest, DecodeReadBytesFollowTheTensorTable) {
+  Engine& e = engine();
+  const ModelConfig& c = e.config();
+  const auto f = gguf::File::open(path_);
+  for (int64_t pos : {0, 5, 40, 300, 5000}) {
+    for (int il = 0; il < c.n_layers; ++il) {
+      const std::string pre = "blk." + std::to_string(il) + ".";
+      const int r = c.compress_ratios[il];
+      const int64_t n_comp = r ? (pos + 1) / r : 0;
+      const bool indexer_runs = r == 4 && n_comp > c.index_topk;
+      uint64_t want = 0;
+      for (const gguf::TensorInfo& t : f->tensors()) {
+        if (t.name.rfind(pre, 0) != 0) continue;
+        const std::string rest = t.name.substr(pre.size());
+        if (rest.find("tid2eid") != std::string::npos) {
+          want += 4ull * c.n_experts_used;
+          continue;
+        }
+        if (t.dims.size() < 2 || t.dims[1] <= 1 || rest.find("_ape") != std::string::npos) continue;  // vectors
+        if (rest.rfind("indexer.", 0) == 0 && !indexer_runs) continue;
+        if (rest.find("_exps.") != std::string::npos) {
+          want += t.nbytes / c.n_experts * c.n_experts_used;
+          continue;
+        }
+        want += t.nbytes;
+      }
+      const uint64_t row = 4ull * c.head_dim;
+      want += std::min<int64_t>(pos + 1, c.window) * row;
+      if (r == 128 || (r != 0 && r != 4)) want += n_comp * row;
+      if (r == 4) {
+        want += std::min<int64_t>(n_comp, c.index_topk) * row;
+        if (indexer_runs) want += n_comp * 4ull * c.index_head_dim;
+      }
+      EXPECT_EQ(e.decode_read_bytes(il, pos), want) << "layer " << il << " pos " << pos;
+    }
+    const auto* out = f->find_tensor("output.weight");
+    const auto* hc = f->find_tensor("output_hc_fn.weight");
+    const auto* emb = f->find_tensor("token_embd.weight");
+    ASSERT_TRUE(out && hc && emb);
+    EXPECT_EQ(e.decode_read_bytes(c.n_layers, pos), out->nbytes + hc->nbytes + emb->nbytes / c.vocab);
+  }
+  EXPECT_EQ(e.decode_read_bytes(-1, 0), 0u);
+  EXPECT_EQ(e.decode_read_bytes(c.n_layers + 1, 0), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Session, SessionTest, ::testing::Values("tiny-a", "tiny-q"), [](const auto& info) {
   std::string s = info.param;
   std::replace(s.begin(), s.end(), '-', '_');
