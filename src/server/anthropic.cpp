@@ -222,11 +222,7 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
     if (!text.empty()) msgs.insert(msgs.begin(), OJ{{"role", "system"}, {"content", text}});
   }
   Thinking th = messages_thinking(body, model);
-  text::RenderOptions ro;
-  ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
-  ro.reasoning_effort = th.effort;
-  ro.context_size = static_cast<uint64_t>(ctx.ctx);
-  ro.dsml_replay = replay_lookup(ctx);
+  text::RenderOptions ro = base_render_options(th, ctx);
 
   bool tools_hidden = false;
   if (const OJ* choice = field(body, "tool_choice")) {
@@ -246,14 +242,7 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
       spec.parse_tools = true;
     }
   }
-  try {
-    spec.segments = text::render_chat_segments(msgs, ro);
-  } catch (const std::invalid_argument& e) {
-    throw bad_request(std::string("invalid messages: ") + e.what(), "messages");
-  }
-  spec.rendered = text::join_segments(spec.segments);
-  spec.thinking = th.enabled;
-  spec.tokens = tokenize_segments(ctx.tok, spec.segments);
+  render_into_spec(msgs, ro, th, ctx, spec, "messages");
 }
 
 }  // namespace

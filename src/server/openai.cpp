@@ -307,10 +307,26 @@ void check_context(const GenerationSpec& spec, const ServerContext& ctx, const c
   }
 }
 
-text::DsmlReplayLookup replay_lookup(const ServerContext& ctx) {
-  ToolReplay* replay = ctx.tool_replay;
-  if (!replay || !replay->enabled()) return {};
-  return [replay](std::string_view id) { return replay->lookup(id); };
+text::RenderOptions base_render_options(const Thinking& th, const ServerContext& ctx) {
+  text::RenderOptions ro;
+  ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
+  ro.reasoning_effort = th.effort;
+  ro.context_size = static_cast<uint64_t>(ctx.ctx);
+  if (ToolReplay* replay = ctx.tool_replay; replay && replay->enabled())
+    ro.dsml_replay = [replay](std::string_view id) { return replay->lookup(id); };
+  return ro;
+}
+
+void render_into_spec(const OJ& messages, const text::RenderOptions& ro, const Thinking& th,
+                      const ServerContext& ctx, GenerationSpec& spec, const char* param) {
+  try {
+    spec.segments = text::render_chat_segments(messages, ro);
+  } catch (const std::invalid_argument& e) {  // includes text::ChatError
+    throw bad_request(std::string("invalid ") + param + ": " + e.what(), param);
+  }
+  spec.rendered = text::join_segments(spec.segments);
+  spec.thinking = th.enabled;
+  spec.tokens = tokenize_segments(ctx.tok, spec.segments);
 }
 
 namespace {
@@ -414,11 +430,7 @@ void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::str
   OJ msgs = normalize_messages(*messages, ctx.options);
 
   Thinking th = resolve_thinking(body, model);
-  text::RenderOptions ro;
-  ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
-  ro.reasoning_effort = th.effort;
-  ro.context_size = static_cast<uint64_t>(ctx.ctx);
-  ro.dsml_replay = replay_lookup(ctx);
+  text::RenderOptions ro = base_render_options(th, ctx);
 
   bool tools_hidden = false;
   if (const OJ* choice = field(body, "tool_choice")) {
@@ -460,16 +472,7 @@ void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::str
                         "response_format");
     }
   }
-  try {
-    spec.segments = text::render_chat_segments(msgs, ro);
-  } catch (const text::ChatError& e) {
-    throw bad_request(std::string("invalid messages: ") + e.what(), "messages");
-  } catch (const std::invalid_argument& e) {
-    throw bad_request(std::string("invalid messages: ") + e.what(), "messages");
-  }
-  spec.rendered = text::join_segments(spec.segments);
-  spec.thinking = th.enabled;
-  spec.tokens = tokenize_segments(ctx.tok, spec.segments);
+  render_into_spec(msgs, ro, th, ctx, spec, "messages");
 }
 
 }  // namespace

@@ -48,7 +48,13 @@ void parse_test_hooks(const nlohmann::ordered_json& body, const ServerContext& c
 void check_context(const GenerationSpec& spec, const ServerContext& ctx, const char* param);
 // OpenAI function tools validated and normalised to {"type":"function","function":{...}}.
 nlohmann::ordered_json validate_tools(const nlohmann::ordered_json& tools);
-// The renderer's exact-replay hook for this server (empty when replay is off).
-text::DsmlReplayLookup replay_lookup(const ServerContext& ctx);
+// Render options every endpoint starts from: thinking mode and effort, the context size and
+// this server's exact-replay hook (empty when replay is off).
+text::RenderOptions base_render_options(const Thinking& th, const ServerContext& ctx);
+// Renders `messages` with `ro` into spec.segments / rendered / tokens and sets spec.thinking;
+// a renderer error is a 400 "invalid <param>: ..." naming `param`.
+void render_into_spec(const nlohmann::ordered_json& messages, const text::RenderOptions& ro,
+                      const Thinking& th, const ServerContext& ctx, GenerationSpec& spec,
+                      const char* param);
 
 }  // namespace ds4::server

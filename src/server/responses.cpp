@@ -250,11 +250,7 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
   }
   if (conv.out.empty()) throw bad_request("'input' must not be empty", "input");
 
-  text::RenderOptions ro;
-  ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
-  ro.reasoning_effort = th.effort;
-  ro.context_size = static_cast<uint64_t>(ctx.ctx);
-  ro.dsml_replay = replay_lookup(ctx);
+  text::RenderOptions ro = base_render_options(th, ctx);
   bool tools_hidden = false;
   if (const OJ* choice = field(body, "tool_choice")) {
     if (choice->is_string()) {
@@ -272,14 +268,7 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
       spec.parse_tools = true;
     }
   }
-  try {
-    spec.segments = text::render_chat_segments(conv.out, ro);
-  } catch (const std::invalid_argument& e) {
-    throw bad_request(std::string("invalid input: ") + e.what(), "input");
-  }
-  spec.rendered = text::join_segments(spec.segments);
-  spec.thinking = th.enabled;
-  spec.tokens = tokenize_segments(ctx.tok, spec.segments);
+  render_into_spec(conv.out, ro, th, ctx, spec, "input");
   // Only temperature and top_p apply (spec §3.2); other knobs are not part of this API.
   OJ knobs = OJ::object();
   for (const char* key : {"temperature", "top_p"}) {
