@@ -20,12 +20,17 @@ std::vector<float> embed(Engine& e, const std::vector<int32_t>& tokens) {
   return X;
 }
 
-std::vector<float> layer_outputs(Engine& e, const std::vector<int32_t>& tokens, int chunk) {
+namespace {
+// Full prefill of `tokens` from fresh state in chunks; returns the final HC states. After each
+// block of each chunk, on_block(layer, first position, count, states of that chunk) runs;
+// traces (one per layer) are passed to the blocks.
+template <class OnBlock>
+std::vector<float> run_prefill(Engine& e, const std::vector<int32_t>& tokens, int chunk,
+                               std::vector<model::BlockTrace>* traces, OnBlock on_block) {
   auto& E = impl(e);
   const ModelConfig& c = E.config();
   const size_t n = tokens.size(), hcD = static_cast<size_t>(c.hc) * c.dim;
   std::vector<float> X = embed(e, tokens);
-  std::vector<float> out(static_cast<size_t>(c.n_layers) * n * hcD);
   std::vector<model::LayerState> st(c.n_layers);
   const int cap = EngineImpl::ring_cap(c, static_cast<int>(std::max<size_t>(n, 1)));
   for (int il = 0; il < c.n_layers; ++il) E.forward().init_state(E.weights().layers[il], st[il], cap);
@@ -34,11 +39,23 @@ std::vector<float> layer_outputs(Engine& e, const std::vector<int32_t>& tokens, 
     const int m = static_cast<int>(std::min<size_t>(chunk, n - done));
     float* x = X.data() + done * hcD;
     for (int il = 0; il < c.n_layers; ++il) {
-      E.forward().block(E.weights().layers[il], st[il], x, tokens.data() + done, m, static_cast<int64_t>(done));
-      std::copy(x, x + m * hcD, out.begin() + (il * n + done) * hcD);
+      E.forward().block(E.weights().layers[il], st[il], x, tokens.data() + done, m, static_cast<int64_t>(done),
+                        traces ? &(*traces)[il] : nullptr);
+      on_block(il, done, m, x);
     }
     done += m;
   }
+  return X;
+}
+}  // namespace
+
+std::vector<float> layer_outputs(Engine& e, const std::vector<int32_t>& tokens, int chunk) {
+  const ModelConfig& c = impl(e).config();
+  const size_t n = tokens.size(), hcD = static_cast<size_t>(c.hc) * c.dim;
+  std::vector<float> out(static_cast<size_t>(c.n_layers) * n * hcD);
+  run_prefill(e, tokens, chunk, nullptr, [&](int il, size_t first, int m, const float* x) {
+    std::copy(x, x + m * hcD, out.begin() + (il * n + first) * hcD);
+  });
   return out;
 }
 
@@ -65,7 +82,7 @@ std::vector<float> prefill_logits(Engine& e, const std::vector<int32_t>& tokens,
                                   std::vector<model::BlockTrace>* traces, bool replay) {
   auto& E = impl(e);
   const ModelConfig& c = E.config();
-  const size_t n = tokens.size(), hcD = static_cast<size_t>(c.hc) * c.dim;
+  const size_t n = tokens.size();
   if (traces) {
     if (replay && traces->size() != static_cast<size_t>(c.n_layers))
       throw Error(Error::Kind::InvalidArgument, "one trace per layer is needed to replay");
@@ -75,20 +92,9 @@ std::vector<float> prefill_logits(Engine& e, const std::vector<int32_t>& tokens,
       t.next_expert = t.next_indexer = 0;
     }
   }
-  std::vector<float> X = embed(e, tokens);
-  std::vector<model::LayerState> st(c.n_layers);
-  const int cap = EngineImpl::ring_cap(c, static_cast<int>(std::max<size_t>(n, 1)));
-  for (int il = 0; il < c.n_layers; ++il) E.forward().init_state(E.weights().layers[il], st[il], cap);
+  std::vector<float> X = run_prefill(e, tokens, chunk, traces, [](int, size_t, int, const float*) {});
   std::vector<float> logits(n * c.vocab);
   std::lock_guard<std::mutex> lk(E.eval_mutex());
-  for (size_t done = 0; done < n;) {
-    const int m = static_cast<int>(std::min<size_t>(chunk, n - done));
-    float* x = X.data() + done * hcD;
-    for (int il = 0; il < c.n_layers; ++il)
-      E.forward().block(E.weights().layers[il], st[il], x, tokens.data() + done, m, static_cast<int64_t>(done),
-                        traces ? &(*traces)[il] : nullptr);
-    done += m;
-  }
   E.forward().head(E.weights().head, X.data(), static_cast<int>(n), logits.data());
   return logits;
 }
