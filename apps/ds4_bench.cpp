@@ -1,5 +1,7 @@
 // ds4-bench main: runs the frontier sweep of ds4_bench.h through the public engine API and
 // reports, on stderr, how generation compares with the memory-bandwidth bound.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -50,6 +52,11 @@ std::string load_average() {
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  // A directory opens but reads as nothing: not an empty prompt.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    throw std::runtime_error("cannot read " + path + ": is a directory");
+  }
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) throw std::runtime_error("cannot read " + path);

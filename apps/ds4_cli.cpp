@@ -165,7 +165,9 @@ int run_cli(int argc, char** argv) {
     if (!opt.dump_logprobs_path.empty()) return run_dump_logprobs(*engine, *tok, opt);
     if (opt.prompt) return run_one_shot(*engine, *tok, opt);
     if (!opt.kv.dir.empty()) {
-      if (const auto* t = gguf::File::open(opt.model_path)->find_tensor(kvcache::kExpertTensorName)) {
+      // The tensor info lives in the file object: keep it open while it is read.
+      const std::unique_ptr<gguf::File> file = gguf::File::open(opt.model_path);
+      if (const auto* t = file->find_tensor(kvcache::kExpertTensorName)) {
         opt.kv_quant_bits = kvcache::quant_bits_for(t->type);
       }
     }

@@ -66,6 +66,9 @@ struct ParseResult {
 // Parses argv (argv[0] excluded). Reads --prompt-file. Never exits.
 ParseResult parse_args(const std::vector<std::string>& args);
 std::string usage_text();
+// Reads a whole file (a pipe or /dev/stdin too). A directory or a read error is false with
+// `error` naming the file and the reason, never an empty text.
+bool read_text_file(const std::string& path, std::string& out, std::string& error);
 
 // ---------------------------------------------------------------- rendering (token level)
 

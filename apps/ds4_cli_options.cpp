@@ -4,8 +4,12 @@
 #include <climits>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
 #include <sstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ds4_cli.h"
 
@@ -92,6 +96,40 @@ std::string usage_text() {
   return o.str();
 }
 
+bool read_text_file(const std::string& path, std::string& out, std::string& error) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = path + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    error = path + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    error = path + ": is a directory";
+    ::close(fd);
+    return false;
+  }
+  out.clear();
+  char buf[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      error = path + ": " + std::strerror(errno);
+      ::close(fd);
+      return false;
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return true;
+}
+
 namespace {
 
 struct UsageError {
@@ -137,11 +175,9 @@ float parse_float(const std::string& flag, const std::string& s, float lo, float
 }
 
 std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError{"ds4: cannot read prompt file: " + path};
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string text, error;
+  if (!read_text_file(path, text, error)) throw UsageError{"ds4: cannot read prompt file: " + error};
+  return text;
 }
 
 }  // namespace

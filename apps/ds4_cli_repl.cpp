@@ -9,8 +9,6 @@
 #include <clocale>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "ds4_cli.h"
 #include "text/tokenizer.h"
@@ -293,14 +291,12 @@ int run_repl(Engine& engine, const text::Tokenizer& tok, CliOptions& opt) {
         std::fprintf(stderr, "ds4: /read needs a file name\n");
         continue;
       }
-      std::ifstream in(arg, std::ios::binary);
-      if (!in) {
-        std::fprintf(stderr, "ds4: cannot read %s\n", arg.c_str());
+      std::string text, error;
+      if (!read_text_file(arg, text, error)) {
+        std::fprintf(stderr, "ds4: cannot read %s\n", error.c_str());
         continue;
       }
-      std::ostringstream ss;
-      ss << in.rdbuf();
-      chat.turn(ss.str(), stdout, &interrupt_flag());  // failures are reported inline
+      chat.turn(text, stdout, &interrupt_flag());  // failures are reported inline
     } else if (line[0] == '/') {
       std::fprintf(stderr, "ds4: unknown command: %s (/help lists them)\n", line.c_str());
     } else {

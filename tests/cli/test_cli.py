@@ -121,6 +121,23 @@ class Args(unittest.TestCase):
                 self.assertIn(message, p.stderr.decode())
                 self.assertEqual(p.stdout, b"")
 
+    def test_prompt_file_that_cannot_be_read_exits_2(self):
+        # A directory opens like a file but reads as nothing: it must not run as an empty
+        # prompt (and /read in the REPL uses the same reader).
+        d = tempfile.mkdtemp(dir=TMP)
+        p = run(["--prompt-file", d])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("cannot read prompt file: %s: is a directory" % d, p.stderr.decode())
+        self.assertEqual(p.stdout, b"")
+        if os.geteuid() != 0:  # root reads any file regardless of its mode
+            f = os.path.join(d, "secret.txt")
+            with open(f, "w") as fh:
+                fh.write("hidden")
+            os.chmod(f, 0)
+            p = run(["--prompt-file", f])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("cannot read prompt file: %s: Permission denied" % f, p.stderr.decode())
+
     def test_missing_model_says_how_to_get_one(self):
         d = tempfile.mkdtemp(dir=TMP)
         p = run(["-p", "Hello"], cwd=d)  # default ./ds4flash.gguf, absent here
@@ -426,6 +443,7 @@ class Interactive(unittest.TestCase):
             self.assertEqual(TURN.search(r.turn("/read " + f)).group(1).decode(),
                              USER + "From a file" + ASSISTANT + "<think>")
             self.assertIn(b"cannot read", r.turn("/read /nonexistent/file"))
+            self.assertIn(b"is a directory", r.turn("/read " + r.home))
 
             # /clear: the prompt is the first turn alone again (the engine decides whether
             # rewinding that far back is cheaper than evaluating it again).
