@@ -8,6 +8,7 @@ PACKAGES=(
   nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libpcre2-dev libutf8proc-dev libedit-dev
   python3 python3-numpy tmux curl ca-certificates
+  libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
 )
 
 missing=()

@@ -1,0 +1,203 @@
+#include "vulkan/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quant/quant.h"
+#include "quant/tables.h"
+
+namespace ds4::vulkan {
+
+namespace {
+
+using quant::Type;
+
+struct MatmulPush {
+  uint32_t rows, cols, nvec, w_off, w_row_bytes, x_stride, y_stride, y_off;
+};
+
+struct QuantPush {
+  uint32_t n, x_stride, y_stride;
+};
+
+uint32_t u32(uint64_t v, const char* what) {
+  if (v > 0xFFFFFFFFu) throw std::invalid_argument(std::string("Vulkan op: ") + what + " exceeds 32 bits");
+  return static_cast<uint32_t>(v);
+}
+
+const char* matmul_module(Type t) {
+  switch (t) {
+    case Type::F32: return "matmul_f32";
+    case Type::F16: return "matmul_f16";
+    case Type::Q8_0: return "matmul_q8_0";
+    case Type::Q2_K: return "matmul_q2_K";
+    case Type::Q4_K: return "matmul_q4_K";
+    case Type::IQ2_XXS: return "matmul_iq2_xxs";
+    default: return nullptr;
+  }
+}
+
+// Workgroup grid for `count` groups: x up to 65535 (the minimum every device allows), the
+// rest in y; shaders recompute the linear index and skip the overhang.
+void grid(uint64_t count, uint32_t* gx, uint32_t* gy) {
+  const uint64_t x = std::min<uint64_t>(count, 65535);
+  *gx = static_cast<uint32_t>(x);
+  *gy = static_cast<uint32_t>((count + x - 1) / std::max<uint64_t>(x, 1));
+}
+
+}  // namespace
+
+Ops::Ops(Context& ctx) : ctx_(ctx) {
+  // IQ2_XXS decode tables: 256 grid entries as two words each, then 128 sign bytes.
+  std::vector<uint32_t> t(512 + 32);
+  std::memcpy(t.data(), quant::tables::kIq2xxsGrid, 256 * sizeof(uint64_t));
+  std::memcpy(t.data() + 512, quant::tables::kIq2Signs, 128);
+  iq2_tables_ = ctx_.create_buffer(t.size() * 4);
+  ctx_.upload(iq2_tables_, t.data(), t.size() * 4);
+  dummy_ = ctx_.create_buffer(16);
+  const uint32_t zeros[4] = {0, 0, 0, 0};
+  ctx_.upload(dummy_, zeros, sizeof(zeros));
+}
+
+bool Ops::supports(Type t) { return matmul_module(t) != nullptr; }
+
+size_t Ops::act_words(Type t, int64_t n) {
+  switch (quant::activation_type(t)) {
+    case quant::ActType::F32: return static_cast<size_t>(n);
+    case quant::ActType::Q8_0: return quant::activation_bytes(quant::ActType::Q8_0, n) / 4;
+    case quant::ActType::Q8_K: return quant::activation_bytes(quant::ActType::Q8_K, n) / 4;
+  }
+  return 0;
+}
+
+void Ops::quantize_act(Recorder& rec, Type wt, Range x, int64_t n, int nvec, size_t x_stride, Range y,
+                       size_t y_stride) {
+  const auto act = quant::activation_type(wt);
+  if (act == quant::ActType::F32 || nvec <= 0) return;
+  const int block = act == quant::ActType::Q8_K ? quant::QK_K : quant::QK8_0;
+  if (n <= 0 || n % block != 0)
+    throw std::invalid_argument("Vulkan quantize_act: length " + std::to_string(n) + " is not a multiple of " +
+                                std::to_string(block));
+  const auto& p = ctx_.pipeline(act == quant::ActType::Q8_K ? "quantize_q8_K" : "quantize_q8_0", 2, 0b10,
+                                sizeof(QuantPush));
+  QuantPush pc{u32(n, "n"), u32(x_stride, "x stride"), u32(y_stride, "y stride")};
+  rec.dispatch(p, {x, y}, &pc, sizeof(pc), static_cast<uint32_t>((n + 255) / 256), static_cast<uint32_t>(nvec));
+}
+
+void Ops::matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride, int nvec, Range y, size_t y_stride,
+                 size_t y_off) {
+  const char* mod = matmul_module(w.type);
+  if (!mod) throw std::invalid_argument("Vulkan matmul: no kernel for weight type " + std::string(quant::type_name(w.type)));
+  const auto rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.cols));
+  if (!rb || *rb != w.row_bytes) throw std::invalid_argument("Vulkan matmul: row size does not match the type");
+  if (w.rows <= 0 || nvec <= 0) return;
+  const bool iq2 = w.type == Type::IQ2_XXS;
+  const auto& p = ctx_.pipeline(mod, iq2 ? 4 : 3, 0b100, sizeof(MatmulPush));
+  // Rows per dispatch so that one binding covers them (plus the alignment slack).
+  const uint64_t align = ctx_.binding_alignment();
+  const uint64_t limit = ctx_.max_binding_bytes() - align - 4;
+  const int64_t chunk = std::max<int64_t>(1, static_cast<int64_t>(limit / w.row_bytes));
+  if (w.row_bytes > limit) throw std::invalid_argument("Vulkan matmul: one row exceeds the device's binding limit");
+  for (int64_t r0 = 0; r0 < w.rows; r0 += chunk) {
+    const int64_t nr = std::min(chunk, w.rows - r0);
+    const size_t start = w.offset + static_cast<size_t>(r0) * w.row_bytes;
+    const size_t bind = start / align * align;
+    const size_t bytes = start - bind + static_cast<size_t>(nr) * w.row_bytes;
+    MatmulPush pc{u32(nr, "rows"),           u32(w.cols, "cols"),     static_cast<uint32_t>(nvec),
+                  u32(start - bind, "w off"), u32(w.row_bytes, "row"), u32(x_stride, "x stride"),
+                  u32(y_stride, "y stride"),  u32(y_off + r0, "y off")};
+    // The binding must cover whole words.
+    const size_t bound = std::min<size_t>((bytes + 3) / 4 * 4, w.buffer->size() - bind);
+    uint32_t gx, gy;
+    grid(static_cast<uint64_t>(nr), &gx, &gy);
+    Range wr{w.buffer, bind, bound};
+    if (iq2)
+      rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}}, &pc, sizeof(pc), gx, gy);
+    else
+      rec.dispatch(p, {wr, x, y}, &pc, sizeof(pc), gx, gy);
+  }
+}
+
+void Ops::rms_norm(Recorder& rec, Range x, Range weight, int64_t n, int nvec, size_t x_stride, Range y,
+                   size_t y_stride, float eps) {
+  struct {
+    uint32_t n, x_stride, y_stride, has_weight;
+    float eps;
+  } pc{u32(n, "n"), u32(x_stride, "x stride"), u32(y_stride, "y stride"), weight.buffer ? 1u : 0u, eps};
+  const auto& p = ctx_.pipeline("rms_norm", 3, 0b100, sizeof(pc));
+  rec.dispatch(p, {x, weight.buffer ? weight : Range{&dummy_}, y}, &pc, sizeof(pc), static_cast<uint32_t>(nvec));
+}
+
+void Ops::swiglu(Recorder& rec, Range g, Range u, Range scale, int64_t n, int nvec, size_t stride, Range out,
+                 float lim) {
+  struct {
+    uint32_t n, stride, has_scale;
+    float lim;
+  } pc{u32(n, "n"), u32(stride, "stride"), scale.buffer ? 1u : 0u, lim};
+  const auto& p = ctx_.pipeline("swiglu", 4, 0b1000, sizeof(pc));
+  rec.dispatch(p, {g, u, scale.buffer ? scale : Range{&dummy_}, out}, &pc, sizeof(pc),
+               static_cast<uint32_t>((n + 255) / 256), static_cast<uint32_t>(nvec));
+}
+
+void Ops::rope(Recorder& rec, Range x, Range cos_sin, int half, int nrows, size_t row_stride, size_t tail,
+               size_t cs_stride, bool inverse) {
+  struct {
+    uint32_t half_dims, row_stride, tail, cs_stride, inverse;
+  } pc{static_cast<uint32_t>(half), u32(row_stride, "row stride"), u32(tail, "tail"), u32(cs_stride, "cs stride"),
+       inverse ? 1u : 0u};
+  const auto& p = ctx_.pipeline("rope", 2, 0b01, sizeof(pc));
+  rec.dispatch(p, {x, cos_sin}, &pc, sizeof(pc), static_cast<uint32_t>((half + 63) / 64), static_cast<uint32_t>(nrows));
+}
+
+void Ops::attention(Recorder& rec, Range q, Range rows, Range row_index, int n_rows, Range sinks, int heads, int dim,
+                    float scale, Range scores, Range out) {
+  if (n_rows <= 0 || heads <= 0 || dim <= 0) throw std::invalid_argument("Vulkan attention: empty shape");
+  struct {
+    uint32_t dim, n_rows;
+    float scale;
+  } pc{static_cast<uint32_t>(dim), static_cast<uint32_t>(n_rows), scale};
+  const auto& p = ctx_.pipeline("attention", 6, 0b110000, sizeof(pc));
+  rec.dispatch(p, {q, rows, row_index, sinks, scores, out}, &pc, sizeof(pc), static_cast<uint32_t>(heads));
+}
+
+void Ops::hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, int iters, float eps, int n_tokens,
+                      Range out) {
+  if (hc <= 0 || hc > 8) throw std::invalid_argument("Vulkan hc_sinkhorn: hc must be 1..8");
+  struct {
+    uint32_t n_tokens, hc, iters;
+    float eps;
+  } pc{static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(hc), static_cast<uint32_t>(std::max(iters, 1)), eps};
+  const auto& p = ctx_.pipeline("hc_sinkhorn", 4, 0b1000, sizeof(pc));
+  rec.dispatch(p, {m, scale3, base, out}, &pc, sizeof(pc), static_cast<uint32_t>((n_tokens + 63) / 64));
+}
+
+void Ops::rope_cos_sin(const float* freq, int half, const int64_t* pos, int n, float* out) {
+  for (int i = 0; i < n; ++i) {
+    const float p = static_cast<float>(pos[i]);
+    for (int k = 0; k < half; ++k) {
+      const float th = p * freq[k];
+      out[(static_cast<size_t>(i) * half + k) * 2] = std::cos(th);
+      out[(static_cast<size_t>(i) * half + k) * 2 + 1] = std::sin(th);
+    }
+  }
+}
+
+void Ops::route_topk(Recorder& rec, Range logits, Range bias, int n_experts, int k, int n_tokens, bool normalise,
+                     float route_scale, Range chosen, Range weight) {
+  if (n_experts <= 0 || n_experts > 1024 || k <= 0 || k > 16 || k > n_experts)
+    throw std::invalid_argument("Vulkan route_topk: needs 0 < k <= 16, k <= experts <= 1024");
+  struct {
+    uint32_t n_experts, k, has_bias, normalise;
+    float route_scale;
+  } pc{static_cast<uint32_t>(n_experts), static_cast<uint32_t>(k), bias.buffer ? 1u : 0u, normalise ? 1u : 0u,
+       route_scale};
+  const auto& p = ctx_.pipeline("route_topk", 4, 0b1100, sizeof(pc));
+  rec.dispatch(p, {logits, bias.buffer ? bias : Range{&dummy_}, chosen, weight}, &pc, sizeof(pc),
+               static_cast<uint32_t>(n_tokens));
+}
+
+}  // namespace ds4::vulkan

@@ -1,0 +1,85 @@
+// The model's operations as recorded dispatches. Each op has a CPU reference in src/quant or
+// src/model and a test in tests/vulkan comparing the two (tolerances in docs/vulkan.md).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/types.h"
+#include "vulkan/context.h"
+#include "vulkan/recorder.h"
+
+namespace ds4::vulkan {
+
+// A weight matrix resident on the device in its GGUF layout: rows of `cols` values, row r at
+// byte offset + r * row_bytes of buffer. Matrices larger than one binding may allow are
+// split into row chunks by matmul().
+struct DeviceMatrix {
+  quant::Type type = quant::Type::F32;
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  const Buffer* buffer = nullptr;
+  size_t offset = 0;
+};
+
+class Ops {
+ public:
+  explicit Ops(Context& ctx);
+
+  // Weight types matmul() takes: F32, F16, Q8_0, Q2_K, Q4_K, IQ2_XXS.
+  static bool supports(quant::Type weight_type);
+  // 32-bit words one activation vector of n values takes in the operand format of
+  // weight_type (F32 values, block_q8_0_act or block_q8_K, the CPU's layouts).
+  static size_t act_words(quant::Type weight_type, int64_t n);
+
+  // Quantizes nvec vectors of n floats (x_stride floats apart) into the operand format of
+  // weight_type (y_stride words apart), byte-identical to quant::quantize_activations().
+  // For float weight types this records nothing: the f32 vectors are the operand.
+  void quantize_act(Recorder& rec, quant::Type weight_type, Range x, int64_t n, int nvec, size_t x_stride,
+                    Range y, size_t y_stride);
+
+  // y[v][y_off + r] = dot(row r of w, operand v) for every row; x holds operands as
+  // quantize_act() wrote them (x_stride words apart), y has y_stride floats per vector.
+  void matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride, int nvec, Range y, size_t y_stride,
+              size_t y_off = 0);
+
+  // y_v = x_v * (mean(x_v^2) + eps)^-1/2 * weight (weight.buffer null: no weight).
+  void rms_norm(Recorder& rec, Range x, Range weight, int64_t n, int nvec, size_t x_stride, Range y, size_t y_stride,
+                float eps);
+
+  // out = silu(min(g, lim)) * clamp(u, -lim, lim) [* scale[v]]; lim <= 0: no clamp.
+  void swiglu(Recorder& rec, Range g, Range u, Range scale, int64_t n, int nvec, size_t stride, Range out, float lim);
+
+  // In place on nrows rows: pairs (tail + 2k, tail + 2k + 1), k < half, rotated by the
+  // angle whose (cos, sin) is cos_sin[row * cs_stride + k] (two floats).
+  void rope(Recorder& rec, Range x, Range cos_sin, int half, int nrows, size_t row_stride, size_t tail,
+            size_t cs_stride, bool inverse);
+
+  // Sink attention of one token, every head: q [heads][dim], rows [*][dim] (each row key and
+  // value), row_index [n_rows] picks the rows, sinks [heads]; scores is scratch of
+  // heads * n_rows floats; out [heads][dim].
+  void attention(Recorder& rec, Range q, Range rows, Range row_index, int n_rows, Range sinks, int heads, int dim,
+                 float scale, Range scores, Range out);
+
+  // Hyper-connection mixes per token (model::hc_split_sinkhorn): m [tokens][(2+hc)*hc],
+  // scale3 [3], base [(2+hc)*hc] -> out [tokens][(2+hc)*hc] = pre[hc], post[hc], comb[hc*hc].
+  void hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, int iters, float eps, int n_tokens,
+                   Range out);
+
+  // The (cos, sin) table rope() reads, for rows at positions pos[0..n): entry [i][k] =
+  // (cos(pos_i * freq[k]), sin(...)) with the CPU's float expressions (model::Rope::apply),
+  // computed on the host since Vulkan's sin/cos are far less accurate than libm.
+  static void rope_cos_sin(const float* freq, int half, const int64_t* pos, int n, float* out);
+
+  // MoE routing per token: chosen[t][k] experts, weight[t][k] routing weights
+  // (bias.buffer null: no bias).
+  void route_topk(Recorder& rec, Range logits, Range bias, int n_experts, int k, int n_tokens, bool normalise,
+                  float route_scale, Range chosen, Range weight);
+
+ private:
+  Context& ctx_;
+  Buffer iq2_tables_;  // IQ2_XXS grid + sign bytes, from src/quant's tables
+  Buffer dummy_;       // bound where an optional input is absent
+};
+
+}  // namespace ds4::vulkan

@@ -1,0 +1,188 @@
+#version 450
+// Quantized weight rows (Q8_0, Q2_K, Q4_K, IQ2_XXS in their GGUF block layouts, decoded
+// here) times activations quantized by quantize_act.comp. Each block's sum is formed in
+// integers (exact in any order) and turned into a float exactly as the CPU's scalar kernel
+// does; the block terms are then added one after another in block order. The result is
+// therefore bit-identical to the CPU kernels (src/quant kernels_scalar.cpp) on any device.
+//
+// One workgroup (64 threads) per weight row; 8 threads share a block, so a pass covers 8
+// blocks. Vectors are processed up to MAXV at a time.
+#include "common.glsl"
+#include "matmul_push.glsl"
+
+#define WG 64u
+#define TPB 8u
+#define BPP 8u
+#define MAXV 8u
+layout(local_size_x = 64) in;
+layout(std430, binding = 0) readonly buffer W { uint w[]; };
+layout(std430, binding = 1) readonly buffer X { uint x[]; };
+layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+#ifdef W_IQ2_XXS
+// 256 grid entries (two words each: magnitudes of 8 weights), then 128 sign bytes.
+layout(std430, binding = 3) readonly buffer T { uint tables[]; };
+shared uint s_grid[512];
+shared uint s_signs[32];
+#endif
+
+#ifdef W_Q8_0
+#define BLOCK_VALUES 32u
+#define BLOCK_BYTES 34u
+#define ACT_WORDS 9u
+#endif
+#ifdef W_Q2_K
+#define BLOCK_VALUES 256u
+#define BLOCK_BYTES 84u
+#define ACT_WORDS 73u
+#endif
+#ifdef W_Q4_K
+#define BLOCK_VALUES 256u
+#define BLOCK_BYTES 144u
+#define ACT_WORDS 73u
+#endif
+#ifdef W_IQ2_XXS
+#define BLOCK_VALUES 256u
+#define BLOCK_BYTES 66u
+#define ACT_WORDS 73u
+#endif
+
+shared int s_isum[WG];
+shared int s_msum[WG];
+shared float s_term[MAXV][BPP];
+
+// Q8_K activation block at word a: qs byte i, bsums entry j.
+int act_q(uint a, uint i) { return I8_AT(x, a + 1u, i); }
+int act_bsum(uint a, uint j) { return bitfieldExtract(int(x[a + 65u + (j >> 1)]), int((j & 1u) * 16u), 16); }
+
+// Integer partial sums of part p (0..7) of weight block at byte wb against activation block
+// at word a. isum: the scaled quant products; msum: the min correction (K-quants).
+void block_part(uint wb, uint a, uint p, out int isum, out int msum) {
+  isum = 0;
+  msum = 0;
+#ifdef W_Q8_0
+  for (uint i = 4u * p; i < 4u * p + 4u; ++i) {
+    int wq = bitfieldExtract(int(BYTE_AT(w, wb + 2u + i)), 0, 8);
+    isum += wq * I8_AT(x, a + 1u, i);
+  }
+#endif
+#ifdef W_Q2_K
+  const uint h = p >> 2, j = p & 3u;
+  int sub0 = 0, sub1 = 0;
+  for (uint l = 0u; l < 16u; ++l) {
+    sub0 += int((BYTE_AT(w, wb + 16u + 32u * h + l) >> (2u * j)) & 3u) * act_q(a, 128u * h + 32u * j + l);
+    sub1 += int((BYTE_AT(w, wb + 16u + 32u * h + 16u + l) >> (2u * j)) & 3u) * act_q(a, 128u * h + 32u * j + 16u + l);
+  }
+  isum = sub0 * int(BYTE_AT(w, wb + 8u * h + 2u * j) & 15u) + sub1 * int(BYTE_AT(w, wb + 8u * h + 2u * j + 1u) & 15u);
+  msum = act_bsum(a, 2u * p) * int(BYTE_AT(w, wb + 2u * p) >> 4) +
+         act_bsum(a, 2u * p + 1u) * int(BYTE_AT(w, wb + 2u * p + 1u) >> 4);
+#endif
+#ifdef W_Q4_K
+  uint sc, m;
+  if (p < 4u) {
+    sc = BYTE_AT(w, wb + 4u + p) & 63u;
+    m = BYTE_AT(w, wb + 8u + p) & 63u;
+  } else {
+    sc = (BYTE_AT(w, wb + 8u + p) & 15u) | ((BYTE_AT(w, wb + p) >> 6) << 4);
+    m = (BYTE_AT(w, wb + 8u + p) >> 4) | ((BYTE_AT(w, wb + 4u + p) >> 6) << 4);
+  }
+  const uint shift = (p & 1u) * 4u;
+  const uint q = wb + 16u + 32u * (p >> 1);
+  int sub = 0;
+  for (uint l = 0u; l < 32u; ++l) sub += int((BYTE_AT(w, q + l) >> shift) & 15u) * act_q(a, 32u * p + l);
+  isum = sub * int(sc);
+  msum = int(m) * (act_bsum(a, 2u * p) + act_bsum(a, 2u * p + 1u));
+#endif
+#ifdef W_IQ2_XXS
+  const uint o = wb + 2u + 8u * p;
+  const uint w0 = U16_AT(w, o) | (U16_AT(w, o + 2u) << 16);
+  const uint w1 = U16_AT(w, o + 4u) | (U16_AT(w, o + 6u) << 16);
+  int gsum = 0;
+  for (uint k = 0u; k < 4u; ++k) {
+    const uint gi = (w0 >> (8u * k)) & 255u;
+    const uint si = (w1 >> (7u * k)) & 127u;
+    const uint signs = (s_signs[si >> 2] >> ((si & 3u) * 8u)) & 255u;
+    for (uint jj = 0u; jj < 8u; ++jj) {
+      const uint mag = (s_grid[2u * gi + (jj >> 2)] >> ((jj & 3u) * 8u)) & 255u;
+      const int v = int(mag) * act_q(a, 32u * p + 8u * k + jj);
+      gsum += ((signs >> jj) & 1u) != 0u ? -v : v;
+    }
+  }
+  isum = gsum * int(2u * (w1 >> 28) + 1u);
+#endif
+}
+
+// The float term of one block from its reduced integer sums (the CPU's expression order).
+float block_term(uint wb, uint a, int isum, int msum) {
+  const float xd = uintBitsToFloat(x[a]);
+#ifdef W_Q8_0
+  precise float t = f16_bits_to_f32(U16_AT(w, wb)) * xd * float(isum);
+  return t;
+#endif
+#ifdef W_Q2_K
+  precise float dall = xd * f16_bits_to_f32(U16_AT(w, wb + 80u));
+  precise float dmin = xd * f16_bits_to_f32(U16_AT(w, wb + 82u));
+  precise float t = dall * float(isum) - dmin * float(msum);
+  return t;
+#endif
+#ifdef W_Q4_K
+  precise float d = xd * f16_bits_to_f32(U16_AT(w, wb));
+  precise float dmin = xd * f16_bits_to_f32(U16_AT(w, wb + 2u));
+  precise float t = d * float(isum) - dmin * float(msum);
+  return t;
+#endif
+#ifdef W_IQ2_XXS
+  precise float t = f16_bits_to_f32(U16_AT(w, wb)) * xd * float(isum);
+  return t;
+#endif
+}
+
+void main() {
+  const uint tid = gl_LocalInvocationID.x;
+#ifdef W_IQ2_XXS
+  for (uint i = tid; i < 512u; i += WG) s_grid[i] = tables[i];
+  if (tid < 32u) s_signs[tid] = tables[512u + tid];
+  barrier();
+#endif
+  const uint row = current_row();
+  if (row >= pc.rows) return;
+  const uint nblocks = pc.cols / BLOCK_VALUES;
+  const uint rbase = pc.w_off + row * pc.w_row_bytes;
+  const uint lb = tid / TPB, part = tid % TPB;
+  for (uint v0 = 0u; v0 < pc.nvec; v0 += MAXV) {
+    const uint nv = min(MAXV, pc.nvec - v0);
+    precise float acc = 0.0;
+    for (uint b0 = 0u; b0 < nblocks; b0 += BPP) {
+      const uint b = b0 + lb;
+      for (uint vi = 0u; vi < nv; ++vi) {
+        const uint a = (v0 + vi) * pc.x_stride + b * ACT_WORDS;
+        int isum = 0, msum = 0;
+        if (b < nblocks) block_part(rbase + b * BLOCK_BYTES, a, part, isum, msum);
+        s_isum[tid] = isum;
+        s_msum[tid] = msum;
+        barrier();
+        if (part == 0u && b < nblocks) {
+          int si = 0, sm = 0;
+          for (uint k = 0u; k < TPB; ++k) {
+            si += s_isum[tid + k];
+            sm += s_msum[tid + k];
+          }
+          s_term[vi][lb] = block_term(rbase + b * BLOCK_BYTES, a, si, sm);
+        }
+        barrier();
+      }
+      if (tid < nv) {
+        const uint nb = min(BPP, nblocks - b0);
+        for (uint k = 0u; k < nb; ++k) acc = acc + s_term[tid][k];
+      }
+      barrier();
+    }
+    if (tid < nv) {
+#ifdef W_IQ2_XXS
+      precise float r = 0.125 * acc;  // value = d*(2s+1)*grid/8
+      y[(v0 + tid) * pc.y_stride + pc.y_off + row] = r;
+#else
+      y[(v0 + tid) * pc.y_stride + pc.y_off + row] = acc;
+#endif
+    }
+  }
+}

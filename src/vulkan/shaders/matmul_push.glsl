@@ -1,0 +1,14 @@
+// Push constants of both matmul shaders: y[v][r] = dot(W row r, x_v) for r < rows, v < nvec.
+layout(push_constant) uniform P {
+  uint rows;         // weight rows in this dispatch
+  uint cols;         // values per row (a whole number of blocks)
+  uint nvec;         // input vectors
+  uint w_off;        // byte offset of row 0 inside the W binding (binding offsets are aligned)
+  uint w_row_bytes;  // bytes per weight row
+  uint x_stride;     // words between input vectors
+  uint y_stride;     // floats between output vectors
+  uint y_off;        // float offset of row 0 in each output vector
+} pc;
+
+// Rows beyond 65535 workgroups spill into the y dimension of the grid.
+uint current_row() { return gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; }

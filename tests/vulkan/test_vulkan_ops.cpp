@@ -1,0 +1,453 @@
+// Per-op tests of the Vulkan backend against the CPU references (src/quant scalar kernels,
+// src/model numerics). Block-format products and the activation quantizers must be
+// bit-identical; float ops within the tolerances docs/vulkan.md lists. The whole binary runs
+// under the Khronos validation layer (DS4_VULKAN_VALIDATION=1 from CTest): any message fails.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "cpu/attention.h"
+#include "model/numerics.h"
+#include "quant/quant.h"
+#include "vulkan/context.h"
+#include "vulkan/ops.h"
+#include "vulkan/recorder.h"
+
+namespace ds4::vulkan {
+namespace {
+
+using quant::Type;
+
+Context* g_ctx = nullptr;
+Ops* g_ops = nullptr;
+
+class VulkanEnv : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    std::cout << describe_devices(list_devices());
+    ctx_ = std::make_unique<Context>(ContextOptions{});
+    std::cout << "using " << ctx_->info().name << ", subgroup size " << ctx_->info().subgroup_size
+              << ", validation " << (ctx_->validation_enabled() ? "on" : "off") << "\n";
+    ops_ = std::make_unique<Ops>(*ctx_);
+    g_ctx = ctx_.get();
+    g_ops = ops_.get();
+  }
+  void TearDown() override {
+    ops_.reset();
+    const uint64_t msgs = ctx_->validation_messages();
+    ctx_.reset();
+    EXPECT_EQ(msgs, 0u) << "validation layer messages";
+  }
+
+ private:
+  std::unique_ptr<Context> ctx_;
+  std::unique_ptr<Ops> ops_;
+};
+
+template <typename T>
+Buffer upload(const std::vector<T>& v) {
+  Buffer b = g_ctx->create_buffer(std::max<size_t>(v.size() * sizeof(T), 16));
+  g_ctx->upload(b, v.data(), v.size() * sizeof(T));
+  return b;
+}
+
+template <typename T>
+std::vector<T> download(const Buffer& b, size_t n) {
+  std::vector<T> v(n);
+  g_ctx->download(b, v.data(), n * sizeof(T));
+  return v;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Byte-exact comparison that names the first difference (block and byte within it).
+void expect_same_bytes(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want, size_t block_bytes) {
+  ASSERT_EQ(got.size(), want.size());
+  size_t diffs = 0, first = got.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i] && diffs++ == 0) first = i;
+  EXPECT_EQ(diffs, 0u) << "first difference at block " << first / block_bytes << " byte " << first % block_bytes
+                       << ": " << int(got[first]) << " vs " << int(want[first]);
+}
+
+TEST(VulkanRuntime, ListsTheDeviceInUse) {
+  auto devs = list_devices();
+  ASSERT_FALSE(devs.empty());
+  EXPECT_TRUE(devs[0].usable) << devs[0].missing;
+  EXPECT_GT(devs[0].subgroup_size, 0u);
+  EXPECT_NE(describe_devices(devs).find(devs[0].name), std::string::npos);
+}
+
+TEST(VulkanRuntime, BadDeviceIndexIsAClearError) {
+  try {
+    Context c(ContextOptions{.device = 99});
+    FAIL() << "device 99 opened";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--device 99 does not exist"), std::string::npos) << e.what();
+  }
+}
+
+// A chain of dependent dispatches in one command buffer (each RMSNorm reads the previous
+// output), re-submitted twice: barriers must order them, and the second run must see the
+// first run's final state only through its inputs (it recomputes the same values).
+TEST(VulkanRuntime, DependentDispatchesInOneSubmission) {
+  const int n = 300;
+  auto x = random_floats(n, 7);
+  Buffer a = upload(x), b = g_ctx->create_buffer(n * 4), c = g_ctx->create_buffer(n * 4);
+  Recorder rec(*g_ctx);
+  g_ops->rms_norm(rec, {&a}, {}, n, 1, n, {&b}, n, 1e-6f);
+  auto scale = std::vector<float>(n, 2.0f);
+  Buffer s = upload(scale);
+  g_ops->rms_norm(rec, {&b}, {&s}, n, 1, n, {&c}, n, 1e-6f);
+  g_ops->rms_norm(rec, {&c}, {}, n, 1, n, {&b}, n, 1e-6f);  // write-after-read of b
+  EXPECT_EQ(rec.dispatches(), 3u);
+  EXPECT_EQ(rec.barriers(), 2u);
+  for (int run = 0; run < 2; ++run) {
+    rec.submit_and_wait();
+    auto out = download<float>(b, n);
+    std::vector<float> r1(n), r2(n), r3(n);
+    model::rms_norm(x.data(), nullptr, r1.data(), n, 1e-6f);
+    model::rms_norm(r1.data(), scale.data(), r2.data(), n, 1e-6f);
+    model::rms_norm(r2.data(), nullptr, r3.data(), n, 1e-6f);
+    for (int i = 0; i < n; ++i) ASSERT_NEAR(out[i], r3[i], 2e-6f * std::fabs(r3[i]) + 1e-7f) << i;
+  }
+}
+
+// ---- activation quantizers ------------------------------------------------------------
+
+// Vectors with the cases the quantizers must agree on: ties of |max| with opposite signs,
+// an all-zero block, huge and tiny magnitudes, halfway rounding points.
+std::vector<float> tricky_vector(int n, uint32_t seed) {
+  auto v = random_floats(n, seed);
+  if (n >= 1024) {
+    v[3] = 5.0f;
+    v[200] = -5.0f;                           // |max| tie: the first wins
+    for (int i = 256; i < 512; ++i) v[i] = 0;  // zero block
+    for (int i = 512; i < 768; ++i) v[i] *= 1e-30f;
+    for (int i = 768; i < 1024; ++i) v[i] = static_cast<float>(i % 255 - 127) * 0.5f;  // exact halves
+  }
+  return v;
+}
+
+TEST(VulkanOps, QuantizeQ8KIsByteIdentical) {
+  const int n = 2048, nvec = 3;
+  std::vector<float> x;
+  for (int v = 0; v < nvec; ++v) {
+    auto t = tricky_vector(n, 11 + v);
+    x.insert(x.end(), t.begin(), t.end());
+  }
+  const size_t words = Ops::act_words(Type::Q2_K, n);
+  Buffer xb = upload(x), yb = g_ctx->create_buffer(words * 4 * nvec);
+  Recorder rec(*g_ctx);
+  g_ops->quantize_act(rec, Type::Q2_K, {&xb}, n, nvec, n, {&yb}, words);
+  rec.submit_and_wait();
+  auto got = download<uint8_t>(yb, words * 4 * nvec);
+  std::vector<uint8_t> want(words * 4 * nvec);
+  for (int v = 0; v < nvec; ++v) quant::quantize_activations(Type::Q2_K, x.data() + v * n, want.data() + v * words * 4, n);
+  expect_same_bytes(got, want, sizeof(quant::block_q8_K));
+}
+
+TEST(VulkanOps, QuantizeQ8_0IsByteIdentical) {
+  const int n = 1024 + 96, nvec = 2;  // not a multiple of 256: partial workgroup
+  std::vector<float> x;
+  for (int v = 0; v < nvec; ++v) {
+    auto t = tricky_vector(n, 21 + v);
+    x.insert(x.end(), t.begin(), t.end());
+  }
+  const size_t words = Ops::act_words(Type::Q8_0, n);
+  Buffer xb = upload(x), yb = g_ctx->create_buffer(words * 4 * nvec);
+  Recorder rec(*g_ctx);
+  g_ops->quantize_act(rec, Type::Q8_0, {&xb}, n, nvec, n, {&yb}, words);
+  rec.submit_and_wait();
+  auto got = download<uint8_t>(yb, words * 4 * nvec);
+  std::vector<uint8_t> want(words * 4 * nvec);
+  for (int v = 0; v < nvec; ++v) quant::quantize_activations(Type::Q8_0, x.data() + v * n, want.data() + v * words * 4, n);
+  expect_same_bytes(got, want, sizeof(quant::block_q8_0_act));
+}
+
+// ---- matrix products -------------------------------------------------------------------
+
+struct MatCase {
+  Type type;
+  int rows, cols, nvec;
+  size_t offset;          // byte offset of the matrix in its buffer (unaligned on purpose)
+  uint64_t binding_limit; // 0: the device's; else rows are split across dispatches
+};
+
+void PrintTo(const MatCase& c, std::ostream* os) {
+  *os << quant::type_name(c.type) << " " << c.rows << "x" << c.cols << " nvec " << c.nvec << " off " << c.offset
+      << " limit " << c.binding_limit;
+}
+
+class VulkanMatmul : public ::testing::TestWithParam<MatCase> {};
+
+TEST_P(VulkanMatmul, MatchesCpuKernels) {
+  const MatCase c = GetParam();
+  const size_t row_bytes = *quant::row_bytes(c.type, c.cols);
+  // Weights: random floats quantized by the CPU's quantizer into the GGUF layout.
+  std::vector<uint8_t> wbytes(c.offset + row_bytes * c.rows + 8, 0xA5);
+  auto wf = random_floats(static_cast<size_t>(c.rows) * c.cols, 100 + c.rows, 0.05f);
+  for (int r = 0; r < c.rows; ++r)
+    quant::quantize_row(c.type, wf.data() + static_cast<size_t>(r) * c.cols, wbytes.data() + c.offset + r * row_bytes,
+                        c.cols);
+  std::vector<float> x;
+  for (int v = 0; v < c.nvec; ++v) {
+    auto t = random_floats(c.cols, 300 + v);
+    x.insert(x.end(), t.begin(), t.end());
+  }
+  // CPU: operands from the CPU quantizer, products from the scalar reference kernels.
+  const size_t words = Ops::act_words(c.type, c.cols);
+  std::vector<uint32_t> xq(words * c.nvec);
+  for (int v = 0; v < c.nvec; ++v)
+    quant::quantize_activations(c.type, x.data() + static_cast<size_t>(v) * c.cols, xq.data() + v * words, c.cols);
+  const auto& sk = quant::scalar::kernels();
+  std::vector<float> want(static_cast<size_t>(c.rows) * c.nvec), mag(want.size());
+  for (int v = 0; v < c.nvec; ++v) {
+    const void* xa = xq.data() + v * words;
+    for (int r = 0; r < c.rows; ++r) {
+      const uint8_t* wr = wbytes.data() + c.offset + r * row_bytes;
+      float d = 0;
+      switch (c.type) {
+        case Type::F32: d = sk.dot_f32(reinterpret_cast<const float*>(wr), static_cast<const float*>(xa), c.cols); break;
+        case Type::F16: d = sk.dot_f16(reinterpret_cast<const uint16_t*>(wr), static_cast<const float*>(xa), c.cols); break;
+        case Type::Q8_0: d = sk.dot_q8_0(reinterpret_cast<const quant::block_q8_0*>(wr), static_cast<const quant::block_q8_0_act*>(xa), c.cols); break;
+        case Type::Q2_K: d = sk.dot_q2_K(reinterpret_cast<const quant::block_q2_K*>(wr), static_cast<const quant::block_q8_K*>(xa), c.cols); break;
+        case Type::Q4_K: d = sk.dot_q4_K(reinterpret_cast<const quant::block_q4_K*>(wr), static_cast<const quant::block_q8_K*>(xa), c.cols); break;
+        case Type::IQ2_XXS: d = sk.dot_iq2_xxs(reinterpret_cast<const quant::block_iq2_xxs*>(wr), static_cast<const quant::block_q8_K*>(xa), c.cols); break;
+        default: FAIL();
+      }
+      want[static_cast<size_t>(v) * c.rows + r] = d;
+      // sum |w_i x_i| bounds the rounding error of any summation order.
+      std::vector<float> wrow(c.cols);
+      quant::dequantize_row(c.type, wr, wrow.data(), c.cols);
+      double m = 0;
+      for (int i = 0; i < c.cols; ++i) m += std::fabs(static_cast<double>(wrow[i]) * x[static_cast<size_t>(v) * c.cols + i]);
+      mag[static_cast<size_t>(v) * c.rows + r] = static_cast<float>(m);
+    }
+  }
+
+  // GPU: the same float vectors quantized on the device, then the product.
+  const uint64_t saved = g_ctx->max_binding_bytes();
+  if (c.binding_limit) g_ctx->limit_binding_bytes(c.binding_limit);
+  Buffer wb = upload(wbytes), xb = upload(x);
+  Buffer qb = g_ctx->create_buffer(words * 4 * c.nvec), yb = g_ctx->create_buffer(want.size() * 4);
+  Recorder rec(*g_ctx);
+  const bool is_float = c.type == Type::F32 || c.type == Type::F16;
+  g_ops->quantize_act(rec, c.type, {&xb}, c.cols, c.nvec, c.cols, {&qb}, words);
+  DeviceMatrix m{c.type, c.rows, c.cols, row_bytes, &wb, c.offset};
+  g_ops->matmul(rec, m, is_float ? Range{&xb} : Range{&qb}, words, c.nvec, {&yb}, c.rows);
+  rec.submit_and_wait();
+  if (c.binding_limit) {
+    EXPECT_GT(rec.dispatches(), 2u) << "the binding limit should split the rows";
+    g_ctx->limit_binding_bytes(saved);  // no-op: the limit only ever decreases
+  }
+  auto got = download<float>(yb, want.size());
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (is_float) {
+      const double err = std::fabs(static_cast<double>(got[i]) - want[i]) / std::max(mag[i], 1e-30f);
+      worst = std::max(worst, err);
+      EXPECT_LE(err, 2e-6) << "row " << i % c.rows << " vec " << i / c.rows;
+    } else {
+      EXPECT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i]))
+          << "row " << i % c.rows << " vec " << i / c.rows << ": " << got[i] << " vs " << want[i];
+    }
+  }
+  if (is_float) std::cout << "  max |gpu-cpu| / sum|w*x| = " << worst << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Formats, VulkanMatmul,
+    ::testing::Values(MatCase{Type::F32, 37, 320, 1, 0, 0}, MatCase{Type::F32, 19, 1000, 3, 4, 0},
+                      MatCase{Type::F16, 37, 512, 1, 2, 0}, MatCase{Type::F16, 21, 4096, 2, 0, 0},
+                      MatCase{Type::Q8_0, 37, 512, 1, 34, 0}, MatCase{Type::Q8_0, 23, 96, 10, 2, 0},
+                      MatCase{Type::Q2_K, 37, 512, 1, 0, 0}, MatCase{Type::Q2_K, 17, 2560, 10, 84, 0},
+                      MatCase{Type::Q4_K, 37, 512, 1, 0, 0}, MatCase{Type::Q4_K, 17, 2048, 9, 144, 0},
+                      MatCase{Type::IQ2_XXS, 37, 512, 1, 66, 0}, MatCase{Type::IQ2_XXS, 17, 4096, 10, 2, 0},
+                      // Rows split over several dispatches with unaligned binding offsets.
+                      MatCase{Type::IQ2_XXS, 29, 1024, 1, 66, 4200}, MatCase{Type::Q8_0, 29, 256, 1, 34, 2048}),
+    [](const auto& info) {
+      return std::string(quant::type_name(info.param.type)) + "_" + std::to_string(info.param.rows) + "x" +
+             std::to_string(info.param.cols) + "_v" + std::to_string(info.param.nvec) +
+             (info.param.binding_limit ? "_split" : "");
+    });
+
+// ---- elementwise and routing ops ------------------------------------------------------
+
+TEST(VulkanOps, RmsNormMatchesCpu) {
+  const int n = 1000, nvec = 4;
+  auto x = random_floats(n * nvec, 5, 3.0f), w = random_floats(n, 6);
+  Buffer xb = upload(x), wb = upload(w), yb = g_ctx->create_buffer(n * nvec * 4);
+  Recorder rec(*g_ctx);
+  g_ops->rms_norm(rec, {&xb}, {&wb}, n, nvec, n, {&yb}, n, 1e-6f);
+  rec.submit_and_wait();
+  auto got = download<float>(yb, n * nvec);
+  double worst = 0;
+  for (int v = 0; v < nvec; ++v) {
+    std::vector<float> want(n);
+    model::rms_norm(x.data() + v * n, w.data(), want.data(), n, 1e-6f);
+    for (int i = 0; i < n; ++i) {
+      const double rel = std::fabs(got[v * n + i] - want[i]) / std::max(std::fabs(want[i]), 1e-30f);
+      worst = std::max(worst, rel);
+    }
+  }
+  std::cout << "  rms_norm max rel err " << worst << "\n";
+  EXPECT_LE(worst, 1e-6);
+}
+
+TEST(VulkanOps, SwigluMatchesCpu) {
+  const int n = 700, nvec = 3;
+  auto g = random_floats(n * nvec, 8, 4.0f), u = random_floats(n * nvec, 9, 4.0f);
+  std::vector<float> sc = {0.5f, 1.25f, -0.75f};
+  Buffer gb = upload(g), ub = upload(u), sb = upload(sc), ob = g_ctx->create_buffer(n * nvec * 4);
+  for (float lim : {0.0f, 3.0f}) {
+    Recorder rec(*g_ctx);
+    g_ops->swiglu(rec, {&gb}, {&ub}, {&sb}, n, nvec, n, {&ob}, lim);
+    rec.submit_and_wait();
+    auto got = download<float>(ob, n * nvec);
+    double worst = 0;
+    for (int v = 0; v < nvec; ++v) {
+      for (int i = 0; i < n; ++i) {
+        // The CPU's expression (model forward, SwiGLU of routed pairs).
+        float gv = g[v * n + i], uv = u[v * n + i];
+        if (lim > 0.f) {
+          gv = std::min(gv, lim);
+          uv = std::clamp(uv, -lim, lim);
+        }
+        const float want = gv / (1.f + std::exp(-gv)) * uv * sc[v];
+        worst = std::max(worst, static_cast<double>(std::fabs(got[v * n + i] - want)) /
+                                    std::max(std::fabs(want), 1e-3f));
+      }
+    }
+    std::cout << "  swiglu (lim " << lim << ") max rel err " << worst << "\n";
+    EXPECT_LE(worst, 1e-5);
+  }
+}
+
+TEST(VulkanOps, RopeIsExact) {
+  const int dims = 64, half = dims / 2, row = 192, nrows = 5;
+  auto rope = model::Rope::make(dims, 10000.f, true, 65536, 16.f, 32.f, 1.f);
+  auto x = random_floats(row * nrows, 12);
+  std::vector<int64_t> pos = {0, 1, 77, 4095, 1000003};
+  std::vector<float> cs(static_cast<size_t>(nrows) * half * 2);
+  Ops::rope_cos_sin(rope.freq.data(), half, pos.data(), nrows, cs.data());
+  Buffer xb = upload(x), cb = upload(cs);
+  for (bool inverse : {false, true}) {
+    g_ctx->upload(xb, x.data(), x.size() * 4);
+    Recorder rec(*g_ctx);
+    g_ops->rope(rec, {&xb}, {&cb}, half, nrows, row, row - dims, half, inverse);
+    rec.submit_and_wait();
+    auto got = download<float>(xb, x.size());
+    auto want = x;
+    for (int r = 0; r < nrows; ++r) rope.apply(want.data() + r * row + row - dims, pos[r], inverse);
+    for (size_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i])) << i << " inverse " << inverse;
+  }
+}
+
+TEST(VulkanOps, RouteTopkMatchesCpu) {
+  const int E = 256, K = 6, T = 5;
+  auto logits = random_floats(E * T, 13, 2.0f), bias = random_floats(E, 14, 0.1f);
+  logits[2 * E + 10] = logits[2 * E + 20] = 9.0f;  // exact tie (no bias): lower index first
+  Buffer lb = upload(logits), bb = upload(bias), cb = g_ctx->create_buffer(T * K * 4), wb = g_ctx->create_buffer(T * K * 4);
+  for (bool use_bias : {false, true}) {
+    Recorder rec(*g_ctx);
+    g_ops->route_topk(rec, {&lb}, use_bias ? Range{&bb} : Range{}, E, K, T, true, 1.5f, {&cb}, {&wb});
+    rec.submit_and_wait();
+    auto chosen = download<int32_t>(cb, T * K);
+    auto weight = download<float>(wb, T * K);
+    for (int t = 0; t < T; ++t) {
+      // The CPU's routing (model forward, moe_sublayer).
+      std::vector<float> pi(E), biased(E);
+      for (int e = 0; e < E; ++e) {
+        pi[e] = std::sqrt(model::softplus(logits[t * E + e]));
+        biased[e] = pi[e] + (use_bias ? bias[e] : 0.f);
+      }
+      std::vector<int> order(E);
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                        [&](int a, int b) { return biased[a] > biased[b] || (biased[a] == biased[b] && a < b); });
+      float sum = 0;
+      for (int k = 0; k < K; ++k) sum += pi[order[k]];
+      for (int k = 0; k < K; ++k) {
+        EXPECT_EQ(chosen[t * K + k], order[k]) << "token " << t << " slot " << k;
+        const float want = pi[order[k]] / std::max(sum, 6.103515625e-05f) * 1.5f;
+        EXPECT_NEAR(weight[t * K + k], want, 2e-6f * std::fabs(want)) << "token " << t << " slot " << k;
+      }
+    }
+  }
+}
+
+TEST(VulkanOps, SinkAttentionMatchesCpu) {
+  const int H = 6, dim = 96, total_rows = 50;
+  auto q = random_floats(H * dim, 15, 0.3f), rows = random_floats(total_rows * dim, 16, 0.3f);
+  auto sinks = random_floats(H, 17);
+  // Window rows then compressed rows, picked out of order (as an indexer's top-k would).
+  std::vector<int32_t> index = {40, 41, 42, 43, 44, 45, 46, 47, 3, 17, 9, 30, 0, 22};
+  const int n = static_cast<int>(index.size());
+  Buffer qb = upload(q), rb = upload(rows), ib = upload(index), sb = upload(sinks);
+  Buffer scratch = g_ctx->create_buffer(H * n * 4), ob = g_ctx->create_buffer(H * dim * 4);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  Recorder rec(*g_ctx);
+  g_ops->attention(rec, {&qb}, {&rb}, {&ib}, n, {&sb}, H, dim, scale, {&scratch}, {&ob});
+  rec.submit_and_wait();
+  auto got = download<float>(ob, H * dim);
+  std::vector<const float*> ptrs;
+  for (int j : index) ptrs.push_back(rows.data() + j * dim);
+  std::vector<float> want(H * dim), sc(n);
+  cpu::attend_heads_scalar(q.data(), 0, H, dim, ptrs.data(), n, sinks.data(), scale, want.data(), sc.data());
+  double worst = 0;
+  for (int i = 0; i < H * dim; ++i) {
+    // Relative to the head's largest output (a convex mix of rows: its scale).
+    const int h = i / dim;
+    const float hmax = *std::max_element(want.begin() + h * dim, want.begin() + (h + 1) * dim,
+                                         [](float a, float b) { return std::fabs(a) < std::fabs(b); });
+    worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i]) / std::fabs(hmax)));
+  }
+  std::cout << "  attention max err / head max " << worst << "\n";
+  EXPECT_LE(worst, 1e-6);
+}
+
+TEST(VulkanOps, HcSinkhornMatchesCpu) {
+  const int hc = 4, T = 70, iters = 20, per = (2 + hc) * hc;
+  auto m = random_floats(T * per, 18, 2.0f), base = random_floats(per, 19, 0.5f);
+  std::vector<float> scale3 = {0.7f, 1.3f, 0.9f};
+  Buffer mb = upload(m), sb = upload(scale3), bb = upload(base), ob = g_ctx->create_buffer(T * per * 4);
+  Recorder rec(*g_ctx);
+  g_ops->hc_sinkhorn(rec, {&mb}, {&sb}, {&bb}, hc, iters, 1e-6f, T, {&ob});
+  rec.submit_and_wait();
+  auto got = download<float>(ob, T * per);
+  double worst = 0;
+  for (int t = 0; t < T; ++t) {
+    std::vector<float> want(per);
+    model::hc_split_sinkhorn(m.data() + t * per, scale3.data(), base.data(), hc, iters, 1e-6f, want.data(),
+                             want.data() + hc, want.data() + 2 * hc);
+    for (int i = 0; i < per; ++i)
+      worst = std::max(worst, static_cast<double>(std::fabs(got[t * per + i] - want[i]) / std::max(std::fabs(want[i]), 1e-6f)));
+  }
+  std::cout << "  hc_sinkhorn max rel err " << worst << "\n";
+  EXPECT_LE(worst, 1e-5);
+}
+
+}  // namespace
+}  // namespace ds4::vulkan
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new ds4::vulkan::VulkanEnv);
+  return RUN_ALL_TESTS();
+}
