@@ -1,6 +1,7 @@
 #include "vulkan/ops.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -173,6 +174,85 @@ void Ops::hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, 
   } pc{static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(hc), static_cast<uint32_t>(std::max(iters, 1)), eps};
   const auto& p = ctx_.pipeline("hc_sinkhorn", 4, 0b1000, sizeof(pc));
   rec.dispatch(p, {m, scale3, base, out}, &pc, sizeof(pc), static_cast<uint32_t>((n_tokens + 63) / 64));
+}
+
+void Ops::hc_mix(Recorder& rec, bool post, Range x, Range gates, Range y, int hc, int dim, int n_tokens, Range out) {
+  struct {
+    uint32_t dim, hc, post_mode;
+  } pc{static_cast<uint32_t>(dim), static_cast<uint32_t>(hc), post ? 1u : 0u};
+  const auto& p = ctx_.pipeline("hc_mix", 4, 0b1000, sizeof(pc));
+  rec.dispatch(p, {x, gates, y.buffer ? y : Range{&dummy_}, out}, &pc, sizeof(pc),
+               static_cast<uint32_t>((dim + 63) / 64), static_cast<uint32_t>(n_tokens));
+}
+
+void Ops::compressor_pool(Recorder& rec, Range kv, Range score, int ratio, int d, int width, Range out) {
+  if (ratio <= 0 || ratio > 128 || d <= 0 || width < (ratio == 4 ? 2 * d : d))
+    throw std::invalid_argument("Vulkan compressor_pool: bad shape");
+  struct {
+    uint32_t ratio, d, width;
+  } pc{static_cast<uint32_t>(ratio), static_cast<uint32_t>(d), static_cast<uint32_t>(width)};
+  const auto& p = ctx_.pipeline("compressor_pool", 3, 0b100, sizeof(pc));
+  rec.dispatch(p, {kv, score, out}, &pc, sizeof(pc), static_cast<uint32_t>((d + 63) / 64));
+}
+
+void Ops::indexer_score(Recorder& rec, Range q, Range rows, Range w, int n_rows, int heads, int dim, float wscale,
+                        Range score) {
+  struct {
+    uint32_t n_rows, heads, dim;
+    float wscale;
+  } pc{static_cast<uint32_t>(n_rows), static_cast<uint32_t>(heads), static_cast<uint32_t>(dim), wscale};
+  const auto& p = ctx_.pipeline("indexer_score", 4, 0b1000, sizeof(pc));
+  uint32_t gx, gy;
+  grid((static_cast<uint64_t>(n_rows) + 63) / 64, &gx, &gy);
+  rec.dispatch(p, {q, rows, w, score}, &pc, sizeof(pc), gx, gy);
+}
+
+void Ops::topk_rows(Recorder& rec, Range score, int n, int k, Range selected) {
+  if (k <= 0 || k > n) throw std::invalid_argument("Vulkan topk_rows: needs 0 < k <= n");
+  struct {
+    uint32_t n, k;
+  } pc{static_cast<uint32_t>(n), static_cast<uint32_t>(k)};
+  const auto& p = ctx_.pipeline("topk_rows", 2, 0b10, sizeof(pc));
+  rec.dispatch(p, {score, selected}, &pc, sizeof(pc), 1);
+}
+
+void Ops::hadamard(Recorder& rec, Range x, int n, int nrows, size_t row_stride) {
+  if (n <= 0 || n > 4096 || (n & (n - 1)) != 0) throw std::invalid_argument("Vulkan hadamard: n must be a power of two <= 4096");
+  struct {
+    uint32_t n, row_stride;
+    float scale;
+  } pc{static_cast<uint32_t>(n), u32(row_stride, "row stride"),
+       static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)))};
+  const auto& p = ctx_.pipeline("hadamard", 1, 0b1, sizeof(pc));
+  rec.dispatch(p, {x}, &pc, sizeof(pc), static_cast<uint32_t>(nrows));
+}
+
+void Ops::copy(Recorder& rec, Range src, Range dst, size_t bytes) {
+  if (bytes % 16 != 0) throw std::invalid_argument("Vulkan copy: size must be a multiple of 16 bytes");
+  struct {
+    uint32_t n;
+  } pc{u32(bytes / 16, "copy size")};
+  const auto& p = ctx_.pipeline("copy", 2, 0b10, sizeof(pc));
+  uint32_t gx, gy;
+  grid((bytes / 16 + 255) / 256, &gx, &gy);
+  rec.dispatch(p, {src, dst}, &pc, sizeof(pc), gx, gy);
+}
+
+double Ops::measure_bandwidth(size_t bytes, int reps) {
+  bytes = std::min<size_t>(bytes / 16 * 16, ctx_.max_binding_bytes() / 16 * 16);
+  Buffer a = ctx_.create_buffer(bytes), b = ctx_.create_buffer(bytes);
+  Recorder rec(ctx_);
+  // Alternate directions so every dispatch depends on the previous one (barriers included,
+  // as in a real decode sequence).
+  for (int i = 0; i < reps; ++i) copy(rec, {i % 2 ? &b : &a}, {i % 2 ? &a : &b}, bytes);
+  double best = 0;
+  for (int run = 0; run < 3; ++run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    rec.submit_and_wait();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * static_cast<double>(bytes) * reps / s / 1e9);
+  }
+  return best;
 }
 
 void Ops::rope_cos_sin(const float* freq, int half, const int64_t* pos, int n, float* out) {

@@ -66,6 +66,34 @@ class Ops {
   void hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, int iters, float eps, int n_tokens,
                    Range out);
 
+  // Hyper-connection mixing: pre (post=false): u[t] = sum_s pre[t][s] * x[t][s];
+  // post (post=true): out[t][j] = post[t][j] * y[t] + sum_i comb[t][i][j] * x[t][i].
+  // gates [tokens][(2+hc)*hc] as hc_sinkhorn() writes them; y is ignored for pre.
+  void hc_mix(Recorder& rec, bool post, Range x, Range gates, Range y, int hc, int dim, int n_tokens, Range out);
+
+  // A compressor's gated softmax pooling over its candidate rows (kv and score [rows][width],
+  // ratio 4: 8 rows, else `ratio`) -> out [d].
+  void compressor_pool(Recorder& rec, Range kv, Range score, int ratio, int d, int width, Range out);
+
+  // Indexer scores of n_rows compressed rows for one token: q [heads][dim], rows [n][dim],
+  // w [heads] -> score [n] = sum_h (w[h] * wscale) * max(0, q_h . row).
+  void indexer_score(Recorder& rec, Range q, Range rows, Range w, int n_rows, int heads, int dim, float wscale,
+                     Range score);
+
+  // Indices of the k highest of n scores (ties: lower index), ascending.
+  void topk_rows(Recorder& rec, Range score, int n, int k, Range selected);
+
+  // In-place scaled Hadamard transform of nrows rows of n values (n a power of two <= 4096).
+  void hadamard(Recorder& rec, Range x, int n, int nrows, size_t row_stride);
+
+  // dst = src over `bytes` (a multiple of 16).
+  void copy(Recorder& rec, Range src, Range dst, size_t bytes);
+
+  // Device memory bandwidth in GB/s (bytes read + written per second) from `reps` copy
+  // dispatches of `bytes` in one submission, best of three submissions. Information for
+  // ds4-bench; not a test.
+  double measure_bandwidth(size_t bytes, int reps);
+
   // The (cos, sin) table rope() reads, for rows at positions pos[0..n): entry [i][k] =
   // (cos(pos_i * freq[k]), sin(...)) with the CPU's float expressions (model::Rope::apply),
   // computed on the host since Vulkan's sin/cos are far less accurate than libm.

@@ -443,6 +443,142 @@ TEST(VulkanOps, HcSinkhornMatchesCpu) {
   EXPECT_LE(worst, 1e-5);
 }
 
+TEST(VulkanOps, HcMixIsExact) {
+  const int hc = 4, D = 300, T = 3, per = (2 + hc) * hc;
+  auto x = random_floats(T * hc * D, 20), y = random_floats(T * D, 21), gates = random_floats(T * per, 22, 0.5f);
+  Buffer xb = upload(x), yb = upload(y), gb = upload(gates);
+  Buffer ub = g_ctx->create_buffer(T * D * 4), ob = g_ctx->create_buffer(T * hc * D * 4);
+  Recorder rec(*g_ctx);
+  g_ops->hc_mix(rec, false, {&xb}, {&gb}, {}, hc, D, T, {&ub});
+  g_ops->hc_mix(rec, true, {&xb}, {&gb}, {&yb}, hc, D, T, {&ob});
+  rec.submit_and_wait();
+  auto u = download<float>(ub, T * D), o = download<float>(ob, T * hc * D);
+  for (int t = 0; t < T; ++t) {
+    const float* g = gates.data() + t * per;
+    for (int d = 0; d < D; ++d) {
+      // The CPU's hc_pre / hc_post expressions (model forward).
+      float acc = 0.f;
+      for (int s2 = 0; s2 < hc; ++s2) acc += g[s2] * x[(t * hc + s2) * D + d];
+      ASSERT_EQ(std::bit_cast<uint32_t>(u[t * D + d]), std::bit_cast<uint32_t>(acc));
+      for (int j = 0; j < hc; ++j) {
+        float a2 = g[hc + j] * y[t * D + d];
+        for (int i = 0; i < hc; ++i) a2 += g[2 * hc + i * hc + j] * x[(t * hc + i) * D + d];
+        ASSERT_EQ(std::bit_cast<uint32_t>(o[(t * hc + j) * D + d]), std::bit_cast<uint32_t>(a2));
+      }
+    }
+  }
+}
+
+TEST(VulkanOps, CompressorPoolMatchesCpu) {
+  for (int ratio : {4, 128}) {
+    const int d = 160, width = ratio == 4 ? 2 * d : d, cand = ratio == 4 ? 8 : ratio;
+    auto kv = random_floats(cand * width, 23), score = random_floats(cand * width, 24, 3.0f);
+    for (int m = 0; m < cand; ++m) score[m * width + (ratio == 4 && m >= 4 ? d : 0) + 5] = -1e30f;  // fully masked
+    score[2 * width + 7] = -1e30f;                                  // one masked candidate
+    Buffer kb = upload(kv), sb = upload(score), ob = g_ctx->create_buffer(d * 4);
+    Recorder rec(*g_ctx);
+    g_ops->compressor_pool(rec, {&kb}, {&sb}, ratio, d, width, {&ob});
+    rec.submit_and_wait();
+    auto got = download<float>(ob, d);
+    double worst = 0;
+    for (int j = 0; j < d; ++j) {
+      // The CPU's pooling (model forward, compressor_step).
+      auto at = [&](int m, const std::vector<float>& buf) {
+        if (ratio == 4) return m < 4 ? buf[m * width + j] : buf[m * width + d + j];
+        return buf[m * width + j];
+      };
+      float mx = -INFINITY;
+      for (int m = 0; m < cand; ++m) mx = std::max(mx, at(m, score));
+      float want = 0.f;
+      if (mx > -5e29f) {
+        std::vector<float> e(cand);
+        float z = 0.f;
+        for (int m = 0; m < cand; ++m) {
+          const float sv = at(m, score);
+          e[m] = sv <= -5e29f ? 0.f : std::exp(sv - mx);
+          z += e[m];
+        }
+        for (int m = 0; m < cand; ++m) want += (e[m] / z) * at(m, kv);
+      }
+      if (j == 5) {
+        EXPECT_EQ(got[j], 0.f);
+      }
+      worst = std::max(worst, static_cast<double>(std::fabs(got[j] - want)));
+    }
+    std::cout << "  compressor_pool (ratio " << ratio << ") max abs err " << worst << "\n";
+    EXPECT_LE(worst, 1e-6);
+  }
+}
+
+TEST(VulkanOps, IndexerScoreIsExactToScalar) {
+  const int heads = 8, dim = 128, n = 300;
+  auto q = random_floats(heads * dim, 25), rows = random_floats(n * dim, 26), w = random_floats(heads, 27);
+  const float wscale = 1.0f / std::sqrt(static_cast<float>(dim * heads));
+  Buffer qb = upload(q), rb = upload(rows), wb = upload(w), sb = g_ctx->create_buffer(n * 4);
+  Recorder rec(*g_ctx);
+  g_ops->indexer_score(rec, {&qb}, {&rb}, {&wb}, n, heads, dim, wscale, {&sb});
+  rec.submit_and_wait();
+  auto got = download<float>(sb, n);
+  const auto& k = quant::scalar::kernels();
+  for (int r = 0; r < n; ++r) {
+    float s2 = 0.f;
+    for (int h = 0; h < heads; ++h)
+      s2 += (w[h] * wscale) * std::max(0.f, k.dot_f32(q.data() + h * dim, rows.data() + r * dim, dim));
+    ASSERT_EQ(std::bit_cast<uint32_t>(got[r]), std::bit_cast<uint32_t>(s2)) << r;
+  }
+}
+
+TEST(VulkanOps, TopkRowsMatchesCpuSelection) {
+  for (int n : {10, 700, 5000}) {
+    for (int k : {1, 7, n / 2, n}) {
+      auto sc = random_floats(n, 28 + n);
+      // Ties (including across the k-th place), negative zero and negatives.
+      for (int i = 0; i < n; i += 3) sc[i] = std::round(sc[i] * 2.f) / 2.f;
+      if (n > 4) sc[1] = -0.0f, sc[2] = 0.0f;
+      Buffer sb = upload(sc), ob = g_ctx->create_buffer(k * 4);
+      Recorder rec(*g_ctx);
+      g_ops->topk_rows(rec, {&sb}, n, k, {&ob});
+      rec.submit_and_wait();
+      auto got = download<int32_t>(ob, k);
+      std::vector<int> sel(n);
+      std::iota(sel.begin(), sel.end(), 0);
+      std::partial_sort(sel.begin(), sel.begin() + k, sel.end(),
+                        [&](int x, int y) { return sc[x] > sc[y] || (sc[x] == sc[y] && x < y); });
+      sel.resize(k);
+      std::sort(sel.begin(), sel.end());
+      ASSERT_EQ(got, std::vector<int32_t>(sel.begin(), sel.end())) << "n " << n << " k " << k;
+    }
+  }
+}
+
+TEST(VulkanOps, HadamardIsExact) {
+  for (int n : {128, 512}) {
+    const int rows = 3, stride = n + 8;
+    auto x = random_floats(rows * stride, 29);
+    Buffer xb = upload(x);
+    Recorder rec(*g_ctx);
+    g_ops->hadamard(rec, {&xb}, n, rows, stride);
+    rec.submit_and_wait();
+    auto got = download<float>(xb, x.size());
+    auto want = x;
+    for (int r = 0; r < rows; ++r) model::hadamard_scaled(want.data() + r * stride, n);
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i])) << i;
+  }
+}
+
+TEST(VulkanOps, CopyIsExactAndBandwidthIsMeasured) {
+  std::vector<uint32_t> v(4096 + 4);
+  std::iota(v.begin(), v.end(), 12345u);
+  Buffer a = upload(v), b = g_ctx->create_buffer(v.size() * 4);
+  Recorder rec(*g_ctx);
+  g_ops->copy(rec, {&a}, {&b}, v.size() * 4);
+  rec.submit_and_wait();
+  EXPECT_EQ(download<uint32_t>(b, v.size()), v);
+  const double gbs = g_ops->measure_bandwidth(1 << 20, 4);
+  std::cout << "  copy bandwidth (information only) " << gbs << " GB/s\n";
+  EXPECT_GT(gbs, 0.0);
+}
+
 }  // namespace
 }  // namespace ds4::vulkan
 
