@@ -267,9 +267,10 @@ std::string random_call_id() {
 DsmlStreamParser::DsmlStreamParser(DsmlParserOptions options) : opt_(std::move(options)) {}
 
 void DsmlStreamParser::emit(std::vector<DsmlEvent>& out, DsmlEvent ev) {
-  std::vector<DsmlEvent>& target = tentative_ ? held_ : out;
+  std::vector<DsmlEvent>& target = tentative_ || holding_ ? held_ : out;
+  // Held argument fragments stay apart: they go out later, in the pieces they parsed in.
   bool mergeable = ev.kind == DsmlEventKind::Reasoning || ev.kind == DsmlEventKind::Text ||
-                   ev.kind == DsmlEventKind::ToolCallArgs;
+                   (ev.kind == DsmlEventKind::ToolCallArgs && !holding_);
   if (mergeable && !target.empty() && target.back().kind == ev.kind && target.back().index == ev.index) {
     target.back().text += ev.text;
     return;
@@ -284,10 +285,11 @@ void DsmlStreamParser::emit_text(std::vector<DsmlEvent>& out, std::string_view b
                                                                                    : DsmlEventKind::Text;
   ev.text = std::string(bytes);
   // Text outside blocks is never held, even while a tentative block is being decided.
-  bool saved = tentative_;
-  tentative_ = false;
+  bool saved = tentative_, saved_holding = holding_;
+  tentative_ = holding_ = false;
   emit(out, std::move(ev));
   tentative_ = saved;
+  holding_ = saved_holding;
 }
 
 void DsmlStreamParser::emit_args(std::vector<DsmlEvent>& out, std::string_view fragment) {
@@ -306,6 +308,7 @@ void DsmlStreamParser::consume_block(size_t n) {
 
 void DsmlStreamParser::begin_block(size_t ws_start, size_t tag_start, size_t tag_len, bool bar_missing) {
   tentative_ = state_ == State::Reasoning;
+  holding_ = !tentative_ && opt_.hold_calls_until_block_end;
   prefix_ = bar_missing ? "<DSML｜" : "<｜DSML｜";
   close_prefix_ = bar_missing ? "</DSML｜" : "</｜DSML｜";
   block_raw_.assign(buf_, ws_start, tag_start + tag_len - ws_start);
@@ -329,6 +332,8 @@ void DsmlStreamParser::fail(std::vector<DsmlEvent>& out, const std::string& why)
     return;
   }
   had_error_ = true;
+  holding_ = false;
+  held_.clear();  // held call events of the rejected block are never emitted
   DsmlEvent ev;
   ev.kind = DsmlEventKind::Error;
   ev.text = "invalid tool call: " + why;
@@ -340,6 +345,11 @@ void DsmlStreamParser::fail(std::vector<DsmlEvent>& out, const std::string& why)
 
 void DsmlStreamParser::end_block(std::vector<DsmlEvent>& out) {
   for (auto& call : block_calls_) call.block_raw = block_raw_;
+  if (holding_) {
+    holding_ = false;
+    for (auto& held : held_) out.push_back(std::move(held));
+    held_.clear();
+  }
   DsmlEvent ev;
   ev.kind = DsmlEventKind::BlockEnd;
   ev.text = block_raw_;

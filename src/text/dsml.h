@@ -100,6 +100,10 @@ struct DsmlParserOptions {
   bool parse_tool_calls = true;
   // Id for the n-th call; default "call_" + 32 random hex digits.
   std::function<std::string(size_t)> make_id;
+  // Hold a block's call events (ToolCallStart/Args/End) until its closing tag: a block that
+  // turns out invalid then emits no call event at all, so a streamed answer never shows a
+  // call the whole-completion answer rejects. Off: calls stream as their bytes parse.
+  bool hold_calls_until_block_end = false;
   // Limits that bound buffering on hostile output (exceeding one is a structural error).
   size_t max_tag_bytes = 4096;
   size_t max_json_value_bytes = 8u << 20;
@@ -111,7 +115,8 @@ struct DsmlParserOptions {
 // before a possible block, an incomplete UTF-8 tail inside a string value.
 //
 // Rules: a leading "<think>" is dropped and starts reasoning. A block found in visible text
-// is a tool-call block: its calls stream as they parse, content whitespace right before it is
+// is a tool-call block: its calls stream as they parse (or, with hold_calls_until_block_end,
+// all at once when the block closes), content whitespace right before it is
 // trimmed, bytes after its end tag are ignored (tool_calls_done() turns true; stop there).
 // A block found inside unclosed reasoning is tentative: its events are held and become tool
 // calls only if the output ends (finish) after it with nothing but whitespace, the case of a
@@ -177,6 +182,7 @@ class DsmlStreamParser {
 
   // Current block.
   bool tentative_ = false;
+  bool holding_ = false;  // hold_calls_until_block_end: the open block's events are in held_
   std::string prefix_;  // "<｜DSML｜" or "<DSML｜"
   std::string close_prefix_;  // "</｜DSML｜" or "</DSML｜"
   std::string block_raw_;

@@ -356,6 +356,81 @@ TEST(DsmlStream, StringValueStreamsBeforeItEnds) {
   EXPECT_FALSE(parser.in_dsml_syntax());
 }
 
+// ---- holding calls until the block closes (the server's streaming mode)
+
+DsmlParserOptions holding_ids(bool thinking = false) {
+  DsmlParserOptions opt = counting_ids(thinking);
+  opt.hold_calls_until_block_end = true;
+  return opt;
+}
+
+bool has_call_event(const std::vector<DsmlEvent>& events) {
+  return std::any_of(events.begin(), events.end(), [](const DsmlEvent& e) {
+    return e.kind == DsmlEventKind::ToolCallStart || e.kind == DsmlEventKind::ToolCallArgs ||
+           e.kind == DsmlEventKind::ToolCallEnd;
+  });
+}
+
+TEST(DsmlHold, NoCallEventBeforeTheClosingTag) {
+  const std::string text = "Sure." + kBashBlock;
+  const std::string closing = "</｜DSML｜tool_calls>";
+  DsmlStreamParser parser(holding_ids());
+  std::vector<DsmlEvent> ev;
+  // Every byte but the last of the closing tag: the invoke is complete, nothing is out yet.
+  parser.feed(std::string_view(text).substr(0, text.size() - 1), ev);
+  EXPECT_FALSE(has_call_event(ev)) << describe(ev);
+  parser.feed(std::string_view(text).substr(text.size() - 1), ev);
+  parser.finish(ev);
+  // The same events as a streaming parser's, only later.
+  EXPECT_EQ(describe(merged(ev)), describe(run_whole(text, counting_ids())));
+  EXPECT_TRUE(text.ends_with(closing));
+}
+
+TEST(DsmlHold, CompleteInvokeThenInvalidTagEmitsNoCall) {
+  // One whole invoke, then a tag that is not an invoke: the block is rejected as a whole.
+  const std::string text = "Sure.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"bash\">\n"
+                           "<｜DSML｜parameter name=\"command\" string=\"true\">touch x</｜DSML｜parameter>\n"
+                           "</｜DSML｜invoke>\n<｜DSML｜bogus>\n</｜DSML｜tool_calls>";
+  for (size_t cut = 0; cut <= text.size(); ++cut) {
+    std::vector<DsmlEvent> events = run_chunks(text, {cut}, holding_ids());
+    ASSERT_FALSE(has_call_event(events)) << cut << "\n" << describe(events);
+    std::string shown;
+    bool error = false;
+    for (const auto& e : events) {
+      if (e.kind == DsmlEventKind::Text) shown += e.text;
+      error = error || e.kind == DsmlEventKind::Error;
+    }
+    EXPECT_TRUE(error) << cut;
+    EXPECT_EQ(shown, text) << cut;
+  }
+  // Without holding, the first call has streamed before the error: what the server must avoid.
+  EXPECT_TRUE(has_call_event(run_whole(text, counting_ids())));
+  ParsedCompletion whole = parse_completion(text, counting_ids());
+  EXPECT_TRUE(whole.error);
+  EXPECT_TRUE(whole.tool_calls.empty());
+}
+
+TEST(DsmlHold, TruncatedBlockEmitsNoCall) {
+  const std::string text = "On it." + kBashBlock;
+  for (size_t cut = 0; cut < text.size(); ++cut) {
+    EXPECT_FALSE(has_call_event(run_whole(text.substr(0, cut), holding_ids()))) << cut;
+  }
+}
+
+TEST(DsmlHold, ChunkingDoesNotChangeEvents) {
+  const std::string text = "<think>plan</think>Two calls." + std::string(
+      "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"a\">\n"
+      "<｜DSML｜parameter name=\"x\" string=\"false\">{\"k\": [1, 2]}</｜DSML｜parameter>\n"
+      "</｜DSML｜invoke>\n<｜DSML｜invoke name=\"b\">\n"
+      "<｜DSML｜parameter name=\"y\" string=\"true\">v</｜DSML｜parameter>\n"
+      "</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
+  const std::string whole = describe(run_whole(text, holding_ids()));
+  EXPECT_EQ(whole, describe(run_whole(text, counting_ids())));
+  for (size_t cut = 1; cut < text.size(); ++cut) {
+    ASSERT_EQ(describe(run_chunks(text, {cut}, holding_ids())), whole) << cut;
+  }
+}
+
 // ---- sampler positions
 
 TEST(DsmlPositionTest, TracksSyntaxAndPayload) {
