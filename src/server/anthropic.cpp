@@ -14,9 +14,11 @@ namespace {
 // system blocks; it changes every request and would break every prefix match.
 bool is_volatile_system_text(const std::string& text) { return text.rfind("x-anthropic-", 0) == 0; }
 
-std::string system_text(const OJ& system) {
+// System text from a string or text blocks (`cache_control` and other block keys ignored),
+// joined by "\n"; `param` names the field in errors.
+std::string system_text(const OJ& system, const std::string& param = "system") {
   if (system.is_string()) return system.get<std::string>();
-  if (!system.is_array()) throw bad_request("'system' must be a string or an array of blocks", "system");
+  if (!system.is_array()) throw bad_request("'" + param + "' must be a string or an array of blocks", param);
   std::string out;
   bool first = true;
   for (const auto& block : system) {
@@ -25,12 +27,12 @@ std::string system_text(const OJ& system) {
       text = block.get<std::string>();
     } else if (block.is_object()) {
       std::string type = block.value("type", std::string("text"));
-      if (type != "text") throw bad_request("system block type '" + type + "' is not supported", "system");
+      if (type != "text") throw bad_request(param + ": block type '" + type + "' is not supported (text)", param);
       const OJ* t = field(block, "text");
-      if (!t || !t->is_string()) throw bad_request("system text block without a string 'text'", "system");
+      if (!t || !t->is_string()) throw bad_request(param + ": text block without a string 'text'", param);
       text = t->get<std::string>();
     } else {
-      throw bad_request("'system' blocks must be objects or strings", "system");
+      throw bad_request("'" + param + "' blocks must be objects or strings", param);
     }
     if (is_volatile_system_text(text)) continue;
     if (!first) out += "\n";
@@ -77,15 +79,26 @@ OJ convert_messages(const OJ& messages, const ServerOptions& o) {
     if (!m.is_object()) throw bad_request(where + " must be an object", "messages");
     auto role = get_string(m, "role");
     if (!role) throw bad_request(where + ": missing 'role'", "messages");
-    if (*role != "user" && *role != "assistant") {
-      throw bad_request(where + ": role must be 'user' or 'assistant'", "messages");
+    if (*role != "user" && *role != "assistant" && *role != "system") {
+      throw bad_request(where + ": role must be 'user', 'assistant' or 'system'", "messages");
+    }
+    const OJ* content = field(m, "content");
+    if (!content) throw bad_request("Missing required parameter: '" + where + ".content'", where + ".content");
+    if (*role == "system") {
+      // A mid-conversation system message (Claude Code's environment block): text blocks,
+      // placed by place_system_messages. As in Anthropic's API, it cannot open the list.
+      if (i == 0) {
+        throw bad_request(where + ": a system message must follow a user turn; the initial system "
+                                  "prompt goes in 'system'",
+                          "messages");
+      }
+      out.push_back({{"role", "system"}, {"content", system_text(*content, where + ".content")}});
+      continue;
     }
     OJ blocks = OJ::array();
-    if (const OJ* content = field(m, "content")) {
-      if (content->is_string()) blocks.push_back({{"type", "text"}, {"text", *content}});
-      else if (content->is_array()) blocks = *content;
-      else throw bad_request(where + ": 'content' must be a string or an array of blocks", "messages");
-    }
+    if (content->is_string()) blocks.push_back({{"type", "text"}, {"text", *content}});
+    else if (content->is_array()) blocks = *content;
+    else throw bad_request(where + ": 'content' must be a string or an array of blocks", "messages");
     if (*role == "user") {
       bool any = false;
       for (const auto& b : blocks) {
@@ -148,7 +161,7 @@ OJ convert_messages(const OJ& messages, const ServerOptions& o) {
     if (!calls.empty()) msg["tool_calls"] = std::move(calls);
     out.push_back(std::move(msg));
   }
-  if (out.back().value("role", std::string()) == "assistant") {
+  if (out.empty() || out.back().value("role", std::string()) == "assistant") {
     throw bad_request("the last message must be a user message (assistant prefill is not supported)",
                       "messages");
   }
@@ -221,6 +234,7 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
     std::string text = system_text(*system);
     if (!text.empty()) msgs.insert(msgs.begin(), OJ{{"role", "system"}, {"content", text}});
   }
+  place_system_messages(msgs);
   Thinking th = messages_thinking(body, model);
   text::RenderOptions ro = base_render_options(th, ctx);
 
@@ -279,7 +293,13 @@ OJ anthropic_error_json(const ApiError& e) {
   else if (e.status == 503) type = "overloaded_error";
   else if (e.status >= 500) type = "api_error";
   else type = "invalid_request_error";
-  OJ err = {{"type", type}, {"message", e.what()}};
+  std::string message = e.what();
+  if (e.code == "context_length_exceeded" && e.extra.contains("n_prompt_tokens")) {
+    // Anthropic's own wording, which Claude Code (and others) match to compact the context.
+    message = "prompt is too long: " + e.extra["n_prompt_tokens"].dump() + " tokens > " +
+              e.extra["n_ctx"].dump() + " maximum";
+  }
+  OJ err = {{"type", type}, {"message", message}};
   for (auto it = e.extra.begin(); it != e.extra.end(); ++it) err[it.key()] = it.value();
   return OJ{{"type", "error"}, {"error", std::move(err)}};
 }

@@ -33,6 +33,19 @@ inline ApiError bad_request(const std::string& message, const std::string& param
   return e;
 }
 
+// A prompt that does not fit the context. The wording carries phrases clients match to start
+// compaction ("exceeds the context window", the code); Anthropic's shape rewrites the message
+// (anthropic_error_json).
+inline ApiError context_length_error(size_t prompt_tokens, int64_t n_ctx, const std::string& param = {}) {
+  ApiError e(400, "Prompt has " + std::to_string(prompt_tokens) +
+                      " tokens, but the configured context size is " + std::to_string(n_ctx) +
+                      " tokens: the request exceeds the context window");
+  e.param = param;
+  e.code = "context_length_exceeded";
+  e.extra = {{"n_prompt_tokens", prompt_tokens}, {"n_ctx", n_ctx}};
+  return e;
+}
+
 // Serialises for the wire: invalid UTF-8 from the model becomes U+FFFD instead of throwing.
 inline std::string dump_json(const nlohmann::ordered_json& j) {
   return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);

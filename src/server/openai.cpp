@@ -23,6 +23,12 @@ json model_object(const std::string& id, int ctx, int64_t default_max_tokens) {
               {"owned_by", "ds4"},
               {"name", "DeepSeek V4 Flash"},
               {"context_length", ctx},
+              // Anthropic's model object: clients size their context from these.
+              {"type", "model"},
+              {"display_name", "DeepSeek V4 Flash"},
+              {"created_at", "2026-01-01T00:00:00Z"},
+              {"max_input_tokens", ctx},
+              {"max_tokens", std::min<int64_t>(default_max_tokens, ctx)},
               {"top_provider",
                {{"context_length", ctx},
                 {"max_completion_tokens", std::min<int64_t>(default_max_tokens, ctx)},
@@ -297,13 +303,7 @@ void parse_test_hooks(const OJ& body, const ServerContext& ctx, GenerationSpec& 
 
 void check_context(const GenerationSpec& spec, const ServerContext& ctx, const char* param) {
   if (spec.tokens.size() >= static_cast<size_t>(ctx.ctx)) {
-    ApiError e(400, "Prompt has " + std::to_string(spec.tokens.size()) +
-                        " tokens, but the configured context size is " + std::to_string(ctx.ctx) +
-                        " tokens");
-    e.param = param;
-    e.code = "context_length_exceeded";
-    e.extra = {{"n_prompt_tokens", spec.tokens.size()}, {"n_ctx", ctx.ctx}};
-    throw e;
+    throw context_length_error(spec.tokens.size(), ctx.ctx, param);
   }
 }
 
@@ -329,7 +329,47 @@ void render_into_spec(const OJ& messages, const text::RenderOptions& ro, const T
   spec.tokens = tokenize_segments(ctx.tok, spec.segments);
 }
 
+void place_system_messages(OJ& messages) {
+  OJ out = OJ::array();
+  bool leading = true;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    OJ& m = messages[i];
+    if (m.value("role", std::string()) != "system") {
+      leading = false;
+      out.push_back(std::move(m));
+      continue;
+    }
+    std::string text = m.value("content", std::string());
+    if (leading) {
+      if (out.empty()) {
+        out.push_back(std::move(m));
+      } else if (!text.empty()) {
+        std::string& host = out.back()["content"].get_ref<std::string&>();
+        host += host.empty() ? text : "\n\n" + text;
+      }
+      continue;
+    }
+    if (text.empty()) continue;  // nothing to render
+    const std::string prev = out.back().value("role", std::string());
+    if (prev == "user" || prev == "tool" || i + 1 == messages.size()) {
+      // Inside a user turn (or ending the conversation): a text block of that turn, so the
+      // turn still ends with the assistant transition.
+      out.push_back({{"role", "user"}, {"content", std::move(text)}});
+    } else {
+      out.push_back(std::move(m));  // between an answer and the next user turn: in place
+    }
+  }
+  messages = std::move(out);
+}
+
 namespace {
+
+bool has_tool_calls(const OJ& m) {
+  const OJ* calls = field(m, "tool_calls");
+  if (calls && calls->is_array() && !calls->empty()) return true;
+  const OJ* legacy = field(m, "function_call");
+  return legacy && legacy->is_object();
+}
 
 // OpenAI messages -> the renderer's message list (strings only, tool calls validated).
 OJ normalize_messages(const OJ& messages, const ServerOptions& o) {
@@ -347,16 +387,19 @@ OJ normalize_messages(const OJ& messages, const ServerOptions& o) {
       role = r->get<std::string>();
     }
     if (role == "function") role = "tool";
+    // OpenAI's `developer` is its newer name for system instructions (not the official
+    // template's internal developer turn).
+    if (role == "developer") role = "system";
     OJ n = OJ::object();
     n["role"] = role;
     const OJ* content = field(m, "content");
+    if (!content && !(role == "assistant" && has_tool_calls(m))) {
+      // As the OpenAI API: only an assistant message carrying tool calls may omit it.
+      throw bad_request("Missing required parameter: '" + where + ".content'", where + ".content");
+    }
     std::string text = content ? flatten_content(*content, where) : std::string();
-    if (role == "system" || role == "developer" || role == "user") {
+    if (role == "system" || role == "user") {
       n["content"] = text;
-      if (role == "developer" && text.empty()) {
-        // The official template has no empty developer turn; fold it away.
-        n["role"] = "system";
-      }
     } else if (role == "assistant") {
       n["content"] = text;
       if (auto rc = field(m, "reasoning_content")) {
@@ -393,6 +436,7 @@ OJ normalize_messages(const OJ& messages, const ServerOptions& o) {
     }
     out.push_back(std::move(n));
   }
+  place_system_messages(out);
   return out;
 }
 

@@ -36,6 +36,14 @@ Thinking resolve_thinking_mode(std::optional<bool> explicit_on,
                                const std::optional<std::string>& effort, const char* effort_param,
                                const std::string& model);
 
+// System text inside the renderer's message list (`role` "system", string content), placed
+// so that prompts stay prefix-stable turn after turn: the leading ones form the system prompt
+// (joined by "\n\n"); a later one renders in place as the official template does (no role
+// token), except that one right after a user or tool message, or ending the list, becomes a
+// text block of that user turn, which then still ends with the assistant transition
+// (Anthropic mid-conversation system messages, OpenAI system/developer messages).
+void place_system_messages(nlohmann::ordered_json& messages);
+
 // temperature, top_p, top_k, min_p, seed (client knobs ignored in thinking mode).
 void parse_sampling(const nlohmann::ordered_json& body, bool thinking, GenerationSpec& spec);
 // Stop sequences from `body[key]` (string or array; empties dropped; limits enforced).

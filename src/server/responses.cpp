@@ -101,7 +101,8 @@ struct Converter {
         out.push_back(std::move(msg));
       } else if (role == "user" || role == "system" || role == "developer") {
         flush_reasoning();
-        out.push_back({{"role", role}, {"content", text}});
+        // `developer` is OpenAI's name for system instructions.
+        out.push_back({{"role", role == "user" ? "user" : "system"}, {"content", text}});
       } else {
         throw bad_request(where + ": unsupported role '" + role + "'", "input");
       }
@@ -249,6 +250,7 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
     throw bad_request("'input' must be a string or an array of items", "input");
   }
   if (conv.out.empty()) throw bad_request("'input' must not be empty", "input");
+  place_system_messages(conv.out);
 
   text::RenderOptions ro = base_render_options(th, ctx);
   bool tools_hidden = false;
@@ -520,7 +522,7 @@ void ResponsesFormatter::stream_failure(const ApiError& e, std::vector<OJ>& out)
     emit(out, {{"type", "response.created"}, {"response", response_object("in_progress", OJ::array(), nullptr)}});
   }
   OJ r = response_object("failed", done_items_, nullptr);
-  r["error"] = {{"code", "server_error"}, {"message", e.what()}};
+  r["error"] = {{"code", e.code.empty() ? std::string("server_error") : e.code}, {"message", e.what()}};
   emit(out, {{"type", "response.failed"}, {"response", std::move(r)}});
 }
 

@@ -298,15 +298,6 @@ void Worker::remember_visible(const GenerationSpec& spec, const std::string& con
 
 namespace {
 
-ApiError context_error(size_t prompt_tokens, int ctx) {
-  ApiError e(400, "Prompt has " + std::to_string(prompt_tokens) +
-                      " tokens, but the configured context size is " + std::to_string(ctx) +
-                      " tokens");
-  e.code = "context_length_exceeded";
-  e.extra = {{"n_prompt_tokens", prompt_tokens}, {"n_ctx", ctx}};
-  return e;
-}
-
 // Largest cut <= n that does not split a UTF-8 sequence of s.
 size_t utf8_cut(const std::string& s, size_t n) {
   if (n >= s.size()) return s.size();
@@ -337,7 +328,7 @@ void Worker::run(Job& job) {
     bool cold = false;
     source = consult_disk(spec, tokens, source, cold);  // an evict save may key by visible_
     visible_.clear();  // they described the live state this request replaces
-    if (tokens.size() >= static_cast<size_t>(ctx_)) throw context_error(tokens.size(), ctx_);
+    if (tokens.size() >= static_cast<size_t>(ctx_)) throw context_length_error(tokens.size(), ctx_);
     {
       // Tells the request thread its job is running (it then commits the response headers).
       GenEvent ev{GenEvent::Kind::Progress};
@@ -365,7 +356,7 @@ void Worker::run(Job& job) {
       metrics_.cancelled_jobs++;
       ev.error = ApiError(499, "request cancelled", "cancelled");
     } else if (e.kind() == Error::Kind::ContextOverflow) {
-      ev.error = context_error(tokens.size(), ctx_);
+      ev.error = context_length_error(tokens.size(), ctx_);
     } else {
       ev.error = ApiError(500, std::string("prefill failed: ") + e.what(), "server_error");
     }
@@ -402,6 +393,8 @@ void Worker::run(Job& job) {
   text::DsmlParserOptions popt;
   popt.thinking = spec.thinking;
   popt.parse_tool_calls = spec.parse_tools;
+  // Streamed answers must agree with whole ones: a call goes out only once its block is valid.
+  popt.hold_calls_until_block_end = true;
   popt.make_id = [this, &spec](size_t) {
     return tool_replay_ ? tool_replay_->new_id(spec.tool_id_prefix)
                         : ToolReplay::random_id(spec.tool_id_prefix);

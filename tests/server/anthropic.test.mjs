@@ -303,6 +303,51 @@ test("ping events keep a quiet stream alive", async () => {
   assert.equal(names.at(-1), "message_stop");
 });
 
+test("Claude Code's shapes: mid-conversation system, cache_control, thinking and redacted blocks back", async () => {
+  const tools = [WEATHER];
+  const turn1 = [
+    { role: "user", content: [{ type: "text", text: "Weather?", cache_control: { type: "ephemeral" } }] },
+    { role: "system", content: [{ type: "text", text: "# Environment\nlinux", cache_control: { type: "ephemeral", ttl: "1h" } }] },
+  ];
+  const extra = {
+    context_management: { edits: [{ type: "clear_thinking_20251015", keep: "all" }] },
+    output_config: { effort: "high" },
+    thinking: { type: "adaptive", display: "omitted" },
+    metadata: { user_id: "u" },
+  };
+  // The system text joins the user turn it follows (thinking on: the turn opens <think>).
+  const counted = await client.messages.countTokens({ model: "x", messages: turn1 });
+  assert.equal(counted.input_tokens, promptTokens("Weather?\n\n# Environment\nlinux"));
+
+  const m1 = await client.messages.create({
+    model: "x", max_tokens: 200, tools, messages: turn1, ...extra,
+    ds4_test_output: "Ask the tool.</think>" + dsmlCall("get_weather", { location: "Paris" }),
+  });
+  assert.equal(m1.stop_reason, "tool_use");
+  const use = m1.content.find((b) => b.type === "tool_use");
+  const turn2 = [
+    ...turn1,
+    { role: "assistant", content: [{ type: "redacted_thinking", data: "opaque" }, ...m1.content] },
+    { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content: [{ type: "text", text: "sunny" }], cache_control: { type: "ephemeral" } }] },
+  ];
+  const m2 = await client.messages.create({ model: "x", max_tokens: 200, tools, messages: turn2, ...extra, ds4_test_output: "Done.</think>Sunny." });
+  // Turn two extends turn one byte for byte: the whole live state is reused.
+  assert.equal(m2.usage.cache_read_input_tokens, inputTotal(m1.usage) + m1.usage.output_tokens);
+  // A later system message, after the tool result, joins that turn as well.
+  const turn3 = [...turn2, { role: "assistant", content: m2.content }, { role: "user", content: "Thanks" }, { role: "system", content: "Be terse." }];
+  const m3 = await client.messages.create({ model: "x", max_tokens: 200, tools, messages: turn3, ...extra, ds4_test_output: "Ok.</think>Bye." });
+  assert.equal(m3.usage.cache_read_input_tokens, inputTotal(m2.usage) + m2.usage.output_tokens);
+  assert.equal(m3.content.at(-1).text, "Bye.");
+
+  // A system message cannot open the list (Anthropic: the top-level system is for that).
+  const first = await postJson(server.base, "/v1/messages", { model: "x", max_tokens: 5, messages: [{ role: "system", content: "x" }, { role: "user", content: "y" }] });
+  assert.equal(first.status, 400);
+  assert.match(first.json.error.message, /messages\[0\].*system/);
+  const noContent = await postJson(server.base, "/v1/messages", { model: "x", max_tokens: 5, messages: [{ role: "user" }] });
+  assert.equal(noContent.status, 400);
+  assert.match(noContent.json.error.message, /messages\[0\]\.content/);
+});
+
 test("bad requests get Anthropic-shaped 400 errors", async () => {
   const cases = [
     { messages: [{ role: "system", content: "x" }] },
@@ -340,4 +385,7 @@ test("bad requests get Anthropic-shaped 400 errors", async () => {
   assert.equal(long.status, 400);
   assert.ok(long.json.error.n_prompt_tokens > 4096);
   assert.equal(long.json.error.n_ctx, 4096);
+  // Anthropic's wording, which Claude Code matches to compact the conversation.
+  assert.equal(long.json.error.type, "invalid_request_error");
+  assert.equal(long.json.error.message, `prompt is too long: ${long.json.error.n_prompt_tokens} tokens > 4096 maximum`);
 });

@@ -67,6 +67,20 @@ test("non-streaming text: output item, status, usage", async () => {
     ds4_test_output: "ok",
   });
   assert.equal(withItems.usage.input_tokens, promptTokens("Hi") + refEncode("Be brief.").length);
+
+  // Codex's developer items are system text: joined with the instructions into one system
+  // prompt, not turns of their own.
+  const developer = await client.responses.create({
+    model: "x",
+    instructions: "Be brief.",
+    input: [
+      { type: "message", role: "developer", content: [{ type: "input_text", text: "Sandbox: none." }] },
+      { type: "message", role: "user", content: [{ type: "input_text", text: "Hi" }] },
+    ],
+    reasoning: { effort: "none" },
+    ds4_test_output: "ok",
+  });
+  assert.equal(developer.usage.input_tokens, promptTokens("Hi") + refEncode("Be brief.\n\nSandbox: none.").length);
 });
 
 test("streaming lifecycle through the SDK's ResponseStream", async () => {

@@ -84,6 +84,51 @@ test("content parts arrays and the chat template", async () => {
   assert.equal(thinking.json.prompt, `${BOS}${USER}Hi${ASSISTANT}<think>`);
 });
 
+test("developer and later system messages render as system text, prefix-stable", async () => {
+  const template = async (messages) => (await postJson(server.base, "/apply-template", { model: "deepseek-chat", messages })).json.prompt;
+  // OpenAI's developer role is system text; leading system texts join with a blank line.
+  assert.equal(
+    await template([{ role: "developer", content: "Be brief." }, { role: "system", content: "Use tools." }, { role: "user", content: "Hi" }]),
+    `${BOS}Be brief.\n\nUse tools.${USER}Hi${ASSISTANT}</think>`,
+  );
+  // After a user turn (or at the end) a system message joins that turn, which keeps its
+  // assistant transition; between an answer and the next user turn it stays in place.
+  const turn1 = await template([{ role: "user", content: "Hi" }, { role: "system", content: "Env: linux." }]);
+  assert.equal(turn1, `${BOS}${USER}Hi\n\nEnv: linux.${ASSISTANT}</think>`);
+  const turn2 = await template([
+    { role: "user", content: "Hi" },
+    { role: "developer", content: "Env: linux." },
+    { role: "assistant", content: "Hello." },
+    { role: "system", content: "Be terse." },
+    { role: "user", content: "Bye" },
+  ]);
+  assert.equal(turn2, `${turn1}Hello.${EOS}Be terse.${USER}Bye${ASSISTANT}</think>`);
+});
+
+test("a message without content is a 400 naming the field, unless it carries tool calls", async () => {
+  for (const [messages, param] of [
+    [[{ role: "user" }], "messages[0].content"],
+    [[{ role: "system", content: "x" }, { role: "user", content: null }], "messages[1].content"],
+    [[{ role: "user", content: "x" }, { role: "assistant" }, { role: "user", content: "y" }], "messages[1].content"],
+    [[{ role: "user", content: "x" }, { role: "assistant", tool_calls: [] }, { role: "user", content: "y" }], "messages[1].content"],
+  ]) {
+    const r = await postJson(server.base, "/v1/chat/completions", { model: "deepseek-chat", messages });
+    assert.equal(r.status, 400, JSON.stringify(messages));
+    assert.equal(r.json.error.param, param);
+    assert.match(r.json.error.message, new RegExp(param.replace(/[[\].]/g, "\\$&")));
+  }
+  const ok = await postJson(server.base, "/v1/chat/completions", {
+    model: "deepseek-chat",
+    messages: [
+      { role: "user", content: "x" },
+      { role: "assistant", tool_calls: [{ id: "call_1", type: "function", function: { name: "f", arguments: "{}" } }] },
+      { role: "tool", tool_call_id: "call_1", content: "done" },
+    ],
+    ds4_test_output: "ok",
+  });
+  assert.equal(ok.status, 200, ok.text);
+});
+
 test("streaming chat with usage chunk", async () => {
   const out = "Streaming works, one token at a time.";
   const stream = await client.chat.completions.create({
@@ -453,9 +498,17 @@ test("context overflow answers context_length_exceeded", async () => {
     (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.code, "context_length_exceeded");
+      // Phrases agents match to compact: opencode's ds4 pattern, Pi's OpenAI pattern.
+      assert.match(e.message, /prompt has \d+ tokens, but the configured context size is 4096 tokens/i);
+      assert.match(e.message, /exceeds the context window/);
       return true;
     },
   );
+  const models = await (await fetch(server.base + "/v1/models")).json();
+  for (const m of models.data) {
+    assert.equal(m.context_length, 4096);
+    assert.equal(m.max_input_tokens, 4096);
+  }
 });
 
 // 400 scripted tokens (no early EOS), 50 ms each: 20 s unless cancelled.
