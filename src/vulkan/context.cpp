@@ -244,7 +244,7 @@ Context::Context(const ContextOptions& opt) {
   queue_family_ = static_cast<uint32_t>(compute_queue_family(physical_));
   mem_props_ = physical_.getMemoryProperties();
   const auto limits = physical_.getProperties().limits;
-  max_binding_bytes_ = limits.maxStorageBufferRange;
+  max_binding_bytes_ = device_binding_bytes_ = limits.maxStorageBufferRange;
   binding_alignment_ = limits.minStorageBufferOffsetAlignment;
 
   float prio = 1.0f;

@@ -96,8 +96,9 @@ class Context {
   // Largest range one storage-buffer binding may cover, and the alignment of binding offsets.
   uint64_t max_binding_bytes() const { return max_binding_bytes_; }
   uint64_t binding_alignment() const { return binding_alignment_; }
-  // Lowers the binding limit (tests use it to exercise the splitting of large tensors).
-  void limit_binding_bytes(uint64_t bytes) { max_binding_bytes_ = std::min(max_binding_bytes_, bytes); }
+  // Sets the binding limit below the device's (tests use it to exercise the splitting of large
+  // tensors); a value above the device's limit restores that.
+  void limit_binding_bytes(uint64_t bytes) { max_binding_bytes_ = std::min(device_binding_bytes_, bytes); }
 
   // Device-local memory, mapped when the device also makes it host-visible.
   Buffer create_buffer(size_t bytes);
@@ -127,6 +128,7 @@ class Context {
   uint32_t queue_family_ = 0;
   vk::CommandPool cmd_pool_;
   uint64_t max_binding_bytes_ = 0;
+  uint64_t device_binding_bytes_ = 0;
   uint64_t binding_alignment_ = 0;
   bool validation_ = false;
   std::unique_ptr<struct ValidationCounter> counter_;

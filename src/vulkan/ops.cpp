@@ -123,6 +123,68 @@ void Ops::matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride,
   }
 }
 
+DeviceExperts DeviceExperts::upload(Context& ctx, Type type, int64_t n_experts, int64_t rows, int64_t cols,
+                                    const void* data, int64_t experts_per_buffer) {
+  DeviceExperts e;
+  e.type = type;
+  e.n_experts = n_experts;
+  e.rows = rows;
+  e.cols = cols;
+  const auto rb = quant::row_bytes(type, static_cast<uint64_t>(cols));
+  if (!rb) throw std::invalid_argument("Vulkan experts: row length is not a whole number of blocks");
+  e.row_bytes = *rb;
+  const size_t expert_bytes = e.row_bytes * static_cast<size_t>(rows);
+  const int64_t fit = static_cast<int64_t>((ctx.max_binding_bytes() - 4) / expert_bytes);
+  if (fit < 1) throw std::invalid_argument("Vulkan experts: one expert exceeds the device's binding limit");
+  const int64_t per = experts_per_buffer > 0 ? std::min(experts_per_buffer, fit) : fit;
+  for (int64_t e0 = 0; e0 < n_experts; e0 += per) {
+    Segment s;
+    s.first_expert = e0;
+    s.n_experts = std::min(per, n_experts - e0);
+    const size_t bytes = expert_bytes * static_cast<size_t>(s.n_experts);
+    s.buffer = ctx.create_buffer((bytes + 3) / 4 * 4);
+    ctx.upload(s.buffer, static_cast<const uint8_t*>(data) + expert_bytes * static_cast<size_t>(e0), bytes);
+    e.segments.push_back(std::move(s));
+  }
+  return e;
+}
+
+void Ops::matmul_experts(Recorder& rec, const DeviceExperts& w, Range x, size_t x_stride, Range ids, int n_pairs,
+                         int k_per_token, Range y, size_t y_stride) {
+  const char* mod = nullptr;
+  switch (w.type) {
+    case Type::Q8_0: mod = "matmul_ids_q8_0"; break;
+    case Type::Q2_K: mod = "matmul_ids_q2_K"; break;
+    case Type::Q4_K: mod = "matmul_ids_q4_K"; break;
+    case Type::IQ2_XXS: mod = "matmul_ids_iq2_xxs"; break;
+    default:
+      throw std::invalid_argument("Vulkan matmul_experts: no kernel for weight type " +
+                                  std::string(quant::type_name(w.type)));
+  }
+  if (n_pairs <= 0) return;
+  if (n_pairs > 65535 || w.rows > 65535) throw std::invalid_argument("Vulkan matmul_experts: more than 65535 pairs or rows");
+  const bool iq2 = w.type == Type::IQ2_XXS;
+  struct {
+    MatmulPush base;
+    uint32_t e_lo, e_hi, expert_bytes, k_per_token;
+  } pc{};
+  const auto& p = ctx_.pipeline(mod, iq2 ? 5 : 4, 0b100, sizeof(pc));
+  for (const auto& s : w.segments) {
+    pc.base = MatmulPush{u32(w.rows, "rows"), u32(w.cols, "cols"), 1u, 0u, u32(w.row_bytes, "row"),
+                         u32(x_stride, "x stride"), u32(y_stride, "y stride"), 0u};
+    pc.e_lo = static_cast<uint32_t>(s.first_expert);
+    pc.e_hi = static_cast<uint32_t>(s.first_expert + s.n_experts);
+    pc.expert_bytes = u32(w.row_bytes * static_cast<size_t>(w.rows), "expert bytes");
+    pc.k_per_token = static_cast<uint32_t>(k_per_token);
+    Range wr{&s.buffer};
+    if (iq2)
+      rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}, ids}, &pc, sizeof(pc), static_cast<uint32_t>(w.rows),
+                   static_cast<uint32_t>(n_pairs));
+    else
+      rec.dispatch(p, {wr, x, y, ids}, &pc, sizeof(pc), static_cast<uint32_t>(w.rows), static_cast<uint32_t>(n_pairs));
+  }
+}
+
 void Ops::rms_norm(Recorder& rec, Range x, Range weight, int64_t n, int nvec, size_t x_stride, Range y,
                    size_t y_stride, float eps) {
   struct {

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "quant/types.h"
 #include "vulkan/context.h"
@@ -20,6 +21,25 @@ struct DeviceMatrix {
   size_t row_bytes = 0;
   const Buffer* buffer = nullptr;
   size_t offset = 0;
+};
+
+// A layer's routed experts: n_experts matrices of rows x cols stored expert after expert,
+// spread over as many buffers as the device's binding limit requires (whole experts per
+// buffer). Owns its buffers.
+struct DeviceExperts {
+  quant::Type type = quant::Type::Q2_K;
+  int64_t n_experts = 0, rows = 0, cols = 0;
+  size_t row_bytes = 0;
+  struct Segment {
+    int64_t first_expert = 0, n_experts = 0;
+    Buffer buffer;
+  };
+  std::vector<Segment> segments;
+
+  // Uploads `data` (n_experts * rows rows in the GGUF layout of `type`), splitting it into
+  // buffers of at most experts_per_buffer experts (0: as many as one binding allows).
+  static DeviceExperts upload(Context& ctx, quant::Type type, int64_t n_experts, int64_t rows, int64_t cols,
+                              const void* data, int64_t experts_per_buffer = 0);
 };
 
 class Ops {
@@ -42,6 +62,13 @@ class Ops {
   // quantize_act() wrote them (x_stride words apart), y has y_stride floats per vector.
   void matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride, int nvec, Range y, size_t y_stride,
               size_t y_off = 0);
+
+  // Routed-expert products chosen on the device: for each of n_pairs (token, slot) pairs,
+  // y[p] = expert ids[p]'s matrix times the operand of token p / k_per_token (x holds one
+  // operand per token, x_stride words apart; y has y_stride floats per pair). Each output is
+  // the same fixed-order dot as matmul(), so it is bit-identical to the CPU kernels.
+  void matmul_experts(Recorder& rec, const DeviceExperts& w, Range x, size_t x_stride, Range ids, int n_pairs,
+                      int k_per_token, Range y, size_t y_stride);
 
   // y_v = x_v * (mean(x_v^2) + eps)^-1/2 * weight (weight.buffer null: no weight).
   void rms_norm(Recorder& rec, Range x, Range weight, int64_t n, int nvec, size_t x_stride, Range y, size_t y_stride,

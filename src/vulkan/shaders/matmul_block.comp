@@ -23,6 +23,12 @@ layout(std430, binding = 2) writeonly buffer Y { float y[]; };
 layout(std430, binding = 3) readonly buffer T { uint tables[]; };
 shared uint s_grid[512];
 shared uint s_signs[32];
+#define IDS_BINDING 4
+#else
+#define IDS_BINDING 3
+#endif
+#ifdef IDS
+layout(std430, binding = IDS_BINDING) readonly buffer Ids { int ids[]; };
 #endif
 
 #ifdef W_Q8_0
@@ -146,15 +152,25 @@ void main() {
   const uint row = current_row();
   if (row >= pc.rows) return;
   const uint nblocks = pc.cols / BLOCK_VALUES;
+#ifdef IDS
+  const uint pair = gl_WorkGroupID.y;
+  const uint expert = uint(ids[pair]);
+  if (expert < pc.e_lo || expert >= pc.e_hi) return;
+  const uint rbase = pc.w_off + (expert - pc.e_lo) * pc.expert_bytes + row * pc.w_row_bytes;
+  const uint xoff = (pair / pc.k_per_token) * pc.x_stride, yoff = pair * pc.y_stride + pc.y_off;
+  const uint nvec = 1u;
+#else
   const uint rbase = pc.w_off + row * pc.w_row_bytes;
+  const uint xoff = 0u, yoff = pc.y_off, nvec = pc.nvec;
+#endif
   const uint lb = tid / TPB, part = tid % TPB;
-  for (uint v0 = 0u; v0 < pc.nvec; v0 += MAXV) {
-    const uint nv = min(MAXV, pc.nvec - v0);
+  for (uint v0 = 0u; v0 < nvec; v0 += MAXV) {
+    const uint nv = min(MAXV, nvec - v0);
     precise float acc = 0.0;
     for (uint b0 = 0u; b0 < nblocks; b0 += BPP) {
       const uint b = b0 + lb;
       for (uint vi = 0u; vi < nv; ++vi) {
-        const uint a = (v0 + vi) * pc.x_stride + b * ACT_WORDS;
+        const uint a = xoff + (v0 + vi) * pc.x_stride + b * ACT_WORDS;
         int isum = 0, msum = 0;
         if (b < nblocks) block_part(rbase + b * BLOCK_BYTES, a, part, isum, msum);
         s_isum[tid] = isum;
@@ -179,9 +195,9 @@ void main() {
     if (tid < nv) {
 #ifdef W_IQ2_XXS
       precise float r = 0.125 * acc;  // value = d*(2s+1)*grid/8
-      y[(v0 + tid) * pc.y_stride + pc.y_off + row] = r;
+      y[yoff + (v0 + tid) * pc.y_stride + row] = r;
 #else
-      y[(v0 + tid) * pc.y_stride + pc.y_off + row] = acc;
+      y[yoff + (v0 + tid) * pc.y_stride + row] = acc;
 #endif
     }
   }

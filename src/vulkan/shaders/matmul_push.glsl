@@ -8,7 +8,20 @@ layout(push_constant) uniform P {
   uint x_stride;     // words between input vectors
   uint y_stride;     // floats between output vectors
   uint y_off;        // float offset of row 0 in each output vector
+#ifdef IDS
+  // Routed experts: workgroup (row, pair); pair p multiplies expert ids[p]'s row with the
+  // operand of token p / k_per_token into output vector p. This dispatch holds experts
+  // [e_lo, e_hi), expert e at byte (e - e_lo) * expert_bytes; other pairs skip it.
+  uint e_lo;
+  uint e_hi;
+  uint expert_bytes;
+  uint k_per_token;
+#endif
 } pc;
 
 // Rows beyond 65535 workgroups spill into the y dimension of the grid.
+#ifdef IDS
+uint current_row() { return gl_WorkGroupID.x; }
+#else
 uint current_row() { return gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; }
+#endif
