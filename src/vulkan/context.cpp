@@ -319,7 +319,9 @@ Buffer Context::make_buffer(size_t bytes, vk::MemoryPropertyFlags want, vk::Memo
 }
 
 Buffer Context::create_buffer(size_t bytes) {
-  return make_buffer(bytes, vk::MemoryPropertyFlagBits::eDeviceLocal, {});
+  // Whole 16-byte units: shaders read words (and the copy shader 16 bytes), so a binding that
+  // ends with the buffer must cover the last partial word.
+  return make_buffer((bytes + 15) / 16 * 16, vk::MemoryPropertyFlagBits::eDeviceLocal, {});
 }
 
 void Context::copy_buffer(vk::Buffer src, vk::Buffer dst, size_t src_off, size_t dst_off, size_t bytes) {

@@ -100,7 +100,8 @@ class Context {
   // tensors); a value above the device's limit restores that.
   void limit_binding_bytes(uint64_t bytes) { max_binding_bytes_ = std::min(device_binding_bytes_, bytes); }
 
-  // Device-local memory, mapped when the device also makes it host-visible.
+  // Device-local memory, mapped when the device also makes it host-visible. The size is
+  // rounded up to a multiple of 16 bytes.
   Buffer create_buffer(size_t bytes);
   void upload(Buffer& dst, const void* src, size_t bytes, size_t offset = 0);
   void download(const Buffer& src, void* dst, size_t bytes, size_t offset = 0);

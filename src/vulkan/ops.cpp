@@ -289,6 +289,59 @@ void Ops::hadamard(Recorder& rec, Range x, int n, int nrows, size_t row_stride) 
   rec.dispatch(p, {x}, &pc, sizeof(pc), static_cast<uint32_t>(nrows));
 }
 
+void Ops::fp_sim(Recorder& rec, bool fp8, Range x, int n, int nrows, size_t row_stride) {
+  const int block = fp8 ? 64 : 32;
+  if (n <= 0 || n % block != 0) throw std::invalid_argument("Vulkan fp_sim: length must be a multiple of the block");
+  struct {
+    uint32_t n, row_stride, n_blocks;
+    float inv_max, min_amax;
+  } pc{static_cast<uint32_t>(n), u32(row_stride, "row stride"), u32(static_cast<uint64_t>(nrows) * (n / block), "blocks"),
+       // The CPU's constants, as its float expressions give them.
+       fp8 ? 1.0f / 448.0f : 1.0f / 6.0f, fp8 ? 1e-4f : 6.f * std::ldexp(1.f, -126)};
+  const auto& p = ctx_.pipeline(fp8 ? "fp8_sim" : "fp4_sim", 1, 0b1, sizeof(pc));
+  uint32_t gx, gy;
+  grid((pc.n_blocks + 63) / 64, &gx, &gy);
+  rec.dispatch(p, {x}, &pc, sizeof(pc), gx, gy);
+}
+
+void Ops::embed(Recorder& rec, const DeviceMatrix& table, Range tokens, int n_tokens, int hc, Range x) {
+  uint32_t wt;
+  switch (table.type) {
+    case Type::F32: wt = 0; break;
+    case Type::F16: wt = 1; break;
+    case Type::Q8_0: wt = 8; break;
+    default:
+      throw std::invalid_argument("Vulkan embed: no kernel for table type " + std::string(quant::type_name(table.type)));
+  }
+  struct {
+    uint32_t dim, hc, row_bytes, w_type, w_off, r_lo, r_hi;
+  } pc{u32(table.cols, "dim"), static_cast<uint32_t>(hc), u32(table.row_bytes, "row"), wt, 0, 0, 0};
+  const auto& p = ctx_.pipeline("embed", 3, 0b100, sizeof(pc));
+  const uint64_t align = ctx_.binding_alignment();
+  const int64_t chunk = static_cast<int64_t>((ctx_.max_binding_bytes() - align - 4) / table.row_bytes);
+  if (chunk < 1) throw std::invalid_argument("Vulkan embed: one row exceeds the device's binding limit");
+  for (int64_t r0 = 0; r0 < table.rows; r0 += chunk) {
+    const int64_t nr = std::min(chunk, table.rows - r0);
+    const size_t start = table.offset + static_cast<size_t>(r0) * table.row_bytes;
+    const size_t bind = start / align * align;
+    const size_t bytes = std::min<size_t>((start - bind + nr * table.row_bytes + 3) / 4 * 4, table.buffer->size() - bind);
+    pc.w_off = u32(start - bind, "w off");
+    pc.r_lo = u32(r0, "row");
+    pc.r_hi = u32(r0 + nr, "row");
+    rec.dispatch(p, {Range{table.buffer, bind, bytes}, tokens, x}, &pc, sizeof(pc),
+                 static_cast<uint32_t>((table.cols + 63) / 64), static_cast<uint32_t>(n_tokens));
+  }
+}
+
+void Ops::moe_combine(Recorder& rec, Range pairs, Range shared, int dim, int k, int n_tokens, Range y) {
+  struct {
+    uint32_t dim, k, has_shared;
+  } pc{static_cast<uint32_t>(dim), static_cast<uint32_t>(k), shared.buffer ? 1u : 0u};
+  const auto& p = ctx_.pipeline("moe_combine", 3, 0b100, sizeof(pc));
+  rec.dispatch(p, {pairs, shared.buffer ? shared : Range{&dummy_}, y}, &pc, sizeof(pc),
+               static_cast<uint32_t>((dim + 63) / 64), static_cast<uint32_t>(n_tokens));
+}
+
 void Ops::copy(Recorder& rec, Range src, Range dst, size_t bytes) {
   if (bytes % 16 != 0) throw std::invalid_argument("Vulkan copy: size must be a multiple of 16 bytes");
   struct {

@@ -113,6 +113,18 @@ class Ops {
   // In-place scaled Hadamard transform of nrows rows of n values (n a power of two <= 4096).
   void hadamard(Recorder& rec, Range x, int n, int nrows, size_t row_stride);
 
+  // FP8 (e4m3, blocks of 64; fp8=true) or FP4 (e2m1, blocks of 32) simulation in place on
+  // the first n values of each of nrows rows (model::fp8_sim64 / fp4_sim32).
+  void fp_sim(Recorder& rec, bool fp8, Range x, int n, int nrows, size_t row_stride);
+
+  // X[t][s] = embedding row tokens[t] for every stream s < hc (F32, F16 or Q8_0 table of
+  // table.rows rows, bound in row chunks when larger than one binding). Ids outside the
+  // table are not written: the engine validates ids first.
+  void embed(Recorder& rec, const DeviceMatrix& table, Range tokens, int n_tokens, int hc, Range x);
+
+  // y[t] = sum over slots s < k of pairs[t*k + s], plus shared[t] when shared is given.
+  void moe_combine(Recorder& rec, Range pairs, Range shared, int dim, int k, int n_tokens, Range y);
+
   // dst = src over `bytes` (a multiple of 16).
   void copy(Recorder& rec, Range src, Range dst, size_t bytes);
 

@@ -74,6 +74,12 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+// Lowers the context's binding limit for one scope (restored even when a check throws).
+struct BindingLimit {
+  explicit BindingLimit(uint64_t bytes) { g_ctx->limit_binding_bytes(bytes); }
+  ~BindingLimit() { g_ctx->limit_binding_bytes(UINT64_MAX); }
+};
+
 // Byte-exact comparison that names the first difference (block and byte within it).
 void expect_same_bytes(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want, size_t block_bytes) {
   ASSERT_EQ(got.size(), want.size());
@@ -241,8 +247,7 @@ TEST_P(VulkanMatmul, MatchesCpuKernels) {
   }
 
   // GPU: the same float vectors quantized on the device, then the product.
-  const uint64_t saved = g_ctx->max_binding_bytes();
-  if (c.binding_limit) g_ctx->limit_binding_bytes(c.binding_limit);
+  BindingLimit limit(c.binding_limit ? c.binding_limit : UINT64_MAX);
   Buffer wb = upload(wbytes), xb = upload(x);
   Buffer qb = g_ctx->create_buffer(words * 4 * c.nvec), yb = g_ctx->create_buffer(want.size() * 4);
   Recorder rec(*g_ctx);
@@ -253,7 +258,6 @@ TEST_P(VulkanMatmul, MatchesCpuKernels) {
   rec.submit_and_wait();
   if (c.binding_limit) {
     EXPECT_GT(rec.dispatches(), 2u) << "the binding limit should split the rows";
-    g_ctx->limit_binding_bytes(saved);
   }
   auto got = download<float>(yb, want.size());
   double worst = 0;
@@ -626,6 +630,72 @@ TEST(VulkanOps, CopyIsExactAndBandwidthIsMeasured) {
   const double gbs = g_ops->measure_bandwidth(1 << 20, 4);
   std::cout << "  copy bandwidth (information only) " << gbs << " GB/s\n";
   EXPECT_GT(gbs, 0.0);
+}
+
+TEST(VulkanOps, FpSimulationIsExact) {
+  for (bool fp8 : {true, false}) {
+    const int n = 256, rows = 3, stride = 300;
+    auto x = random_floats(rows * stride, fp8 ? 30 : 31, 2.0f);
+    for (int i = 0; i < 64; ++i) x[i] *= 1e-7f;  // below the amax floor
+    for (int i = 64; i < 96; ++i) x[i] = 0.f;    // all-zero block
+    x[100] = 1e4f;
+    x[101] = -3e-12f;
+    Buffer xb = upload(x);
+    Recorder rec(*g_ctx);
+    g_ops->fp_sim(rec, fp8, {&xb}, n, rows, stride);
+    rec.submit_and_wait();
+    auto got = download<float>(xb, x.size());
+    auto want = x;
+    for (int r = 0; r < rows; ++r) (fp8 ? model::fp8_sim64 : model::fp4_sim32)(want.data() + r * stride, n);
+    for (size_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i])) << i << (fp8 ? " fp8" : " fp4");
+  }
+}
+
+TEST(VulkanOps, EmbeddingGatherIsExact) {
+  for (Type t : {Type::F32, Type::F16, Type::Q8_0}) {
+    const int vocab = 50, dim = 96, hc = 2;
+    const size_t rb = *quant::row_bytes(t, dim);
+    auto tf = random_floats(vocab * dim, 32);
+    std::vector<uint8_t> table(rb * vocab + 2);
+    for (int r = 0; r < vocab; ++r) quant::quantize_row(t, tf.data() + r * dim, table.data() + 2 + r * rb, dim);
+    std::vector<int32_t> tokens = {0, 49, 7, 7, 23};
+    // Rows split over bindings of ~20 rows, the table starting at byte 2.
+    BindingLimit limit(std::max<uint64_t>(rb * 20 + 64, 4096));
+    Buffer wb = upload(table), tb = upload(tokens), xb = g_ctx->create_buffer(tokens.size() * hc * dim * 4);
+    Recorder rec(*g_ctx);
+    g_ops->embed(rec, DeviceMatrix{t, vocab, dim, rb, &wb, 2}, {&tb}, static_cast<int>(tokens.size()), hc, {&xb});
+    rec.submit_and_wait();
+    EXPECT_GE(rec.dispatches(), 2u);
+    auto got = download<float>(xb, tokens.size() * hc * dim);
+    std::vector<float> row(dim);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      quant::dequantize_row(t, table.data() + 2 + tokens[i] * rb, row.data(), dim);
+      for (int s2 = 0; s2 < hc; ++s2)
+        for (int d = 0; d < dim; ++d)
+          ASSERT_EQ(std::bit_cast<uint32_t>(got[(i * hc + s2) * dim + d]), std::bit_cast<uint32_t>(row[d]))
+              << quant::type_name(t) << " token " << i << " stream " << s2 << " dim " << d;
+    }
+  }
+}
+
+TEST(VulkanOps, MoeCombineIsExact) {
+  const int T = 3, K = 6, D = 200;
+  auto pairs = random_floats(T * K * D, 33), sh = random_floats(T * D, 34);
+  Buffer pb = upload(pairs), sb = upload(sh), yb = g_ctx->create_buffer(T * D * 4);
+  for (bool with_shared : {false, true}) {
+    Recorder rec(*g_ctx);
+    g_ops->moe_combine(rec, {&pb}, with_shared ? Range{&sb} : Range{}, D, K, T, {&yb});
+    rec.submit_and_wait();
+    auto got = download<float>(yb, T * D);
+    for (int t = 0; t < T; ++t)
+      for (int d = 0; d < D; ++d) {
+        float acc = 0.f;  // the CPU's order: slots, then the shared expert
+        for (int k = 0; k < K; ++k) acc += pairs[(t * K + k) * D + d];
+        if (with_shared) acc += sh[t * D + d];
+        ASSERT_EQ(std::bit_cast<uint32_t>(got[t * D + d]), std::bit_cast<uint32_t>(acc)) << t << " " << d;
+      }
+  }
 }
 
 }  // namespace
