@@ -7,6 +7,7 @@
 // (|x|*127/amax never rounds past 127).
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstring>
 
 #include "quant/internal.h"
@@ -195,13 +196,32 @@ inline void q2_K_block_sums(const Q2KConsts& c, const block_q2_K& wb, const bloc
   *isum = _mm256_add_epi32(acc0, acc1);
 }
 
-inline float q2_K_term(const block_q2_K& wb, const block_q8_K& xb, float isum, float min_sum) {
-  const float dall = xb.d * _cvtsh_ss(wb.d);
-  const float dmin = xb.d * _cvtsh_ss(wb.dmin);
-  return dall * isum - dmin * min_sum;
+// Adds the K-quant terms (xd*d)*isum - (xd*dmin)*msum of two blocks to sum, in block order,
+// from totals = {isum0, msum0, isum1, msum1} and each block's (d, dmin) f16 pair read as
+// one dword: the scalar reference's expressions evaluated lane-wise (no FMA in this file),
+// instead of two f16 conversions and six scalar operations per block.
+inline float add_kquant_terms(float sum, __m128i totals, const uint16_t* dd0, float xd0, const uint16_t* dd1,
+                              float xd1) {
+  uint32_t w0, w1;
+  std::memcpy(&w0, dd0, 4);
+  std::memcpy(&w1, dd1, 4);
+  const __m128 w = _mm_cvtph_ps(_mm_set_epi32(0, 0, static_cast<int>(w1), static_cast<int>(w0)));
+  const __m128 t = _mm_mul_ps(_mm_mul_ps(_mm_setr_ps(xd0, xd0, xd1, xd1), w), _mm_cvtepi32_ps(totals));
+  const __m128 terms = _mm_hsub_ps(t, t);  // {term0, term1, ...}
+  sum += _mm_cvtss_f32(terms);
+  return sum + _mm_cvtss_f32(_mm_movehdup_ps(terms));
+}
+
+inline float add_kquant_term(float sum, __m128i totals, const uint16_t* dd, float xd) {
+  uint32_t w0;
+  std::memcpy(&w0, dd, 4);
+  const __m128 w = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(w0)));
+  const __m128 t = _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(xd), w), _mm_cvtepi32_ps(totals));
+  return sum + _mm_cvtss_f32(_mm_hsub_ps(t, t));
 }
 
 float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
+  static_assert(offsetof(block_q2_K, dmin) == offsetof(block_q2_K, d) + 2);
   const Q2KConsts c;
   const int64_t nb = n / QK_K;
   float sum = 0.0f;
@@ -210,18 +230,13 @@ float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
     __m256i i0, m0, i1, m1;
     q2_K_block_sums(c, w[b], x[b], &i0, &m0);
     q2_K_block_sums(c, w[b + 1], x[b + 1], &i1, &m1);
-    alignas(16) float t[4];
-    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
-    sum += q2_K_term(w[b], x[b], t[0], t[1]);
-    sum += q2_K_term(w[b + 1], x[b + 1], t[2], t[3]);
+    sum = add_kquant_terms(sum, hsum4_i32(i0, m0, i1, m1), &w[b].d, x[b].d, &w[b + 1].d, x[b + 1].d);
   }
   if (b < nb) {
     __m256i i0, m0;
     q2_K_block_sums(c, w[b], x[b], &i0, &m0);
     const __m256i z = _mm256_setzero_si256();
-    alignas(16) float t[4];
-    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
-    sum += q2_K_term(w[b], x[b], t[0], t[1]);
+    sum = add_kquant_term(sum, hsum4_i32(i0, m0, z, z), &w[b].d, x[b].d);
   }
   return sum;
 }
@@ -270,13 +285,8 @@ inline void q4_K_block_sums(const Q4KConsts& c, const block_q4_K& wb, const bloc
   *isum = _mm256_add_epi32(acc0, acc1);
 }
 
-inline float q4_K_term(const block_q4_K& wb, const block_q8_K& xb, float isum, float min_sum) {
-  const float d = xb.d * _cvtsh_ss(wb.d);
-  const float dmin = xb.d * _cvtsh_ss(wb.dmin);
-  return d * isum - dmin * min_sum;
-}
-
 float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
+  static_assert(offsetof(block_q4_K, dmin) == offsetof(block_q4_K, d) + 2);
   const Q4KConsts c;
   const int64_t nb = n / QK_K;
   float sum = 0.0f;
@@ -285,84 +295,105 @@ float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
     __m256i i0, m0, i1, m1;
     q4_K_block_sums(c, w[b], x[b], &i0, &m0);
     q4_K_block_sums(c, w[b + 1], x[b + 1], &i1, &m1);
-    alignas(16) float t[4];
-    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
-    sum += q4_K_term(w[b], x[b], t[0], t[1]);
-    sum += q4_K_term(w[b + 1], x[b + 1], t[2], t[3]);
+    sum = add_kquant_terms(sum, hsum4_i32(i0, m0, i1, m1), &w[b].d, x[b].d, &w[b + 1].d, x[b + 1].d);
   }
   if (b < nb) {
     __m256i i0, m0;
     q4_K_block_sums(c, w[b], x[b], &i0, &m0);
     const __m256i z = _mm256_setzero_si256();
-    alignas(16) float t[4];
-    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
-    sum += q4_K_term(w[b], x[b], t[0], t[1]);
+    sum = add_kquant_term(sum, hsum4_i32(i0, m0, z, z), &w[b].d, x[b].d);
   }
   return sum;
 }
 
-// IQ2_XXS. Magnitudes come from the grid (four 8-byte lookups per 32 weights); signs are
-// decoded in registers instead of through the sign table: each 7-bit sign index is
-// shifted out of its word, its parity (the implied 8th sign) is looked up per nibble with
-// vpshufb, the byte is broadcast over its 8 weights and tested bit by bit, and the
-// activations are negated where a bit is set (x ^ m) - m. The group scale 2s+1 is taken
-// from the same words, two copies per dword for vpmaddwd.
+// IQ2_XXS. A block is eight groups of 32 weights, each an A word (four grid indices) and a
+// B word (four 7-bit sign fields, the 8th sign of each 8 being their parity, and a 4-bit
+// scale). Magnitudes come from the grid (four 8-byte lookups per group). Signs and scales
+// are decoded for the whole block at once in registers: the eight B words are gathered,
+// their sign fields spread into bytes, the parity bits formed with three shift/xor steps on
+// all 32 bytes, and the bytes laid out so that one vpshufb broadcasts a group's four sign
+// bytes over its 32 weights (subgroups 0,1 of every group in the low lane, 2,3 in the
+// high). Per group that leaves the lookups, one shuffle, a bit test, the conditional negate
+// of the activations (x ^ m) - m, and the multiply-adds. Two blocks are decoded before
+// either is multiplied, so the decode's dependency chain overlaps the other block's work.
 struct Iq2Consts {
-  __m256i b_pair01 = _mm256_setr_epi32(1, 1, 3, 3, 1, 1, 3, 3);  // B words of groups 0,1 of 4
-  __m256i b_pair23 = _mm256_setr_epi32(5, 5, 7, 7, 5, 5, 7, 7);
-  __m256i sign_shift = _mm256_setr_epi32(0, 7, 0, 7, 14, 21, 14, 21);
-  __m256i m127 = _mm256_set1_epi32(127);
-  __m256i m15 = _mm256_set1_epi8(15);
-  __m256i parity = _mm256_setr_epi8(0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0,
-                                    0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0);
-  // Broadcast sign byte of dword 0 / 1 (first group of a pair) or 2 / 3 (second) over 8 bytes.
-  __m256i bcast_first = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
-                                         0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-  __m256i bcast_second = _mm256_setr_epi8(8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12,
-                                          8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12);
-  __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  __m256i odd_dwords = _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7);
+  __m256i keep14 = _mm256_set1_epi32(0x3FFF3FFF);
+  __m256i high7 = _mm256_set1_epi16(0x3F80);
+  __m256i m80 = _mm256_set1_epi8(static_cast<char>(0x80));
   __m256i one32 = _mm256_set1_epi32(1);
+  // Per 128-bit lane: the sign bytes of subgroups 0,1 of the lane's four groups, then those
+  // of subgroups 2,3 (lane_split), then low lanes' first halves together (vpermq 3,1,2,0).
+  __m256i lane_split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  __m256i scale_bytes = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+  __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  __m256i bcast_signs[8];  // group g: byte 2g over 8 lanes, byte 2g+1 over the next 8
+  __m256i bcast_scale[8];  // group g: byte g zero-extended into every int16 lane
+  Iq2Consts() {
+    for (int g = 0; g < 8; ++g) {
+      alignas(32) int8_t c[32];
+      for (int i = 0; i < 32; ++i) c[i] = static_cast<int8_t>(2 * g + ((i / 8) & 1));
+      bcast_signs[g] = load256(c);
+      bcast_scale[g] = _mm256_set1_epi16(static_cast<short>(0x8000 | g));
+    }
+  }
 };
 
-inline __m256i iq2_negate_where(__m256i sign_byte_bcast, const Iq2Consts& c, __m256i x) {
-  const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(sign_byte_bcast, c.bit), c.bit);
-  return _mm256_sub_epi8(_mm256_xor_si256(x, neg), neg);
-}
+struct Iq2Block {
+  __m256i signs;   // 32 sign bytes, bit j set = weight j of that 8 negative
+  __m256i scales;  // bytes 0-7 (and 8-15) of each lane: 2s+1 of groups 0-7
+};
 
-inline __m256i iq2_xxs_block_sum(const Iq2Consts& c, const block_iq2_xxs& wb, const int8_t* q8) {
-  const uint64_t* grid = tables::kIq2xxsGrid;
-  const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
+// No BMI2 here (not part of the AVX2 table's requirements): all of it in vector registers.
+inline Iq2Block iq2_xxs_decode(const Iq2Consts& c, const block_iq2_xxs& wb) {
   prefetch_ahead(&wb);
   prefetch_ahead(reinterpret_cast<const uint8_t*>(&wb) + 64);
+  const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
+  // dword g = B word of group g.
+  const __m256i b = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(load256(qs), c.odd_dwords),
+                                       _mm256_permutevar8x32_epi32(load256(qs + 32), c.odd_dwords), 0xF0);
+  // Fields 0,1 into the low 16 bits and 2,3 into the high 16 bits of each dword, then each
+  // 7-bit field into its own byte (x + (x & 0x3F80) moves bits 7-13 up by one).
+  const __m256i x14 = _mm256_and_si256(_mm256_blend_epi16(b, _mm256_slli_epi32(b, 2), 0xAA), c.keep14);
+  const __m256i s7 = _mm256_add_epi16(x14, _mm256_and_si256(x14, c.high7));
+  // Parity of each byte ends in its bit 0 (bits shifted in from the neighbouring byte never
+  // reach bit 0), then moves to bit 7.
+  __m256i p = _mm256_xor_si256(s7, _mm256_srli_epi16(s7, 4));
+  p = _mm256_xor_si256(p, _mm256_srli_epi16(p, 2));
+  p = _mm256_xor_si256(p, _mm256_srli_epi16(p, 1));
+  const __m256i full = _mm256_or_si256(s7, _mm256_and_si256(_mm256_slli_epi16(p, 7), c.m80));
+  Iq2Block r;
+  r.signs = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(full, c.lane_split), _MM_SHUFFLE(3, 1, 2, 0));
+  // 2s+1 = (B >> 27) | 1, packed to bytes and copied to both lanes.
+  const __m256i sc = _mm256_or_si256(_mm256_srli_epi32(b, 27), c.one32);
+  const __m256i sc8 = _mm256_packus_epi16(_mm256_packus_epi32(sc, sc), _mm256_setzero_si256());
+  r.scales = _mm256_permutevar8x32_epi32(sc8, c.scale_bytes);
+  return r;
+}
+
+// Integer sum of group g's 32 products, as 8 int32 lanes (times its scale 2s+1).
+inline __m256i iq2_xxs_group(const Iq2Consts& c, const Iq2Block& d, int g, __m256i mags, const int8_t* q8) {
+  const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(d.signs, c.bcast_signs[g]), c.bit), c.bit);
+  const __m256i xs = _mm256_sub_epi8(_mm256_xor_si256(load256(q8), neg), neg);
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(mags, xs), _mm256_shuffle_epi8(d.scales, c.bcast_scale[g]));
+}
+
+// Magnitudes of group g: four grid rows (vpgatherdq measured slower than four loads).
+inline __m256i iq2_xxs_mags(const uint8_t* qs, int g) {
+  const uint64_t* grid = tables::kIq2xxsGrid;
+  const uint8_t* a = qs + 8 * g;
+  return _mm256_set_epi64x(static_cast<long long>(grid[a[3]]), static_cast<long long>(grid[a[2]]),
+                           static_cast<long long>(grid[a[1]]), static_cast<long long>(grid[a[0]]));
+}
+
+inline __m256i iq2_xxs_block_sum(const Iq2Consts& c, const Iq2Block& d, const block_iq2_xxs& wb, const int8_t* q8) {
+  const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
   __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-  for (int half = 0; half < 2; ++half) {  // groups 4*half .. 4*half+3
-    const uint8_t* words = qs + 32 * half;  // A0 B0 A1 B1 A2 B2 A3 B3
-    const __m256i q = load256(words);
-    __m256i scale = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(q, 28), 1), c.one32);
-    scale = _mm256_or_si256(scale, _mm256_slli_epi32(scale, 16));  // valid in dwords 1,3,5,7
-    for (int pair = 0; pair < 2; ++pair) {
-      __m256i s = _mm256_permutevar8x32_epi32(q, pair ? c.b_pair23 : c.b_pair01);
-      s = _mm256_and_si256(_mm256_srlv_epi32(s, c.sign_shift), c.m127);
-      const __m256i par = _mm256_xor_si256(_mm256_shuffle_epi8(c.parity, _mm256_and_si256(s, c.m15)),
-                                           _mm256_shuffle_epi8(c.parity, _mm256_srli_epi32(s, 4)));
-      s = _mm256_or_si256(s, _mm256_slli_epi32(par, 7));
-      for (int t = 0; t < 2; ++t) {
-        const int gi = 2 * pair + t;  // group within this half
-        const int g = 4 * half + gi;
-        const uint8_t* a = words + 8 * gi;
-        // (vpgatherdq measured slower than four scalar loads here.)
-        const __m256i mags = _mm256_set_epi64x(static_cast<long long>(grid[a[3]]), static_cast<long long>(grid[a[2]]),
-                                               static_cast<long long>(grid[a[1]]), static_cast<long long>(grid[a[0]]));
-        const __m256i xs = iq2_negate_where(_mm256_shuffle_epi8(s, t ? c.bcast_second : c.bcast_first), c, load256(q8 + 32 * g));
-        const __m256i sc = _mm256_permutevar8x32_epi32(scale, _mm256_set1_epi32(2 * gi + 1));
-        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(mags, xs), sc);
-        if (t) {
-          acc1 = _mm256_add_epi32(acc1, p);
-        } else {
-          acc0 = _mm256_add_epi32(acc0, p);
-        }
-      }
-    }
+#pragma GCC unroll 8
+  for (int g = 0; g < 8; g += 2) {
+    acc0 = _mm256_add_epi32(acc0, iq2_xxs_group(c, d, g, iq2_xxs_mags(qs, g), q8 + 32 * g));
+    acc1 = _mm256_add_epi32(acc1, iq2_xxs_group(c, d, g + 1, iq2_xxs_mags(qs, g + 1), q8 + 32 * g + 32));
   }
   return _mm256_add_epi32(acc0, acc1);
 }
@@ -374,16 +405,18 @@ float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
   int64_t b = 0;
   const __m256i z = _mm256_setzero_si256();
   for (; b + 2 <= nb; b += 2) {
-    const __m256i s0 = iq2_xxs_block_sum(c, w[b], x[b].qs);
-    const __m256i s1 = iq2_xxs_block_sum(c, w[b + 1], x[b + 1].qs);
+    const Iq2Block d0 = iq2_xxs_decode(c, w[b]), d1 = iq2_xxs_decode(c, w[b + 1]);
+    const __m256i s0 = iq2_xxs_block_sum(c, d0, w[b], x[b].qs);
+    const __m256i s1 = iq2_xxs_block_sum(c, d1, w[b + 1], x[b + 1].qs);
     alignas(16) float t[4];
     _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(s0, s1, z, z)));
     sum += _cvtsh_ss(w[b].d) * x[b].d * t[0];
     sum += _cvtsh_ss(w[b + 1].d) * x[b + 1].d * t[1];
   }
   if (b < nb) {
+    const Iq2Block d0 = iq2_xxs_decode(c, w[b]);
     alignas(16) float t[4];
-    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(iq2_xxs_block_sum(c, w[b], x[b].qs), z, z, z)));
+    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(iq2_xxs_block_sum(c, d0, w[b], x[b].qs), z, z, z)));
     sum += _cvtsh_ss(w[b].d) * x[b].d * t[0];
   }
   return 0.125f * sum;
@@ -599,49 +632,42 @@ void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64
   }
 }
 
+// Each block is decoded once (magnitudes, +-1 signs for vpsignb, scales) and then multiplied
+// with four vectors at a time, group by group, so a group's three decoded registers serve
+// four vectors before the next group is loaded.
 void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
                                     int64_t n, float* out) {
-  const uint64_t* grid = tables::kIq2xxsGrid;
-  const uint64_t* sign_bytes = tables::iq2_sign_bytes();
+  const Iq2Consts c;
+  const __m256i one8 = _mm256_set1_epi8(1);
   for (int v = 0; v < nx; ++v) out[v] = 0.0f;
   for (int64_t b = 0; b < n / QK_K; ++b) {
-    // Decode the block once: magnitudes, +-1 sign bytes and group scales.
+    const Iq2Block d = iq2_xxs_decode(c, w[b]);
+    const uint8_t* qs = reinterpret_cast<const uint8_t*>(w[b].qs);
     __m256i mags[8], signs[8], scales[8];
     for (int g = 0; g < 8; ++g) {
-      uint32_t words[2];
-      std::memcpy(words, w[b].qs + 4 * g, sizeof(words));
-      const uint32_t a = words[0], s = words[1];
-      mags[g] = _mm256_set_epi64x(static_cast<long long>(grid[a >> 24]), static_cast<long long>(grid[(a >> 16) & 0xFF]),
-                                  static_cast<long long>(grid[(a >> 8) & 0xFF]), static_cast<long long>(grid[a & 0xFF]));
-      signs[g] = _mm256_set_epi64x(static_cast<long long>(sign_bytes[(s >> 21) & 127]),
-                                   static_cast<long long>(sign_bytes[(s >> 14) & 127]),
-                                   static_cast<long long>(sign_bytes[(s >> 7) & 127]),
-                                   static_cast<long long>(sign_bytes[s & 127]));
-      scales[g] = _mm256_set1_epi16(static_cast<short>(2 * (s >> 28) + 1));
+      mags[g] = iq2_xxs_mags(qs, g);
+      const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(d.signs, c.bcast_signs[g]), c.bit), c.bit);
+      signs[g] = _mm256_or_si256(neg, one8);
+      scales[g] = _mm256_shuffle_epi8(d.scales, c.bcast_scale[g]);
     }
     const float dw = _cvtsh_ss(w[b].d);
-    auto block_sum = [&](int v) {
-      const block_q8_K& xb = x[v * x_stride + b];
-      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      for (int g = 0; g < 8; g += 2) {
-        const __m256i xs0 = _mm256_sign_epi8(load256(xb.qs + 32 * g), signs[g]);
-        const __m256i xs1 = _mm256_sign_epi8(load256(xb.qs + 32 * g + 32), signs[g + 1]);
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g], xs0), scales[g]));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g + 1], xs1), scales[g + 1]));
+    for (int v0 = 0; v0 < nx; v0 += 4) {
+      const int nv = nx - v0 < 4 ? nx - v0 : 4;
+      const int8_t* q8[4];
+      for (int k = 0; k < 4; ++k) q8[k] = x[(v0 + (k < nv ? k : 0)) * x_stride + b].qs;
+      __m256i acc[4];
+      for (int k = 0; k < 4; ++k) acc[k] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i xs = _mm256_sign_epi8(load256(q8[k] + 32 * g), signs[g]);
+          acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(_mm256_maddubs_epi16(mags[g], xs), scales[g]));
+        }
       }
-      return _mm256_add_epi32(acc0, acc1);
-    };
-    // Four vectors share one reduction of their integer sums.
-    const __m256i z = _mm256_setzero_si256();
-    for (int v = 0; v < nx; v += 4) {
-      const int nv = nx - v < 4 ? nx - v : 4;
-      const __m256i s0 = block_sum(v);
-      const __m256i s1 = nv > 1 ? block_sum(v + 1) : z;
-      const __m256i s2 = nv > 2 ? block_sum(v + 2) : z;
-      const __m256i s3 = nv > 3 ? block_sum(v + 3) : z;
       alignas(16) float t[4];
-      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(s0, s1, s2, s3)));
-      for (int k = 0; k < nv; ++k) out[v + k] += dw * x[(v + k) * x_stride + b].d * t[k];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(acc[0], acc[1], acc[2], acc[3])));
+      for (int k = 0; k < nv; ++k) out[v0 + k] += dw * x[(v0 + k) * x_stride + b].d * t[k];
     }
   }
   for (int v = 0; v < nx; ++v) out[v] *= 0.125f;
