@@ -153,6 +153,11 @@ inline __m128i hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d) {
   return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
 }
 
+// Keeps the compiler from interleaving two blocks' computations: with both in flight it runs
+// out of the 16 vector registers and spills partial products (Q2_K: 5-6% slower).
+inline void finish_before_next(__m256i& a, __m256i& b) { __asm__ volatile("" : "+x"(a), "+x"(b)); }
+inline void finish_before_next(__m256i& a) { __asm__ volatile("" : "+x"(a)); }
+
 // The K-quant and IQ2_XXS dots below compute each block's integer sums exactly (two blocks
 // per pass, reduced together) and then combine the blocks in float in the scalar order,
 // with the scalar expressions, so their results equal the scalar reference bit for bit.
@@ -176,8 +181,9 @@ struct Q2KConsts {
 
 inline void q2_K_block_sums(const Q2KConsts& c, const block_q2_K& wb, const block_q8_K& xb, __m256i* isum,
                             __m256i* msum) {
+  // One request per 84-byte block: every line ahead is asked for, but a few (one in four)
+  // only by the hardware prefetcher; measured no slower streaming and 1% faster in cache.
   prefetch_ahead(&wb);
-  prefetch_ahead(reinterpret_cast<const uint8_t*>(&wb) + 64);
   const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
   *msum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), c.m4)), load256(xb.bsums));
   const __m256i scales = _mm256_broadcastsi128_si256(_mm_and_si128(sc, c.m4));
@@ -229,6 +235,7 @@ float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
   for (; b + 2 <= nb; b += 2) {
     __m256i i0, m0, i1, m1;
     q2_K_block_sums(c, w[b], x[b], &i0, &m0);
+    finish_before_next(i0, m0);
     q2_K_block_sums(c, w[b + 1], x[b + 1], &i1, &m1);
     sum = add_kquant_terms(sum, hsum4_i32(i0, m0, i1, m1), &w[b].d, x[b].d, &w[b + 1].d, x[b + 1].d);
   }
@@ -294,6 +301,7 @@ float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
   for (; b + 2 <= nb; b += 2) {
     __m256i i0, m0, i1, m1;
     q4_K_block_sums(c, w[b], x[b], &i0, &m0);
+    finish_before_next(i0, m0);
     q4_K_block_sums(c, w[b + 1], x[b + 1], &i1, &m1);
     sum = add_kquant_terms(sum, hsum4_i32(i0, m0, i1, m1), &w[b].d, x[b].d, &w[b + 1].d, x[b + 1].d);
   }
@@ -347,8 +355,7 @@ struct Iq2Block {
 
 // No BMI2 here (not part of the AVX2 table's requirements): all of it in vector registers.
 inline Iq2Block iq2_xxs_decode(const Iq2Consts& c, const block_iq2_xxs& wb) {
-  prefetch_ahead(&wb);
-  prefetch_ahead(reinterpret_cast<const uint8_t*>(&wb) + 64);
+  prefetch_ahead(&wb);  // one request per 66-byte block reaches nearly every line ahead
   const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
   // dword g = B word of group g.
   const __m256i b = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(load256(qs), c.odd_dwords),
@@ -406,7 +413,8 @@ float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
   const __m256i z = _mm256_setzero_si256();
   for (; b + 2 <= nb; b += 2) {
     const Iq2Block d0 = iq2_xxs_decode(c, w[b]), d1 = iq2_xxs_decode(c, w[b + 1]);
-    const __m256i s0 = iq2_xxs_block_sum(c, d0, w[b], x[b].qs);
+    __m256i s0 = iq2_xxs_block_sum(c, d0, w[b], x[b].qs);
+    finish_before_next(s0);
     const __m256i s1 = iq2_xxs_block_sum(c, d1, w[b + 1], x[b + 1].qs);
     alignas(16) float t[4];
     _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(s0, s1, z, z)));
