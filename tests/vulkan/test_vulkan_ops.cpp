@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -33,7 +34,9 @@ class VulkanEnv : public ::testing::Environment {
  public:
   void SetUp() override {
     std::cout << describe_devices(list_devices());
-    ctx_ = std::make_unique<Context>(ContextOptions{});
+    // DS4_VULKAN_DEVICE picks another device (scripts/vulkan_perf.sh on a multi-GPU host).
+    const char* dev = std::getenv("DS4_VULKAN_DEVICE");
+    ctx_ = std::make_unique<Context>(ContextOptions{.device = dev ? std::atoi(dev) : 0});
     std::cout << "using " << ctx_->info().name << ", subgroup size " << ctx_->info().subgroup_size
               << ", validation " << (ctx_->validation_enabled() ? "on" : "off") << "\n";
     ops_ = std::make_unique<Ops>(*ctx_);
