@@ -62,21 +62,38 @@ int act_bsum(uint a, uint j) { return bitfieldExtract(int(x[a + 65u + (j >> 1)])
 
 // Integer partial sums of part p (0..7) of weight block at byte wb against activation block
 // at word a. isum: the scaled quant products; msum: the min correction (K-quants).
+// Four bytes at an even byte offset o of W (one load when o is word-aligned).
+uint w4(uint o) { return (o & 2u) == 0u ? w[o >> 2] : (U16_AT(w, o) | (U16_AT(w, o + 2u) << 16)); }
+
+// Dot of four unsigned bytes of u with the four signed bytes of word v.
+int dot4_us(uint u, uint v) {
+  const int iv = int(v);
+  return int(u & 255u) * bitfieldExtract(iv, 0, 8) + int((u >> 8) & 255u) * bitfieldExtract(iv, 8, 8) +
+         int((u >> 16) & 255u) * bitfieldExtract(iv, 16, 8) + int(u >> 24) * bitfieldExtract(iv, 24, 8);
+}
+
+// Dot of four signed bytes of u with the four signed bytes of v.
+int dot4_ss(uint u, uint v) {
+  const int iu = int(u), iv = int(v);
+  return bitfieldExtract(iu, 0, 8) * bitfieldExtract(iv, 0, 8) + bitfieldExtract(iu, 8, 8) * bitfieldExtract(iv, 8, 8) +
+         bitfieldExtract(iu, 16, 8) * bitfieldExtract(iv, 16, 8) + bitfieldExtract(iu, 24, 8) * bitfieldExtract(iv, 24, 8);
+}
+
+// Integer partial sums of part p (0..7) of weight block at byte wb against activation block
+// at word a. isum: the scaled quant products; msum: the min correction (K-quants). Integer
+// sums are exact in any grouping, so words of four values are taken at a time.
 void block_part(uint wb, uint a, uint p, out int isum, out int msum) {
   isum = 0;
   msum = 0;
 #ifdef W_Q8_0
-  for (uint i = 4u * p; i < 4u * p + 4u; ++i) {
-    int wq = bitfieldExtract(int(BYTE_AT(w, wb + 2u + i)), 0, 8);
-    isum += wq * I8_AT(x, a + 1u, i);
-  }
+  isum = dot4_ss(w4(wb + 2u + 4u * p), x[a + 1u + p]);
 #endif
 #ifdef W_Q2_K
   const uint h = p >> 2, j = p & 3u;
   int sub0 = 0, sub1 = 0;
-  for (uint l = 0u; l < 16u; ++l) {
-    sub0 += int((BYTE_AT(w, wb + 16u + 32u * h + l) >> (2u * j)) & 3u) * act_q(a, 128u * h + 32u * j + l);
-    sub1 += int((BYTE_AT(w, wb + 16u + 32u * h + 16u + l) >> (2u * j)) & 3u) * act_q(a, 128u * h + 32u * j + 16u + l);
+  for (uint i = 0u; i < 4u; ++i) {
+    sub0 += dot4_us((w4(wb + 16u + 32u * h + 4u * i) >> (2u * j)) & 0x03030303u, x[a + 1u + 32u * h + 8u * j + i]);
+    sub1 += dot4_us((w4(wb + 32u + 32u * h + 4u * i) >> (2u * j)) & 0x03030303u, x[a + 5u + 32u * h + 8u * j + i]);
   }
   isum = sub0 * int(BYTE_AT(w, wb + 8u * h + 2u * j) & 15u) + sub1 * int(BYTE_AT(w, wb + 8u * h + 2u * j + 1u) & 15u);
   msum = act_bsum(a, 2u * p) * int(BYTE_AT(w, wb + 2u * p) >> 4) +
@@ -94,23 +111,26 @@ void block_part(uint wb, uint a, uint p, out int isum, out int msum) {
   const uint shift = (p & 1u) * 4u;
   const uint q = wb + 16u + 32u * (p >> 1);
   int sub = 0;
-  for (uint l = 0u; l < 32u; ++l) sub += int((BYTE_AT(w, q + l) >> shift) & 15u) * act_q(a, 32u * p + l);
+  for (uint i = 0u; i < 8u; ++i) sub += dot4_us((w4(q + 4u * i) >> shift) & 0x0F0F0F0Fu, x[a + 1u + 8u * p + i]);
   isum = sub * int(sc);
   msum = int(m) * (act_bsum(a, 2u * p) + act_bsum(a, 2u * p + 1u));
 #endif
 #ifdef W_IQ2_XXS
   const uint o = wb + 2u + 8u * p;
-  const uint w0 = U16_AT(w, o) | (U16_AT(w, o + 2u) << 16);
-  const uint w1 = U16_AT(w, o + 4u) | (U16_AT(w, o + 6u) << 16);
+  const uint w0 = w4(o);
+  const uint w1 = w4(o + 4u);
   int gsum = 0;
   for (uint k = 0u; k < 4u; ++k) {
     const uint gi = (w0 >> (8u * k)) & 255u;
     const uint si = (w1 >> (7u * k)) & 127u;
     const uint signs = (s_signs[si >> 2] >> ((si & 3u) * 8u)) & 255u;
-    for (uint jj = 0u; jj < 8u; ++jj) {
-      const uint mag = (s_grid[2u * gi + (jj >> 2)] >> ((jj & 3u) * 8u)) & 255u;
-      const int v = int(mag) * act_q(a, 32u * p + 8u * k + jj);
-      gsum += ((signs >> jj) & 1u) != 0u ? -v : v;
+    for (uint half_ = 0u; half_ < 2u; ++half_) {
+      const uint mags = s_grid[2u * gi + half_];
+      const int xv = int(x[a + 1u + 8u * p + 2u * k + half_]);
+      for (uint jj = 0u; jj < 4u; ++jj) {
+        const int v = int((mags >> (8u * jj)) & 255u) * bitfieldExtract(xv, int(8u * jj), 8);
+        gsum += ((signs >> (4u * half_ + jj)) & 1u) != 0u ? -v : v;
+      }
     }
   }
   isum = gsum * int(2u * (w1 >> 28) + 1u);
