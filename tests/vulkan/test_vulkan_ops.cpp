@@ -805,6 +805,114 @@ TEST(VulkanOps, MoeSublayerComposition) {
   EXPECT_LE(worst / ymax, 1e-3);
 }
 
+// One decode token of an attention sublayer composed from the ops in one submission (Q LoRA
+// with norm, per-head norm and RoPE, KV norm/RoPE/FP8 simulation written into a row ring,
+// sink attention over the window, inverse RoPE, grouped low-rank output), Q8_0 weights as in
+// the published files, against the same composition of CPU references.
+TEST(VulkanOps, AttentionSublayerComposition) {
+  const int D = 256, H = 4, Dh = 128, R = 64, N = Dh - R, QR = 128, G = 2, OL = 64, cap = 8;
+  const int HD = H * Dh, group_in = HD / G;
+  const int64_t pos = 5;  // rows 0..4 already in the ring, this token's row goes to slot 5
+  const Type t = Type::Q8_0;
+  auto make = [&](int rows, int cols, uint32_t seed) {
+    const size_t rb = *quant::row_bytes(t, cols);
+    std::vector<uint8_t> w(rb * rows);
+    auto f = random_floats(static_cast<size_t>(rows) * cols, seed, 0.1f);
+    for (int r = 0; r < rows; ++r) quant::quantize_row(t, f.data() + static_cast<size_t>(r) * cols, w.data() + r * rb, cols);
+    return w;
+  };
+  auto wqa = make(QR, D, 60), wqb = make(HD, QR, 61), wkv = make(Dh, D, 62), woa = make(G * OL, group_in, 63),
+       wob = make(D, G * OL, 64);
+  auto qa_norm = random_floats(QR, 65, 0.3f), kv_norm = random_floats(Dh, 66, 0.3f), sinks = random_floats(H, 67);
+  for (auto& v : qa_norm) v += 1.f;
+  for (auto& v : kv_norm) v += 1.f;
+  auto a = random_floats(D, 68);
+  auto ring = random_floats(cap * Dh, 69, 0.5f);
+  const auto rope = model::Rope::make(R, 10000.f, false, 0, 1.f, 0.f, 0.f);
+  std::vector<float> cs(R);
+  Ops::rope_cos_sin(rope.freq.data(), R / 2, &pos, 1, cs.data());
+  const float eps = 1e-6f, scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  std::vector<int32_t> window = {0, 1, 2, 3, 4, 5};
+
+  // ---- device ----
+  auto rbq = [&](int cols) { return *quant::row_bytes(t, cols); };
+  auto words = [&](int n) { return Ops::act_words(t, n); };
+  Buffer bqa = upload(wqa), bqb = upload(wqb), bkv = upload(wkv), boa = upload(woa), bob = upload(wob);
+  Buffer bqan = upload(qa_norm), bkvn = upload(kv_norm), bsink = upload(sinks), bcs = upload(cs), bwin = upload(window);
+  Buffer ba = upload(a), bring = upload(ring);
+  Buffer aq = g_ctx->create_buffer(words(D) * 4), qa = g_ctx->create_buffer(QR * 4), kvraw = g_ctx->create_buffer(Dh * 4);
+  Buffer cq = g_ctx->create_buffer(QR * 4), cqq = g_ctx->create_buffer(words(QR) * 4), q = g_ctx->create_buffer(HD * 4);
+  Buffer qn = g_ctx->create_buffer(HD * 4), k = g_ctx->create_buffer(Dh * 4), scores = g_ctx->create_buffer(H * cap * 4);
+  // Each group's operand starts at a binding-aligned offset (devices ask for 4 to 256 bytes).
+  const size_t align = g_ctx->binding_alignment();
+  const size_t og = (words(group_in) * 4 + align - 1) / align * align / 4;
+  Buffer o = g_ctx->create_buffer(HD * 4), oq = g_ctx->create_buffer(G * og * 4);
+  Buffer low = g_ctx->create_buffer(G * OL * 4), lowq = g_ctx->create_buffer(words(G * OL) * 4), y = g_ctx->create_buffer(D * 4);
+  Recorder rec(*g_ctx);
+  g_ops->quantize_act(rec, t, {&ba}, D, 1, D, {&aq}, words(D));
+  g_ops->matmul(rec, DeviceMatrix{t, QR, D, rbq(D), &bqa, 0}, {&aq}, words(D), 1, {&qa}, QR);
+  g_ops->matmul(rec, DeviceMatrix{t, Dh, D, rbq(D), &bkv, 0}, {&aq}, words(D), 1, {&kvraw}, Dh);
+  g_ops->rms_norm(rec, {&qa}, {&bqan}, QR, 1, QR, {&cq}, QR, eps);
+  g_ops->quantize_act(rec, t, {&cq}, QR, 1, QR, {&cqq}, words(QR));
+  g_ops->matmul(rec, DeviceMatrix{t, HD, QR, rbq(QR), &bqb, 0}, {&cqq}, words(QR), 1, {&q}, HD);
+  g_ops->rms_norm(rec, {&q}, {}, Dh, H, Dh, {&qn}, Dh, eps);
+  g_ops->rope(rec, {&qn}, {&bcs}, R / 2, H, Dh, N, 0, false);
+  g_ops->rms_norm(rec, {&kvraw}, {&bkvn}, Dh, 1, Dh, {&k}, Dh, eps);
+  g_ops->rope(rec, {&k}, {&bcs}, R / 2, 1, Dh, N, 0, false);
+  g_ops->fp_sim(rec, true, {&k}, N, 1, Dh);
+  g_ops->copy(rec, {&k}, {&bring, static_cast<size_t>(pos) * Dh * 4, Dh * 4}, Dh * 4);
+  g_ops->attention(rec, {&qn}, {&bring}, {&bwin}, static_cast<int>(window.size()), {&bsink}, H, Dh, scale, {&scores},
+                   {&o});
+  g_ops->rope(rec, {&o}, {&bcs}, R / 2, H, Dh, N, 0, true);
+  g_ops->quantize_act(rec, t, {&o}, group_in, G, group_in, {&oq}, og);
+  for (int gi = 0; gi < G; ++gi)
+    g_ops->matmul(rec, DeviceMatrix{t, OL, group_in, rbq(group_in), &boa, static_cast<size_t>(gi) * OL * rbq(group_in)},
+                  {&oq, gi * og * 4, words(group_in) * 4}, words(group_in), 1, {&low}, G * OL,
+                  static_cast<size_t>(gi) * OL);
+  g_ops->quantize_act(rec, t, {&low}, G * OL, 1, G * OL, {&lowq}, words(G * OL));
+  g_ops->matmul(rec, DeviceMatrix{t, D, G * OL, rbq(G * OL), &bob, 0}, {&lowq}, words(G * OL), 1, {&y}, D);
+  rec.submit_and_wait();
+  auto got = download<float>(y, D);
+
+  // ---- CPU ----
+  auto mv = [&](const std::vector<uint8_t>& w, size_t off, int rows, int cols, const float* x, float* out) {
+    std::vector<uint8_t> xq(words(cols) * 4);
+    quant::quantize_activations(t, x, xq.data(), cols);
+    for (int r = 0; r < rows; ++r) out[r] = quant::vec_dot(t, w.data() + off + r * rbq(cols), xq.data(), cols);
+  };
+  std::vector<float> cqa(QR), ckv(Dh), ccq(QR), cqv(HD), ck(Dh), co(HD), clow(G * OL), cy(D);
+  mv(wqa, 0, QR, D, a.data(), cqa.data());
+  mv(wkv, 0, Dh, D, a.data(), ckv.data());
+  model::rms_norm(cqa.data(), qa_norm.data(), ccq.data(), QR, eps);
+  mv(wqb, 0, HD, QR, ccq.data(), cqv.data());
+  for (int h = 0; h < H; ++h) {
+    model::rms_norm(cqv.data() + h * Dh, nullptr, cqv.data() + h * Dh, Dh, eps);
+    rope.apply(cqv.data() + h * Dh + N, pos);
+  }
+  model::rms_norm(ckv.data(), kv_norm.data(), ck.data(), Dh, eps);
+  rope.apply(ck.data() + N, pos);
+  model::fp8_sim64(ck.data(), N);
+  auto cring = ring;
+  std::copy(ck.begin(), ck.end(), cring.begin() + pos * Dh);
+  std::vector<const float*> rows;
+  for (int i : window) rows.push_back(cring.data() + i * Dh);
+  std::vector<float> sc(window.size());
+  cpu::attend_heads_scalar(cqv.data(), 0, H, Dh, rows.data(), static_cast<int>(rows.size()), sinks.data(), scale,
+                           co.data(), sc.data());
+  for (int h = 0; h < H; ++h) rope.apply(co.data() + h * Dh + N, pos, true);
+  for (int gi = 0; gi < G; ++gi)
+    mv(woa, static_cast<size_t>(gi) * OL * rbq(group_in), OL, group_in, co.data() + gi * group_in, clow.data() + gi * OL);
+  mv(wob, 0, D, G * OL, clow.data(), cy.data());
+  double worst = 0, ymax = 0;
+  for (int d = 0; d < D; ++d) {
+    worst = std::max(worst, static_cast<double>(std::fabs(got[d] - cy[d])));
+    ymax = std::max(ymax, static_cast<double>(std::fabs(cy[d])));
+  }
+  std::cout << "  attention sublayer: max |gpu-cpu| / max|y| = " << worst / ymax << " (" << rec.dispatches()
+            << " dispatches, " << rec.barriers() << " barriers, one submission)\n";
+  EXPECT_LE(worst / ymax, 1e-3);
+}
+
 }  // namespace
 }  // namespace ds4::vulkan
 
