@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<ds4::Engine> engine;
   std::unique_ptr<ds4::text::Tokenizer> tok;
-  std::unique_ptr<ds4::Session> session;
+  std::vector<std::unique_ptr<ds4::Session>> sessions;
   std::unique_ptr<ds4::kvcache::DiskCache> disk;
   uint8_t quant_bits = 4;  // checkpoint header: routed experts 2-bit or otherwise 4
   try {
@@ -62,7 +62,17 @@ int main(int argc, char** argv) {
     if (static_cast<size_t>(engine->n_vocab()) < tok->vocab_size()) {
       throw std::runtime_error("tokenizer has more tokens than the model's vocabulary");
     }
-    session = engine->new_session(opt.ctx);
+    // Every slot holds a whole --ctx of state: refuse a combination that cannot fit.
+    const uint64_t per_slot = engine->session_memory_bytes(opt.ctx);
+    const std::string refusal = check_slot_memory(opt.parallel, opt.ctx, per_slot,
+                                                  available_memory_bytes());
+    if (!refusal.empty()) {
+      std::fprintf(stderr, "ds4-server: %s\n", refusal.c_str());
+      return 2;
+    }
+    std::fprintf(stderr, "ds4-server: %d slot(s) x %.1f MiB of session state at ctx %d = %.1f MiB\n",
+                 opt.parallel, per_slot / 1048576.0, opt.ctx, opt.parallel * (per_slot / 1048576.0));
+    for (int i = 0; i < opt.parallel; ++i) sessions.push_back(engine->new_session(opt.ctx));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ds4-server: cannot load %s: %s\n", opt.model_path.c_str(), e.what());
     return 1;
@@ -90,7 +100,11 @@ int main(int argc, char** argv) {
       tool_replay.insert(e.id, e.dsml);
     }
   }
-  Worker worker(std::move(session), *tok, metrics, !opt.quiet, std::move(disk));
+  WorkerOptions wo;
+  wo.log = !opt.quiet;
+  wo.max_queue = opt.max_queue;
+  wo.prefill_chunk = engine->options().prefill_chunk;
+  Worker worker(std::move(sessions), *tok, metrics, wo, std::move(disk));
   worker.set_tool_replay(&tool_replay);
   HttpServer http(opt, *tok, worker, metrics);
   int port = 0;
@@ -101,8 +115,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Tests and scripts read this line to learn the port (--port 0).
-  std::fprintf(stderr, "ds4-server: listening on http://%s:%d (ctx %d)\n", opt.host.c_str(), port,
-               opt.ctx);
+  std::fprintf(stderr, "ds4-server: listening on http://%s:%d (ctx %d, %d slot(s))\n",
+               opt.host.c_str(), port, opt.ctx, opt.parallel);
   std::fflush(stderr);
 
   // The listener runs on its own thread; main waits for a stop signal. Its thread pool

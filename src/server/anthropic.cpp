@@ -290,6 +290,7 @@ OJ anthropic_error_json(const ApiError& e) {
   if (e.status == 401) type = "authentication_error";
   else if (e.status == 404) type = "not_found_error";
   else if (e.status == 413) type = "request_too_large";
+  else if (e.status == 429) type = "rate_limit_error";
   else if (e.status == 503) type = "overloaded_error";
   else if (e.status >= 500) type = "api_error";
   else type = "invalid_request_error";

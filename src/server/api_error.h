@@ -16,6 +16,7 @@ struct ApiError : std::runtime_error {
   std::string param;  // optional "param"
   std::string code;   // optional "code"
   nlohmann::ordered_json extra = nlohmann::ordered_json::object();  // merged into the error object
+  int retry_after_s = 0;  // > 0: sent as the Retry-After header (429 busy, 503 shutdown)
 
   // {"error":{"message","type",["param"],["code"],...extra}}
   nlohmann::ordered_json to_json() const {

@@ -23,7 +23,12 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(dump_json(body), "application/json");
 }
 
+void set_retry_after(httplib::Response& res, const ApiError& e) {
+  if (e.retry_after_s > 0) res.set_header("Retry-After", std::to_string(e.retry_after_s));
+}
+
 void send_error(httplib::Response& res, const ApiError& e) {
+  set_retry_after(res, e);
   send_json(res, e.status, e.to_json());
 }
 
@@ -224,7 +229,26 @@ void HttpServer::install_routes() {
     send_json(res, 200, {{"status", "ok"}});
   });
   svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(metrics_.render_prometheus(), "text/plain; version=0.0.4");
+    res.set_content(metrics_.render_prometheus() + worker_.render_slot_metrics(),
+                    "text/plain; version=0.0.4");
+  });
+  svr.Get("/slots", [this](const httplib::Request&, httplib::Response& res) {
+    json out = json::array();
+    for (const auto& s : worker_.slot_infos()) {
+      out.push_back({{"id", s.id},
+                     {"state", s.state},
+                     {"n_ctx", s.n_ctx},
+                     {"tokens", s.tokens},
+                     {"prefix_hash", s.prefix_hash},
+                     {"last_used", s.last_used},
+                     {"task", s.task},
+                     {"requests", s.totals.requests},
+                     {"reused_tokens", s.totals.reused},
+                     {"evaluated_tokens", s.totals.evaluated},
+                     {"generated_tokens", s.totals.generated},
+                     {"cancelled", s.totals.cancelled}});
+    }
+    send_json(res, 200, out);
   });
 
   auto list_models = [this](const httplib::Request&, httplib::Response& res) {
@@ -317,6 +341,7 @@ void HttpServer::install_routes() {
       std::shared_ptr<Job> job;
       std::shared_ptr<WireFormatter> fmt;
       auto fail = [&](const ApiError& e) {
+        set_retry_after(res, e);
         send_json(res, e.status, fmt ? fmt->error_body(e)
                                      : anthropic_errors ? anthropic_error_json(e) : e.to_json());
       };

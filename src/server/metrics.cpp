@@ -42,7 +42,10 @@ std::string Metrics::render_prometheus() const {
   metric("ds4_cache_hits_total", "counter", "Jobs that reused part of the live session.",
          cache_hits.load());
   metric("ds4_queue_depth", "gauge", "Jobs queued or running.", queue_depth.load());
-  metric("ds4_busy", "gauge", "1 while the worker runs a job.", busy.load());
+  metric("ds4_busy", "gauge", "Slots running a job (prefill or decode).", busy.load());
+  metric("ds4_queue_rejected_total", "counter",
+         "Requests answered 429 because every slot was busy and the queue full.",
+         queue_rejected.load());
   std::lock_guard<std::mutex> lock(mu_);
   metric("ds4_prefill_tokens_total", "counter", "Prompt tokens evaluated (not reused).",
          prefill_tokens_);

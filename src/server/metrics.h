@@ -19,7 +19,8 @@ class Metrics {
   std::atomic<uint64_t> completion_tokens{0};
   std::atomic<uint64_t> cache_hits{0};  // jobs that reused at least one live token
   std::atomic<int64_t> queue_depth{0};  // queued or running jobs
-  std::atomic<int64_t> busy{0};         // 1 while the worker runs a job
+  std::atomic<int64_t> busy{0};         // slots running a job
+  std::atomic<uint64_t> queue_rejected{0};  // 429: every slot busy and the queue full
 
   void add_prefill(uint64_t tokens, double seconds);
   void add_decode(uint64_t tokens, double seconds);

@@ -30,6 +30,10 @@ completions, responses, messages).
   -c, --ctx N             context size in tokens (default 32768)
   -n, --tokens N          default max tokens per request (default 393216)
   -t, --threads N         inference threads (default: all cores)
+  -np, --parallel N       live sessions (slots) decoded together (default 1); each holds
+                          its own KV state of --ctx tokens (the size is printed at start)
+      --max-queue N       requests that may wait for a busy slot (default 64); one more
+                          is answered 429 with Retry-After
       --host ADDR         listen address (default 127.0.0.1; "localhost" accepted)
       --port N            listen port (default 8000; 0 picks a free port)
       --cors              add permissive CORS headers, answer OPTIONS with 204
@@ -91,6 +95,10 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help
       if (o.host.empty()) throw UsageError("--host: empty address");
     } else if (a == "--port") {
       o.port = static_cast<int>(parse_int(a, value(), 0, 65535));
+    } else if (a == "-np" || a == "--parallel") {
+      o.parallel = static_cast<int>(parse_int(a, value(), 1, 256));
+    } else if (a == "--max-queue") {
+      o.max_queue = static_cast<int>(parse_int(a, value(), 0, 1000000));
     } else if (a == "--cors") {
       o.cors = true;
     } else if (a == "--api-key") {

@@ -28,6 +28,9 @@ struct ServerOptions {
   size_t max_stop_bytes = 1024;
   int max_top_logprobs = 20;
   int http_threads = 64;
+  // Live sessions (slots) decoded together, and the jobs that may wait for one.
+  int parallel = 1;
+  int max_queue = 64;
   // Exact DSML tool replay (spec server.md §11): ids remembered; 0 or the disable flag = off.
   size_t tool_memory_max_ids = 100000;
   bool disable_exact_dsml_tool_replay = false;

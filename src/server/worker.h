@@ -1,99 +1,105 @@
-// The one inference worker: owns the live session, serves jobs in arrival order.
+// The inference scheduler: one thread owns every slot (live session) and serves the jobs.
+// Each step of its loop admits waiting jobs to idle slots, decodes the next token of every
+// generating slot, then evaluates one prefill chunk of one admitted request, so a running
+// stream never waits longer than one prefill chunk. Jobs wait in a bounded FIFO queue while
+// every slot is busy.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "ds4/engine.h"
 #include "kvcache/store.h"
 #include "server/job.h"
 #include "server/metrics.h"
+#include "server/slot.h"
 #include "server/tool_replay.h"
 #include "text/tokenizer.h"
 
 namespace ds4::server {
 
-// Tokens of a segment list: control segments map to their ids, text is BPE-encoded with
-// special-token strings treated as plain text.
-std::vector<int32_t> tokenize_segments(const text::Tokenizer& tok,
-                                       const text::PromptSegments& segments);
-// The segments after byte offset `offset` of their concatenation, or nullopt if the offset
-// falls inside a control segment.
-std::optional<text::PromptSegments> segments_after(const text::PromptSegments& segments,
-                                                   size_t offset);
+struct WorkerOptions {
+  bool log = false;
+  int max_queue = 64;       // jobs waiting for a slot; one more is answered 429
+  int retry_after_s = 1;    // Retry-After of a 429 (queue full) and a 503 (shutdown)
+  int prefill_chunk = 256;  // tokens per prefill step (the engine's chunk)
+};
+
+// What /slots shows of one slot.
+struct SlotInfo {
+  int id = 0;
+  std::string state;  // "idle", "prefill", "decode"
+  int n_ctx = 0;
+  int64_t tokens = 0;  // live tokens of its session
+  std::string prefix_hash;  // of the live tokens when the state last changed
+  double last_used = 0;     // unix seconds of the last request's end (0: never used)
+  uint64_t task = 0;        // serial of the running (or last) request
+  Slot::Totals totals;
+};
 
 class Worker {
  public:
-  // `disk` (optional) is the disk KV cache: checkpoints are looked up on a live miss and
-  // saved cold / continued / on eviction / at shutdown (spec server.md §11-12).
-  Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics,
-         bool log, std::unique_ptr<kvcache::DiskCache> disk = nullptr);
+  // One slot per session (all of one context size). `disk` (optional) is the disk KV cache:
+  // the spill tier shared by every slot (spec server.md §11-12).
+  Worker(std::vector<std::unique_ptr<Session>> sessions, const text::Tokenizer& tok,
+         Metrics& metrics, WorkerOptions options,
+         std::unique_ptr<kvcache::DiskCache> disk = nullptr);
+  // A single slot.
+  Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics, bool log,
+         std::unique_ptr<kvcache::DiskCache> disk = nullptr);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Queues a job (FIFO). Throws ApiError 503 after stop().
+  // Queues a job (FIFO). Throws ApiError 429 when the queue is full, 503 after stop().
   std::shared_ptr<Job> submit(GenerationSpec spec);
-  // Stops taking jobs, cancels the running and queued ones, joins the thread, then saves the
-  // live state to the disk cache (reason shutdown) when there is one.
+  // Stops taking jobs: queued ones are answered 503, running ones cancelled; joins the
+  // thread, then saves every slot's live state to the disk cache (reason shutdown).
   void stop();
   int context_size() const { return ctx_; }
+  int parallel() const { return static_cast<int>(slots_.size()); }
+  std::vector<SlotInfo> slot_infos() const;
+  // Per-slot Prometheus series (appended to /metrics).
+  std::string render_slot_metrics() const;
   // Exact DSML replay memory (not owned; may be null): every parsed call's id and sampled
   // block bytes are stored there before the answer's final event. Disk checkpoints carry
   // the entries whose blocks occur in their text (KTM) and restore them when loaded.
-  void set_tool_replay(ToolReplay* replay) { tool_replay_ = replay; }
-  ToolReplay* tool_replay() const { return tool_replay_; }
+  // Set before the first job.
+  void set_tool_replay(ToolReplay* replay) { shared_.tool_replay = replay; }
+  ToolReplay* tool_replay() const { return shared_.tool_replay; }
 
  private:
   void loop();
-  void run(Job& job);
-  // Chooses the tokens to sync: the spec's own, or live tokens + the tokenized suffix when
-  // the live text is a byte prefix of the rendered prompt. Returns a tag for the log.
-  const char* choose_tokens(const GenerationSpec& spec, std::vector<int32_t>& tokens);
-  // Disk KV cache steps (no-ops without a cache). On a live miss: saves the live state
-  // (evict), then loads the longest stored prefix of the prompt; sets `cold` when nothing
-  // will be reused.
-  const char* consult_disk(const GenerationSpec& spec, std::vector<int32_t>& tokens,
-                           const char* source, bool& cold);
-  // Syncs to `tokens`, pausing at the cold and continued checkpoints to save them.
-  int sync_with_checkpoints(const std::vector<int32_t>& tokens, bool cold, const SyncOptions& so);
-  void save_live(kvcache::Reason reason);
-  std::vector<kvcache::ToolReplayEntry> tool_entries() const;
-  std::string live_text(size_t n) const;
-  void log_kv(const std::string& line) const;
+  // Scheduler stages.
+  bool admit();          // queued jobs -> idle slots (routing); true if any was taken
+  bool decode_step();    // the next token of every generating slot
+  bool prefill_step();   // one chunk of the oldest admitted prefill
+  void job_ended();      // a job left the queue without a slot
+  void release(Slot& s); // a job left its slot
+  void publish(bool rehash);  // slot states for /slots and /metrics
+  bool stopping() const;
+  std::chrono::steady_clock::time_point next_ready() const;
 
-  // What a client's next prompt starts with when it hides part of the live state: the
-  // reasoning the renderer's drop rule removes from earlier turns, or reasoning a Responses
-  // client never saw. Recorded after an answer with the live length it stands for; a prompt
-  // that extends one of them keeps every live token (spec server.md §11 "visible" reuse).
-  struct VisibleTranscript {
-    std::string text;
-    size_t live_tokens = 0;
-    uint8_t kv_flag = 0;  // the disk cache's ext flag for a checkpoint keyed by this text
-  };
-  void remember_visible(const GenerationSpec& spec, const std::string& content,
-                        const std::string& block, bool ended_with_eos);
-  std::vector<VisibleTranscript> visible_;
-
-  std::unique_ptr<Session> session_;
-  const text::Tokenizer& tok_;
   Metrics& metrics_;
-  bool log_;
+  WorkerOptions opt_;
   int ctx_;
-  ToolReplay* tool_replay_ = nullptr;
   std::unique_ptr<kvcache::DiskCache> disk_;
-  int last_frontier_ = 0;  // continued saves go to the next step above this length
-  int32_t user_id_ = -1, assistant_id_ = -1;
+  SlotShared shared_;
+  std::vector<std::unique_ptr<Slot>> slots_;  // touched by the scheduler thread only
   bool shutdown_saved_ = false;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::shared_ptr<Job> running_;
+  std::vector<std::shared_ptr<Job>> running_;  // one entry per slot (null: idle)
+  std::vector<SlotInfo> infos_;
+  int idle_slots_ = 0;
   bool stopping_ = false;
   uint64_t next_serial_ = 1;
   std::thread thread_;
