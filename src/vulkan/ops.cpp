@@ -113,8 +113,11 @@ void Ops::matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride,
                   u32(y_stride, "y stride"),  u32(y_off + r0, "y off")};
     // The binding must cover whole words.
     const size_t bound = std::min<size_t>((bytes + 3) / 4 * 4, w.buffer->size() - bind);
+    // The block shader covers 4 rows per workgroup, the float shader one.
+    const uint64_t groups = (w.type == Type::F32 || w.type == Type::F16) ? static_cast<uint64_t>(nr)
+                                                                          : (static_cast<uint64_t>(nr) + 3) / 4;
     uint32_t gx, gy;
-    grid(static_cast<uint64_t>(nr), &gx, &gy);
+    grid(groups, &gx, &gy);
     Range wr{w.buffer, bind, bound};
     if (iq2)
       rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}}, &pc, sizeof(pc), gx, gy);
@@ -178,10 +181,11 @@ void Ops::matmul_experts(Recorder& rec, const DeviceExperts& w, Range x, size_t 
     pc.k_per_token = static_cast<uint32_t>(k_per_token);
     Range wr{&s.buffer};
     if (iq2)
-      rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}, ids}, &pc, sizeof(pc), static_cast<uint32_t>(w.rows),
+      rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}, ids}, &pc, sizeof(pc), static_cast<uint32_t>((w.rows + 3) / 4),
                    static_cast<uint32_t>(n_pairs));
     else
-      rec.dispatch(p, {wr, x, y, ids}, &pc, sizeof(pc), static_cast<uint32_t>(w.rows), static_cast<uint32_t>(n_pairs));
+      rec.dispatch(p, {wr, x, y, ids}, &pc, sizeof(pc), static_cast<uint32_t>((w.rows + 3) / 4),
+                   static_cast<uint32_t>(n_pairs));
   }
 }
 

@@ -5,15 +5,16 @@
 // does; the block terms are then added one after another in block order. The result is
 // therefore bit-identical to the CPU kernels (src/quant kernels_scalar.cpp) on any device.
 //
-// One workgroup (64 threads) per weight row; 8 threads share a block, so a pass covers 8
-// blocks. Vectors are processed up to MAXV at a time.
+// One workgroup (64 invocations) covers 4 weight rows; each invocation forms one block's
+// integer sums and float term alone, so a pass covers 16 consecutive blocks of each row
+// (adjacent invocations read adjacent blocks), and one invocation per row then adds the
+// pass's terms in block order. Vectors are processed one after another.
 #include "common.glsl"
 #include "matmul_push.glsl"
 
 #define WG 64u
-#define TPB 8u
-#define BPP 8u
-#define MAXV 8u
+#define RPW 4u   // weight rows per workgroup
+#define BPR 16u  // blocks of a row in flight (one per invocation)
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 1) readonly buffer X { uint x[]; };
@@ -52,9 +53,7 @@ layout(std430, binding = IDS_BINDING) readonly buffer Ids { int ids[]; };
 #define ACT_WORDS 73u
 #endif
 
-shared int s_isum[WG];
-shared int s_msum[WG];
-shared float s_term[MAXV][BPP];
+shared float s_term[RPW][BPR];
 
 // Q8_K activation block at word a: qs byte i, bsums entry j.
 int act_q(uint a, uint i) { return I8_AT(x, a + 1u, i); }
@@ -169,13 +168,14 @@ void main() {
   if (tid < 32u) s_signs[tid] = tables[512u + tid];
   barrier();
 #endif
-  const uint row = current_row();
-  if (row >= pc.rows) return;
+  const uint lr = tid / BPR, slot = tid % BPR;
+  const uint row = current_row() * RPW + lr;
+  const bool live = row < pc.rows;  // barriers below are reached by every invocation
   const uint nblocks = pc.cols / BLOCK_VALUES;
 #ifdef IDS
   const uint pair = gl_WorkGroupID.y;
   const uint expert = uint(ids[pair]);
-  if (expert < pc.e_lo || expert >= pc.e_hi) return;
+  if (expert < pc.e_lo || expert >= pc.e_hi) return;  // uniform over the workgroup
   const uint rbase = pc.w_off + (expert - pc.e_lo) * pc.expert_bytes + row * pc.w_row_bytes;
   const uint xoff = (pair / pc.k_per_token) * pc.x_stride, yoff = pair * pc.y_stride + pc.y_off;
   const uint nvec = 1u;
@@ -183,41 +183,36 @@ void main() {
   const uint rbase = pc.w_off + row * pc.w_row_bytes;
   const uint xoff = 0u, yoff = pc.y_off, nvec = pc.nvec;
 #endif
-  const uint lb = tid / TPB, part = tid % TPB;
-  for (uint v0 = 0u; v0 < nvec; v0 += MAXV) {
-    const uint nv = min(MAXV, nvec - v0);
+  for (uint v = 0u; v < nvec; ++v) {
     precise float acc = 0.0;
-    for (uint b0 = 0u; b0 < nblocks; b0 += BPP) {
-      const uint b = b0 + lb;
-      for (uint vi = 0u; vi < nv; ++vi) {
-        const uint a = xoff + (v0 + vi) * pc.x_stride + b * ACT_WORDS;
+    for (uint b0 = 0u; b0 < nblocks; b0 += BPR) {
+      const uint b = b0 + slot;
+      float term = 0.0;
+      if (live && b < nblocks) {
+        const uint a = xoff + v * pc.x_stride + b * ACT_WORDS;
         int isum = 0, msum = 0;
-        if (b < nblocks) block_part(rbase + b * BLOCK_BYTES, a, part, isum, msum);
-        s_isum[tid] = isum;
-        s_msum[tid] = msum;
-        barrier();
-        if (part == 0u && b < nblocks) {
-          int si = 0, sm = 0;
-          for (uint k = 0u; k < TPB; ++k) {
-            si += s_isum[tid + k];
-            sm += s_msum[tid + k];
-          }
-          s_term[vi][lb] = block_term(rbase + b * BLOCK_BYTES, a, si, sm);
+        for (uint p = 0u; p < 8u; ++p) {
+          int pi, pm;
+          block_part(rbase + b * BLOCK_BYTES, a, p, pi, pm);
+          isum += pi;
+          msum += pm;
         }
-        barrier();
+        term = block_term(rbase + b * BLOCK_BYTES, a, isum, msum);
       }
-      if (tid < nv) {
-        const uint nb = min(BPP, nblocks - b0);
-        for (uint k = 0u; k < nb; ++k) acc = acc + s_term[tid][k];
+      s_term[lr][slot] = term;
+      barrier();
+      if (live && slot == 0u) {
+        const uint nb = min(BPR, nblocks - b0);
+        for (uint k = 0u; k < nb; ++k) acc = acc + s_term[lr][k];
       }
       barrier();
     }
-    if (tid < nv) {
+    if (live && slot == 0u) {
 #ifdef W_IQ2_XXS
       precise float r = 0.125 * acc;  // value = d*(2s+1)*grid/8
-      y[yoff + (v0 + tid) * pc.y_stride + row] = r;
+      y[yoff + v * pc.y_stride + row] = r;
 #else
-      y[yoff + (v0 + tid) * pc.y_stride + row] = acc;
+      y[yoff + v * pc.y_stride + row] = acc;
 #endif
     }
   }

@@ -19,7 +19,8 @@ layout(push_constant) uniform P {
 #endif
 } pc;
 
-// Rows beyond 65535 workgroups spill into the y dimension of the grid.
+// The workgroup's index (the float shader: its row; the block shader: its group of rows).
+// Groups beyond 65535 spill into the y dimension of the grid.
 #ifdef IDS
 uint current_row() { return gl_WorkGroupID.x; }
 #else
