@@ -220,15 +220,16 @@ void Ops::rope(Recorder& rec, Range x, Range cos_sin, int half, int nrows, size_
   rec.dispatch(p, {x, cos_sin}, &pc, sizeof(pc), static_cast<uint32_t>((half + 63) / 64), static_cast<uint32_t>(nrows));
 }
 
-void Ops::attention(Recorder& rec, Range q, Range rows, Range row_index, int n_rows, Range sinks, int heads, int dim,
-                    float scale, Range scores, Range out) {
-  if (n_rows <= 0 || heads <= 0 || dim <= 0) throw std::invalid_argument("Vulkan attention: empty shape");
+void Ops::attention(Recorder& rec, Range q, Range rows, Range row_index, Range spans, int n_tokens, int max_rows,
+                    Range sinks, int heads, int dim, float scale, Range scores, Range out) {
+  if (n_tokens <= 0 || max_rows <= 0 || heads <= 0 || dim <= 0) throw std::invalid_argument("Vulkan attention: empty shape");
   struct {
-    uint32_t dim, n_rows;
+    uint32_t dim, heads, max_rows;
     float scale;
-  } pc{static_cast<uint32_t>(dim), static_cast<uint32_t>(n_rows), scale};
-  const auto& p = ctx_.pipeline("attention", 6, 0b110000, sizeof(pc));
-  rec.dispatch(p, {q, rows, row_index, sinks, scores, out}, &pc, sizeof(pc), static_cast<uint32_t>(heads));
+  } pc{static_cast<uint32_t>(dim), static_cast<uint32_t>(heads), static_cast<uint32_t>(max_rows), scale};
+  const auto& p = ctx_.pipeline("attention", 7, 0b1100000, sizeof(pc));
+  rec.dispatch(p, {q, rows, row_index, spans, sinks, scores, out}, &pc, sizeof(pc), static_cast<uint32_t>(heads),
+               static_cast<uint32_t>(n_tokens));
 }
 
 void Ops::hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, int iters, float eps, int n_tokens,

@@ -82,11 +82,12 @@ class Ops {
   void rope(Recorder& rec, Range x, Range cos_sin, int half, int nrows, size_t row_stride, size_t tail,
             size_t cs_stride, bool inverse);
 
-  // Sink attention of one token, every head: q [heads][dim], rows [*][dim] (each row key and
-  // value), row_index [n_rows] picks the rows, sinks [heads]; scores is scratch of
-  // heads * n_rows floats; out [heads][dim].
-  void attention(Recorder& rec, Range q, Range rows, Range row_index, int n_rows, Range sinks, int heads, int dim,
-                 float scale, Range scores, Range out);
+  // Sink attention of n_tokens tokens, every head: q [tokens][heads][dim], rows [*][dim]
+  // (each row key and value); token t attends to rows row_index[spans[2t] ..][0, spans[2t+1])
+  // (at most max_rows); sinks [heads]; scores is scratch of tokens*heads*max_rows floats;
+  // out [tokens][heads][dim].
+  void attention(Recorder& rec, Range q, Range rows, Range row_index, Range spans, int n_tokens, int max_rows,
+                 Range sinks, int heads, int dim, float scale, Range scores, Range out);
 
   // Hyper-connection mixes per token (model::hc_split_sinkhorn): m [tokens][(2+hc)*hc],
   // scale3 [3], base [(2+hc)*hc] -> out [tokens][(2+hc)*hc] = pre[hc], post[hc], comb[hc*hc].

@@ -400,30 +400,43 @@ TEST(VulkanOps, RouteTopkMatchesCpu) {
 }
 
 TEST(VulkanOps, SinkAttentionMatchesCpu) {
-  const int H = 6, dim = 96, total_rows = 50;
-  auto q = random_floats(H * dim, 15, 0.3f), rows = random_floats(total_rows * dim, 16, 0.3f);
+  const int H = 6, dim = 96, total_rows = 50, T = 3;
+  auto q = random_floats(T * H * dim, 15, 0.3f), rows = random_floats(total_rows * dim, 16, 0.3f);
   auto sinks = random_floats(H, 17);
-  // Window rows then compressed rows, picked out of order (as an indexer's top-k would).
-  std::vector<int32_t> index = {40, 41, 42, 43, 44, 45, 46, 47, 3, 17, 9, 30, 0, 22};
-  const int n = static_cast<int>(index.size());
-  Buffer qb = upload(q), rb = upload(rows), ib = upload(index), sb = upload(sinks);
-  Buffer scratch = g_ctx->create_buffer(H * n * 4), ob = g_ctx->create_buffer(H * dim * 4);
+  // Per token: window rows then compressed rows, picked out of order (as an indexer's top-k
+  // would); the tokens of a prefill chunk see growing (causal) windows.
+  std::vector<std::vector<int32_t>> lists = {{40, 41, 42, 3, 17, 9},
+                                             {40, 41, 42, 43, 3, 17, 9, 30},
+                                             {40, 41, 42, 43, 44, 45, 46, 47, 3, 17, 9, 30, 0, 22}};
+  std::vector<int32_t> index, spans;
+  int max_rows = 0;
+  for (const auto& l : lists) {
+    spans.push_back(static_cast<int32_t>(index.size()));
+    spans.push_back(static_cast<int32_t>(l.size()));
+    index.insert(index.end(), l.begin(), l.end());
+    max_rows = std::max(max_rows, static_cast<int>(l.size()));
+  }
+  Buffer qb = upload(q), rb = upload(rows), ib = upload(index), spb = upload(spans), sb = upload(sinks);
+  Buffer scratch = g_ctx->create_buffer(T * H * max_rows * 4), ob = g_ctx->create_buffer(T * H * dim * 4);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   Recorder rec(*g_ctx);
-  g_ops->attention(rec, {&qb}, {&rb}, {&ib}, n, {&sb}, H, dim, scale, {&scratch}, {&ob});
+  g_ops->attention(rec, {&qb}, {&rb}, {&ib}, {&spb}, T, max_rows, {&sb}, H, dim, scale, {&scratch}, {&ob});
   rec.submit_and_wait();
-  auto got = download<float>(ob, H * dim);
-  std::vector<const float*> ptrs;
-  for (int j : index) ptrs.push_back(rows.data() + j * dim);
-  std::vector<float> want(H * dim), sc(n);
-  cpu::attend_heads_scalar(q.data(), 0, H, dim, ptrs.data(), n, sinks.data(), scale, want.data(), sc.data());
+  auto got = download<float>(ob, T * H * dim);
   double worst = 0;
-  for (int i = 0; i < H * dim; ++i) {
-    // Relative to the head's largest output (a convex mix of rows: its scale).
-    const int h = i / dim;
-    const float hmax = *std::max_element(want.begin() + h * dim, want.begin() + (h + 1) * dim,
-                                         [](float a, float b) { return std::fabs(a) < std::fabs(b); });
-    worst = std::max(worst, static_cast<double>(std::fabs(got[i] - want[i]) / std::fabs(hmax)));
+  for (int t = 0; t < T; ++t) {
+    std::vector<const float*> ptrs;
+    for (int j : lists[t]) ptrs.push_back(rows.data() + j * dim);
+    std::vector<float> want(H * dim), sc(lists[t].size());
+    cpu::attend_heads_scalar(q.data() + t * H * dim, 0, H, dim, ptrs.data(), static_cast<int>(ptrs.size()), sinks.data(),
+                             scale, want.data(), sc.data());
+    for (int i = 0; i < H * dim; ++i) {
+      // Relative to the head's largest output (a convex mix of rows: its scale).
+      const int h = i / dim;
+      const float hmax = std::fabs(*std::max_element(want.begin() + h * dim, want.begin() + (h + 1) * dim,
+                                                     [](float a, float b) { return std::fabs(a) < std::fabs(b); }));
+      worst = std::max(worst, static_cast<double>(std::fabs(got[t * H * dim + i] - want[i]) / hmax));
+    }
   }
   std::cout << "  attention max err / head max " << worst << "\n";
   EXPECT_LE(worst, 1e-6);
@@ -833,13 +846,14 @@ TEST(VulkanOps, AttentionSublayerComposition) {
   Ops::rope_cos_sin(rope.freq.data(), R / 2, &pos, 1, cs.data());
   const float eps = 1e-6f, scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   std::vector<int32_t> window = {0, 1, 2, 3, 4, 5};
+  std::vector<int32_t> span = {0, static_cast<int32_t>(window.size())};
 
   // ---- device ----
   auto rbq = [&](int cols) { return *quant::row_bytes(t, cols); };
   auto words = [&](int n) { return Ops::act_words(t, n); };
   Buffer bqa = upload(wqa), bqb = upload(wqb), bkv = upload(wkv), boa = upload(woa), bob = upload(wob);
   Buffer bqan = upload(qa_norm), bkvn = upload(kv_norm), bsink = upload(sinks), bcs = upload(cs), bwin = upload(window);
-  Buffer ba = upload(a), bring = upload(ring);
+  Buffer ba = upload(a), bring = upload(ring), bspan = upload(span);
   Buffer aq = g_ctx->create_buffer(words(D) * 4), qa = g_ctx->create_buffer(QR * 4), kvraw = g_ctx->create_buffer(Dh * 4);
   Buffer cq = g_ctx->create_buffer(QR * 4), cqq = g_ctx->create_buffer(words(QR) * 4), q = g_ctx->create_buffer(HD * 4);
   Buffer qn = g_ctx->create_buffer(HD * 4), k = g_ctx->create_buffer(Dh * 4), scores = g_ctx->create_buffer(H * cap * 4);
@@ -861,8 +875,8 @@ TEST(VulkanOps, AttentionSublayerComposition) {
   g_ops->rope(rec, {&k}, {&bcs}, R / 2, 1, Dh, N, 0, false);
   g_ops->fp_sim(rec, true, {&k}, N, 1, Dh);
   g_ops->copy(rec, {&k}, {&bring, static_cast<size_t>(pos) * Dh * 4, Dh * 4}, Dh * 4);
-  g_ops->attention(rec, {&qn}, {&bring}, {&bwin}, static_cast<int>(window.size()), {&bsink}, H, Dh, scale, {&scores},
-                   {&o});
+  g_ops->attention(rec, {&qn}, {&bring}, {&bwin}, {&bspan}, 1, static_cast<int>(window.size()), {&bsink}, H, Dh, scale,
+                   {&scores}, {&o});
   g_ops->rope(rec, {&o}, {&bcs}, R / 2, H, Dh, N, 0, true);
   g_ops->quantize_act(rec, t, {&o}, group_in, G, group_in, {&oq}, og);
   for (int gi = 0; gi < G; ++gi)
