@@ -347,6 +347,16 @@ void Ops::moe_combine(Recorder& rec, Range pairs, Range shared, int dim, int k, 
                static_cast<uint32_t>((dim + 63) / 64), static_cast<uint32_t>(n_tokens));
 }
 
+void Ops::add(Recorder& rec, Range a, Range b, Range out, int64_t n) {
+  struct {
+    uint32_t n;
+  } pc{u32(n, "n")};
+  const auto& p = ctx_.pipeline("add", 3, 0b100, sizeof(pc));
+  uint32_t gx, gy;
+  grid((static_cast<uint64_t>(n) + 255) / 256, &gx, &gy);
+  rec.dispatch(p, {a, b, out}, &pc, sizeof(pc), gx, gy);
+}
+
 void Ops::copy(Recorder& rec, Range src, Range dst, size_t bytes) {
   if (bytes % 16 != 0) throw std::invalid_argument("Vulkan copy: size must be a multiple of 16 bytes");
   struct {

@@ -126,6 +126,9 @@ class Ops {
   // y[t] = sum over slots s < k of pairs[t*k + s], plus shared[t] when shared is given.
   void moe_combine(Recorder& rec, Range pairs, Range shared, int dim, int k, int n_tokens, Range y);
 
+  // out = a + b over n floats.
+  void add(Recorder& rec, Range a, Range b, Range out, int64_t n);
+
   // dst = src over `bytes` (a multiple of 16).
   void copy(Recorder& rec, Range src, Range dst, size_t bytes);
 

@@ -927,6 +927,80 @@ TEST(VulkanOps, AttentionSublayerComposition) {
   EXPECT_LE(worst / ymax, 1e-3);
 }
 
+// One decode step of a ratio-4 compressor (the indexer's flavour, FP simulation off) on the
+// device in one submission: the token's kv row and gate+ape score row written into the state,
+// gated pooling over the 8 candidate rows, the window shift, norm, RoPE at the compressed
+// row's position, Hadamard, appended to the compressed rows; against the forward pass's
+// compressor step done with the CPU references. The state rows must match exactly.
+TEST(VulkanOps, CompressorStepComposition) {
+  const int r = 4, d = 128, width = 2 * d, R = 64, n_rows = 5;
+  const int64_t pos = 23;  // phase 3: the step that completes compressed row 5
+  const int phase = static_cast<int>(pos % r), rho = 4 + phase;
+  auto kv_state = random_floats(8 * width, 70), score_state = random_floats(8 * width, 71, 2.0f);
+  auto ape = random_floats(r * width, 72, 0.5f), kv_in = random_floats(width, 73), gate = random_floats(width, 74, 2.0f);
+  auto norm = random_floats(d, 75, 0.2f);
+  for (auto& v : norm) v += 1.f;
+  auto rows = random_floats((n_rows + 1) * d, 76);
+  const auto rope = model::Rope::make(R, 160000.f, true, 65536, 16.f, 32.f, 1.f);
+  const int64_t rpos = static_cast<int64_t>(r) * n_rows;
+  std::vector<float> cs(R);
+  Ops::rope_cos_sin(rope.freq.data(), R / 2, &rpos, 1, cs.data());
+  const float eps = 1e-6f;
+
+  Buffer bkv = upload(kv_state), bsc = upload(score_state), bape = upload(ape), bin = upload(kv_in), bg = upload(gate);
+  Buffer bnorm = upload(norm), brows = upload(rows), bcs = upload(cs);
+  Buffer P = g_ctx->create_buffer(d * 4), z = g_ctx->create_buffer(d * 4);
+  const size_t row_bytes = width * 4;
+  Recorder rec(*g_ctx);
+  g_ops->copy(rec, {&bin}, {&bkv, rho * row_bytes, row_bytes}, row_bytes);
+  g_ops->add(rec, {&bg}, {&bape, phase * row_bytes, row_bytes}, {&bsc, rho * row_bytes, row_bytes}, width);
+  g_ops->compressor_pool(rec, {&bkv}, {&bsc}, r, d, width, {&P});
+  g_ops->copy(rec, {&bkv, 4 * row_bytes, 4 * row_bytes}, {&bkv, 0, 4 * row_bytes}, 4 * row_bytes);
+  g_ops->copy(rec, {&bsc, 4 * row_bytes, 4 * row_bytes}, {&bsc, 0, 4 * row_bytes}, 4 * row_bytes);
+  g_ops->rms_norm(rec, {&P}, {&bnorm}, d, 1, d, {&z}, d, eps);
+  g_ops->rope(rec, {&z}, {&bcs}, R / 2, 1, d, d - R, 0, false);
+  g_ops->hadamard(rec, {&z}, d, 1, d);
+  g_ops->copy(rec, {&z}, {&brows, static_cast<size_t>(n_rows) * d * 4, d * 4u}, d * 4);
+  rec.submit_and_wait();
+  auto got_kv = download<float>(bkv, 8 * width), got_sc = download<float>(bsc, 8 * width);
+  auto got_rows = download<float>(brows, (n_rows + 1) * d);
+
+  // CPU: the forward pass's compressor_step with the CPU references.
+  auto kv = kv_state, sc = score_state;
+  for (int j = 0; j < width; ++j) {
+    kv[rho * width + j] = kv_in[j];
+    sc[rho * width + j] = gate[j] + ape[phase * width + j];
+  }
+  std::vector<float> Pc(d), zc(d);
+  for (int j = 0; j < d; ++j) {
+    auto at = [&](int m, const std::vector<float>& buf) { return m < 4 ? buf[m * width + j] : buf[m * width + d + j]; };
+    float mx = -INFINITY;
+    for (int m = 0; m < 8; ++m) mx = std::max(mx, at(m, sc));
+    float e[8], zsum = 0.f, acc = 0.f;
+    for (int m = 0; m < 8; ++m) zsum += (e[m] = std::exp(at(m, sc) - mx));
+    for (int m = 0; m < 8; ++m) acc += (e[m] / zsum) * at(m, kv);
+    Pc[j] = acc;
+  }
+  std::copy(kv.begin() + 4 * width, kv.end(), kv.begin());
+  std::copy(sc.begin() + 4 * width, sc.end(), sc.begin());
+  model::rms_norm(Pc.data(), norm.data(), zc.data(), d, eps);
+  rope.apply(zc.data() + d - R, rpos);
+  model::hadamard_scaled(zc.data(), d);
+  for (int i = 0; i < 8 * width; ++i) {
+    ASSERT_EQ(std::bit_cast<uint32_t>(got_kv[i]), std::bit_cast<uint32_t>(kv[i])) << "kv state " << i;
+    ASSERT_EQ(std::bit_cast<uint32_t>(got_sc[i]), std::bit_cast<uint32_t>(sc[i])) << "score state " << i;
+  }
+  for (int i = 0; i < n_rows * d; ++i) ASSERT_EQ(got_rows[i], rows[i]) << "earlier compressed rows untouched";
+  double worst = 0, zmax = 0;
+  for (int j = 0; j < d; ++j) {
+    worst = std::max(worst, static_cast<double>(std::fabs(got_rows[n_rows * d + j] - zc[j])));
+    zmax = std::max(zmax, static_cast<double>(std::fabs(zc[j])));
+  }
+  std::cout << "  compressor step: new row max |gpu-cpu| / max|z| = " << worst / zmax << " (" << rec.dispatches()
+            << " dispatches, " << rec.barriers() << " barriers)\n";
+  EXPECT_LE(worst / zmax, 1e-5);
+}
+
 }  // namespace
 }  // namespace ds4::vulkan
 
