@@ -199,6 +199,15 @@ void Ops::rms_norm(Recorder& rec, Range x, Range weight, int64_t n, int nvec, si
   rec.dispatch(p, {x, weight.buffer ? weight : Range{&dummy_}, y}, &pc, sizeof(pc), static_cast<uint32_t>(nvec));
 }
 
+void Ops::rms_factor(Recorder& rec, Range x, int64_t n, int nvec, size_t x_stride, Range f, float eps) {
+  struct {
+    uint32_t n, x_stride, y_stride, has_weight;
+    float eps;
+  } pc{u32(n, "n"), u32(x_stride, "x stride"), 1u, 0u, eps};
+  const auto& p = ctx_.pipeline("rms_factor", 3, 0b100, sizeof(pc));
+  rec.dispatch(p, {x, Range{&dummy_}, f}, &pc, sizeof(pc), static_cast<uint32_t>(nvec));
+}
+
 void Ops::swiglu(Recorder& rec, Range g, Range u, Range scale, int64_t n, int nvec, size_t stride, Range out,
                  float lim) {
   struct {
@@ -233,14 +242,17 @@ void Ops::attention(Recorder& rec, Range q, Range rows, Range row_index, Range s
 }
 
 void Ops::hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, int iters, float eps, int n_tokens,
-                      Range out) {
+                      Range out, Range factor) {
   if (hc <= 0 || hc > 8) throw std::invalid_argument("Vulkan hc_sinkhorn: hc must be 1..8");
   struct {
     uint32_t n_tokens, hc, iters;
     float eps;
-  } pc{static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(hc), static_cast<uint32_t>(std::max(iters, 1)), eps};
-  const auto& p = ctx_.pipeline("hc_sinkhorn", 4, 0b1000, sizeof(pc));
-  rec.dispatch(p, {m, scale3, base, out}, &pc, sizeof(pc), static_cast<uint32_t>((n_tokens + 63) / 64));
+    uint32_t has_factor;
+  } pc{static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(hc), static_cast<uint32_t>(std::max(iters, 1)), eps,
+       factor.buffer ? 1u : 0u};
+  const auto& p = ctx_.pipeline("hc_sinkhorn", 5, 0b1000, sizeof(pc));
+  rec.dispatch(p, {m, scale3, base, out, factor.buffer ? factor : Range{&dummy_}}, &pc, sizeof(pc),
+               static_cast<uint32_t>((n_tokens + 63) / 64));
 }
 
 void Ops::hc_mix(Recorder& rec, bool post, Range x, Range gates, Range y, int hc, int dim, int n_tokens, Range out) {

@@ -74,6 +74,9 @@ class Ops {
   void rms_norm(Recorder& rec, Range x, Range weight, int64_t n, int nvec, size_t x_stride, Range y, size_t y_stride,
                 float eps);
 
+  // f[v] = (mean(x_v^2) + eps)^-1/2, one float per vector.
+  void rms_factor(Recorder& rec, Range x, int64_t n, int nvec, size_t x_stride, Range f, float eps);
+
   // out = silu(min(g, lim)) * clamp(u, -lim, lim) [* scale[v]]; lim <= 0: no clamp.
   void swiglu(Recorder& rec, Range g, Range u, Range scale, int64_t n, int nvec, size_t stride, Range out, float lim);
 
@@ -91,8 +94,9 @@ class Ops {
 
   // Hyper-connection mixes per token (model::hc_split_sinkhorn): m [tokens][(2+hc)*hc],
   // scale3 [3], base [(2+hc)*hc] -> out [tokens][(2+hc)*hc] = pre[hc], post[hc], comb[hc*hc].
+  // With factor (one float per token, from rms_factor()) m is scaled by it first (hc_pre).
   void hc_sinkhorn(Recorder& rec, Range m, Range scale3, Range base, int hc, int iters, float eps, int n_tokens,
-                   Range out);
+                   Range out, Range factor = {});
 
   // Hyper-connection mixing: pre (post=false): u[t] = sum_s pre[t][s] * x[t][s];
   // post (post=true): out[t][j] = post[t][j] * y[t] + sum_i comb[t][i][j] * x[t][i].

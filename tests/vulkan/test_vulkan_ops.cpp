@@ -1001,6 +1001,53 @@ TEST(VulkanOps, CompressorStepComposition) {
   EXPECT_LE(worst / zmax, 1e-5);
 }
 
+// The hyper-connection pre step of a block for a few tokens (model forward hc_pre): the mix
+// projection of the flattened streams (F32 weights), scaled by the streams' RMS factor,
+// Sinkhorn, then the pre-weighted sum of the streams; against the CPU references.
+TEST(VulkanOps, HcPreComposition) {
+  const int hc = 4, D = 256, T = 3, mixn = (2 + hc) * hc, iters = 20;
+  const float eps = 1e-6f, hc_eps = 1e-6f;
+  auto X = random_floats(T * hc * D, 80), fn = random_floats(mixn * hc * D, 81, 0.05f);
+  auto base = random_floats(mixn, 82, 0.3f);
+  std::vector<float> scale3 = {0.8f, 1.1f, 0.6f};
+  Buffer bX = upload(X), bfn = upload(fn), bbase = upload(base), bs3 = upload(scale3);
+  Buffer m = g_ctx->create_buffer(T * mixn * 4), f = g_ctx->create_buffer(T * 4);
+  Buffer gates = g_ctx->create_buffer(T * mixn * 4), u = g_ctx->create_buffer(T * D * 4);
+  Recorder rec(*g_ctx);
+  g_ops->matmul(rec, DeviceMatrix{Type::F32, mixn, hc * D, static_cast<size_t>(hc * D) * 4, &bfn, 0}, {&bX}, hc * D, T,
+                {&m}, mixn);
+  g_ops->rms_factor(rec, {&bX}, hc * D, T, hc * D, {&f}, eps);
+  g_ops->hc_sinkhorn(rec, {&m}, {&bs3}, {&bbase}, hc, iters, hc_eps, T, {&gates}, {&f});
+  g_ops->hc_mix(rec, false, {&bX}, {&gates}, {}, hc, D, T, {&u});
+  rec.submit_and_wait();
+  auto got_g = download<float>(gates, T * mixn), got_u = download<float>(u, T * D);
+  const auto& k = quant::scalar::kernels();
+  double worst_g = 0, worst_u = 0;
+  for (int t = 0; t < T; ++t) {
+    const float* x = X.data() + t * hc * D;
+    std::vector<float> mt(mixn), pre(hc), post(hc), comb(hc * hc);
+    for (int i = 0; i < mixn; ++i) mt[i] = k.dot_f32(fn.data() + i * hc * D, x, hc * D);
+    const float fac = model::rms_factor(x, hc * D, eps);
+    for (auto& v : mt) v *= fac;
+    model::hc_split_sinkhorn(mt.data(), scale3.data(), base.data(), hc, iters, hc_eps, pre.data(), post.data(),
+                             comb.data());
+    std::vector<float> want(mixn);
+    std::copy(pre.begin(), pre.end(), want.begin());
+    std::copy(post.begin(), post.end(), want.begin() + hc);
+    std::copy(comb.begin(), comb.end(), want.begin() + 2 * hc);
+    for (int i = 0; i < mixn; ++i)
+      worst_g = std::max(worst_g, static_cast<double>(std::fabs(got_g[t * mixn + i] - want[i]) / std::fabs(want[i])));
+    for (int d = 0; d < D; ++d) {
+      float acc = 0.f;
+      for (int s2 = 0; s2 < hc; ++s2) acc += pre[s2] * x[s2 * D + d];
+      worst_u = std::max(worst_u, static_cast<double>(std::fabs(got_u[t * D + d] - acc)));
+    }
+  }
+  std::cout << "  hc_pre: gates max rel err " << worst_g << ", mixed stream max abs err " << worst_u << "\n";
+  EXPECT_LE(worst_g, 1e-5);
+  EXPECT_LE(worst_u, 1e-5);
+}
+
 }  // namespace
 }  // namespace ds4::vulkan
 

@@ -9,12 +9,23 @@ layout(std430, binding = 0) readonly buffer M { float m[]; };        // tokens x
 layout(std430, binding = 1) readonly buffer S3 { float scale3[]; };  // 3
 layout(std430, binding = 2) readonly buffer Bs { float base[]; };    // (2+hc)*hc
 layout(std430, binding = 3) writeonly buffer O { float o[]; };      // tokens x (2+hc)*hc: pre, post, comb
+layout(std430, binding = 4) readonly buffer F { float factor[]; };   // per token, when has_factor
 layout(push_constant) uniform P {
   uint n_tokens;
   uint hc;     // at most 8
   uint iters;
   float eps;
+  uint has_factor;
 } pc;
+
+// The token's mix input, scaled by its stream's RMS factor first when given (model forward
+// hc_pre: mt[i] *= f).
+float mix(uint i) {
+  const uint t = gl_GlobalInvocationID.x;
+  precise float v = m[t * (2u + pc.hc) * pc.hc + i];
+  if (pc.has_factor != 0u) v = v * factor[t];
+  return v;
+}
 
 float sigmoid_(float x) { return exact_div(1.0, 1.0 + exp(-x)); }
 
@@ -23,9 +34,9 @@ void main() {
   if (t >= pc.n_tokens) return;
   const uint hc = pc.hc, stride = (2u + hc) * hc, mb = t * stride;
   for (uint s = 0u; s < hc; ++s) {
-    precise float a = m[mb + s] * scale3[0] + base[s];
+    precise float a = mix(s) * scale3[0] + base[s];
     precise float pre = sigmoid_(a) + pc.eps;
-    precise float b = m[mb + hc + s] * scale3[1] + base[hc + s];
+    precise float b = mix(hc + s) * scale3[1] + base[hc + s];
     precise float post = 2.0 * sigmoid_(b);
     o[mb + s] = pre;
     o[mb + hc + s] = post;
@@ -34,7 +45,7 @@ void main() {
   for (uint i = 0u; i < hc; ++i) {
     float mx = -1.0 / 0.0;
     for (uint j = 0u; j < hc; ++j) {
-      precise float c = m[mb + 2u * hc + i * hc + j] * scale3[2] + base[2u * hc + i * hc + j];
+      precise float c = mix(2u * hc + i * hc + j) * scale3[2] + base[2u * hc + i * hc + j];
       C[i * hc + j] = c;
       mx = max(mx, c);
     }

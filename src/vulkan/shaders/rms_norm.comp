@@ -1,6 +1,7 @@
 #version 450
 // y = x * (mean(x^2) + eps)^-1/2 (* w). One workgroup per vector; fixed-shape tree sum (the
-// CPU sums in double: results agree to a few ulp, see docs/vulkan.md).
+// CPU sums in double: results agree to a few ulp, see docs/vulkan.md). With FACTOR_ONLY the
+// shader writes just the factor, one float per vector (hyper-connection mixes scale by it).
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Wt { float w[]; };
@@ -34,6 +35,10 @@ void main() {
   }
   precise float mean = s_part[0] / float(pc.n) + pc.eps;
   const float f = 1.0 / sqrt(mean);
+#ifdef FACTOR_ONLY
+  if (tid == 0u) y[gl_WorkGroupID.x] = f;
+  return;
+#endif
   for (uint i = tid; i < pc.n; i += 256u) {
     precise float v = x[xb + i] * f;
     if (pc.has_weight != 0u) v = v * w[i];
