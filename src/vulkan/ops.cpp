@@ -264,6 +264,16 @@ void Ops::hc_mix(Recorder& rec, bool post, Range x, Range gates, Range y, int hc
                static_cast<uint32_t>((dim + 63) / 64), static_cast<uint32_t>(n_tokens));
 }
 
+void Ops::hc_head_gates(Recorder& rec, Range m, Range factor, Range base, int hc, float scale, float eps, int n_tokens,
+                        Range out) {
+  struct {
+    uint32_t n_tokens, hc;
+    float scale, eps;
+  } pc{static_cast<uint32_t>(n_tokens), static_cast<uint32_t>(hc), scale, eps};
+  const auto& p = ctx_.pipeline("hc_head_gates", 4, 0b1000, sizeof(pc));
+  rec.dispatch(p, {m, factor, base, out}, &pc, sizeof(pc), static_cast<uint32_t>((n_tokens + 63) / 64));
+}
+
 void Ops::compressor_pool(Recorder& rec, Range kv, Range score, int ratio, int d, int width, Range out) {
   if (ratio <= 0 || ratio > 128 || d <= 0 || width < (ratio == 4 ? 2 * d : d))
     throw std::invalid_argument("Vulkan compressor_pool: bad shape");

@@ -103,6 +103,12 @@ class Ops {
   // gates [tokens][(2+hc)*hc] as hc_sinkhorn() writes them; y is ignored for pre.
   void hc_mix(Recorder& rec, bool post, Range x, Range gates, Range y, int hc, int dim, int n_tokens, Range out);
 
+  // Output-head stream weights sigmoid(m[t][s] * factor[t] * scale + base[s]) + eps (m
+  // [tokens][hc], factor from rms_factor()), written as the pre gates of hc_sinkhorn's layout
+  // (out [tokens][(2+hc)*hc]) for hc_mix(pre).
+  void hc_head_gates(Recorder& rec, Range m, Range factor, Range base, int hc, float scale, float eps, int n_tokens,
+                     Range out);
+
   // A compressor's gated softmax pooling over its candidate rows (kv and score [rows][width],
   // ratio 4: 8 rows, else `ratio`) -> out [d].
   void compressor_pool(Recorder& rec, Range kv, Range score, int ratio, int d, int width, Range out);

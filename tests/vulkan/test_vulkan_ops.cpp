@@ -1048,6 +1048,66 @@ TEST(VulkanOps, HcPreComposition) {
   EXPECT_LE(worst_u, 1e-5);
 }
 
+// The output head for a few tokens (model forward head): stream weights from the F32 hc
+// projection scaled by the RMS factor, the weighted stream sum, the final norm, the Q8_0
+// vocabulary projection (rows split over bindings); against the CPU references.
+TEST(VulkanOps, HeadComposition) {
+  const int hc = 4, D = 256, T = 2, vocab = 300;
+  const float eps = 1e-6f, hc_eps = 1e-6f, hscale = 0.9f;
+  auto X = random_floats(T * hc * D, 90), hfn = random_floats(hc * hc * D, 91, 0.05f);
+  auto hbase = random_floats(hc, 92, 0.3f), hnorm = random_floats(D, 93, 0.2f);
+  for (auto& v : hnorm) v += 1.f;
+  const size_t rb = *quant::row_bytes(Type::Q8_0, D);
+  std::vector<uint8_t> out(rb * vocab);
+  auto of = random_floats(vocab * D, 94, 0.1f);
+  for (int r = 0; r < vocab; ++r) quant::quantize_row(Type::Q8_0, of.data() + r * D, out.data() + r * rb, D);
+  const size_t w0 = Ops::act_words(Type::Q8_0, D);
+  BindingLimit limit(64 * 1024);  // the vocabulary projection in several dispatches
+  Buffer bX = upload(X), bfn = upload(hfn), bbase = upload(hbase), bnorm = upload(hnorm), bout = upload(out);
+  Buffer m = g_ctx->create_buffer(T * hc * 4), f = g_ctx->create_buffer(T * 4), gates = g_ctx->create_buffer(T * (2 + hc) * hc * 4);
+  Buffer h = g_ctx->create_buffer(T * D * 4), hn = g_ctx->create_buffer(T * D * 4), hq = g_ctx->create_buffer(T * w0 * 4);
+  Buffer logits = g_ctx->create_buffer(T * vocab * 4);
+  Recorder rec(*g_ctx);
+  g_ops->matmul(rec, DeviceMatrix{Type::F32, hc, hc * D, static_cast<size_t>(hc * D) * 4, &bfn, 0}, {&bX}, hc * D, T,
+                {&m}, hc);
+  g_ops->rms_factor(rec, {&bX}, hc * D, T, hc * D, {&f}, eps);
+  g_ops->hc_head_gates(rec, {&m}, {&f}, {&bbase}, hc, hscale, hc_eps, T, {&gates});
+  g_ops->hc_mix(rec, false, {&bX}, {&gates}, {}, hc, D, T, {&h});
+  g_ops->rms_norm(rec, {&h}, {&bnorm}, D, T, D, {&hn}, D, eps);
+  g_ops->quantize_act(rec, Type::Q8_0, {&hn}, D, T, D, {&hq}, w0);
+  g_ops->matmul(rec, DeviceMatrix{Type::Q8_0, vocab, D, rb, &bout, 0}, {&hq}, w0, T, {&logits}, vocab);
+  rec.submit_and_wait();
+  auto got = download<float>(logits, T * vocab);
+  const auto& k = quant::scalar::kernels();
+  double worst = 0, lmax = 0;
+  int top_agree = 0;
+  for (int t = 0; t < T; ++t) {
+    const float* x = X.data() + t * hc * D;
+    const float fac = model::rms_factor(x, hc * D, eps);
+    std::vector<float> ht(D, 0.f), hnt(D), want(vocab);
+    for (int s2 = 0; s2 < hc; ++s2) {
+      const float ws = model::sigmoid(k.dot_f32(hfn.data() + s2 * hc * D, x, hc * D) * fac * hscale + hbase[s2]) + hc_eps;
+      for (int d = 0; d < D; ++d) ht[d] += ws * x[s2 * D + d];
+    }
+    model::rms_norm(ht.data(), hnorm.data(), hnt.data(), D, eps);
+    std::vector<uint8_t> xq(w0 * 4);
+    quant::quantize_activations(Type::Q8_0, hnt.data(), xq.data(), D);
+    for (int r = 0; r < vocab; ++r) {
+      want[r] = k.dot_q8_0(reinterpret_cast<const quant::block_q8_0*>(out.data() + r * rb),
+                           reinterpret_cast<const quant::block_q8_0_act*>(xq.data()), D);
+      worst = std::max(worst, static_cast<double>(std::fabs(got[t * vocab + r] - want[r])));
+      lmax = std::max(lmax, static_cast<double>(std::fabs(want[r])));
+    }
+    top_agree += std::max_element(want.begin(), want.end()) - want.begin() ==
+                 std::max_element(got.begin() + t * vocab, got.begin() + (t + 1) * vocab) - (got.begin() + t * vocab);
+  }
+  EXPECT_GT(rec.dispatches(), 7u);
+  std::cout << "  head: logits max |gpu-cpu| / max|logit| = " << worst / lmax << ", top-1 agree " << top_agree << "/" << T
+            << "\n";
+  EXPECT_LE(worst / lmax, 1e-3);
+  EXPECT_EQ(top_agree, T);
+}
+
 }  // namespace
 }  // namespace ds4::vulkan
 
