@@ -419,17 +419,21 @@ void Ops::rope_cos_sin(const float* freq, int half, const int64_t* pos, int n, f
 }
 
 void Ops::route_topk(Recorder& rec, Range logits, Range bias, int n_experts, int k, int n_tokens, bool normalise,
-                     float route_scale, Range chosen, Range weight) {
+                     float route_scale, Range chosen, Range weight, Range tokens, Range tid2eid) {
   if (n_experts <= 0 || n_experts > 1024 || k <= 0 || k > 16 || k > n_experts)
     throw std::invalid_argument("Vulkan route_topk: needs 0 < k <= 16, k <= experts <= 1024");
+  const bool hash = tid2eid.buffer != nullptr;
+  if (hash != (tokens.buffer != nullptr)) throw std::invalid_argument("Vulkan route_topk: hash routing needs tokens and tid2eid");
   struct {
     uint32_t n_experts, k, has_bias, normalise;
     float route_scale;
+    uint32_t hash;
   } pc{static_cast<uint32_t>(n_experts), static_cast<uint32_t>(k), bias.buffer ? 1u : 0u, normalise ? 1u : 0u,
-       route_scale};
-  const auto& p = ctx_.pipeline("route_topk", 4, 0b1100, sizeof(pc));
-  rec.dispatch(p, {logits, bias.buffer ? bias : Range{&dummy_}, chosen, weight}, &pc, sizeof(pc),
-               static_cast<uint32_t>(n_tokens));
+       route_scale, hash ? 1u : 0u};
+  const auto& p = ctx_.pipeline("route_topk", 6, 0b1100, sizeof(pc));
+  rec.dispatch(p, {logits, bias.buffer ? bias : Range{&dummy_}, chosen, weight, hash ? tokens : Range{&dummy_},
+                   hash ? tid2eid : Range{&dummy_}},
+               &pc, sizeof(pc), static_cast<uint32_t>(n_tokens));
 }
 
 }  // namespace ds4::vulkan

@@ -153,9 +153,11 @@ class Ops {
   static void rope_cos_sin(const float* freq, int half, const int64_t* pos, int n, float* out);
 
   // MoE routing per token: chosen[t][k] experts, weight[t][k] routing weights
-  // (bias.buffer null: no bias).
+  // (bias.buffer null: no bias). Hash-routed layers pass tokens [n_tokens] and tid2eid
+  // [vocab][k] (ids validated by the engine, experts by the loader): the experts come from
+  // the table, the weights from the same formula.
   void route_topk(Recorder& rec, Range logits, Range bias, int n_experts, int k, int n_tokens, bool normalise,
-                  float route_scale, Range chosen, Range weight);
+                  float route_scale, Range chosen, Range weight, Range tokens = {}, Range tid2eid = {});
 
  private:
   Context& ctx_;

@@ -399,6 +399,33 @@ TEST(VulkanOps, RouteTopkMatchesCpu) {
   }
 }
 
+TEST(VulkanOps, HashRoutingMatchesCpu) {
+  const int E = 64, K = 6, T = 4, vocab = 20;
+  auto logits = random_floats(E * T, 35, 2.0f);
+  std::vector<int32_t> table(vocab * K), tokens = {3, 19, 0, 3};
+  std::mt19937 rng(36);
+  for (auto& v : table) v = static_cast<int32_t>(rng() % E);
+  Buffer lb = upload(logits), tb = upload(tokens), hb = upload(table);
+  Buffer cb = g_ctx->create_buffer(T * K * 4), wb = g_ctx->create_buffer(T * K * 4);
+  Recorder rec(*g_ctx);
+  g_ops->route_topk(rec, {&lb}, {}, E, K, T, true, 2.5f, {&cb}, {&wb}, {&tb}, {&hb});
+  rec.submit_and_wait();
+  auto chosen = download<int32_t>(cb, T * K);
+  auto weight = download<float>(wb, T * K);
+  for (int t = 0; t < T; ++t) {
+    // The CPU's hash routing (model forward, moe_sublayer): experts from the table, weights
+    // from sqrt(softplus) of those experts' logits.
+    float sum = 0;
+    for (int k = 0; k < K; ++k) sum += std::sqrt(model::softplus(logits[t * E + table[tokens[t] * K + k]]));
+    for (int k = 0; k < K; ++k) {
+      const int e = table[tokens[t] * K + k];
+      EXPECT_EQ(chosen[t * K + k], e);
+      const float want = std::sqrt(model::softplus(logits[t * E + e])) / std::max(sum, 6.103515625e-05f) * 2.5f;
+      EXPECT_NEAR(weight[t * K + k], want, 2e-6f * std::fabs(want));
+    }
+  }
+}
+
 TEST(VulkanOps, SinkAttentionMatchesCpu) {
   const int H = 6, dim = 96, total_rows = 50, T = 3;
   auto q = random_floats(T * H * dim, 15, 0.3f), rows = random_floats(total_rows * dim, 16, 0.3f);

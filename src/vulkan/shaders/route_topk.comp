@@ -1,18 +1,22 @@
 #version 450
 // MoE routing on the device: pi = sqrt(softplus(logit)); the top-k experts by pi + bias
 // (ties to the lower index, like the CPU's sort); weights pi / max(sum, 2^-14) (when
-// normalised) times route_scale. One workgroup per token.
+// normalised) times route_scale. One workgroup per token. Hash-routed layers (hash != 0)
+// take the experts from the token's row of the tid2eid table instead of the top-k.
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer L { float logits[]; };
 layout(std430, binding = 1) readonly buffer B { float bias[]; };
 layout(std430, binding = 2) writeonly buffer C { int chosen[]; };
 layout(std430, binding = 3) writeonly buffer Wt { float weight[]; };
+layout(std430, binding = 4) readonly buffer Tk { int tokens[]; };   // hash mode: token ids
+layout(std430, binding = 5) readonly buffer Tb { int tid2eid[]; };  // hash mode: vocab x k
 layout(push_constant) uniform P {
   uint n_experts;  // at most 1024
   uint k;          // experts per token, at most 16
   uint has_bias;
   uint normalise;
   float route_scale;
+  uint hash;
 } pc;
 
 shared float s_pi[1024];
@@ -45,7 +49,11 @@ void main() {
     s_key[e] = key;
   }
   barrier();
-  for (uint r = 0u; r < pc.k; ++r) {
+  if (pc.hash != 0u) {
+    if (tid < pc.k) s_chosen[tid] = uint(tid2eid[tokens[t] * int(pc.k) + int(tid)]);
+    barrier();
+  }
+  for (uint r = 0u; r < (pc.hash != 0u ? 0u : pc.k); ++r) {
     float best = -1.0 / 0.0;
     uint arg = 0xFFFFFFFFu;
     for (uint e = tid; e < pc.n_experts; e += 256u) {
