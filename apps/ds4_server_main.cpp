@@ -119,21 +119,21 @@ int main(int argc, char** argv) {
                opt.host.c_str(), port, opt.ctx, opt.parallel);
   std::fflush(stderr);
 
-  // The listener runs on its own thread; main waits for a stop signal. Its thread pool
-  // joins only when idle keep-alive connections time out, so the process exits without
-  // waiting for them once the worker has stopped and in-flight answers were written.
+  // The listener runs on its own thread; main waits for a stop signal (the listener sends
+  // one if it fails).
   std::atomic<bool> listener_failed{false};
   std::thread listener([&] {
-    if (!http.serve()) listener_failed = true;
-    kill(getpid(), SIGTERM);
+    if (!http.serve()) {
+      listener_failed = true;
+      kill(getpid(), SIGTERM);
+    }
   });
   listener.detach();
   int sig = 0;
   sigwait(&stop_signals, &sig);
   if (!listener_failed) std::fprintf(stderr, "ds4-server: signal %d, shutting down\n", sig);
   // A second signal during the drain and shutdown save exits at once (a half-written
-  // checkpoint is only a temporary file). The listener's own SIGTERM after http.stop() is
-  // not a second signal.
+  // checkpoint is only a temporary file).
   static std::atomic<bool> draining{true};
   std::thread([&stop_signals] {
     int again = 0;
@@ -142,10 +142,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ds4-server: signal %d again, exiting\n", again);
     std::_Exit(130);
   }).detach();
+  // New connections are refused, idle ones close, queued jobs are answered 503 with
+  // Retry-After, the running one is cut short (its stream still ends properly), then the
+  // answers are written out before the process exits.
+  http.stop_accepting();
+  http.drain(0);
   worker.stop();
+  if (!http.drain(10000)) std::fprintf(stderr, "ds4-server: connections still open at exit\n");
   draining = false;
-  http.stop();
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::fflush(stderr);
   std::_Exit(listener_failed ? 1 : 0);
 }

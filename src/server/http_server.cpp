@@ -2,13 +2,15 @@
 
 #include <httplib.h>
 
+#include <cstdlib>
 #include <ctime>
 #include <functional>
 
 #include "server/anthropic.h"
 #include "server/openai.h"
+#include "server/request_fields.h"
 #include "server/responses.h"
-#include "server/peer.h"
+#include "server/connections.h"
 
 namespace ds4::server {
 
@@ -41,11 +43,36 @@ OJ parse_body(const httplib::Request& req, const ServerOptions& o) {
     throw bad_request("invalid JSON request: nesting deeper than " +
                       std::to_string(o.max_json_depth));
   }
+  // The JSON parser stops at a NUL byte as at the end of its input; JSON text never holds
+  // one, so whatever follows it must not be silently dropped.
+  if (const size_t nul = req.body.find('\0'); nul != std::string::npos) {
+    throw bad_request("invalid JSON request: NUL byte at offset " + std::to_string(nul));
+  }
   try {
     return OJ::parse(req.body);
-  } catch (const nlohmann::ordered_json::parse_error& e) {
+  } catch (const nlohmann::ordered_json::exception& e) {
+    // parse_error, and out_of_range for a number that overflows a double (1e400).
     throw bad_request(std::string("invalid JSON request: ") + e.what());
   }
+}
+
+// Why the request's body framing is ambiguous, or "" when it is not. Two Content-Length
+// headers, or one beside Transfer-Encoding, let a proxy and this server disagree on where
+// the body ends (request smuggling); a non-numeric length would be read as 0.
+std::string framing_problem(const httplib::Request& req) {
+  const size_t lengths = req.get_header_value_count("Content-Length");
+  if (lengths > 1) return "more than one Content-Length header";
+  if (lengths == 1) {
+    const std::string v = req.get_header_value("Content-Length");
+    if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) {
+      return "invalid Content-Length header";
+    }
+    if (req.has_header("Transfer-Encoding")) return "both Content-Length and Transfer-Encoding";
+  }
+  if (req.get_header_value_count("Transfer-Encoding") > 1) {
+    return "more than one Transfer-Encoding header";
+  }
+  return "";
 }
 
 bool is_anthropic_path(const std::string& path) {
@@ -138,45 +165,48 @@ struct ResponsesWire final : WireFormatter {
 HttpServer::HttpServer(const ServerOptions& options, const text::Tokenizer& tok, Worker& worker,
                        Metrics& metrics)
     : options_(options), tok_(tok), worker_(worker), metrics_(metrics),
-      svr_(std::make_unique<httplib::Server>()) {
+      svr_(std::make_unique<RequestEngine>()), max_token_bytes_(max_token_bytes(tok)) {
+  ConnectionLimits limits;
+  limits.backlog = options_.listen_backlog;
+  limits.max_connections = options_.max_connections;
+  limits.max_per_client = options_.max_client_connections;
+  limits.header_timeout_s = options_.header_timeout_s;
+  limits.idle_timeout_s = options_.keep_alive_timeout_s;
+  limits.io_timeout_s = options_.io_timeout_s;
+  limits.open_gauge = &metrics_.open_connections;
+  limits.refused_counter = &metrics_.refused_connections;
+  conns_ = std::make_unique<ConnectionServer>(*svr_, limits);
   install_routes();
 }
 
 HttpServer::~HttpServer() = default;
 
-int HttpServer::bind() {
-  int port = options_.port;
-  if (port == 0) {
-    port = svr_->bind_to_any_port(options_.host.c_str());
-  } else if (!svr_->bind_to_port(options_.host.c_str(), port)) {
-    port = -1;
-  }
-  if (port <= 0) {
-    throw std::runtime_error("cannot listen on " + options_.host + ":" +
-                             std::to_string(options_.port));
-  }
-  return port;
-}
+int HttpServer::bind() { return conns_->bind(options_.host, options_.port); }
 
-bool HttpServer::serve() { return svr_->listen_after_bind(); }
+bool HttpServer::serve() { return conns_->serve(); }
 
-void HttpServer::stop() { svr_->stop(); }
+void HttpServer::stop_accepting() { conns_->stop_accepting(); }
+
+bool HttpServer::drain(int timeout_ms) { return conns_->drain(timeout_ms); }
 
 void HttpServer::install_routes() {
   httplib::Server& svr = *svr_;
-  const int threads = options_.http_threads;
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   svr.set_payload_max_length(options_.max_body_bytes);
-  svr.set_read_timeout(10, 0);
-  svr.set_write_timeout(10, 0);
-  // Clients pool connections; a server that drops an idle one just as the client reuses it
-  // fails that request ("other side closed"), so idle connections live well beyond the
-  // clients' own idle timers.
+  // Connections, timeouts and limits are handled in connections.cpp; these two only feed
+  // the Keep-Alive header ("timeout=N, max=M") that tells clients how long idle
+  // connections live, so they retire them first.
   svr.set_keep_alive_max_count(100000);
-  svr.set_keep_alive_timeout(30);
+  svr.set_keep_alive_timeout(options_.keep_alive_timeout_s);
 
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     metrics_.requests_total++;
+    current_request_headers_done(req.version == "HTTP/1.0");
+    if (const std::string why = framing_problem(req); !why.empty()) {
+      // The body was not read and cannot be delimited: the connection ends here.
+      res.set_header("Connection", "close");
+      send_error(res, bad_request("bad HTTP request: " + why));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (options_.cors) {
       res.set_header("Access-Control-Allow-Origin", "*");
       res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
@@ -201,6 +231,25 @@ void HttpServer::install_routes() {
     return httplib::Server::HandlerResponse::Unhandled;
   });
 
+  // Runs just before the status line is written.
+  svr.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    current_response_started();
+    // A 503 (shutting down) is temporary: tell clients when to come back.
+    if (res.status == 503 && !res.has_header("Retry-After")) res.set_header("Retry-After", "10");
+    // A body left unread (refused before it was read: 401, 413, bad framing) would be
+    // parsed as the next request; so would anything after it. Such a connection ends here,
+    // as does every one once the server drains for shutdown.
+    const bool chunked = req.has_header("Transfer-Encoding");
+    const uint64_t length = std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
+    const bool unread = chunked ? req.body.empty() : req.body.size() != length;
+    if (unread || current_connection_draining() || res.get_header_value("Connection") == "close") {
+      current_connection_close_after();
+      res.headers.erase("Keep-Alive");
+      res.headers.erase("Connection");
+      res.set_header("Connection", "close");
+    }
+  });
+
   // Statuses cpp-httplib produces itself (no route, oversized body, bad request line) still
   // get an error object.
   svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
@@ -218,6 +267,10 @@ void HttpServer::install_routes() {
         std::string what = "internal error";
         try {
           if (ep) std::rethrow_exception(ep);
+        } catch (const nlohmann::ordered_json::exception& e) {
+          // A body field of a type a handler did not check one by one: the client's error.
+          send_error(res, bad_request(std::string("invalid request: ") + e.what()));
+          return;
         } catch (const std::exception& e) {
           what = e.what();
         } catch (...) {
@@ -312,7 +365,7 @@ void HttpServer::install_routes() {
         if (!t.is_number_integer()) throw bad_request("'tokens' must hold integers", "tokens");
         int64_t id = t.get<int64_t>();
         if (id < 0 || id >= static_cast<int64_t>(tok_.vocab_size())) {
-          throw bad_request("token id " + std::to_string(id) + " out of range", "tokens");
+          throw bad_request("token id " + t.dump() + " out of range", "tokens");
         }
         ids.push_back(static_cast<int>(id));
       }
@@ -347,7 +400,8 @@ void HttpServer::install_routes() {
       };
       try {
         OJ body = parse_body(req, options_);
-        ServerContext ctx{options_, tok_, worker_.context_size(), worker_.tool_replay()};
+        ServerContext ctx{options_, tok_, worker_.context_size(), worker_.tool_replay(),
+                          max_token_bytes_};
         auto [spec, f] = prepare(body, ctx, info);
         fmt = std::move(f);
         job = worker_.submit(std::move(spec));
@@ -359,15 +413,13 @@ void HttpServer::install_routes() {
         fail(bad_request(std::string("invalid request: ") + e.what()));
         return;
       }
-      const int fd = find_connection_fd(req.local_addr, req.local_port, req.remote_addr,
-                                        req.remote_port);
 
       // Wait until the worker takes the job: an error before generation starts (context
       // overflow, shutdown) still gets a proper status instead of an SSE error frame.
       auto backlog = std::make_shared<std::vector<GenEvent>>();
       while (backlog->empty()) {
         job->wait_events(*backlog, 250ms);
-        if (backlog->empty() && peer_closed(fd)) {
+        if (backlog->empty() && current_client_gone()) {
           job->cancelled = true;
           return;
         }
@@ -395,7 +447,7 @@ void HttpServer::install_routes() {
           // Events may flow without pause, so the peer is probed by the clock.
           if (std::chrono::steady_clock::now() - last_probe > 250ms) {
             last_probe = std::chrono::steady_clock::now();
-            if (peer_closed(fd)) {
+            if (current_client_gone()) {
               job->cancelled = true;
               return;
             }
@@ -409,11 +461,11 @@ void HttpServer::install_routes() {
       res.set_header("X-Accel-Buffering", "no");
       res.set_chunked_content_provider(
           "text/event-stream",
-          [job, fmt, backlog, fd](size_t, httplib::DataSink& sink) {
+          [job, fmt, backlog](size_t, httplib::DataSink& sink) {
             auto write = [&](const std::string& s) {
               return s.empty() || sink.write(s.data(), s.size());
             };
-            bool started = false;
+            bool started = false, fin_probed = false;
             auto last_write = std::chrono::steady_clock::now();
             std::string frames;
             while (true) {
@@ -442,13 +494,17 @@ void HttpServer::install_routes() {
               backlog->clear();
               job->wait_events(*backlog, 250ms);
               if (backlog->empty()) {
-                if (peer_closed(fd)) {
+                if (current_client_gone()) {
                   job->cancelled = true;
                   return false;
                 }
                 // Keep-alives hold proxies and client idle timers open during long
-                // prefills; a failed write is how a vanished client shows up here.
-                if (std::chrono::steady_clock::now() - last_write > 2s) {
+                // prefills; a failed write is how a vanished client shows up here. Once
+                // the client has shut down its side (it may have left or only half-closed)
+                // one goes out at once: a closed socket answers it with a reset.
+                const bool probe = !fin_probed && current_client_half_closed();
+                if (probe || std::chrono::steady_clock::now() - last_write > 2s) {
+                  fin_probed = fin_probed || probe;
                   if (!write(fmt->keepalive(started))) {
                     job->cancelled = true;
                     return false;

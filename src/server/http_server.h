@@ -10,11 +10,10 @@
 #include "server/worker.h"
 #include "text/tokenizer.h"
 
-namespace httplib {
-class Server;
-}
-
 namespace ds4::server {
+
+class ConnectionServer;
+class RequestEngine;
 
 class HttpServer {
  public:
@@ -24,9 +23,13 @@ class HttpServer {
   // Binds the listening socket; returns the bound port (useful with --port 0).
   // Throws std::runtime_error when the address cannot be bound.
   int bind();
-  // Serves until stop(). Returns false if the listener failed.
+  // Serves until stop_accepting(). Returns false if the listener failed.
   bool serve();
-  void stop();
+  // Shutdown, in order: stop_accepting() (new connections are refused); drain(0) (idle
+  // connections close, every response from now on ends its connection); once the worker
+  // has answered or cut short every job, drain(ms) waits for the answers to be written.
+  void stop_accepting();
+  bool drain(int timeout_ms);
 
  private:
   void install_routes();
@@ -35,8 +38,10 @@ class HttpServer {
   const text::Tokenizer& tok_;
   Worker& worker_;
   Metrics& metrics_;
-  std::unique_ptr<httplib::Server> svr_;
+  std::unique_ptr<RequestEngine> svr_;
+  std::unique_ptr<ConnectionServer> conns_;
   std::atomic<uint64_t> next_id_{1};
+  size_t max_token_bytes_;  // for the early prompt-size bound (request_fields.h)
 };
 
 }  // namespace ds4::server

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -101,7 +102,20 @@ class Job {
   std::chrono::steady_clock::time_point queued_at = std::chrono::steady_clock::now();
   uint64_t serial = 0;
 
+  // Runs once, just before the final event (Done or Failed) is queued, or at finalize() if
+  // that comes first: bookkeeping that must be exact by the time the client holds its
+  // answer (the queue-depth gauge), not when the worker is done with the job (it evaluates
+  // the closing token after the answer). Set and run by the worker's thread only.
+  std::function<void()> on_final;
+  void finalize() {
+    if (!on_final) return;
+    auto f = std::move(on_final);
+    on_final = nullptr;
+    f();
+  }
+
   void push(GenEvent ev) {
+    if (ev.kind == GenEvent::Kind::Done || ev.kind == GenEvent::Kind::Failed) finalize();
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (ev.kind == GenEvent::Kind::Done || ev.kind == GenEvent::Kind::Failed) finished_ = true;

@@ -46,6 +46,10 @@ std::string Metrics::render_prometheus() const {
   metric("ds4_queue_rejected_total", "counter",
          "Requests answered 429 because every slot was busy and the queue full.",
          queue_rejected.load());
+  metric("ds4_open_connections", "gauge", "HTTP connections open.", open_connections.load());
+  metric("ds4_refused_connections_total", "counter",
+         "Connections refused over --max-connections or --max-client-connections.",
+         refused_connections.load());
   std::lock_guard<std::mutex> lock(mu_);
   metric("ds4_prefill_tokens_total", "counter", "Prompt tokens evaluated (not reused).",
          prefill_tokens_);

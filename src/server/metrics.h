@@ -21,6 +21,8 @@ class Metrics {
   std::atomic<int64_t> queue_depth{0};  // queued or running jobs
   std::atomic<int64_t> busy{0};         // slots running a job
   std::atomic<uint64_t> queue_rejected{0};  // 429: every slot busy and the queue full
+  std::atomic<int64_t> open_connections{0};     // HTTP connections open now
+  std::atomic<uint64_t> refused_connections{0};  // over a connection cap
 
   void add_prefill(uint64_t tokens, double seconds);
   void add_decode(uint64_t tokens, double seconds);

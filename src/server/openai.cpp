@@ -1,6 +1,8 @@
 #include "server/openai.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "server/request_fields.h"
 #include "server/worker.h"
@@ -93,10 +95,18 @@ std::optional<double> get_number(const OJ& body, const char* key, double lo, dou
 std::optional<int64_t> get_int(const OJ& body, const char* key) {
   const OJ* v = field(body, key);
   if (!v) return std::nullopt;
+  // An unsigned value above INT64_MAX (2^64-1) would wrap to a negative count.
+  if (v->is_number_unsigned() &&
+      v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    throw bad_request(std::string("'") + key + "' is out of range: " + v->dump(), key);
+  }
   if (v->is_number_integer()) return v->get<int64_t>();
   if (v->is_number_float()) {
     double d = v->get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e18) return int64_t(d);
+    if (std::isfinite(d) && d == std::floor(d)) {
+      if (std::fabs(d) < 9e18) return int64_t(d);
+      throw bad_request(std::string("'") + key + "' is out of range: " + v->dump(), key);
+    }
   }
   throw bad_request(std::string("'") + key + "' must be an integer", key);
 }
@@ -307,6 +317,33 @@ void check_context(const GenerationSpec& spec, const ServerContext& ctx, const c
   }
 }
 
+size_t max_token_bytes(const text::Tokenizer& tok) {
+  size_t longest = 0;
+  for (size_t id = 0; id < tok.vocab_size(); ++id) {
+    longest = std::max(longest, tok.token_bytes(static_cast<int>(id)).size());
+  }
+  return longest;
+}
+
+void check_context_bound(size_t control_tokens, size_t text_bytes, const ServerContext& ctx,
+                         const char* param) {
+  if (ctx.max_token_bytes == 0) return;
+  const size_t at_least =
+      control_tokens + (text_bytes + ctx.max_token_bytes - 1) / ctx.max_token_bytes;
+  if (at_least < static_cast<size_t>(ctx.ctx)) return;
+  // context_length_error's shape and phrases (clients match them to compact), with the
+  // count given as the bound it is.
+  const ApiError exact = context_length_error(at_least, ctx.ctx, param);
+  ApiError e(400, "Prompt has at least " + std::to_string(at_least) + " tokens (" +
+                      std::to_string(text_bytes) +
+                      " bytes of text), but the configured context size is " +
+                      std::to_string(ctx.ctx) + " tokens: the request exceeds the context window");
+  e.param = exact.param;
+  e.code = exact.code;
+  e.extra = exact.extra;
+  throw e;
+}
+
 text::RenderOptions base_render_options(const Thinking& th, const ServerContext& ctx) {
   text::RenderOptions ro;
   ro.thinking_mode = th.enabled ? text::ThinkingMode::Thinking : text::ThinkingMode::Chat;
@@ -326,6 +363,13 @@ void render_into_spec(const OJ& messages, const text::RenderOptions& ro, const T
   }
   spec.rendered = text::join_segments(spec.segments);
   spec.thinking = th.enabled;
+  size_t controls = 0, text_bytes = 0;
+  for (const auto& seg : spec.segments) {
+    if (seg.special) ++controls;
+    else text_bytes += seg.text.size();
+  }
+  // A prompt far beyond the context is refused without tokenizing megabytes of it.
+  check_context_bound(controls, text_bytes, ctx, param);
   spec.tokens = tokenize_segments(ctx.tok, spec.segments);
 }
 
@@ -568,7 +612,7 @@ GenerationSpec build_completion_spec(const OJ& body, const ServerContext& ctx,
       if (!t.is_number_integer()) throw bad_request("token prompt must hold integers", "prompt");
       int64_t id = t.get<int64_t>();
       if (id < 0 || id >= static_cast<int64_t>(ctx.tok.vocab_size())) {
-        throw bad_request("token id " + std::to_string(id) + " out of range", "prompt");
+        throw bad_request("token id " + t.dump() + " out of range", "prompt");
       }
       tokens.push_back(static_cast<int32_t>(id));
     }
@@ -583,6 +627,7 @@ GenerationSpec build_completion_spec(const OJ& body, const ServerContext& ctx,
     } else {
       throw bad_request("'prompt' must be a string, a one-string array or a token array", "prompt");
     }
+    check_context_bound(0, text.size(), ctx, "prompt");
     auto ids = ctx.tok.encode(text, /*parse_special=*/true);
     tokens.assign(ids.begin(), ids.end());
   }

@@ -24,6 +24,10 @@ struct ServerContext {
   const text::Tokenizer& tok;
   int ctx;
   ToolReplay* tool_replay = nullptr;  // exact DSML replay lookups; null = canonical only
+  // The most bytes one token stands for; 0 = no early bound. Generation requests set it: a
+  // prompt with more than ctx * max_token_bytes bytes of text cannot fit and is refused
+  // before it is tokenized (counting endpoints leave it 0 and count exactly).
+  size_t max_token_bytes = 0;
 };
 
 // What a request asks for beyond the generation itself (response shape).

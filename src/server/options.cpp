@@ -39,7 +39,6 @@ completions, responses, messages).
       --cors              add permissive CORS headers, answer OPTIONS with 204
       --api-key KEY       require "Authorization: Bearer KEY" or "x-api-key: KEY"
       --max-body-bytes N  request body limit (default 67108864)
-      --http-threads N    connection threads (default 64)
       --quiet             no per-request log lines
       --tool-memory-max-ids N
                           tool call ids whose sampled DSML is remembered for exact
@@ -47,6 +46,22 @@ completions, responses, messages).
       --disable-exact-dsml-tool-replay
                           render past tool calls canonically from their JSON
   -h, --help              this text
+
+Connections (each open connection has its own thread; over a cap a new connection gets
+429 or 503 and is closed):
+      --max-connections N          open connections in all (default 512; 0: no cap;
+                                   --http-threads is an alias)
+      --max-client-connections N   open connections per client address (default 128;
+                                   0: no cap; behind a proxy every client shares one)
+      --header-timeout S           a request's line and headers must arrive within S
+                                   seconds of its first byte (default 10; a new
+                                   connection must start a request within S too)
+      --keep-alive-timeout S       an idle keep-alive connection closes after S seconds
+                                   (default 15)
+      --io-timeout S               a body read or response write stalled for S seconds
+                                   ends the connection (default 10)
+      --listen-backlog N           connections the kernel queues before accept
+                                   (default 512)
 
 Disk KV cache (off unless --kv-disk-dir is given):
       --kv-disk-dir DIR                       checkpoint directory (created 0700)
@@ -106,8 +121,18 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help
       if (o.api_key.empty()) throw UsageError("--api-key: empty key");
     } else if (a == "--max-body-bytes") {
       o.max_body_bytes = static_cast<size_t>(parse_int(a, value(), 1024, int64_t(1) << 40));
-    } else if (a == "--http-threads") {
-      o.http_threads = static_cast<int>(parse_int(a, value(), 2, 4096));
+    } else if (a == "--max-connections" || a == "--http-threads") {
+      o.max_connections = static_cast<int>(parse_int(a, value(), 0, 1000));
+    } else if (a == "--max-client-connections") {
+      o.max_client_connections = static_cast<int>(parse_int(a, value(), 0, 1000));
+    } else if (a == "--header-timeout") {
+      o.header_timeout_s = static_cast<int>(parse_int(a, value(), 1, 3600));
+    } else if (a == "--keep-alive-timeout") {
+      o.keep_alive_timeout_s = static_cast<int>(parse_int(a, value(), 1, 3600));
+    } else if (a == "--io-timeout") {
+      o.io_timeout_s = static_cast<int>(parse_int(a, value(), 1, 3600));
+    } else if (a == "--listen-backlog") {
+      o.listen_backlog = static_cast<int>(parse_int(a, value(), 1, 65535));
     } else if (a == "--tool-memory-max-ids" || a == "--tool-replay-max") {
       o.tool_memory_max_ids = static_cast<size_t>(parse_int(a, value(), 0, int64_t(1) << 32));
     } else if (a == "--disable-exact-dsml-tool-replay" || a == "--no-tool-replay") {

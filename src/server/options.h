@@ -27,10 +27,16 @@ struct ServerOptions {
   size_t max_stop_sequences = 16;
   size_t max_stop_bytes = 1024;
   int max_top_logprobs = 20;
-  int http_threads = 64;
   // Live sessions (slots) decoded together, and the jobs that may wait for one.
   int parallel = 1;
   int max_queue = 64;
+  // Connections (connections.h): each open connection has its own thread.
+  int max_connections = 512;        // --max-connections (alias --http-threads); 0 = no cap
+  int max_client_connections = 128;  // per client address; 0 = no cap
+  int header_timeout_s = 10;        // request line + headers must arrive within this
+  int keep_alive_timeout_s = 15;    // an idle keep-alive connection closes after this
+  int io_timeout_s = 10;            // a body read or response write stalled this long fails
+  int listen_backlog = 512;
   // Exact DSML tool replay (spec server.md §11): ids remembered; 0 or the disable flag = off.
   size_t tool_memory_max_ids = 100000;
   bool disable_exact_dsml_tool_replay = false;

@@ -54,6 +54,13 @@ void parse_test_hooks(const nlohmann::ordered_json& body, const ServerContext& c
                       GenerationSpec& spec);
 // 400 context_length_exceeded when the prompt does not fit.
 void check_context(const GenerationSpec& spec, const ServerContext& ctx, const char* param);
+// The longest byte string of any one token of `tok` (specials included).
+size_t max_token_bytes(const text::Tokenizer& tok);
+// Before tokenizing: 400 context_length_exceeded when `control_tokens` control tokens plus
+// `text_bytes` bytes of text need more tokens than the context holds even if every token
+// were as long as the longest (ctx.max_token_bytes; no check when it is 0).
+void check_context_bound(size_t control_tokens, size_t text_bytes, const ServerContext& ctx,
+                         const char* param);
 // OpenAI function tools validated and normalised to {"type":"function","function":{...}}.
 nlohmann::ordered_json validate_tools(const nlohmann::ordered_json& tools);
 // Render options every endpoint starts from: thinking mode and effort, the context size and

@@ -83,6 +83,7 @@ std::shared_ptr<Job> Worker::submit(GenerationSpec spec) {
       throw e;
     }
     job->serial = next_serial_++;
+    job->on_final = [this] { metrics_.queue_depth--; };
     queue_.push_back(job);
     metrics_.queue_depth++;
   }
@@ -108,7 +109,7 @@ void Worker::stop() {
     GenEvent ev{GenEvent::Kind::Failed};
     ev.error = e;
     j->push(std::move(ev));
-    job_ended();
+    job_ended(*j);
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -123,15 +124,16 @@ bool Worker::stopping() const {
   return stopping_;
 }
 
-void Worker::job_ended() { metrics_.queue_depth--; }
+void Worker::job_ended(Job& job) { job.finalize(); }
 
 void Worker::release(Slot& s) {
+  std::shared_ptr<Job> job;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    running_[static_cast<size_t>(s.id())].reset();
+    job = std::move(running_[static_cast<size_t>(s.id())]);
     ++idle_slots_;
   }
-  job_ended();
+  if (job) job_ended(*job);
 }
 
 bool Worker::admit() {
@@ -150,7 +152,7 @@ bool Worker::admit() {
       GenEvent ev{GenEvent::Kind::Failed};
       ev.error = ApiError(499, "request cancelled", "cancelled");
       job->push(std::move(ev));
-      job_ended();
+      job_ended(*job);
       continue;
     }
     std::vector<SlotCandidate> cands(slots_.size());
@@ -173,7 +175,7 @@ bool Worker::admit() {
     slot.begin(job);
     std::lock_guard<std::mutex> lock(mu_);
     if (slot.state() == Slot::State::Idle) {
-      job_ended();  // failed at admission
+      job_ended(*job);  // failed at admission
     } else {
       running_[static_cast<size_t>(pick)] = job;
       --idle_slots_;

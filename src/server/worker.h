@@ -80,7 +80,7 @@ class Worker {
   bool admit();          // queued jobs -> idle slots (routing); true if any was taken
   bool decode_step();    // the next token of every generating slot
   bool prefill_step();   // one chunk of the oldest admitted prefill
-  void job_ended();      // a job left the queue without a slot
+  void job_ended(Job& job);  // the job is over (its gauge share goes, if not already)
   void release(Slot& s); // a job left its slot
   void publish(bool rehash);  // slot states for /slots and /metrics
   bool stopping() const;

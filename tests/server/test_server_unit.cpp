@@ -7,6 +7,7 @@
 #include "fake_session.h"
 #include "real_tokenizer.h"
 #include "server/openai.h"
+#include "server/options.h"
 #include "server/worker.h"
 #include "text/hf_tokenizer.h"
 
@@ -262,6 +263,73 @@ TEST_F(ServerWorker, LengthAndCancellation) {
   EXPECT_EQ(all.back().finish_reason, "cancelled");
   EXPECT_LT(all.back().usage.completion_tokens, 1000);
   EXPECT_EQ(metrics.cancelled_jobs.load(), 1u);
+}
+
+TEST_F(ServerWorker, QueueDepthIsExactWhenTheAnswerArrives) {
+  // The worker evaluates the closing token after the final event; the gauge must not wait
+  // for that (a client reading /metrics right after its answer sees 0).
+  for (int i = 0; i < 20; ++i) {
+    auto evs = run(chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],
+                            "ds4_test_output":"ok"})"));
+    ASSERT_EQ(evs.back().finish_reason, "stop");
+    EXPECT_EQ(metrics.queue_depth.load(), 0);
+  }
+}
+
+TEST_F(ServerWorker, StopAnswersQueuedJobs503AndCutsTheRunningOneShort) {
+  auto slow = chat(R"({"model":"deepseek-chat","messages":[{"content":"hi"}],"max_tokens":1000,
+                       "ds4_test_delay_ms":20})");
+  auto running = worker->submit(slow);
+  auto queued1 = worker->submit(slow);
+  auto queued2 = worker->submit(slow);
+  std::this_thread::sleep_for(100ms);
+  worker->stop();
+  auto last = [](Job& job) {
+    std::vector<GenEvent> all;
+    while (all.empty() || (all.back().kind != GenEvent::Kind::Done &&
+                           all.back().kind != GenEvent::Kind::Failed)) {
+      job.wait_events(all, 1000ms);
+    }
+    return all.back();
+  };
+  const GenEvent r = last(*running);
+  EXPECT_EQ(r.kind, GenEvent::Kind::Done);
+  EXPECT_EQ(r.finish_reason, "error");
+  for (auto* q : {queued1.get(), queued2.get()}) {
+    const GenEvent e = last(*q);
+    ASSERT_EQ(e.kind, GenEvent::Kind::Failed);
+    EXPECT_EQ(e.error->status, 503);
+    EXPECT_GT(e.error->retry_after_s, 0);
+  }
+  EXPECT_EQ(metrics.queue_depth.load(), 0);
+  try {
+    worker->submit(slow);
+    ADD_FAILURE() << "submit after stop";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 503);
+  }
+}
+
+TEST(ServerOptionsTest, ConnectionFlags) {
+  bool help = false;
+  ServerOptions o = parse_server_args({"--max-connections", "100", "--max-client-connections", "0",
+                                       "--header-timeout", "3", "--keep-alive-timeout", "4",
+                                       "--io-timeout", "5", "--listen-backlog", "1024"},
+                                      help);
+  EXPECT_EQ(o.max_connections, 100);
+  EXPECT_EQ(o.max_client_connections, 0);
+  EXPECT_EQ(o.header_timeout_s, 3);
+  EXPECT_EQ(o.keep_alive_timeout_s, 4);
+  EXPECT_EQ(o.io_timeout_s, 5);
+  EXPECT_EQ(o.listen_backlog, 1024);
+  EXPECT_EQ(parse_server_args({"--http-threads", "7"}, help).max_connections, 7);
+  EXPECT_THROW(parse_server_args({"--header-timeout", "0"}, help), UsageError);
+  EXPECT_THROW(parse_server_args({"--max-connections", "5000"}, help), UsageError);
+  const std::string usage = server_usage();
+  for (const char* flag : {"--max-connections", "--max-client-connections", "--header-timeout",
+                           "--keep-alive-timeout", "--io-timeout", "--listen-backlog"}) {
+    EXPECT_NE(usage.find(flag), std::string::npos) << flag;
+  }
 }
 
 TEST_F(ServerWorker, ChatFormatterStreamsAndCollects) {
