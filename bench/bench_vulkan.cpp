@@ -34,16 +34,17 @@ double median(std::vector<double> v) {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: bench_vulkan [--device N] [--mib N] [--reps N] [--list-devices]\n"
-               "  --mib N   weight bytes per format (default 16)\n"
-               "  --reps N  interleaved copy/kernel pairs per format (default 5)\n");
+               "usage: bench_vulkan [--device N] [--mib N] [--reps N] [--vectors N] [--list-devices]\n"
+               "  --mib N      weight bytes per format (default 16)\n"
+               "  --reps N     interleaved copy/kernel pairs per format (default 5)\n"
+               "  --vectors N  operand vectors per product (default 1: decode; more: prefill)\n");
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int device = 0, reps = 5;
+  int device = 0, reps = 5, nvec = 1;
   size_t mib = 16;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
     if (a == "--device") device = std::atoi(next());
     else if (a == "--mib") mib = static_cast<size_t>(std::atoll(next()));
     else if (a == "--reps") reps = std::max(1, std::atoi(next()));
+    else if (a == "--vectors") nvec = std::max(1, std::atoi(next()));
     else if (a == "--list-devices") {
       std::fputs(describe_devices(list_devices()).c_str(), stdout);
       return 0;
@@ -71,7 +73,8 @@ int main(int argc, char** argv) {
   try {
     Context ctx(ContextOptions{.device = device});
     Ops ops(ctx);
-    std::printf("device %d: %s (subgroup %u)\n", device, ctx.info().name.c_str(), ctx.info().subgroup_size);
+    std::printf("device %d: %s (subgroup %u), %d operand vector(s)\n", device, ctx.info().name.c_str(),
+                ctx.info().subgroup_size, nvec);
     const int64_t cols = 4096;
     std::printf("%-8s %10s %12s %12s %8s\n", "format", "MiB", "kernel GB/s", "copy GB/s", "frac");
     for (quant::Type t : {quant::Type::IQ2_XXS, quant::Type::Q2_K, quant::Type::Q4_K, quant::Type::Q8_0,
@@ -81,24 +84,24 @@ int main(int argc, char** argv) {
       const size_t bytes = rb * static_cast<size_t>(rows);
       // Random weights: quantize one block row of random floats and repeat it (the kernel's
       // work does not depend on the values).
-      std::vector<float> src(cols);
+      std::vector<float> src(static_cast<size_t>(cols) * nvec);
       std::mt19937 rng(1);
       std::normal_distribution<float> nd(0.f, 0.05f);
       for (auto& v : src) v = nd(rng);
       std::vector<uint8_t> one(rb), w(bytes);
       quant::quantize_row(t, src.data(), one.data(), cols);
       for (int64_t r = 0; r < rows; ++r) std::memcpy(w.data() + r * rb, one.data(), rb);
-      Buffer wb = ctx.create_buffer(bytes), xb = ctx.create_buffer(cols * 4);
+      Buffer wb = ctx.create_buffer(bytes), xb = ctx.create_buffer(src.size() * 4);
       ctx.upload(wb, w.data(), bytes);
-      ctx.upload(xb, src.data(), cols * 4);
+      ctx.upload(xb, src.data(), src.size() * 4);
       const size_t words = Ops::act_words(t, cols);
-      Buffer qb = ctx.create_buffer(words * 4), yb = ctx.create_buffer(rows * 4);
+      Buffer qb = ctx.create_buffer(words * 4 * nvec), yb = ctx.create_buffer(rows * 4 * nvec);
       Buffer ca = ctx.create_buffer(bytes), cbuf = ctx.create_buffer(bytes);
       Recorder kernel(ctx), copy(ctx);
       const bool is_float = t == quant::Type::F32 || t == quant::Type::F16;
-      ops.quantize_act(kernel, t, {&xb}, cols, 1, cols, {&qb}, words);
-      ops.matmul(kernel, DeviceMatrix{t, rows, cols, rb, &wb, 0}, is_float ? Range{&xb} : Range{&qb}, words, 1, {&yb},
-                 rows);
+      ops.quantize_act(kernel, t, {&xb}, cols, nvec, cols, {&qb}, words);
+      ops.matmul(kernel, DeviceMatrix{t, rows, cols, rb, &wb, 0}, is_float ? Range{&xb} : Range{&qb}, words, nvec,
+                 {&yb}, rows);
       // The copy moves bytes/2 in and bytes/2 out: the same bytes touched as the kernel reads.
       const size_t half = std::min<size_t>(bytes / 2 / 16 * 16, ctx.max_binding_bytes() / 16 * 16);
       ops.copy(copy, {&ca, 0, half}, {&cbuf, 0, half}, half);

@@ -7,14 +7,15 @@
 //
 // One workgroup (64 invocations) covers 4 weight rows; each invocation forms one block's
 // integer sums and float term alone, so a pass covers 16 consecutive blocks of each row
-// (adjacent invocations read adjacent blocks), and one invocation per row then adds the
-// pass's terms in block order. Vectors are processed one after another.
+// (adjacent invocations read adjacent blocks), and one invocation per (row, vector) then adds
+// the pass's terms in block order. Vectors are processed in groups of up to 8.
 #include "common.glsl"
 #include "matmul_push.glsl"
 
 #define WG 64u
 #define RPW 4u   // weight rows per workgroup
 #define BPR 16u  // blocks of a row in flight (one per invocation)
+#define MAXV 8u  // vectors per group (at most BPR)
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 1) readonly buffer X { uint x[]; };
@@ -53,7 +54,7 @@ layout(std430, binding = IDS_BINDING) readonly buffer Ids { int ids[]; };
 #define ACT_WORDS 73u
 #endif
 
-shared float s_term[RPW][BPR];
+shared float s_term[MAXV][RPW][BPR];
 
 // Q8_K activation block at word a: qs byte i, bsums entry j.
 int act_q(uint a, uint i) { return I8_AT(x, a + 1u, i); }
@@ -183,36 +184,42 @@ void main() {
   const uint rbase = pc.w_off + row * pc.w_row_bytes;
   const uint xoff = 0u, yoff = pc.y_off, nvec = pc.nvec;
 #endif
-  for (uint v = 0u; v < nvec; ++v) {
+  // Vectors go MAXV at a time: each invocation forms its block's term for every vector of
+  // the group (the weight block is decoded from cache), then invocation `slot` of each row
+  // adds the pass's terms of vector v0 + slot in block order.
+  for (uint v0 = 0u; v0 < nvec; v0 += MAXV) {
+    const uint nv = min(MAXV, nvec - v0);
     precise float acc = 0.0;
     for (uint b0 = 0u; b0 < nblocks; b0 += BPR) {
       const uint b = b0 + slot;
-      float term = 0.0;
-      if (live && b < nblocks) {
-        const uint a = xoff + v * pc.x_stride + b * ACT_WORDS;
-        int isum = 0, msum = 0;
-        for (uint p = 0u; p < 8u; ++p) {
-          int pi, pm;
-          block_part(rbase + b * BLOCK_BYTES, a, p, pi, pm);
-          isum += pi;
-          msum += pm;
+      for (uint vi = 0u; vi < nv; ++vi) {
+        float term = 0.0;
+        if (live && b < nblocks) {
+          const uint a = xoff + (v0 + vi) * pc.x_stride + b * ACT_WORDS;
+          int isum = 0, msum = 0;
+          for (uint p = 0u; p < 8u; ++p) {
+            int pi, pm;
+            block_part(rbase + b * BLOCK_BYTES, a, p, pi, pm);
+            isum += pi;
+            msum += pm;
+          }
+          term = block_term(rbase + b * BLOCK_BYTES, a, isum, msum);
         }
-        term = block_term(rbase + b * BLOCK_BYTES, a, isum, msum);
+        s_term[vi][lr][slot] = term;
       }
-      s_term[lr][slot] = term;
       barrier();
-      if (live && slot == 0u) {
+      if (live && slot < nv) {
         const uint nb = min(BPR, nblocks - b0);
-        for (uint k = 0u; k < nb; ++k) acc = acc + s_term[lr][k];
+        for (uint k = 0u; k < nb; ++k) acc = acc + s_term[slot][lr][k];
       }
       barrier();
     }
-    if (live && slot == 0u) {
+    if (live && slot < nv) {
 #ifdef W_IQ2_XXS
       precise float r = 0.125 * acc;  // value = d*(2s+1)*grid/8
-      y[yoff + v * pc.y_stride + row] = r;
+      y[yoff + (v0 + slot) * pc.y_stride + row] = r;
 #else
-      y[yoff + v * pc.y_stride + row] = acc;
+      y[yoff + (v0 + slot) * pc.y_stride + row] = acc;
 #endif
     }
   }
