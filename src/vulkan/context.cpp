@@ -324,6 +324,16 @@ Buffer Context::create_buffer(size_t bytes) {
   return make_buffer((bytes + 15) / 16 * 16, vk::MemoryPropertyFlagBits::eDeviceLocal, {});
 }
 
+Buffer Context::create_host_buffer(size_t bytes) {
+  const auto host = vk::MemoryPropertyFlagBits::eHostVisible | vk::MemoryPropertyFlagBits::eHostCoherent;
+  const size_t size = (bytes + 15) / 16 * 16;
+  try {
+    return make_buffer(size, host | vk::MemoryPropertyFlagBits::eDeviceLocal, {});
+  } catch (const std::runtime_error&) {
+    return make_buffer(size, host, {});  // no host-visible device memory: system memory
+  }
+}
+
 void Context::copy_buffer(vk::Buffer src, vk::Buffer dst, size_t src_off, size_t dst_off, size_t bytes) {
   auto cbs = device_.allocateCommandBuffers({.commandPool = cmd_pool_, .level = vk::CommandBufferLevel::ePrimary,
                                              .commandBufferCount = 1});

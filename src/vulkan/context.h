@@ -103,6 +103,11 @@ class Context {
   // Device-local memory, mapped when the device also makes it host-visible. The size is
   // rounded up to a multiple of 16 bytes.
   Buffer create_buffer(size_t bytes);
+  // Host-visible, coherent memory that stays mapped (device-local too where the device offers
+  // it: unified memory, resizable BAR). For the small per-step inputs of a recorded sequence
+  // (positions, RoPE tables, row lists): the host writes them between submissions of the same
+  // command buffer, no copy is recorded. Rounded up to 16 bytes like create_buffer().
+  Buffer create_host_buffer(size_t bytes);
   void upload(Buffer& dst, const void* src, size_t bytes, size_t offset = 0);
   void download(const Buffer& src, void* dst, size_t bytes, size_t offset = 0);
 

@@ -369,6 +369,14 @@ void Ops::moe_combine(Recorder& rec, Range pairs, Range shared, int dim, int k, 
                static_cast<uint32_t>((dim + 63) / 64), static_cast<uint32_t>(n_tokens));
 }
 
+void Ops::scatter_row(Recorder& rec, Range src, Range slot, int slot_index, int n, int max_slots, Range dst) {
+  struct {
+    uint32_t n, slot_index, max_slots;
+  } pc{static_cast<uint32_t>(n), static_cast<uint32_t>(slot_index), static_cast<uint32_t>(max_slots)};
+  const auto& p = ctx_.pipeline("scatter_row", 3, 0b100, sizeof(pc));
+  rec.dispatch(p, {src, slot, dst}, &pc, sizeof(pc), static_cast<uint32_t>((n + 255) / 256));
+}
+
 void Ops::add(Recorder& rec, Range a, Range b, Range out, int64_t n) {
   struct {
     uint32_t n;

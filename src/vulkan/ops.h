@@ -136,6 +136,10 @@ class Ops {
   // y[t] = sum over slots s < k of pairs[t*k + s], plus shared[t] when shared is given.
   void moe_combine(Recorder& rec, Range pairs, Range shared, int dim, int k, int n_tokens, Range y);
 
+  // dst row slot[slot_index] (rows of n floats, max_slots of them) = src, the slot read on
+  // the device (a recorded step writes its ring row wherever its token lands).
+  void scatter_row(Recorder& rec, Range src, Range slot, int slot_index, int n, int max_slots, Range dst);
+
   // out = a + b over n floats.
   void add(Recorder& rec, Range a, Range b, Range out, int64_t n);
 

@@ -1155,6 +1155,83 @@ TEST(VulkanOps, HeadComposition) {
   EXPECT_EQ(top_agree, T);
 }
 
+// A decode step recorded once and submitted for three consecutive tokens: the per-token
+// inputs (the token's vector, its RoPE table, its ring slot, the visible rows) live in
+// host-visible buffers the host rewrites between submissions; the KV row lands in the ring
+// slot read on the device. Each step is compared with the CPU chain, whose ring evolves too.
+TEST(VulkanRuntime, DecodeStepRecordedOnceRunsManyTokens) {
+  const int D = 256, Dh = 128, R = 64, N = Dh - R, H = 2, cap = 8;
+  const Type t = Type::Q8_0;
+  const size_t rb = *quant::row_bytes(t, D);
+  auto make = [&](int rows, uint32_t seed) {
+    std::vector<uint8_t> w(rb * rows);
+    auto f = random_floats(static_cast<size_t>(rows) * D, seed, 0.1f);
+    for (int r = 0; r < rows; ++r) quant::quantize_row(t, f.data() + static_cast<size_t>(r) * D, w.data() + r * rb, D);
+    return w;
+  };
+  auto wk = make(Dh, 100), wq = make(H * Dh, 101);
+  auto ring0 = random_floats(cap * Dh, 102, 0.5f), sinks = random_floats(H, 103);
+  const auto rope = model::Rope::make(R, 10000.f, false, 0, 1.f, 0.f, 0.f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  const size_t words = Ops::act_words(t, D);
+
+  Buffer bwk = upload(wk), bwq = upload(wq), ring = upload(ring0), bs = upload(sinks);
+  Buffer hx = g_ctx->create_host_buffer(D * 4), hcs = g_ctx->create_host_buffer(R * 4);
+  Buffer hslot = g_ctx->create_host_buffer(4), hidx = g_ctx->create_host_buffer(cap * 4), hspan = g_ctx->create_host_buffer(8);
+  ASSERT_TRUE(hx.mapped() && hcs.mapped() && hslot.mapped() && hidx.mapped() && hspan.mapped());
+  Buffer xq = g_ctx->create_buffer(words * 4), k = g_ctx->create_buffer(Dh * 4), q = g_ctx->create_buffer(H * Dh * 4);
+  Buffer scores = g_ctx->create_buffer(H * cap * 4), out = g_ctx->create_buffer(H * Dh * 4);
+  Recorder rec(*g_ctx);
+  g_ops->quantize_act(rec, t, {&hx}, D, 1, D, {&xq}, words);
+  g_ops->matmul(rec, DeviceMatrix{t, Dh, D, rb, &bwk, 0}, {&xq}, words, 1, {&k}, Dh);
+  g_ops->rope(rec, {&k}, {&hcs}, R / 2, 1, Dh, N, 0, false);
+  g_ops->scatter_row(rec, {&k}, {&hslot}, 0, Dh, cap, {&ring});
+  g_ops->matmul(rec, DeviceMatrix{t, H * Dh, D, rb, &bwq, 0}, {&xq}, words, 1, {&q}, H * Dh);
+  g_ops->rope(rec, {&q}, {&hcs}, R / 2, H, Dh, N, 0, false);
+  g_ops->attention(rec, {&q}, {&ring}, {&hidx}, {&hspan}, 1, cap, {&bs}, H, Dh, scale, {&scores}, {&out});
+
+  auto cring = ring0;
+  for (int step = 0; step < 3; ++step) {
+    const int64_t pos = 4 + step;
+    auto x = random_floats(D, 110 + step);
+    std::vector<float> cs(R);
+    Ops::rope_cos_sin(rope.freq.data(), R / 2, &pos, 1, cs.data());
+    const int32_t slot = static_cast<int32_t>(pos % cap);
+    std::vector<int32_t> idx(cap, 0);
+    for (int i = 0; i <= pos; ++i) idx[i] = i;
+    const int32_t span[2] = {0, static_cast<int32_t>(pos + 1)};
+    std::memcpy(hx.mapped(), x.data(), D * 4);
+    std::memcpy(hcs.mapped(), cs.data(), R * 4);
+    std::memcpy(hslot.mapped(), &slot, 4);
+    std::memcpy(hidx.mapped(), idx.data(), cap * 4);
+    std::memcpy(hspan.mapped(), span, 8);
+    rec.submit_and_wait();
+    auto got = download<float>(out, H * Dh);
+
+    std::vector<uint8_t> cxq(words * 4);
+    quant::quantize_activations(t, x.data(), cxq.data(), D);
+    std::vector<float> ck(Dh), cq(H * Dh), co(H * Dh), sc(pos + 1);
+    for (int r = 0; r < Dh; ++r) ck[r] = quant::vec_dot(t, wk.data() + r * rb, cxq.data(), D);
+    for (int r = 0; r < H * Dh; ++r) cq[r] = quant::vec_dot(t, wq.data() + r * rb, cxq.data(), D);
+    rope.apply(ck.data() + N, pos);
+    for (int h = 0; h < H; ++h) rope.apply(cq.data() + h * Dh + N, pos);
+    std::copy(ck.begin(), ck.end(), cring.begin() + slot * Dh);
+    std::vector<const float*> rows;
+    for (int i = 0; i <= pos; ++i) rows.push_back(cring.data() + i * Dh);
+    cpu::attend_heads_scalar(cq.data(), 0, H, Dh, rows.data(), static_cast<int>(rows.size()), sinks.data(), scale,
+                             co.data(), sc.data());
+    double worst = 0, omax = 0;
+    for (int i = 0; i < H * Dh; ++i) {
+      worst = std::max(worst, static_cast<double>(std::fabs(got[i] - co[i])));
+      omax = std::max(omax, static_cast<double>(std::fabs(co[i])));
+    }
+    EXPECT_LE(worst / omax, 1e-5) << "step " << step;
+    auto ring_now = download<float>(ring, cap * Dh);
+    for (int i = 0; i < Dh; ++i) EXPECT_NEAR(ring_now[slot * Dh + i], ck[i], 1e-6f * (1.f + std::fabs(ck[i]))) << step;
+  }
+  EXPECT_EQ(rec.dispatches(), 7u);  // recorded once, not per token
+}
+
 }  // namespace
 }  // namespace ds4::vulkan
 
