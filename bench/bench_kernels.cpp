@@ -475,13 +475,13 @@ void BM_Int8Peak(benchmark::State& state) {
   state.counters["GMAC/s"] = best / 1e9;
 }
 
-// Prefill form at the matmul driver's tile (32 vectors, 64 rows in L2, one thread, the
-// dispatched kernels as vec_dot_multi picks them): MACs per
+// Prefill form at the matmul driver's tile (32 vectors, 64 rows in L2, one thread, rows in
+// groups of four through vec_dot_rows as cpu::matmul runs them): MACs per
 // second of the multi-vector kernel and, as `peak_frac`, that rate over the int8 peak measured
 // between the passes (median of the per-pass ratios).
 void BM_Prefill(benchmark::State& state, Type t) {
   const auto m = make_matrix(t, 64);
-  constexpr int kVectors = 32;
+  constexpr int kVectors = 32, kRowGroup = 4;  // as cpu::matmul's prefill tiles
   const size_t act_bytes = m->act.size();
   std::vector<uint8_t> xs(act_bytes * kVectors);
   std::mt19937 rng(7);
@@ -491,14 +491,15 @@ void BM_Prefill(benchmark::State& state, Type t) {
     for (auto& x : row) x = g(rng);
     quantize_activations(t, row.data(), xs.data() + act_bytes * v, kRowLen);
   }
-  float out[kVectors];
+  float out[kRowGroup * kVectors];
   std::vector<double> fracs;
   double macs = 0, secs = 0;
   for (auto _ : state) {
     timespec t0, t1;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-    for (int64_t r = 0; r < m->rows; ++r) {
-      vec_dot_multi(t, m->weights->data + r * m->row_bytes, xs.data(), act_bytes, kVectors, kRowLen, out);
+    for (int64_t r = 0; r < m->rows; r += kRowGroup) {
+      vec_dot_rows(t, m->weights->data + r * m->row_bytes, m->row_bytes, kRowGroup, xs.data(), act_bytes, kVectors,
+                   kRowLen, out);
       benchmark::DoNotOptimize(out);
     }
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);

@@ -180,4 +180,22 @@ void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size
   for (int v = 0; v < nx; ++v) out[v] = vec_dot(weight_type, w_row, base + v * x_stride_bytes, n);
 }
 
+void vec_dot_rows(Type weight_type, const void* w, size_t w_stride_bytes, int nr, const void* x_acts,
+                  size_t x_stride_bytes, int nx, int64_t n, float* out) {
+  check_row_length("vec_dot_rows", weight_type, n);
+  if (nr <= 0 || nx <= 0) return;
+  if (weight_type == Type::IQ2_XXS && w_stride_bytes % sizeof(block_iq2_xxs) == 0 &&
+      x_stride_bytes % sizeof(block_q8_K) == 0) {
+    kernels().dot_iq2_xxs_rows(static_cast<const block_iq2_xxs*>(w),
+                               static_cast<int64_t>(w_stride_bytes / sizeof(block_iq2_xxs)), nr,
+                               static_cast<const block_q8_K*>(x_acts),
+                               static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K)), nx, n, out);
+    return;
+  }
+  const auto* rows = static_cast<const uint8_t*>(w);
+  for (int r = 0; r < nr; ++r) {
+    vec_dot_multi(weight_type, rows + r * w_stride_bytes, x_acts, x_stride_bytes, nx, n, out + r * nx);
+  }
+}
+
 }  // namespace ds4::quant

@@ -681,12 +681,80 @@ void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x,
   for (int v = 0; v < nx; ++v) out[v] *= 0.125f;
 }
 
+// The prefill tile: up to four rows at a time, blocks in order. Each row's block is decoded
+// into signed weights w (|w| <= 43) and int16 scales; the activations enter vpmaddubsw as
+// unsigned u = x + 128 (x ^ 0x80, formed once per block and vector for all four rows), so no
+// per-row sign step is needed: sum(u*w*s) = sum(x*w*s) + 128*sum(w*s), and each row-block's
+// accumulator starts at -128*sum(w*s) (pairs 2*255*43 < 2^15: no saturation; all sums
+// exact). One activation block (256 bytes) then serves four rows from L1 instead of being
+// streamed from L2 once per row, the limit of the one-row multi-vector kernel.
+void detail::dot_iq2_xxs_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
+                                   int64_t x_stride, int nx, int64_t n, float* out) {
+  const Iq2Consts c;
+  const __m256i one8 = _mm256_set1_epi8(1), bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  const int64_t nb = n / QK_K;
+  constexpr int kRows = 4;
+  struct Decoded {
+    __m256i weights[8], scales[8];
+    __m256i start;  // -128 * sum(w*s), as 8 int32 lanes
+  };
+  alignas(32) Decoded dec[kRows];
+  for (int r0 = 0; r0 < nr; r0 += kRows) {
+    const int rows = nr - r0 < kRows ? nr - r0 : kRows;
+    float* o = out + static_cast<int64_t>(r0) * nx;
+    for (int i = 0; i < rows * nx; ++i) o[i] = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      float dw[kRows];
+      for (int i = 0; i < kRows; ++i) {
+        // Missing rows repeat the first one (their results are dropped).
+        const block_iq2_xxs& wb = w[(r0 + (i < rows ? i : 0)) * w_stride + b];
+        const Iq2Block d = iq2_xxs_decode(c, wb);
+        const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
+        __m256i corr = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+          const __m256i neg =
+              _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(d.signs, c.bcast_signs[g]), c.bit), c.bit);
+          const __m256i wg = _mm256_sign_epi8(iq2_xxs_mags(qs, g), _mm256_or_si256(neg, one8));
+          const __m256i sg = _mm256_shuffle_epi8(d.scales, c.bcast_scale[g]);
+          dec[i].weights[g] = wg;
+          dec[i].scales[g] = sg;
+          corr = _mm256_add_epi32(corr, _mm256_madd_epi16(_mm256_maddubs_epi16(one8, wg), sg));
+        }
+        dec[i].start = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 7));
+        dw[i] = _cvtsh_ss(wb.d);
+      }
+      for (int v = 0; v < nx; ++v) {
+        const block_q8_K& xb = x[v * x_stride + b];
+        __m256i u[8];
+        for (int g = 0; g < 8; ++g) u[g] = _mm256_xor_si256(load256(xb.qs + 32 * g), bias);
+        __m256i acc[kRows];
+#pragma GCC unroll 4
+        for (int i = 0; i < kRows; ++i) {
+          __m256i a0 = dec[i].start, a1 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+          for (int g = 0; g < 8; g += 2) {
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(u[g], dec[i].weights[g]), dec[i].scales[g]));
+            a1 = _mm256_add_epi32(
+                a1, _mm256_madd_epi16(_mm256_maddubs_epi16(u[g + 1], dec[i].weights[g + 1]), dec[i].scales[g + 1]));
+          }
+          acc[i] = _mm256_add_epi32(a0, a1);
+        }
+        alignas(16) float t[4];
+        _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(acc[0], acc[1], acc[2], acc[3])));
+        for (int i = 0; i < rows; ++i) o[i * nx + v] += dw[i] * xb.d * t[i];
+      }
+    }
+    for (int i = 0; i < rows * nx; ++i) o[i] *= 0.125f;
+  }
+}
+
 namespace {
 const Kernels kTable = {"avx2",   dot_f32,  dot_f16,  dot_bf16,
                         dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs,
                         detail::quantize_act_q8_0_avx2, detail::quantize_act_q8_K_avx2,
                         detail::dot_iq2_xxs_multi_avx2, dot_q8_0_multi,
-                        detail::dot_q2_K_multi_avx2, detail::dot_q4_K_multi_avx2};
+                        detail::dot_q2_K_multi_avx2, detail::dot_q4_K_multi_avx2,
+                        detail::dot_iq2_xxs_rows_avx2};
 }  // namespace
 
 const Kernels* detail::avx2_kernels() { return &kTable; }

@@ -96,6 +96,12 @@ struct Kernels {
                          float* out);
   void (*dot_q4_K_multi)(const block_q4_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
                          float* out);
+  // nr IQ2_XXS rows (row i at w + i*w_stride blocks) against nx Q8_K vectors:
+  // out[i*nx + v] = dot_iq2_xxs(row i, x_v, n) bit for bit. The prefill tile form: weight
+  // blocks of several rows are decoded together, so each activation block is read once per
+  // group of rows (from L1) instead of once per row.
+  void (*dot_iq2_xxs_rows)(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride,
+                           int nx, int64_t n, float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
@@ -116,6 +122,12 @@ float vec_dot(Type weight_type, const void* w_row, const void* x_act, int64_t n)
 // Q8_0, Q2_K, Q4_K); the float types loop over vec_dot.
 void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size_t x_stride_bytes,
                    int nx, int64_t n, float* out);
+
+// nr weight rows, w_stride_bytes apart, against nx activation vectors: out[r*nx + v] equals
+// vec_dot(weight_type, row r, x_v, n) exactly. IQ2_XXS has a kernel for the whole tile; the
+// other types run vec_dot_multi row by row.
+void vec_dot_rows(Type weight_type, const void* w, size_t w_stride_bytes, int nr, const void* x_acts,
+                  size_t x_stride_bytes, int nx, int64_t n, float* out);
 
 namespace scalar {
 const Kernels& kernels();

@@ -340,6 +340,68 @@ TEST(Kernels, MultiVectorDotEqualsSingleDots) {
   }
 }
 
+// The row-tile kernel against the scalar single dot: random bit patterns (every sign field,
+// parity and scale), row counts around its four-row groups, padded strides.
+TEST(Kernels, IQ2_XXSRowTileEqualsSingleDots) {
+  std::mt19937 rng(37);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    const Kernels& k = kernels(isa);
+    for (int64_t nb : {1, 2, 5}) {
+      for (int nr : {1, 3, 4, 5, 9}) {
+        const int64_t w_stride = nb + 2;
+        auto w = random_blocks<block_iq2_xxs>(w_stride * nr, rng);
+        for (auto& b : w) b.d = random_scale(rng);
+        for (int nx : {1, 2, 7}) {
+          const int64_t stride = nb + 1;
+          const auto x = random_q8_K(stride * nx, rng);
+          std::vector<float> out(static_cast<size_t>(nr * nx), -1.0f);
+          k.dot_iq2_xxs_rows(w.data(), w_stride, nr, x.data(), stride, nx, nb * 256, out.data());
+          for (int r = 0; r < nr; ++r) {
+            for (int v = 0; v < nx; ++v) {
+              const float want = scalar::kernels().dot_iq2_xxs(w.data() + r * w_stride, x.data() + v * stride, nb * 256);
+              ASSERT_EQ(std::bit_cast<uint32_t>(out[r * nx + v]), std::bit_cast<uint32_t>(want))
+                  << isa_name(isa) << " blocks " << nb << " rows " << nr << " vectors " << nx << " at " << r << "," << v;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Constant bit patterns (uniform grid codes, all-negative or all-positive signs, extreme
+// scales) against activations at +-127, where the tile kernel's unsigned u = x + 128 reaches
+// 255: any saturation of its 16-bit pair sums would show as a difference.
+TEST(Kernels, IQ2_XXSRowTileExtremes) {
+  for (Isa isa : simd_isas()) {
+    const Kernels& k = kernels(isa);
+    for (int fill : {0x00, 0xFF, 0xAA, 0x55, 0x7F, 0x80}) {
+      for (int act : {127, -127, 0}) {
+        const int64_t nb = 3;
+        const int nr = 5, nx = 3;
+        std::vector<block_iq2_xxs> w(nb * nr);
+        std::memset(w.data(), fill, w.size() * sizeof(block_iq2_xxs));
+        for (auto& b : w) b.d = 0x3C00;
+        std::vector<block_q8_K> x(nb * nx);
+        for (size_t i = 0; i < x.size(); ++i) {
+          x[i].d = 0.01f * static_cast<float>(1 + i % 3);
+          for (int j = 0; j < QK_K; ++j) x[i].qs[j] = static_cast<int8_t>(act != 0 ? act : (j % 2 ? 127 : -127));
+        }
+        std::vector<float> out(nr * nx);
+        k.dot_iq2_xxs_rows(w.data(), nb, nr, x.data(), nb, nx, nb * QK_K, out.data());
+        for (int r = 0; r < nr; ++r) {
+          for (int v = 0; v < nx; ++v) {
+            const float want = scalar::kernels().dot_iq2_xxs(w.data() + r * nb, x.data() + v * nb, nb * QK_K);
+            ASSERT_EQ(std::bit_cast<uint32_t>(out[r * nx + v]), std::bit_cast<uint32_t>(want))
+                << isa_name(isa) << " fill " << fill << " act " << act;
+          }
+        }
+      }
+    }
+  }
+}
+
 template <typename Block, typename Multi, typename Single>
 void check_k_multi(const char* name, Multi multi, Single single, void (*fix)(Block&, std::mt19937&)) {
   std::mt19937 rng(33);
@@ -425,9 +487,24 @@ TEST(Kernels, VecDotMultiAllTypes) {
     for (int v = 0; v < nx; ++v) {
       EXPECT_EQ(out[v], vec_dot(t, wq.data(), xs.data() + v * stride, n)) << type_name(t) << v;
     }
+    // Three rows (the same row and a second quantized row) through vec_dot_rows.
+    const size_t rb = wq.size();
+    std::vector<uint8_t> rows(rb * 3);
+    const auto w2 = gaussian(n, 42);
+    std::memcpy(rows.data(), wq.data(), rb);
+    quantize_row(t, w2.data(), rows.data() + rb, n);
+    std::memcpy(rows.data() + 2 * rb, wq.data(), rb);
+    float tile[3 * nx];
+    vec_dot_rows(t, rows.data(), rb, 3, xs.data(), stride, nx, n, tile);
+    for (int r = 0; r < 3; ++r) {
+      for (int v = 0; v < nx; ++v) {
+        EXPECT_EQ(tile[r * nx + v], vec_dot(t, rows.data() + r * rb, xs.data() + v * stride, n)) << type_name(t) << r << v;
+      }
+    }
   }
   std::vector<uint8_t> buf(4096);
   float out[2];
+  EXPECT_THROW(vec_dot_rows(Type::Q2_K, buf.data(), 84, 1, buf.data(), 292, 2, 100, out), std::invalid_argument);
   EXPECT_THROW(vec_dot(Type::Q8_0, buf.data(), buf.data(), 40), std::invalid_argument);
   EXPECT_THROW(vec_dot(Type::IQ2_XXS, buf.data(), buf.data(), 300), std::invalid_argument);
   EXPECT_THROW(vec_dot_multi(Type::IQ2_XXS, buf.data(), buf.data(), 100, 2, 256, out), std::invalid_argument);
