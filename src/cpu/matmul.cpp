@@ -63,16 +63,27 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
   for (int64_t v0 = 0; v0 < j.n_vec; v0 += kVecTile) {
     const int nx = static_cast<int>(std::min<int64_t>(kVecTile, j.n_vec - v0));
     const uint8_t* xv = p.xq + static_cast<size_t>(v0) * p.xq_stride;
-    if (t == quant::Type::IQ2_XXS && nx > 1) {
-      // Groups of rows through the tile kernel: each activation block is read once per group.
+    if (nx > 1 && (t == quant::Type::IQ2_XXS || t == quant::Type::Q2_K || t == quant::Type::Q4_K)) {
+      // Groups of rows through the tile kernels: each activation block is read once per group.
       constexpr int kRowGroup = 4;
       float group_out[kRowGroup * kVecTile];
       const auto* xr = reinterpret_cast<const quant::block_q8_K*>(xv);
-      const auto w_stride = static_cast<int64_t>(w.row_bytes / sizeof(quant::block_iq2_xxs));
       for (int64_t r = r0; r < r1; r += kRowGroup) {
         const int nr = static_cast<int>(std::min<int64_t>(kRowGroup, r1 - r));
-        k.dot_iq2_xxs_rows(reinterpret_cast<const quant::block_iq2_xxs*>(w.row(r)), w_stride, nr, xr,
-                           p.x_stride_blocks, nx, n, group_out);
+        const uint8_t* row = w.row(r);
+        if (t == quant::Type::IQ2_XXS) {
+          k.dot_iq2_xxs_rows(reinterpret_cast<const quant::block_iq2_xxs*>(row),
+                             static_cast<int64_t>(w.row_bytes / sizeof(quant::block_iq2_xxs)), nr, xr,
+                             p.x_stride_blocks, nx, n, group_out);
+        } else if (t == quant::Type::Q2_K) {
+          k.dot_q2_K_rows(reinterpret_cast<const quant::block_q2_K*>(row),
+                          static_cast<int64_t>(w.row_bytes / sizeof(quant::block_q2_K)), nr, xr, p.x_stride_blocks, nx,
+                          n, group_out);
+        } else {
+          k.dot_q4_K_rows(reinterpret_cast<const quant::block_q4_K*>(row),
+                          static_cast<int64_t>(w.row_bytes / sizeof(quant::block_q4_K)), nr, xr, p.x_stride_blocks, nx,
+                          n, group_out);
+        }
         for (int i = 0; i < nr; ++i) {
           for (int v = 0; v < nx; ++v) j.y[(v0 + v) * j.y_stride + r + i] = group_out[i * nx + v];
         }

@@ -184,12 +184,23 @@ void vec_dot_rows(Type weight_type, const void* w, size_t w_stride_bytes, int nr
                   size_t x_stride_bytes, int nx, int64_t n, float* out) {
   check_row_length("vec_dot_rows", weight_type, n);
   if (nr <= 0 || nx <= 0) return;
-  if (weight_type == Type::IQ2_XXS && w_stride_bytes % sizeof(block_iq2_xxs) == 0 &&
-      x_stride_bytes % sizeof(block_q8_K) == 0) {
-    kernels().dot_iq2_xxs_rows(static_cast<const block_iq2_xxs*>(w),
-                               static_cast<int64_t>(w_stride_bytes / sizeof(block_iq2_xxs)), nr,
-                               static_cast<const block_q8_K*>(x_acts),
-                               static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K)), nx, n, out);
+  const Kernels& k = kernels();
+  const auto* x = static_cast<const block_q8_K*>(x_acts);
+  const auto xs = static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_K));
+  const bool x_blocks = x_stride_bytes % sizeof(block_q8_K) == 0;
+  if (weight_type == Type::IQ2_XXS && x_blocks && w_stride_bytes % sizeof(block_iq2_xxs) == 0) {
+    k.dot_iq2_xxs_rows(static_cast<const block_iq2_xxs*>(w), static_cast<int64_t>(w_stride_bytes / sizeof(block_iq2_xxs)),
+                       nr, x, xs, nx, n, out);
+    return;
+  }
+  if (weight_type == Type::Q2_K && x_blocks && w_stride_bytes % sizeof(block_q2_K) == 0) {
+    k.dot_q2_K_rows(static_cast<const block_q2_K*>(w), static_cast<int64_t>(w_stride_bytes / sizeof(block_q2_K)), nr, x,
+                    xs, nx, n, out);
+    return;
+  }
+  if (weight_type == Type::Q4_K && x_blocks && w_stride_bytes % sizeof(block_q4_K) == 0) {
+    k.dot_q4_K_rows(static_cast<const block_q4_K*>(w), static_cast<int64_t>(w_stride_bytes / sizeof(block_q4_K)), nr, x,
+                    xs, nx, n, out);
     return;
   }
   const auto* rows = static_cast<const uint8_t*>(w);

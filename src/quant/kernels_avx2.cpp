@@ -640,6 +640,114 @@ void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64
   }
 }
 
+// K-quant row tiles. A block of each of four rows is unpacked once into eight 32-value runs of
+// unsigned quants with their int16 run scales and the int16 mins; every vector's activation
+// block then meets all four rows while it is in L1 (the one-row multi-vector kernels stream
+// all vectors' activations from L2 once per row, which bounds them). Per row and vector the
+// integer sums and the float terms are the single-vector kernels', in block order.
+namespace {
+
+struct KQuantDecoded {
+  __m256i quants[8];  // run k: weights 32k..32k+31 as bytes 0..15
+  __m256i scales[8];  // their vpmaddwd multipliers (one per 16 values)
+  __m256i mins;       // int16, one per 16-value activation sum (bsums)
+};
+
+inline void decode_q2_K(const block_q2_K& wb, KQuantDecoded* d) {
+  const __m256i m3 = _mm256_set1_epi8(3);
+  const __m128i m4 = _mm_set1_epi8(0xF);
+  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
+  d->mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+  const __m256i scales = _mm256_broadcastsi128_si256(_mm_and_si128(sc, m4));
+  for (int h = 0; h < 2; ++h) {
+    const __m256i q = load256(wb.qs + 32 * h);
+    for (int j = 0; j < 4; ++j) {
+      const int k = 4 * h + j;
+      d->quants[k] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+      d->scales[k] = _mm256_shuffle_epi8(scales, _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(0x8000 | (2 * k + 1))),
+                                                                  _mm_set1_epi16(static_cast<short>(0x8000 | (2 * k)))));
+    }
+  }
+}
+
+inline void decode_q4_K(const block_q4_K& wb, KQuantDecoded* d) {
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  uint32_t word[3];
+  std::memcpy(word, wb.scales, sizeof(word));
+  const uint32_t sc_lo = word[0] & 0x3F3F3F3Fu;
+  const uint32_t sc_hi = (word[2] & 0x0F0F0F0Fu) | (((word[0] >> 6) & 0x03030303u) << 4);
+  const uint32_t mn_lo = word[1] & 0x3F3F3F3Fu;
+  const uint32_t mn_hi = ((word[2] >> 4) & 0x0F0F0F0Fu) | (((word[1] >> 6) & 0x03030303u) << 4);
+  const __m128i packed = _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
+                                       static_cast<int>(sc_lo));
+  d->mins = _mm256_cvtepu8_epi16(
+      _mm_shuffle_epi8(packed, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+  const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
+  for (int c = 0; c < 4; ++c) {
+    const __m256i q = load256(wb.qs + 32 * c);
+    d->quants[2 * c] = _mm256_and_si256(q, m4);
+    d->quants[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+  }
+  for (int j = 0; j < 8; ++j) {
+    d->scales[j] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>((2 * j + 1) << 8 | (2 * j))));
+  }
+}
+
+template <typename Block, void (*Decode)(const Block&, KQuantDecoded*)>
+void kquant_rows(const Block* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                 float* out) {
+  static_assert(offsetof(Block, dmin) == offsetof(Block, d) + 2);
+  constexpr int kRows = 4;
+  alignas(32) KQuantDecoded dec[kRows];
+  const int64_t nb = n / QK_K;
+  for (int r0 = 0; r0 < nr; r0 += kRows) {
+    const int rows = nr - r0 < kRows ? nr - r0 : kRows;
+    float* o = out + static_cast<int64_t>(r0) * nx;
+    for (int i = 0; i < rows * nx; ++i) o[i] = 0.0f;
+    for (int64_t b = 0; b < nb; ++b) {
+      uint32_t dd[kRows];  // each row's (d, dmin) f16 pair
+      for (int i = 0; i < kRows; ++i) {
+        const Block& wb = w[(r0 + (i < rows ? i : 0)) * w_stride + b];  // missing rows repeat row 0
+        prefetch_ahead(&wb);
+        Decode(wb, &dec[i]);
+        std::memcpy(&dd[i], &wb.d, 4);
+      }
+      // {d0, dmin0, d1, dmin1 | d2, dmin2, d3, dmin3}
+      const __m256 wdd = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dd)));
+      for (int v = 0; v < nx; ++v) {
+        const block_q8_K& xb = x[v * x_stride + b];
+        __m256i xq[8];
+        for (int k = 0; k < 8; ++k) xq[k] = load256(xb.qs + 32 * k);
+        const __m256i bsums = load256(xb.bsums);
+        __m256i isum[kRows], msum[kRows];
+#pragma GCC unroll 4
+        for (int i = 0; i < kRows; ++i) {
+          msum[i] = _mm256_madd_epi16(dec[i].mins, bsums);
+          __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+          for (int k = 0; k < 8; k += 2) {
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(dec[i].quants[k], xq[k]), dec[i].scales[k]));
+            a1 = _mm256_add_epi32(
+                a1, _mm256_madd_epi16(_mm256_maddubs_epi16(dec[i].quants[k + 1], xq[k + 1]), dec[i].scales[k + 1]));
+          }
+          isum[i] = _mm256_add_epi32(a0, a1);
+        }
+        // {isum0, msum0, isum1, msum1 | isum2, msum2, isum3, msum3}, then the single kernels'
+        // expressions (xd*d)*isum - (xd*dmin)*msum lane-wise.
+        const __m256 totals = _mm256_cvtepi32_ps(
+            _mm256_set_m128i(hsum4_i32(isum[2], msum[2], isum[3], msum[3]), hsum4_i32(isum[0], msum[0], isum[1], msum[1])));
+        const __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(xb.d), wdd), totals);
+        alignas(32) float terms[8];
+        _mm256_store_ps(terms, _mm256_hsub_ps(t, t));  // row 0, 1 in lane 0; rows 2, 3 in lane 1
+        const float term[kRows] = {terms[0], terms[1], terms[4], terms[5]};
+        for (int i = 0; i < rows; ++i) o[i * nx + v] += term[i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
 // Each block is decoded once (magnitudes, +-1 signs for vpsignb, scales) and then multiplied
 // with four vectors at a time, group by group, so a group's three decoded registers serve
 // four vectors before the next group is loaded.
@@ -748,13 +856,24 @@ void detail::dot_iq2_xxs_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int
   }
 }
 
+void detail::dot_q2_K_rows_avx2(const block_q2_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride,
+                                int nx, int64_t n, float* out) {
+  kquant_rows<block_q2_K, decode_q2_K>(w, w_stride, nr, x, x_stride, nx, n, out);
+}
+
+void detail::dot_q4_K_rows_avx2(const block_q4_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride,
+                                int nx, int64_t n, float* out) {
+  kquant_rows<block_q4_K, decode_q4_K>(w, w_stride, nr, x, x_stride, nx, n, out);
+}
+
 namespace {
 const Kernels kTable = {"avx2",   dot_f32,  dot_f16,  dot_bf16,
                         dot_q8_0, dot_q2_K, dot_q4_K, dot_iq2_xxs,
                         detail::quantize_act_q8_0_avx2, detail::quantize_act_q8_K_avx2,
                         detail::dot_iq2_xxs_multi_avx2, dot_q8_0_multi,
                         detail::dot_q2_K_multi_avx2, detail::dot_q4_K_multi_avx2,
-                        detail::dot_iq2_xxs_rows_avx2};
+                        detail::dot_iq2_xxs_rows_avx2, detail::dot_q2_K_rows_avx2,
+                        detail::dot_q4_K_rows_avx2};
 }  // namespace
 
 const Kernels* detail::avx2_kernels() { return &kTable; }

@@ -137,12 +137,21 @@ void dot_iq2_xxs_rows(const block_iq2_xxs* w, int64_t w_stride, int nr, const bl
   }
 }
 
+template <typename Block, float (*Dot)(const Block*, const block_q8_K*, int64_t)>
+void rows_of(const Block* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+             float* out) {
+  for (int r = 0; r < nr; ++r) {
+    for (int v = 0; v < nx; ++v) out[r * nx + v] = Dot(w + r * w_stride, x + v * x_stride, n);
+  }
+}
+
 const Kernels kTable = {"scalar",    dot_f32,  dot_f16,     dot_bf16,
                         dot_q8_0,    dot_q2_K, dot_q4_K,    dot_iq2_xxs,
                         detail::quantize_act_q8_0_scalar, detail::quantize_act_q8_K_scalar,
                         dot_iq2_xxs_multi, dot_q8_0_multi,
                         dot_q2_K_multi,    dot_q4_K_multi,
-                        dot_iq2_xxs_rows};
+                        dot_iq2_xxs_rows,  rows_of<block_q2_K, dot_q2_K>,
+                        rows_of<block_q4_K, dot_q4_K>};
 
 }  // namespace
 

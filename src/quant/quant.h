@@ -102,6 +102,11 @@ struct Kernels {
   // group of rows (from L1) instead of once per row.
   void (*dot_iq2_xxs_rows)(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride,
                            int nx, int64_t n, float* out);
+  // The same tile form for the K-quants (out[i*nx + v] = dot_q2_K / dot_q4_K exactly).
+  void (*dot_q2_K_rows)(const block_q2_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx,
+                        int64_t n, float* out);
+  void (*dot_q4_K_rows)(const block_q4_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx,
+                        int64_t n, float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
@@ -124,8 +129,8 @@ void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size
                    int nx, int64_t n, float* out);
 
 // nr weight rows, w_stride_bytes apart, against nx activation vectors: out[r*nx + v] equals
-// vec_dot(weight_type, row r, x_v, n) exactly. IQ2_XXS has a kernel for the whole tile; the
-// other types run vec_dot_multi row by row.
+// vec_dot(weight_type, row r, x_v, n) exactly. IQ2_XXS, Q2_K and Q4_K have kernels for the
+// whole tile; the other types run vec_dot_multi row by row.
 void vec_dot_rows(Type weight_type, const void* w, size_t w_stride_bytes, int nr, const void* x_acts,
                   size_t x_stride_bytes, int nx, int64_t n, float* out);
 

@@ -370,6 +370,57 @@ TEST(Kernels, IQ2_XXSRowTileEqualsSingleDots) {
   }
 }
 
+template <typename Block>
+void check_k_rows(const char* name,
+                  void (*pick)(const Kernels&, const Block*, int64_t, int, const block_q8_K*, int64_t, int, int64_t, float*),
+                  float (*single)(const Block*, const block_q8_K*, int64_t), void (*fix)(Block&, std::mt19937&)) {
+  std::mt19937 rng(39);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    for (int64_t nb : {1, 2, 5}) {
+      for (int nr : {1, 4, 6}) {
+        const int64_t w_stride = nb + 1;
+        auto w = random_blocks<Block>(w_stride * nr, rng);
+        for (auto& b : w) fix(b, rng);
+        for (int nx : {1, 3}) {
+          const int64_t stride = nb + 2;
+          const auto x = random_q8_K(stride * nx, rng);
+          std::vector<float> out(static_cast<size_t>(nr * nx), -1.0f);
+          pick(kernels(isa), w.data(), w_stride, nr, x.data(), stride, nx, nb * 256, out.data());
+          for (int r = 0; r < nr; ++r) {
+            for (int v = 0; v < nx; ++v) {
+              const float want = single(w.data() + r * w_stride, x.data() + v * stride, nb * 256);
+              ASSERT_EQ(std::bit_cast<uint32_t>(out[r * nx + v]), std::bit_cast<uint32_t>(want))
+                  << name << " " << isa_name(isa) << " blocks " << nb << " rows " << nr << " vectors " << nx;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, KQuantRowTilesEqualSingleDots) {
+  check_k_rows<block_q2_K>(
+      "q2_K",
+      [](const Kernels& k, const block_q2_K* w, int64_t ws, int nr, const block_q8_K* x, int64_t xs, int nx, int64_t n,
+         float* o) { k.dot_q2_K_rows(w, ws, nr, x, xs, nx, n, o); },
+      scalar::kernels().dot_q2_K,
+      [](block_q2_K& b, std::mt19937& r) {
+        b.d = random_scale(r);
+        b.dmin = random_scale(r);
+      });
+  check_k_rows<block_q4_K>(
+      "q4_K",
+      [](const Kernels& k, const block_q4_K* w, int64_t ws, int nr, const block_q8_K* x, int64_t xs, int nx, int64_t n,
+         float* o) { k.dot_q4_K_rows(w, ws, nr, x, xs, nx, n, o); },
+      scalar::kernels().dot_q4_K,
+      [](block_q4_K& b, std::mt19937& r) {
+        b.d = random_scale(r);
+        b.dmin = random_scale(r);
+      });
+}
+
 // Constant bit patterns (uniform grid codes, all-negative or all-positive signs, extreme
 // scales) against activations at +-127, where the tile kernel's unsigned u = x + 128 reaches
 // 255: any saturation of its 16-bit pair sums would show as a difference.
