@@ -383,7 +383,12 @@ void ConnectionServer::serve_connection(Conn& c) {
       const int wait_ms = (fresh ? limits_.header_timeout_s : limits_.idle_timeout_s) * 1000;
       const auto deadline = Clock::now() + std::chrono::milliseconds(wait_ms);
       bool ready = false;
-      while (!draining_) {
+      if (draining_) {
+        // A request already on its way is still answered (with Connection: close).
+        pollfd pf{c.fd, POLLIN, 0};
+        ready = ::poll(&pf, 1, 0) > 0;
+      }
+      while (!ready && !draining_) {
         pollfd pf[2] = {{c.fd, POLLIN, 0}, {wake_[0], POLLIN, 0}};
         const int left = ms_until(deadline);
         const int r = ::poll(pf, 2, left);
@@ -394,7 +399,7 @@ void ConnectionServer::serve_connection(Conn& c) {
           break;
         }
       }
-      if (!ready || draining_) break;
+      if (!ready) break;
     }
     c.phase = Conn::Phase::Headers;
     c.header_bytes = 0;
