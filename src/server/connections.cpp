@@ -347,8 +347,8 @@ void ConnectionServer::reject(int fd, int status, const char* message) {
   // Reading what the client already sent keeps close() from resetting the connection
   // before the answer is read.
   char sink[4096];
-  while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
-  }
+  for (int i = 0; i < 16 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }  // bounded: this runs on the accept thread
   ::close(fd);
 }
 
