@@ -7,7 +7,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libpcre2-dev libutf8proc-dev libedit-dev
-  python3 python3-numpy tmux curl ca-certificates
+  python3 python3-numpy tmux curl ca-certificates iproute2 util-linux
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
 )
 
@@ -28,10 +28,12 @@ if ((${#missing[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# npm packages the tests use (pinned in tests/package.json).
+# npm packages the tests use (pinned in tests/package.json), and the real coding agents of
+# the agent suite (pinned in tests/agents/package.json; ~1.4 GB with their native binaries).
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -f "$ROOT/tests/package.json" ]]; then
-  if [[ ! -d "$ROOT/tests/node_modules" || "$ROOT/tests/package.json" -nt "$ROOT/tests/node_modules/.stamp" ]]; then
-    (cd "$ROOT/tests" && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.stamp)
+for dir in "$ROOT/tests" "$ROOT/tests/agents"; do
+  [[ -f "$dir/package.json" ]] || continue
+  if [[ ! -d "$dir/node_modules" || "$dir/package.json" -nt "$dir/node_modules/.stamp" ]]; then
+    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error && touch node_modules/.stamp)
   fi
-fi
+done

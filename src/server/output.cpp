@@ -62,7 +62,7 @@ void OutputPipeline::forward(std::vector<text::DsmlEvent>& evs) {
         ev.text = std::move(pe.text);
         break;
       case text::DsmlEventKind::Error:
-        if (log_) std::fprintf(stderr, "ds4-server: #%llu invalid tool call: %s\n",
+        if (log_) std::fprintf(stderr, "ds4-server: #%llu %s\n",
                                static_cast<unsigned long long>(job_.serial), pe.text.c_str());
         continue;
       default:

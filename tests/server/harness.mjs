@@ -16,12 +16,12 @@ export function refEncode(text) {
   return Array.from(refTokenizer.encode(text, { add_special_tokens: false }));
 }
 
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], { ctx = 4096, threads = 1 } = {}) {
   const bin = process.env.DS4_SERVER_BIN;
   const model = process.env.DS4_TEST_MODEL;
   if (!bin || !model) throw new Error("DS4_SERVER_BIN and DS4_TEST_MODEL must be set");
-  const args = ["-m", model, "--port", "0", "--ctx", "4096", "--threads", "1", "--test-hooks",
-                ...extraArgs];
+  const args = ["-m", model, "--port", "0", "--ctx", String(ctx), "--threads", String(threads),
+                "--test-hooks", ...extraArgs];
   const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
   const log = process.env.DS4_SERVER_LOG ? createWriteStream(process.env.DS4_SERVER_LOG, { flags: "a" }) : null;
   let stderr = "";
