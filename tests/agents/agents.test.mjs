@@ -190,6 +190,8 @@ function runAgent(name, spec, base) {
     XDG_CACHE_HOME: path.join(home, ".cache"),
     XDG_STATE_HOME: path.join(home, ".local", "state"),
     TMPDIR: path.join(root, "tmp"),
+    // The scratch dir lies inside this repository's checkout: the agents must not see it.
+    GIT_CEILING_DIRECTORIES: TMP,
     // Whatever escapes the network namespace (or runs without one) goes nowhere.
     HTTP_PROXY: "http://127.0.0.1:9",
     HTTPS_PROXY: "http://127.0.0.1:9",
@@ -209,6 +211,11 @@ function runAgent(name, spec, base) {
       resolve({ code, signal, stdout, stderr, root, work, marker: existsSync(path.join(work, MARKER)) });
     });
   });
+}
+
+// Keeps what was sent and answered, for reading a failure.
+function saveExchanges(name, scenario, records) {
+  writeFileSync(path.join(TMP, `${name}-${scenario}-exchanges.json`), JSON.stringify(records, null, 1));
 }
 
 function describeRun(run, records) {
@@ -232,6 +239,7 @@ for (const [name, spec] of Object.entries(agents)) {
       run = await runAgent(name, spec, proxy.base);
     } finally {
       await proxy.stop();
+      saveExchanges(name, "loop", proxy.records);
     }
     const gen = proxy.records.filter((r) => r.output !== undefined);
     const info = describeRun(run, proxy.records);
@@ -272,6 +280,7 @@ for (const [name, spec] of Object.entries(agents)) {
       run = await runAgent(name, spec, proxy.base);
     } finally {
       await proxy.stop();
+      saveExchanges(name, "malformed", proxy.records);
     }
     const info = describeRun(run, proxy.records);
     assert.ok(!run.marker, `no command ran\n${info}`);

@@ -1,6 +1,6 @@
-// The request shapes real agents send (tests/server/fixtures/, from the spec's observations)
-// are accepted and answered with complete protocol streams. Answers are scripted with
-// "ds4_test_output" (--test-hooks).
+// The request shapes real agents send (tests/server/fixtures/, recorded from the agents the
+// agent suite pins, long texts shortened) are accepted and answered with complete protocol
+// streams. Answers are scripted with "ds4_test_output" (--test-hooks).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -28,8 +28,11 @@ async function send(fx, body) {
 
 const inputTotal = (u) => u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
 
-test("Claude Code: /v1/messages?beta=true with billing header, adaptive thinking, tools", async () => {
+test("Claude Code: /v1/messages?beta=true with billing header, mid-conversation system, adaptive thinking, tools", async () => {
   const fx = fixture("claude_code_messages.json");
+  // Claude Code's environment block is a system message after the user turn.
+  assert.equal(fx.body.messages[1].role, "system");
+  assert.match(fx.body.system[0].text, /^x-anthropic-billing-header/);
   const script = "I will list them.</think>" + dsmlCall("Bash", { command: "ls", description: "List files" });
   const r1 = await send(fx, { ...fx.body, ds4_test_output: script });
   assert.equal(r1.status, 200, r1.text);
