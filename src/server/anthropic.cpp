@@ -1,8 +1,11 @@
 #include "server/anthropic.h"
 
+#include <map>
+
 #include "server/request_fields.h"
 #include "server/worker.h"
 #include "text/chat.h"
+#include "text/chat_json.h"
 
 namespace ds4::server {
 
@@ -42,8 +45,14 @@ std::string system_text(const OJ& system, const std::string& param = "system") {
   return out;
 }
 
-// A tool_result's content for the renderer: a string or a list of text parts.
-OJ tool_result_content(const OJ& block, const std::string& where) {
+// The request's tools as function objects by name ({name, description, parameters}).
+using ToolMap = std::map<std::string, OJ>;
+
+// A tool_result's content for the renderer: a string or a list of text parts. A
+// `tool_reference` part (Claude Code's ToolSearch loading a deferred tool) becomes the
+// referenced tool's definition, written as the tools block writes it, in place: the model
+// sees the schema where it was loaded and earlier prompt bytes stay as they were.
+OJ tool_result_content(const OJ& block, const std::string& where, const ToolMap& tools) {
   const OJ* content = field(block, "content");
   if (!content) return "";
   if (content->is_string()) return *content;
@@ -56,9 +65,20 @@ OJ tool_result_content(const OJ& block, const std::string& where) {
       parts.push_back({{"type", "text"}, {"text", part}});
       continue;
     }
+    if (part.is_object() && part.value("type", std::string()) == "tool_reference") {
+      auto name = get_string(part, "tool_name");
+      auto it = name ? tools.find(*name) : tools.end();
+      if (it == tools.end()) {
+        throw bad_request(where + ": tool_reference to '" + name.value_or("") + "', which is not in 'tools'",
+                          "messages");
+      }
+      parts.push_back({{"type", "text"}, {"text", text::pyjson::dumps(it->second)}});
+      continue;
+    }
     if (!part.is_object() || part.value("type", std::string()) != "text" || !field(part, "text") ||
         !part["text"].is_string()) {
-      throw bad_request(where + ": tool_result content supports text blocks only", "messages");
+      throw bad_request(where + ": tool_result content supports text and tool_reference blocks only",
+                        "messages");
     }
     parts.push_back({{"type", "text"}, {"text", part["text"]}});
   }
@@ -68,7 +88,7 @@ OJ tool_result_content(const OJ& block, const std::string& where) {
 // Anthropic messages -> the renderer's OpenAI-style list. Blocks keep their order: text and
 // tool results of a user turn become consecutive user / tool messages, which the renderer
 // merges into one user turn.
-OJ convert_messages(const OJ& messages, const ServerOptions& o) {
+OJ convert_messages(const OJ& messages, const ServerOptions& o, const ToolMap& tools) {
   if (!messages.is_array()) throw bad_request("'messages' must be an array", "messages");
   if (messages.empty()) throw bad_request("'messages' must not be empty", "messages");
   if (messages.size() > o.max_messages) throw bad_request("too many messages", "messages");
@@ -111,7 +131,7 @@ OJ convert_messages(const OJ& messages, const ServerOptions& o) {
         } else if (type == "tool_result") {
           auto id = get_string(b, "tool_use_id");
           if (!id || id->empty()) throw bad_request(where + ": tool_result needs 'tool_use_id'", "messages");
-          out.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", tool_result_content(b, where)}});
+          out.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", tool_result_content(b, where, tools)}});
         } else {
           throw bad_request(where + ": content block type '" + type +
                                 "' is not supported in user messages (text, tool_result)",
@@ -169,8 +189,10 @@ OJ convert_messages(const OJ& messages, const ServerOptions& o) {
 }
 
 // Anthropic tools -> OpenAI function tools. Server-side tools (web search, code execution...)
-// have no schema the model could call and are skipped.
-OJ convert_tools(const OJ& tools) {
+// have no schema the model could call and are skipped. Tools with `defer_loading: true` stay
+// out of the tools block until a tool_reference loads them (so adding one never changes the
+// prompt's prefix); every function tool lands in `by_name`.
+OJ convert_tools(const OJ& tools, ToolMap& by_name) {
   if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
   OJ out = OJ::array();
   for (size_t i = 0; i < tools.size(); ++i) {
@@ -186,6 +208,10 @@ OJ convert_tools(const OJ& tools) {
     OJ fn = {{"name", *name}};
     if (auto d = get_string(t, "description")) fn["description"] = *d;
     fn["parameters"] = schema ? *schema : OJ{{"type", "object"}, {"properties", OJ::object()}};
+    const OJ* deferred = field(t, "defer_loading");
+    if (deferred && !deferred->is_boolean()) throw bad_request(where + ": 'defer_loading' must be a boolean", "tools");
+    by_name[*name] = fn;
+    if (deferred && deferred->get<bool>()) continue;
     out.push_back({{"type", "function"}, {"function", std::move(fn)}});
   }
   return out;
@@ -229,7 +255,10 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
                             GenerationSpec& spec) {
   const OJ* messages = field(body, "messages");
   if (!messages) throw bad_request("missing messages", "messages");
-  OJ msgs = convert_messages(*messages, ctx.options);
+  ToolMap tool_map;
+  OJ tools_block = OJ::array();
+  if (const OJ* tools = field(body, "tools")) tools_block = convert_tools(*tools, tool_map);
+  OJ msgs = convert_messages(*messages, ctx.options, tool_map);
   if (const OJ* system = field(body, "system")) {
     std::string text = system_text(*system);
     if (!text.empty()) msgs.insert(msgs.begin(), OJ{{"role", "system"}, {"content", text}});
@@ -249,12 +278,9 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
       throw bad_request("'tool_choice.type' must be auto, any, tool or none", "tool_choice");
     }
   }
-  if (const OJ* tools = field(body, "tools")) {
-    OJ valid = convert_tools(*tools);
-    if (!tools_hidden && !valid.empty()) {
-      ro.tools = std::move(valid);
-      spec.parse_tools = true;
-    }
+  if (!tools_hidden && !tool_map.empty()) {
+    if (!tools_block.empty()) ro.tools = std::move(tools_block);
+    spec.parse_tools = true;  // loaded deferred tools can be called too
   }
   render_into_spec(msgs, ro, th, ctx, spec, "messages");
 }

@@ -348,6 +348,47 @@ test("Claude Code's shapes: mid-conversation system, cache_control, thinking and
   assert.match(noContent.json.error.message, /messages\[0\]\.content/);
 });
 
+test("deferred tools stay out of the prompt until a tool_reference loads them in place", async () => {
+  const FETCH = {
+    name: "WebFetch",
+    description: "Fetch a URL",
+    input_schema: { type: "object", properties: { url: { type: "string" } }, required: ["url"] },
+  };
+  const SEARCH = { name: "ToolSearch", description: "Load deferred tools", input_schema: { type: "object", properties: { query: { type: "string" } } } };
+  const count = async (body) => (await client.messages.countTokens({ model: "x", ...body })).input_tokens;
+  const ask = [{ role: "user", content: "Fetch it." }];
+  // A deferred tool adds nothing to the prompt.
+  assert.equal(await count({ tools: [SEARCH, { ...FETCH, defer_loading: true }], messages: ask }), await count({ tools: [SEARCH], messages: ask }));
+
+  const tools = [SEARCH, { ...FETCH, defer_loading: true }];
+  const m1 = await client.messages.create({
+    model: "x", max_tokens: 200, tools, messages: ask,
+    ds4_test_output: "Load the fetch tool.</think>" + dsmlCall("ToolSearch", { query: "select:WebFetch" }),
+  });
+  const use = m1.content.find((b) => b.type === "tool_use");
+  const loaded = (content) => [
+    ...ask,
+    { role: "assistant", content: m1.content },
+    { role: "user", content: [{ type: "tool_result", tool_use_id: use.id, content }] },
+  ];
+  // The reference renders as the tool's definition line of the tools block, in place.
+  const line = '{"name": "WebFetch", "description": "Fetch a URL", "parameters": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}}';
+  assert.equal(
+    await count({ tools, messages: loaded([{ type: "tool_reference", tool_name: "WebFetch" }]) }),
+    await count({ tools, messages: loaded([{ type: "text", text: line }]) }),
+  );
+  const m2 = await client.messages.create({
+    model: "x", max_tokens: 200, tools, messages: loaded([{ type: "tool_reference", tool_name: "WebFetch" }]),
+    ds4_test_output: "Now fetch.</think>" + dsmlCall("WebFetch", { url: "http://127.0.0.1/" }),
+  });
+  assert.equal(m2.usage.cache_read_input_tokens, inputTotal(m1.usage) + m1.usage.output_tokens);
+  assert.deepEqual(m2.content.find((b) => b.type === "tool_use").input, { url: "http://127.0.0.1/" });
+
+  const unknown = await postJson(server.base, "/v1/messages", { model: "x", max_tokens: 5, tools, messages: loaded([{ type: "tool_reference", tool_name: "Nope" }]) });
+  assert.equal(unknown.status, 400);
+  assert.match(unknown.json.error.message, /tool_reference to 'Nope'/);
+});
+
 test("bad requests get Anthropic-shaped 400 errors", async () => {
   const cases = [
     { messages: [{ role: "system", content: "x" }] },
