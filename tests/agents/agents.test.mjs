@@ -268,6 +268,39 @@ for (const [name, spec] of Object.entries(agents)) {
     assert.equal(u2.cached, u1.prompt + u1.completion, `turn two cached ${JSON.stringify(u2)} after ${JSON.stringify(u1)}`);
   });
 
+  if (name === "claude-code") {
+    test("claude-code: ToolSearch loads a deferred tool in place, the prefix survives", { skip }, async () => {
+      // Claude Code sends most tools deferred (defer_loading) and loads them through its
+      // ToolSearch tool, whose result holds tool_reference blocks; the next request lists
+      // the loaded tool (still deferred). Then the loop goes on as usual.
+      const script = (rec) => {
+        if (!proto.tools(rec.body)) return "A title.";
+        const results = rec.body.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : [])).filter((c) => c.type === "tool_result");
+        if (results.length === 0) return "Load WebFetch first.</think>" + dsmlCall("ToolSearch", { query: "select:WebFetch", max_results: 1 });
+        if (results.length === 1) return "Now the shell.</think>" + dsmlCall(spec.tool, spec.args(`touch ${MARKER}`));
+        return "The marker exists.</think>" + FINAL;
+      };
+      const proxy = await startProxy(server.base, script);
+      let run;
+      try {
+        run = await runAgent(name, spec, proxy.base);
+      } finally {
+        await proxy.stop();
+        saveExchanges(name, "toolsearch", proxy.records);
+      }
+      const info = describeRun(run, proxy.records);
+      const gen = proxy.records.filter((r) => r.output !== undefined);
+      for (const r of gen) assert.equal(r.status, 200, info);
+      assert.equal(run.code, 0, info);
+      assert.ok(run.marker && run.stdout.includes(FINAL), info);
+      const loaded = gen.find((r) => JSON.stringify(r.body.messages).includes('"tool_reference"'));
+      assert.ok(loaded, `a tool_reference came back\n${info}`);
+      assert.ok(loaded.body.tools.some((t) => t.name === "WebFetch" && t.defer_loading), info);
+      const before = reportedUsage(gen[gen.indexOf(loaded) - 1]);
+      assert.equal(reportedUsage(loaded).cached, before.prompt + before.completion, info);
+    });
+  }
+
   test(`${name}: a malformed tool call runs nothing`, { skip }, async () => {
     const script = (rec) => {
       if (!proto.tools(rec.body)) return "A title.";
