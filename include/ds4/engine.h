@@ -11,6 +11,7 @@
 #include <functional>
 #include <iosfwd>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -45,6 +46,9 @@ struct EngineOptions {
   std::string mtp_path;         // optional MTP sidecar GGUF; else mtp.0.* of the main file
   bool qat_simulation = true;   // FP8/FP4 simulation (test-only switch; the model needs it)
   int prefill_chunk = 256;      // tokens per prefill chunk (sync() default)
+  // How far back Session::rewind() goes without re-evaluating anything (each session keeps
+  // this many steps of compressor undo log, raw rows and logits).
+  int rewind_tokens = 16;
 };
 
 // Hyperparameters as read from the GGUF metadata (spec model.md §1).
@@ -95,8 +99,9 @@ struct SyncOptions {
 };
 
 // Where evaluation time goes, for benchmarks (ds4-bench). Wall-clock seconds accumulated
-// since the session was made or reset_stats(); a forward pass over one token counts as
-// decode, a chunk of several tokens as prefill.
+// since the session was made or reset_stats(); a forward pass over one token of the session
+// counts as decode, over several as prefill. A pass shared with other sessions
+// (Engine::eval_batch) adds its whole time to each of them.
 struct EvalStats {
   struct Phase {
     int64_t passes = 0;            // forward passes (single tokens or chunks)
@@ -107,9 +112,30 @@ struct EvalStats {
     std::vector<double> layer_s;   // per layer (n_layers entries)
   };
   Phase decode, prefill;
+  // Rewinds: cheap ones (nothing re-evaluated) and those that re-evaluated the kept prefix.
+  int64_t rewinds_cheap = 0;
+  int64_t rewinds_reevaluated = 0;
+  int64_t tokens_reevaluated = 0;
 };
 
 class Engine;
+class Session;
+
+// One row of Engine::eval_batch: `token` at position `pos` of `session`.
+struct BatchEntry {
+  Session* session = nullptr;
+  int32_t token = 0;
+  int pos = 0;          // must be the session's next position: n_tokens() + its earlier entries
+  bool logits = false;  // return this entry's logits in BatchResult
+};
+
+struct BatchResult {
+  // n_vocab logits per entry with `logits` set, in entry order.
+  std::vector<float> logits;
+  int rows = 0;
+  int n_vocab = 0;
+  const float* row(int i) const { return logits.data() + static_cast<size_t>(i) * n_vocab; }
+};
 
 class Session {
  public:
@@ -131,10 +157,10 @@ class Session {
   // Final hyper-connection state (hc × dim floats) of the last evaluated token: the MTP input.
   virtual const std::vector<float>& hidden() const = 0;
 
-  // Truncates the prefix to `pos` tokens. Cheap when every compressor is still in the window
-  // that contains `pos` (no compressed row was completed by tokens pos..n-1) and the raw ring
-  // still holds the rows `pos` needs; otherwise the prefix is re-evaluated from position 0.
-  // pos > n_tokens() is an InvalidArgument error.
+  // Truncates the prefix to `pos` tokens. Cheap (nothing re-evaluated, O(layers)) when
+  // n_tokens() - pos <= EngineOptions::rewind_tokens and those tokens were evaluated by this
+  // session (not loaded from a snapshot); otherwise the prefix is re-evaluated from
+  // position 0. pos > n_tokens() is an InvalidArgument error.
   virtual void rewind(int pos) = 0;
   virtual bool can_rewind_cheaply(int pos) const = 0;
   virtual void reset() = 0;
@@ -176,8 +202,9 @@ class Session {
   const std::atomic<bool>* cancel_ = nullptr;
 };
 
-// Sessions of one engine share its thread pool; evaluations are serialised by the engine,
-// so sessions may be driven from different threads.
+// Sessions of one engine share its backend; evaluations (sync, eval, eval_batch, mtp_eval)
+// are serialised by the engine, so sessions may be driven from different threads, and made,
+// saved or destroyed while another session evaluates.
 class Engine {
  public:
   static std::unique_ptr<Engine> open(const std::string& gguf_path, const EngineOptions& opt = {});
@@ -210,6 +237,17 @@ class Engine {
   virtual int threads() const { return 1; }
   virtual bool threads_pinned() const { return false; }
   virtual std::unique_ptr<Session> new_session(int ctx) = 0;
+
+  // One forward pass over entries of several sessions of this engine (weights read once for
+  // the whole batch): a decode step of many sessions is one entry per session, a speculative
+  // verify k+1 consecutive positions of one session, a prefill chunk consecutive positions.
+  // A session's entries must be at its next positions, in order; entries of different
+  // sessions may interleave. Afterwards each session is as if it had eval()'d its entries:
+  // tokens(), logits() (after its last entry), hidden(), rewind history, stats().
+  // Results are bit-identical to evaluating each session alone (batch invariance).
+  // Everything is validated before anything is evaluated (InvalidArgument, ContextOverflow).
+  // A session must not be used from another thread during the call; other sessions may.
+  virtual void eval_batch(std::span<const BatchEntry> entries, BatchResult* out = nullptr) = 0;
 };
 
 }  // namespace ds4

@@ -13,31 +13,11 @@
 #include "cpu/thread_pool.h"
 #include "quant/quant.h"
 #include "quant/types.h"
+#include "model/tensor.h"
 
 namespace ds4::cpu {
 
-// A 2-D weight as stored in the GGUF: `out` rows of `in` values, row r at data + r*row_bytes.
-struct MatView {
-  const uint8_t* data = nullptr;
-  quant::Type type = quant::Type::F32;
-  int64_t in = 0;
-  int64_t out = 0;
-  uint64_t row_bytes = 0;
-  // Test hook (debug::use_f32_activations): dot each dequantized weight row with the
-  // unrounded f32 activations instead of running the quantized kernels, so a quantized file
-  // can be compared with its dequantized f32 twin without activation rounding.
-  bool f32_activations = false;
-
-  bool valid() const { return data != nullptr; }
-  const uint8_t* row(int64_t r) const { return data + static_cast<uint64_t>(r) * row_bytes; }
-  MatView rows(int64_t begin, int64_t count) const {
-    MatView v = *this;
-    v.data = row(begin);
-    v.out = count;
-    return v;
-  }
-  uint64_t bytes() const { return static_cast<uint64_t>(out) * row_bytes; }
-};
+using model::MatView;
 
 // The operand a product with w takes: the weight type's activation format, or f32 under the
 // f32_activations test hook.

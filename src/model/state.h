@@ -1,5 +1,6 @@
 // Per-sequence model state (spec §6): raw window ring, compressed rows, indexer rows and
-// compressor frontiers, one set per layer.
+// compressor frontiers, one set per layer. This is the host layout snapshots carry; a
+// backend may keep its working copy elsewhere (backend::Sequence).
 #pragma once
 
 #include <cstdint>
@@ -19,8 +20,26 @@ struct CompressorState {
   std::vector<float> rows;       // n_rows x d, append-only
   int64_t n_rows = 0;
 
-  void init(int ratio_, int d_);
+  void init(int ratio_, int d_, int undo_depth_ = 0);
   void reset();
+
+  // Undo log for cheap rewinds: before the step at `pos` writes its state row (and, when it
+  // completes a ratio-4 window, shifts the window), save_undo(pos) keeps what it overwrites.
+  // The last undo_depth steps can then be taken back exactly, whatever rows they completed.
+  int undo_depth = 0;
+  void save_undo(int64_t pos);
+  bool can_undo(int64_t n, int64_t pos) const;  // back from n tokens to pos
+  void undo(int64_t n, int64_t pos);            // requires can_undo(n, pos)
+  void clear_undo();
+
+ private:
+  struct Undo {
+    int64_t pos = -1;
+    bool shifted = false;
+    std::vector<float> kv, score;          // the step's row before it was written
+    std::vector<float> prev_kv, prev_score;  // ratio 4: rows 0..3 before the shift
+  };
+  std::vector<Undo> undo_;  // ring, slot pos % undo_depth
 };
 
 // Raw KV rows in a ring; slot_pos[i] is the position held by slot i (-1: empty), so the
@@ -44,6 +63,19 @@ struct LayerState {
   RawRing raw;
   CompressorState comp;   // attention compressor (ratio != 0)
   CompressorState icomp;  // indexer compressor (ratio == 4)
+
+  // Ring of ring_cap raw rows of head_dim; compressors for `ratio`; undo logs of undo_depth.
+  void init(int ratio, int head_dim, int index_head_dim, int ring_cap, int undo_depth);
+  void reset();
+  // Positions >= pos forgotten; requires can_truncate (compressors' undo logs cover n..pos).
+  bool can_truncate(int64_t n, int64_t pos) const;
+  void truncate(int64_t n, int64_t pos);
+};
+
+// One sequence: every layer's state and the MTP block's (ring only; cap 0 without MTP).
+struct SequenceState {
+  std::vector<LayerState> layers;
+  LayerState mtp;
 };
 
 }  // namespace ds4::model

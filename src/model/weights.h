@@ -6,32 +6,11 @@
 #include <string>
 #include <vector>
 
-#include "cpu/matmul.h"
 #include "ds4/engine.h"
 #include "gguf/gguf.h"
+#include "model/tensor.h"
 
 namespace ds4::model {
-
-using cpu::MatView;
-
-// Stacked routed experts: expert e is `out` rows of `in` values starting at e*expert_bytes.
-struct ExpertsView {
-  const uint8_t* data = nullptr;
-  quant::Type type = quant::Type::F32;
-  int64_t in = 0, out = 0, count = 0;
-  uint64_t row_bytes = 0;
-  bool f32_activations = false;  // see MatView
-  MatView expert(int64_t e) const {
-    MatView m;
-    m.data = data + static_cast<uint64_t>(e) * out * row_bytes;
-    m.type = type;
-    m.in = in;
-    m.out = out;
-    m.row_bytes = row_bytes;
-    m.f32_activations = f32_activations;
-    return m;
-  }
-};
 
 struct CompressorWeights {
   MatView kv, gate;            // in = dim, out = c*d

@@ -1,11 +1,12 @@
 // Test/debug hooks on an Engine (used by tests/model and the ds4 check mode; not a product
-// API). They run the forward pass from fresh state and expose intermediate results.
+// API). They run the forward pass from fresh state and expose intermediate results, through
+// the backend interface's test hooks, so they work on every backend.
 #pragma once
 
 #include <vector>
 
 #include "ds4/engine.h"
-#include "model/forward.h"
+#include "model/trace.h"
 
 namespace ds4::debug {
 
@@ -28,7 +29,7 @@ std::vector<float> prefill_logits(Engine& e, const std::vector<int32_t>& tokens,
                                   std::vector<model::BlockTrace>* traces, bool replay);
 
 // Switches every quantized matrix of `e` to f32 activations against dequantized weight rows
-// (cpu::MatView::f32_activations): the engine then computes what it computes on the file's
+// (backend::Backend::use_f32_activations): the engine then computes what it computes on the file's
 // dequantized f32 twin, up to summation order. For comparisons only; slow.
 void use_f32_activations(Engine& e);
 

@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "cpu/backend.h"
 #include "session/session_impl.h"
 
 namespace ds4 {
@@ -17,13 +18,20 @@ std::unique_ptr<Engine> Engine::open(const std::string& gguf_path, const EngineO
 EngineImpl::EngineImpl(const std::string& path, const EngineOptions& opt) : opt_(opt) {
   if (opt.prefill_chunk <= 0) fail(Error::Kind::InvalidArgument, "prefill_chunk must be positive");
   if (opt.threads < 0) fail(Error::Kind::InvalidArgument, "threads must be >= 0");
+  if (opt.rewind_tokens < 0 || opt.rewind_tokens > 4096)
+    fail(Error::Kind::InvalidArgument, "rewind_tokens must be in 0..4096");
   weights_ = model::Weights::load(path, opt.mtp_path);
   const ModelConfig& c = weights_->config;
   if (weights_->has_mtp && c.compress_ratios[c.n_layers] != 0)
     fail(Error::Kind::BadModel, path + ": MTP blocks with a compressor (ratio " +
                                     std::to_string(c.compress_ratios[c.n_layers]) + ") are not supported");
-  pool_ = std::make_unique<cpu::ThreadPool>(cpu::PoolOptions{opt.threads, opt.pin_threads});
-  forward_ = std::make_unique<model::Forward>(*weights_, *pool_, opt.qat_simulation);
+  switch (opt.backend) {
+    case Backend::Cpu:
+      backend_ = cpu::make_backend(*weights_, opt);
+      break;
+    default:
+      fail(Error::Kind::InvalidArgument, "unknown backend");
+  }
   const gguf::File& f = *weights_->file;
   if (f.has("tokenizer.ggml.tokens")) {
     try {
@@ -50,7 +58,8 @@ uint64_t EngineImpl::session_memory_bytes(int ctx) const {
   const ModelConfig& c = weights_->config;
   const uint64_t f = sizeof(float);
   uint64_t total = 0;
-  const uint64_t ring = static_cast<uint64_t>(ring_cap(c, ctx)) * c.head_dim * f;
+  const uint64_t ring = static_cast<uint64_t>(ring_cap(ctx)) * c.head_dim * f;
+  const uint64_t R = static_cast<uint64_t>(opt_.rewind_tokens);
   for (int il = 0; il < c.n_layers; ++il) {
     const int r = c.compress_ratios[il];
     total += ring;
@@ -58,15 +67,17 @@ uint64_t EngineImpl::session_memory_bytes(int ctx) const {
       const uint64_t cc = r == 4 ? 2 : 1;
       total += static_cast<uint64_t>(ctx / r + 2) * c.head_dim * f;  // compressed rows
       total += 2 * (cc * r) * (cc * c.head_dim) * f;                  // kv + score state
+      total += R * 2 * (r == 4 ? 5 : 1) * (cc * c.head_dim) * f;     // undo log
       if (r == 4) {
         total += static_cast<uint64_t>(ctx / 4 + 2) * c.index_head_dim * f;
         total += 2 * 8ull * (2ull * c.index_head_dim) * f;
+        total += R * 2 * 5 * (2ull * c.index_head_dim) * f;
       }
     }
   }
   if (weights_->has_mtp) total += ring;
   // Logits + hidden history kept for cheap rewinds.
-  total += (kRewindSlack + 1) * (static_cast<uint64_t>(c.vocab) + static_cast<uint64_t>(c.hc) * c.dim) * f;
+  total += (R + 1) * (static_cast<uint64_t>(c.vocab) + static_cast<uint64_t>(c.hc) * c.dim) * f;
   return total;
 }
 
@@ -113,13 +124,104 @@ std::unique_ptr<Session> EngineImpl::new_session(int ctx) {
 
 // ---------------------------------------------------------------------------------------
 
+namespace {
+inline double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void EngineImpl::run(std::span<const Item> items, const std::function<void(int, const float*)>& on_output) {
+  const ModelConfig& c = weights_->config;
+  const size_t hcD = static_cast<size_t>(c.hc) * c.dim;
+  const int n = static_cast<int>(items.size());
+  if (n == 0) return;
+  std::lock_guard<std::mutex> lk(run_mu_);
+  // Per session: how many entries it has in this batch (to find its last R + 1).
+  std::unordered_map<SessionImpl*, std::pair<int, int>> count;  // session -> (total, seen)
+  for (const Item& it : items) ++count[it.session].first;
+  entries_.resize(n);
+  out_row_.assign(n, -1);
+  int n_out = 0;
+  for (int i = 0; i < n; ++i) {
+    const Item& it = items[i];
+    auto& [total, seen] = count[it.session];
+    const bool out = it.want || seen >= total - (opt_.rewind_tokens + 1);
+    entries_[i] = backend::Entry{&it.session->sequence(), it.token, it.session->n_tokens() + seen, out};
+    ++seen;
+    if (out) out_row_[i] = n_out++;
+  }
+  out_logits_.resize(static_cast<size_t>(n_out) * c.vocab);
+  out_hidden_.resize(static_cast<size_t>(n_out) * hcD);
+  std::vector<double> layer_s(c.n_layers, 0.0);
+  double embed_s = 0, head_s = 0;
+  backend::Batch b;
+  b.entries = entries_.data();
+  b.n = n;
+  b.logits = out_logits_.data();
+  b.hidden = out_hidden_.data();
+  b.embed_s = &embed_s;
+  b.layer_s = layer_s.data();
+  b.head_s = &head_s;
+  const double t0 = seconds_now();
+  backend_->eval(b);
+  const double total_s = seconds_now() - t0;
+  for (int i = 0; i < n; ++i) {
+    const int o = out_row_[i];
+    const float* lg = o >= 0 ? out_logits_.data() + static_cast<size_t>(o) * c.vocab : nullptr;
+    items[i].session->append(items[i].token, lg, o >= 0 ? out_hidden_.data() + o * hcD : nullptr);
+    if (lg && on_output) on_output(i, lg);
+  }
+  for (auto& [s, cnt] : count) {
+    EvalStats::Phase& ph = cnt.first == 1 ? s->mutable_stats().decode : s->mutable_stats().prefill;
+    ++ph.passes;
+    ph.tokens += cnt.first;
+    ph.total_s += total_s;
+    ph.embed_s += embed_s;
+    ph.head_s += head_s;
+    for (int il = 0; il < c.n_layers; ++il) ph.layer_s[il] += layer_s[il];
+  }
+}
+
+void EngineImpl::eval_batch(std::span<const BatchEntry> entries, BatchResult* out) {
+  std::vector<Item> items;
+  items.reserve(entries.size());
+  std::unordered_map<SessionImpl*, int> next;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const BatchEntry& e = entries[i];
+    auto* s = dynamic_cast<SessionImpl*>(e.session);
+    if (!s || &s->engine() != this)
+      fail(Error::Kind::InvalidArgument, "batch entry " + std::to_string(i) + ": not a session of this engine");
+    s->check_token(e.token);
+    auto it = next.try_emplace(s, s->n_tokens()).first;
+    if (e.pos != it->second)
+      fail(Error::Kind::InvalidArgument, "batch entry " + std::to_string(i) + ": position " + std::to_string(e.pos) +
+                                             " is not the session's next position " + std::to_string(it->second));
+    if (e.pos >= s->context_size())
+      fail(Error::Kind::ContextOverflow, "batch entry " + std::to_string(i) + ": context of " +
+                                             std::to_string(s->context_size()) + " tokens is full");
+    ++it->second;
+    items.push_back(Item{s, e.token, e.logits});
+  }
+  int rows = 0;
+  for (const BatchEntry& e : entries) rows += e.logits;
+  if (out) {
+    out->rows = rows;
+    out->n_vocab = config().vocab;
+    out->logits.resize(static_cast<size_t>(rows) * config().vocab);
+  }
+  std::vector<int> row_of(entries.size(), -1);
+  for (size_t i = 0, r = 0; i < entries.size(); ++i)
+    if (entries[i].logits) row_of[i] = static_cast<int>(r++);
+  run(items, [&](int i, const float* lg) {
+    if (out && row_of[i] >= 0) std::copy_n(lg, config().vocab, out->logits.begin() + static_cast<size_t>(row_of[i]) * config().vocab);
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+
 SessionImpl::SessionImpl(EngineImpl& engine, int ctx) : Session(ctx), engine_(engine) {
   chunk_ = engine.options().prefill_chunk;
-  const auto& w = engine_.weights();
-  layers_.resize(w.layers.size());
-  const int cap = EngineImpl::ring_cap(w.config, ctx);
-  for (size_t il = 0; il < layers_.size(); ++il) engine_.forward().init_state(w.layers[il], layers_[il], cap);
-  if (w.has_mtp) engine_.forward().init_state(w.mtp.block, mtp_state_, cap);
+  seq_ = engine_.backend().new_sequence(engine_.ring_cap(ctx), engine_.rewind_tokens());
   reset_stats();
 }
 
@@ -131,21 +233,21 @@ void SessionImpl::check_token(int32_t t) const {
 }
 
 void SessionImpl::reset() {
-  for (auto& L : layers_) {
-    L.raw.reset();
-    L.comp.reset();
-    L.icomp.reset();
-  }
+  model::SequenceState& st = seq_->host();
+  for (auto& L : st.layers) L.reset();
+  if (st.mtp.raw.cap) st.mtp.raw.reset();
+  seq_->push();
   tokens_.clear();
   logits_.clear();
   hidden_.clear();
   history_.clear();
-  mtp_reset();
+  mtp_logits_.clear();
+  mtp_hidden_.clear();
 }
 
 std::pair<std::vector<float>, std::vector<float>>& SessionImpl::push_history() {
-  // A ring of kRewindSlack + 1 entries whose buffers are reused, so decode allocates nothing.
-  if (history_.size() < static_cast<size_t>(kRewindSlack + 1)) {
+  // A ring of rewind_tokens + 1 entries whose buffers are reused, so decode allocates nothing.
+  if (history_.size() < static_cast<size_t>(engine_.rewind_tokens() + 1)) {
     history_.emplace_back();
   } else {
     std::rotate(history_.begin(), history_.begin() + 1, history_.end());
@@ -153,74 +255,42 @@ std::pair<std::vector<float>, std::vector<float>>& SessionImpl::push_history() {
   return history_.back();
 }
 
+void SessionImpl::append(int32_t token, const float* logits, const float* hidden) {
+  const ModelConfig& c = engine_.config();
+  const size_t hcD = static_cast<size_t>(c.hc) * c.dim;
+  tokens_.push_back(token);
+  auto& slot = push_history();
+  if (logits) {
+    slot.first.assign(logits, logits + c.vocab);
+    slot.second.assign(hidden, hidden + hcD);
+    logits_ = slot.first;
+    hidden_ = slot.second;
+  } else {
+    slot.first.clear();  // not computed: no cheap rewind to this position
+    slot.second.clear();
+    logits_.clear();
+    hidden_.clear();
+  }
+}
+
 void SessionImpl::reset_stats() {
-  const size_t n_layers = layers_.size();
+  const size_t n_layers = engine_.config().n_layers;
   stats_ = EvalStats{};
   stats_.decode.layer_s.assign(n_layers, 0.0);
   stats_.prefill.layer_s.assign(n_layers, 0.0);
 }
 
-namespace {
-inline double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
-
 void SessionImpl::prefill(const int32_t* toks, int n, const SyncOptions& opt, int chunk) {
-  const auto& w = engine_.weights();
-  const auto& fw = engine_.forward();
-  const ModelConfig& c = w.config;
-  const size_t hcD = static_cast<size_t>(c.hc) * c.dim;
-  std::lock_guard<std::mutex> lk(engine_.eval_mutex());
-  std::vector<float>& X = X_;
-  std::vector<float>& all_logits = chunk_logits_;
+  std::vector<EngineImpl::Item> items;
   for (int done = 0; done < n;) {
     if (cancelled()) fail(Error::Kind::Cancelled, "evaluation cancelled");
     const int m = std::min(chunk, n - done);
-    const int64_t pos0 = static_cast<int64_t>(tokens_.size());
-    EvalStats::Phase& ph = m == 1 ? stats_.decode : stats_.prefill;
-    const double t_start = seconds_now();
-    X.resize(static_cast<size_t>(m) * hcD);
-    fw.embed(toks + done, m, X.data());
-    double t_prev = seconds_now();
-    ph.embed_s += t_prev - t_start;
-    for (size_t il = 0; il < layers_.size(); ++il) {
-      fw.block(w.layers[il], layers_[il], X.data(), toks + done, m, pos0);
-      const double t = seconds_now();
-      ph.layer_s[il] += t - t_prev;
-      t_prev = t;
-    }
-    // The last token's logits are the result; a few before it are kept so that a short
-    // rewind (kRewindSlack) needs no re-evaluation. on_logits wants every position.
-    const int first = opt.on_logits ? 0 : std::max(0, m - (kRewindSlack + 1));
-    const int rows = m - first;
-    all_logits.resize(static_cast<size_t>(rows) * c.vocab);
-    fw.head(w.head, X.data() + first * hcD, rows, all_logits.data());
-    {
-      const double t = seconds_now();
-      ph.head_s += t - t_prev;
-      ph.total_s += t - t_start;
-      ++ph.passes;
-      ph.tokens += m;
-    }
-    const int keep_from = std::max(0, m - (kRewindSlack + 1));
-    for (int t = 0; t < m; ++t) {
-      tokens_.push_back(toks[done + t]);
-      if (opt.on_logits) opt.on_logits(static_cast<int>(pos0 + t), all_logits.data() + static_cast<size_t>(t - first) * c.vocab);
-      if (t >= keep_from) {
-        auto& slot = push_history();
-        if (t >= first) {
-          slot.first.assign(all_logits.begin() + static_cast<size_t>(t - first) * c.vocab,
-                            all_logits.begin() + static_cast<size_t>(t - first + 1) * c.vocab);
-          slot.second.assign(X.begin() + t * hcD, X.begin() + (t + 1) * hcD);
-        } else {
-          slot.first.clear();  // logits not computed for this position: no cheap rewind to it
-          slot.second.clear();
-        }
-      }
-    }
-    logits_.assign(all_logits.end() - c.vocab, all_logits.end());
-    hidden_.assign(X.end() - hcD, X.end());
+    const int pos0 = n_tokens();
+    items.clear();
+    for (int t = 0; t < m; ++t) items.push_back(EngineImpl::Item{this, toks[done + t], bool(opt.on_logits)});
+    engine_.run(items, [&](int i, const float* lg) {
+      if (opt.on_logits) opt.on_logits(pos0 + i, lg);
+    });
     done += m;
     if (opt.progress) opt.progress(done, n);
   }
@@ -257,7 +327,8 @@ void SessionImpl::eval(int32_t token) {
   check_token(token);
   if (n_tokens() >= ctx_)
     fail(Error::Kind::ContextOverflow, "context of " + std::to_string(ctx_) + " tokens is full");
-  prefill(&token, 1, SyncOptions{}, 1);
+  const EngineImpl::Item item{this, token, false};
+  engine_.run(std::span<const EngineImpl::Item>(&item, 1), {});
 }
 
 bool SessionImpl::can_rewind_cheaply(int pos) const {
@@ -267,13 +338,12 @@ bool SessionImpl::can_rewind_cheaply(int pos) const {
   // Logits for position pos-1 must still be in the history.
   const int back = n - pos;  // history_.back() is position n-1
   if (back >= static_cast<int>(history_.size()) || history_[history_.size() - 1 - back].first.empty()) return false;
-  const ModelConfig& c = engine_.config();
-  for (const auto& L : layers_) {
-    const int r = L.comp.ratio;
-    if (r != 0 && n / r != pos / r) return false;  // a compressed row was completed since pos
-  }
+  const model::SequenceState& st = seq_->host();
+  for (const auto& L : st.layers)
+    if (!L.can_truncate(n, pos)) return false;
   // The raw rows pos needs (its window) must not have been overwritten.
-  const auto& raw = layers_[0].raw;
+  const ModelConfig& c = engine_.config();
+  const auto& raw = st.layers[0].raw;
   for (int64_t x = std::max<int64_t>(0, pos - c.window); x < pos; ++x)
     if (!raw.find(x)) return false;
   return true;
@@ -282,25 +352,21 @@ bool SessionImpl::can_rewind_cheaply(int pos) const {
 void SessionImpl::truncate(int pos) {
   const int n = n_tokens();
   if (pos == n) return;
+  ++stats_.rewinds_cheap;
   if (pos == 0) {
     reset();
     return;
   }
-  for (auto& L : layers_) {
-    L.raw.drop_from(pos);
-    for (auto* cs : {&L.comp, &L.icomp}) {
-      if (cs->ratio == 0) continue;
-      cs->n_rows = pos / cs->ratio;
-      cs->rows.resize(static_cast<size_t>(cs->n_rows) * cs->d);
-    }
-  }
+  model::SequenceState& st = seq_->host();
+  for (auto& L : st.layers) L.truncate(n, pos);
+  st.mtp.raw.drop_from(pos);
+  seq_->push();
   const int back = n - pos;
   auto& h = history_[history_.size() - 1 - back];
   logits_ = h.first;
   hidden_ = h.second;
   history_.resize(history_.size() - back);
   tokens_.resize(pos);
-  mtp_state_.raw.drop_from(pos);
 }
 
 void SessionImpl::rewind(int pos) {
@@ -315,13 +381,19 @@ void SessionImpl::rewind(int pos) {
   // Re-evaluate the kept prefix from a fresh state.
   std::vector<int32_t> keep(tokens_.begin(), tokens_.begin() + pos);
   reset();
+  ++stats_.rewinds_reevaluated;
+  stats_.tokens_reevaluated += pos;
   if (!keep.empty()) prefill(keep.data(), static_cast<int>(keep.size()), SyncOptions{}, chunk_);
 }
 
 bool SessionImpl::has_mtp() const { return engine_.has_mtp(); }
 
 void SessionImpl::mtp_reset() {
-  if (mtp_state_.raw.cap) mtp_state_.raw.reset();
+  model::SequenceState& st = seq_->host();
+  if (st.mtp.raw.cap) {
+    st.mtp.raw.reset();
+    seq_->push();
+  }
   mtp_logits_.clear();
   mtp_hidden_.clear();
 }
@@ -331,17 +403,10 @@ const std::vector<float>& SessionImpl::mtp_eval(const float* hin, int32_t token,
   check_token(token);
   if (pos < 0 || pos >= ctx_) fail(Error::Kind::InvalidArgument, "MTP position " + std::to_string(pos) + " out of range");
   if (!hin) fail(Error::Kind::InvalidArgument, "MTP input state is null");
-  const auto& w = engine_.weights();
-  const auto& fw = engine_.forward();
-  const ModelConfig& c = w.config;
-  std::lock_guard<std::mutex> lk(engine_.eval_mutex());
-  mtp_state_.raw.drop_from(pos);
-  std::vector<float> X(static_cast<size_t>(c.hc) * c.dim);
-  fw.mtp_input(w.mtp, hin, token, X.data());
-  fw.block(w.mtp.block, mtp_state_, X.data(), &token, 1, pos);
-  mtp_hidden_ = X;
+  const ModelConfig& c = engine_.config();
+  mtp_hidden_.resize(static_cast<size_t>(c.hc) * c.dim);
   mtp_logits_.resize(c.vocab);
-  fw.head(w.mtp.head, X.data(), 1, mtp_logits_.data());
+  engine_.backend().mtp_eval(*seq_, hin, token, pos, mtp_logits_.data(), mtp_hidden_.data());
   return mtp_logits_;
 }
 

@@ -1,21 +1,19 @@
-// Engine and Session implementation behind include/ds4/engine.h (CPU backend).
+// Engine and Session implementation behind include/ds4/engine.h: backend-neutral; the math
+// runs on a backend::Backend (src/backend/backend.h).
 #pragma once
 
 #include <memory>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 
-#include "cpu/thread_pool.h"
+#include "backend/backend.h"
 #include "ds4/engine.h"
-#include "model/forward.h"
 #include "model/weights.h"
 
 namespace ds4 {
 
 class EngineImpl;
-
-// Positions a cheap rewind can go back (raw ring slack and logits history).
-inline constexpr int kRewindSlack = 8;
 
 class SessionImpl final : public Session {
  public:
@@ -46,9 +44,15 @@ class SessionImpl final : public Session {
   const EvalStats& stats() const override { return stats_; }
   void reset_stats() override;
 
-  // Test hooks (not part of the public API).
-  std::vector<model::LayerState>& layer_states() { return layers_; }
+  // For the engine's batch runner and test hooks (not part of the public API).
+  EngineImpl& engine() const { return engine_; }
+  backend::Sequence& sequence() { return *seq_; }
+  std::vector<model::LayerState>& layer_states() { return seq_->host().layers; }
   int prefill_chunk() const { return chunk_; }
+  void check_token(int32_t t) const;
+  // Appends an evaluated entry: token, and its logits/hidden (null: not computed).
+  void append(int32_t token, const float* logits, const float* hidden);
+  EvalStats& mutable_stats() { return stats_; }
 
  public:
   struct Sink;    // snapshot output
@@ -57,22 +61,20 @@ class SessionImpl final : public Session {
  private:
   void write_snapshot(Sink& out) const;
   void read_snapshot(Source& in);
-  void check_token(int32_t t) const;
   void prefill(const int32_t* toks, int n, const SyncOptions& opt, int chunk);
   void truncate(int pos);
   std::pair<std::vector<float>, std::vector<float>>& push_history();
 
   EngineImpl& engine_;
   int chunk_;
-  std::vector<model::LayerState> layers_;
+  std::unique_ptr<backend::Sequence> seq_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_, hidden_;
-  // Logits/hidden of the last positions, so a cheap rewind can restore them.
+  // Logits/hidden of the last rewind_tokens + 1 positions, so a cheap rewind can restore
+  // them (empty where they were not computed).
   std::vector<std::pair<std::vector<float>, std::vector<float>>> history_;
-  model::LayerState mtp_state_;
   std::vector<float> mtp_logits_, mtp_hidden_;
   EvalStats stats_;
-  std::vector<float> X_, chunk_logits_;  // evaluation buffers, kept between calls
 };
 
 class EngineImpl final : public Engine {
@@ -88,24 +90,38 @@ class EngineImpl final : public Engine {
   uint64_t session_memory_bytes(int ctx) const override;
   std::unique_ptr<Session> new_session(int ctx) override;
   uint64_t decode_read_bytes(int layer, int64_t pos) const override;
-  uint64_t scratch_bytes() const override { return forward_->scratch_bytes(); }
-  int threads() const override { return pool_->size(); }
-  bool threads_pinned() const override { return pool_->pinned(); }
+  uint64_t scratch_bytes() const override { return backend_->scratch_bytes(); }
+  int threads() const override { return backend_->threads(); }
+  bool threads_pinned() const override { return backend_->threads_pinned(); }
+  void eval_batch(std::span<const BatchEntry> entries, BatchResult* out) override;
 
   const model::Weights& weights() const { return *weights_; }
-  const model::Forward& forward() const { return *forward_; }
-  cpu::ThreadPool& pool() { return *pool_; }
-  std::mutex& eval_mutex() { return eval_mu_; }
-  static int ring_cap(const ModelConfig& c, int ctx) { return std::min(ctx, c.window) + kRewindSlack; }
+  backend::Backend& backend() { return *backend_; }
+  int rewind_tokens() const { return opt_.rewind_tokens; }
+  int ring_cap(int ctx) const { return std::min(ctx, weights_->config.window) + opt_.rewind_tokens; }
+
+  // One backend pass over entries of validated sessions (positions follow each session's
+  // prefix); outputs (logits + hidden) for entries where want[i] or among the last
+  // rewind_tokens + 1 of their session; on_output(i, logits) for each computed entry.
+  struct Item {
+    SessionImpl* session;
+    int32_t token;
+    bool want;
+  };
+  void run(std::span<const Item> items, const std::function<void(int, const float*)>& on_output);
 
  private:
   EngineOptions opt_;
   std::unique_ptr<model::Weights> weights_;
-  std::unique_ptr<cpu::ThreadPool> pool_;
-  std::unique_ptr<model::Forward> forward_;
+  std::unique_ptr<backend::Backend> backend_;
   std::vector<std::string> vocab_;
   std::unordered_map<std::string, int32_t> vocab_index_;
-  std::mutex eval_mu_;
+  // Held for a whole pass: the backend runs one batch at a time, and the pass's entry and
+  // output buffers are reused. Sessions are made, saved and destroyed without it.
+  std::mutex run_mu_;
+  std::vector<backend::Entry> entries_;
+  std::vector<float> out_logits_, out_hidden_;
+  std::vector<int> out_row_;
 };
 
 }  // namespace ds4

@@ -74,9 +74,11 @@ void SessionImpl::write_snapshot(Sink& out) const {
     std::vector<float> zeros(c.vocab, 0.f);
     out.f32s(zeros.data(), zeros.size());
   }
-  for (const auto& L : layers_) out.u32(static_cast<uint32_t>(L.comp.ratio ? L.comp.n_rows : 0));
-  for (const auto& L : layers_) out.u32(static_cast<uint32_t>(L.icomp.ratio ? L.icomp.n_rows : 0));
-  for (const auto& L : layers_) {
+  seq_->pull();
+  const std::vector<model::LayerState>& layers = seq_->host().layers;
+  for (const auto& L : layers) out.u32(static_cast<uint32_t>(L.comp.ratio ? L.comp.n_rows : 0));
+  for (const auto& L : layers) out.u32(static_cast<uint32_t>(L.icomp.ratio ? L.icomp.n_rows : 0));
+  for (const auto& L : layers) {
     for (uint32_t i = 0; i < raw_live; ++i) {
       const float* row = L.raw.find(static_cast<int64_t>(n) - raw_live + i);
       if (!row) bad("internal error: raw row missing");
@@ -126,7 +128,7 @@ void SessionImpl::read_snapshot(Source& in) {
   for (auto& v : nidx) v = in.u32();
   // Row counts follow from n_tokens; anything else would desynchronise attention.
   for (int il = 0; il < c.n_layers; ++il) {
-    const int r = layers_[il].comp.ratio;
+    const int r = engine_.weights().layers[il].ratio;
     const uint32_t want = r ? n / r : 0;
     if (ncomp[il] != want) bad("layer " + std::to_string(il) + " compressed row count " + std::to_string(ncomp[il]) +
                                " != " + std::to_string(want));
@@ -134,13 +136,13 @@ void SessionImpl::read_snapshot(Source& in) {
     if (nidx[il] != want_i) bad("layer " + std::to_string(il) + " indexer row count mismatch");
   }
   // Read into fresh states, then swap in: a failed load leaves the session untouched.
-  std::vector<model::LayerState> fresh(layers_.size());
+  std::vector<model::LayerState> fresh(c.n_layers);
   const auto& w = engine_.weights();
-  const int cap = EngineImpl::ring_cap(c, ctx_);
+  const int cap = engine_.ring_cap(ctx_);
   std::vector<float> row(c.head_dim);
   for (int il = 0; il < c.n_layers; ++il) {
     model::LayerState& L = fresh[il];
-    engine_.forward().init_state(w.layers[il], L, cap);
+    L.init(w.layers[il].ratio, c.head_dim, c.index_head_dim, cap, engine_.rewind_tokens());
     for (uint32_t i = 0; i < raw_live; ++i) {
       in.f32s(row.data(), row.size());
       L.raw.put(static_cast<int64_t>(n) - raw_live + i, row.data());
@@ -161,7 +163,8 @@ void SessionImpl::read_snapshot(Source& in) {
     }
   }
   if (!in.at_end()) bad("trailing bytes after the payload");
-  layers_ = std::move(fresh);
+  seq_->host().layers = std::move(fresh);
+  seq_->push();
   tokens_ = std::move(toks);
   logits_ = n ? std::move(logits) : std::vector<float>{};
   hidden_.clear();  // not part of the payload

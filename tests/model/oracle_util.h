@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -109,17 +110,28 @@ inline std::string describe(const RowStats& s) {
   return buf;
 }
 
-// One engine per (file, qat) for the whole test binary: opening is cheap, but sharing keeps
-// the thread pool count bounded.
-inline Engine& engine_for(const std::string& path, bool qat) {
-  static std::map<std::pair<std::string, bool>, std::unique_ptr<Engine>> cache;
-  auto key = std::make_pair(path, qat);
+// The backends the oracle suite runs on (docs/backend.md: a new backend adds itself here).
+inline std::vector<Backend> test_backends() { return {Backend::Cpu}; }
+inline std::string backend_name(Backend b) {
+  switch (b) {
+    case Backend::Cpu:
+      return "cpu";
+  }
+  return "unknown";
+}
+
+// One engine per (file, qat, backend) for the whole test binary: opening is cheap, but
+// sharing keeps the thread pool count bounded.
+inline Engine& engine_for(const std::string& path, bool qat, Backend backend = Backend::Cpu) {
+  static std::map<std::tuple<std::string, bool, Backend>, std::unique_ptr<Engine>> cache;
+  auto key = std::make_tuple(path, qat, backend);
   auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
   EngineOptions o;
   o.threads = 2;
   o.qat_simulation = qat;
   o.prefill_chunk = 64;
+  o.backend = backend;
   auto e = Engine::open(path, o);
   auto& ref = *e;
   cache.emplace(key, std::move(e));

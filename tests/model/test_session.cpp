@@ -188,18 +188,10 @@ TEST_P(SessionTest, RewindMatchesFresh) {
   const int n = o_->n();
   auto s = e.new_session(n + 8);
   s->sync(prefix(n));
-  const ModelConfig& c = e.config();
-  // The documented rule: at most 8 positions back, and no compressed row completed by
-  // the dropped tokens (n / r == pos / r for every compressing layer).
-  auto rule = [&](int pos) {
-    if (pos == n || pos == 0) return true;
-    if (n - pos > 8) return false;
-    for (int il = 0; il < c.n_layers; ++il) {
-      const int r = c.compress_ratios[il];
-      if (r && n / r != pos / r) return false;
-    }
-    return true;
-  };
+  // The documented rule: at most rewind_tokens positions back (completed compressor rows
+  // do not matter), or to the start.
+  const int R = e.options().rewind_tokens;
+  auto rule = [&](int pos) { return pos == n || pos == 0 || n - pos <= R; };
   for (int pos = 0; pos <= n; ++pos) EXPECT_EQ(s->can_rewind_cheaply(pos), rule(pos)) << "pos " << pos;
   for (int pos : {n - 1, n - 3, n - 20, 2}) {
     s->rewind(pos);
@@ -292,10 +284,18 @@ TEST_P(SessionTest, MemoryEstimateFollowsSpecFormula) {
     std::printf("[%s] ctx %d: engine %llu bytes, spec formula %llu bytes\n", o_->name.c_str(), ctx,
                 static_cast<unsigned long long>(got), static_cast<unsigned long long>(spec));
     EXPECT_GE(got, spec);
-    // Extra: rewind slack rows per layer (+MTP ring) and logits/hidden history.
-    const uint64_t slack = 4ull * 8 * c.head_dim * (c.n_layers + 2) +
-                           4ull * 9 * (static_cast<uint64_t>(c.vocab) + static_cast<uint64_t>(c.hc) * c.dim) +
-                           4ull * std::min(ctx, c.window) * c.head_dim;
+    // Extra: rewind slack rows per layer (+MTP ring), logits/hidden history and the
+    // compressor undo logs (per step one state row, plus the 4 shifted rows at ratio 4).
+    const uint64_t R = e.options().rewind_tokens;
+    uint64_t undo = 0;
+    for (int il = 0; il < c.n_layers; ++il) {
+      const int r = c.compress_ratios[il];
+      if (r) undo += R * 2 * 4ull * (r == 4 ? 5 * 2 * c.head_dim : c.head_dim);
+      if (r == 4) undo += R * 2 * 4ull * 5 * 2 * c.index_head_dim;
+    }
+    const uint64_t slack = 4ull * R * c.head_dim * (c.n_layers + 2) +
+                           4ull * (R + 1) * (static_cast<uint64_t>(c.vocab) + static_cast<uint64_t>(c.hc) * c.dim) +
+                           4ull * std::min(ctx, c.window) * c.head_dim + undo;
     EXPECT_LE(got, spec + slack);
   }
 }

@@ -1,4 +1,4 @@
-#include "model/forward.h"
+#include "cpu/forward.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,25 +9,26 @@
 #include "cpu/attention.h"
 #include "quant/quant.h"
 
-namespace ds4::model {
+namespace ds4::cpu {
 
-using cpu::matmul;
+using namespace ds4::model;
 
-Forward::Forward(const Weights& w, cpu::ThreadPool& pool, bool qat_simulation)
-    : w_(w), cfg_(w.config), pool_(pool), qat_(qat_simulation) {
-  const ModelConfig& c = cfg_;
-  rope_dense_ = Rope::make(c.rope_dim, c.rope_base, false, 0, 1.f, 0.f, 0.f);
-  rope_compressed_ = Rope::make(c.rope_dim, c.compress_rope_base, c.yarn_orig_ctx > 0, c.yarn_orig_ctx,
-                                c.yarn_factor, c.yarn_beta_fast, c.yarn_beta_slow);
-}
+Ropes::Ropes(const ModelConfig& c)
+    : dense(Rope::make(c.rope_dim, c.rope_base, false, 0, 1.f, 0.f, 0.f)),
+      compressed(Rope::make(c.rope_dim, c.compress_rope_base, c.yarn_orig_ctx > 0, c.yarn_orig_ctx, c.yarn_factor,
+                            c.yarn_beta_fast, c.yarn_beta_slow)) {}
 
-void Forward::init_state(const LayerWeights& L, LayerState& S, int ring_cap) const {
-  S.raw.init(ring_cap, cfg_.head_dim);
-  S.comp.init(L.ratio, cfg_.head_dim);
-  S.icomp.init(L.ratio == 4 ? 4 : 0, cfg_.index_head_dim);
-}
+Forward::Forward(const Weights& w, ThreadPool& pool, const Ropes& ropes, Scratch& scratch, bool qat_simulation)
+    : w_(w),
+      cfg_(w.config),
+      pool_(pool),
+      rope_dense_(ropes.dense),
+      rope_compressed_(ropes.compressed),
+      scratch_(scratch),
+      arena_(scratch.arena),
+      qat_(qat_simulation) {}
 
-void Forward::embed(const int32_t* tokens, int n, float* X) const {
+void Forward::embed(const int32_t* tokens, int n, float* X) {
   const int D = cfg_.dim, hc = cfg_.hc;
   for (int t = 0; t < n; ++t) {
     float* x = X + static_cast<size_t>(t) * hc * D;
@@ -37,9 +38,9 @@ void Forward::embed(const int32_t* tokens, int n, float* X) const {
 }
 
 void Forward::hc_pre(const MatView& fn, const float* scale, const float* base, const float* X,
-                     int n, float* u, float* post, float* comb) const {
+                     int n, float* u, float* post, float* comb) {
   const int D = cfg_.dim, hc = cfg_.hc, hcD = hc * D, mix = (2 + hc) * hc;
-  cpu::Arena::Frame frame(arena_);
+  Arena::Frame frame(arena_);
   float* m = arena_.alloc<float>(static_cast<size_t>(n) * mix);
   matmul(pool_, arena_, fn, X, n, hcD, m, mix);
   // Per token: independent, so tokens run in parallel without changing any result.
@@ -62,7 +63,7 @@ void Forward::hc_pre(const MatView& fn, const float* scale, const float* base, c
   }, 4);
 }
 
-void Forward::hc_post(const float* y, float* X, int n, const float* post, const float* comb) const {
+void Forward::hc_post(const float* y, float* X, int n, const float* post, const float* comb) {
   const int D = cfg_.dim, hc = cfg_.hc;
   pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
     float out[64 * 8];  // hc (<= 64, config check) streams x a run of 8 dims
@@ -91,7 +92,8 @@ void Forward::hc_post(const float* y, float* X, int n, const float* post, const 
 }
 
 void Forward::compressor_step(const CompressorWeights& W, CompressorState& S, const float* kv,
-                              const float* gate, int64_t pos, bool indexer) const {
+                              const float* gate, int64_t pos, bool indexer) {
+  S.save_undo(pos);  // what this step overwrites, for a cheap rewind
   const int r = S.ratio, d = S.d, width = S.width;
   const int phase = static_cast<int>(pos % r);
   const int rho = (r == 4) ? 4 + phase : phase;
@@ -105,7 +107,7 @@ void Forward::compressor_step(const CompressorWeights& W, CompressorState& S, co
   if ((pos + 1) % r != 0) return;
 
   // Gated softmax pooling, independently per output feature.
-  cpu::Arena::Frame frame(arena_);
+  Arena::Frame frame(arena_);
   float* P = arena_.alloc<float>(d);
   const int cand = (r == 4) ? 8 : r;
   float* e = arena_.alloc<float>(cand);
@@ -150,30 +152,33 @@ void Forward::compressor_step(const CompressorWeights& W, CompressorState& S, co
   ++S.n_rows;
 }
 
-void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const float* a, int n,
-                                 int64_t pos0, float* y, BlockTrace* trace) const {
+void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, const float* a, float* y,
+                                 BlockTrace* trace) {
+  const int n = br.n;
   const ModelConfig& c = cfg_;
   const int D = c.dim, H = c.n_heads, Dh = c.head_dim, R = c.rope_dim, N = Dh - R;
   const int HD = H * Dh, QR = c.q_lora_rank;
   const Rope& rope = L.ratio ? rope_compressed_ : rope_dense_;
-  cpu::Arena::Frame frame(arena_);
+  Arena::Frame frame(arena_);
   auto buf = [&](size_t count) { return arena_.alloc<float>(count); };
   const size_t nz = static_cast<size_t>(n);
 
   // Every projection of the normed input `a` in one dispatch: Q LoRA down, KV, the
   // compressors and the indexer weights (their Q8_0 / f32 operands are prepared once).
   const int r = L.ratio;
-  const int cw = S.comp.width, iwid = S.icomp.width;
+  const LayerState& S0 = *br.states[0];
+  const int cw = S0.comp.width, iwid = S0.icomp.width;
   const int nI = c.index_heads, dI = c.index_head_dim;
-  // Indexer scoring is needed only once some token sees more rows than top-k.
-  const bool need_index = r == 4 && (pos0 + n) / 4 > c.index_topk;
+  // Indexer scoring is needed only once some row sees more compressed rows than top-k.
+  bool need_index = false;
+  for (int t = 0; t < n && r == 4; ++t) need_index |= (br.pos[t] + 1) / 4 > c.index_topk;
   float* qa = buf(nz * QR);
   float* kvraw = buf(nz * Dh);
   float *ckv = nullptr, *cg = nullptr, *ikv = nullptr, *ig = nullptr, *iq = nullptr, *iw = nullptr;
-  cpu::MatMul jobs[8];
+  MatMul jobs[8];
   int nj = 0;
   auto job = [&](const MatView& w, const float* x, int64_t x_stride, float* out, int64_t y_stride) {
-    jobs[nj++] = cpu::MatMul{w, x, x_stride, n, out, y_stride};
+    jobs[nj++] = MatMul{w, x, x_stride, n, out, y_stride};
   };
   job(L.q_a, a, D, qa, QR);
   job(L.kv, a, D, kvraw, Dh);
@@ -193,7 +198,7 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
       }
     }
   }
-  cpu::matmul_batch(pool_, arena_, jobs, nj);
+  matmul_batch(pool_, arena_, jobs, nj);
 
   // Q: LoRA up (and the indexer's queries from the same rank vector), per-head unweighted
   // norm, RoPE on the tail.
@@ -207,13 +212,13 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
     iq = buf(nz * nI * dI);
     job(L.idx_q_b, cq, QR, iq, static_cast<int64_t>(nI) * dI);
   }
-  cpu::matmul_batch(pool_, arena_, jobs, nj);
+  matmul_batch(pool_, arena_, jobs, nj);
   pool_.parallel_for(static_cast<int64_t>(n) * H, [&](int64_t b, int64_t e) {
     for (int64_t th = b; th < e; ++th) {
       const int64_t t = th / H;
       float* qh = q + th * Dh;
       rms_norm(qh, nullptr, qh, Dh, c.norm_eps);
-      rope.apply(qh + N, pos0 + t);
+      rope.apply(qh + N, br.pos[t]);
     }
   }, 64);
   // KV: one head, norm, RoPE, FP8 simulation on the nope dims.
@@ -221,21 +226,26 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
   for (int t = 0; t < n; ++t) {
     float* k = kv + static_cast<size_t>(t) * Dh;
     rms_norm(kvraw + static_cast<size_t>(t) * Dh, L.kv_norm.data(), k, Dh, c.norm_eps);
-    rope.apply(k + N, pos0 + t);
+    rope.apply(k + N, br.pos[t]);
     if (qat_) fp8_sim64(k, N);
   }
 
   float* o = buf(nz * HD);
-  // Visible rows: the raw window plus at most every compressed row this chunk can reach.
-  const int max_rows = S.raw.cap + (r ? static_cast<int>(S.comp.n_rows + n / r + 1) : 0);
+  // Visible rows: the raw window plus at most every compressed row this batch can reach.
+  int max_rows = 0;
+  for (int t = 0; t < n; ++t) {
+    const LayerState& St = *br.states[t];
+    max_rows = std::max(max_rows, St.raw.cap + (r ? static_cast<int>(St.comp.n_rows + n / r + 1) : 0));
+  }
   const float** rows = arena_.alloc<const float*>(max_rows);
   const int threads = pool_.size();
   float* scores = buf(static_cast<size_t>(threads) * max_rows);
   const cpu::AttendFn attend = cpu::attend_heads();
-  std::vector<const float*>& window = window_rows_;
+  std::vector<const float*>& window = scratch_.window_rows;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   for (int t = 0; t < n; ++t) {
-    const int64_t p = pos0 + t;
+    LayerState& S = *br.states[t];
+    const int64_t p = br.pos[t];
     S.raw.put(p, kv + static_cast<size_t>(t) * Dh);
     if (r != 0) {
       compressor_step(L.comp, S.comp, ckv + static_cast<size_t>(t) * cw, cg + static_cast<size_t>(t) * cw, p, false);
@@ -266,7 +276,8 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
       }
       const float wscale = 1.0f / std::sqrt(static_cast<float>(dI * nI));
       const float* wt = iw + static_cast<size_t>(t) * nI;
-      iscore_.assign(n_comp, 0.f);
+      std::vector<float>& iscore = scratch_.iscore;
+      iscore.assign(n_comp, 0.f);
       const quant::Kernels& k = quant::kernels();
       pool_.parallel_for(n_comp, [&](int64_t b, int64_t e) {
         for (int64_t row = b; row < e; ++row) {
@@ -276,13 +287,13 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
             float dot = k.dot_f32(qi + static_cast<size_t>(h) * dI, kr, dI);
             s += (wt[h] * wscale) * std::max(0.f, dot);
           }
-          iscore_[row] = s;
+          iscore[row] = s;
         }
       }, 64);
-      std::vector<int>& sel = sel_;
+      std::vector<int>& sel = scratch_.sel;
       sel.resize(n_comp);
       std::iota(sel.begin(), sel.end(), 0);
-      const std::vector<float>& isc = iscore_;
+      const std::vector<float>& isc = iscore;
       std::partial_sort(sel.begin(), sel.begin() + c.index_topk, sel.end(), [&](int x, int y2) {
         return isc[x] > isc[y2] || (isc[x] == isc[y2] && x < y2);
       });
@@ -315,22 +326,22 @@ void Forward::attention_sublayer(const LayerWeights& L, LayerState& S, const flo
   // Grouped low-rank output projection: the 8 group products in one dispatch.
   const int G = c.o_groups, OL = c.o_lora_rank, group_in = (H / G) * Dh;
   float* low = buf(nz * G * OL);
-  cpu::MatMul* gjobs = arena_.alloc<cpu::MatMul>(G);
+  MatMul* gjobs = arena_.alloc<MatMul>(G);
   for (int g = 0; g < G; ++g)
-    new (gjobs + g) cpu::MatMul{L.out_a.rows(static_cast<int64_t>(g) * OL, OL), o + static_cast<size_t>(g) * group_in, HD, n,
+    new (gjobs + g) MatMul{L.out_a.rows(static_cast<int64_t>(g) * OL, OL), o + static_cast<size_t>(g) * group_in, HD, n,
                            low + static_cast<size_t>(g) * OL, static_cast<int64_t>(G) * OL};
-  cpu::matmul_batch(pool_, arena_, gjobs, G);
+  matmul_batch(pool_, arena_, gjobs, G);
   matmul(pool_, arena_, L.out_b, low, n, static_cast<int64_t>(G) * OL, y, D);
 }
 
 static inline float silu(float x) { return x / (1.f + std::exp(-x)); }
 
 void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t* tokens, int n,
-                           float* y, BlockTrace* trace) const {
+                           float* y, BlockTrace* trace) {
   const ModelConfig& c = cfg_;
   const int D = c.dim, E = c.n_experts, K = c.n_experts_used, F = c.moe_inter_dim;
   const float lim = L.swiglu_limit;
-  cpu::Arena::Frame frame(arena_);
+  Arena::Frame frame(arena_);
   const size_t nz = static_cast<size_t>(n);
   float* logits = arena_.alloc<float>(nz * E);
   matmul(pool_, arena_, L.router, v, n, D, logits, E);
@@ -398,8 +409,8 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
 
   // Gate/up operands gathered per sorted slot. The quantized bytes of a token's vector are
   // the same whichever expert uses them, so each token is quantized once and copied.
-  const quant::ActType act = cpu::operand_type(L.gate_exps.expert(0));
-  const bool shared_act = cpu::operand_type(L.up_exps.expert(0)) == act;
+  const quant::ActType act = operand_type(L.gate_exps.expert(0));
+  const bool shared_act = operand_type(L.up_exps.expert(0)) == act;
   const size_t act_bytes = act == quant::ActType::F32 ? sizeof(float) * D : quant::activation_bytes(act, D);
   uint8_t* vq = nullptr;
   if (act != quant::ActType::F32) {
@@ -429,13 +440,13 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
   float* su = has_shared ? arena_.alloc<float>(nz * F) : nullptr;
   int n_used = 0;
   for (int e = 0; e < E; ++e) n_used += first[e + 1] > first[e];
-  cpu::MatMul* jobs = arena_.alloc<cpu::MatMul>(2 * n_used + 3);
+  MatMul* jobs = arena_.alloc<MatMul>(2 * n_used + 3);
   int nj = 0;
-  auto add = [&](const cpu::MatMul& j) { new (jobs + nj++) cpu::MatMul(j); };
+  auto add = [&](const MatMul& j) { new (jobs + nj++) MatMul(j); };
   for (int e = 0; e < E; ++e) {
     const int m = first[e + 1] - first[e];
     if (m == 0) continue;
-    cpu::MatMul g{L.gate_exps.expert(e), nullptr, D, m, gbuf + static_cast<size_t>(first[e]) * F, F};
+    MatMul g{L.gate_exps.expert(e), nullptr, D, m, gbuf + static_cast<size_t>(first[e]) * F, F};
     g.xq = xg + static_cast<size_t>(first[e]) * act_bytes;
     g.xq_stride = act_bytes;
     if (act == quant::ActType::F32) {
@@ -443,7 +454,7 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
       g.xq = nullptr;
     }
     add(g);
-    cpu::MatMul u = g;
+    MatMul u = g;
     u.w = L.up_exps.expert(e);
     u.y = ubuf + static_cast<size_t>(first[e]) * F;
     if (!shared_act) {
@@ -453,10 +464,10 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
     add(u);
   }
   if (has_shared) {
-    add(cpu::MatMul{L.sh_gate, v, D, n, sg, F});
-    add(cpu::MatMul{L.sh_up, v, D, n, su, F});
+    add(MatMul{L.sh_gate, v, D, n, sg, F});
+    add(MatMul{L.sh_up, v, D, n, su, F});
   }
-  cpu::matmul_batch(pool_, arena_, jobs, nj);
+  matmul_batch(pool_, arena_, jobs, nj);
 
   // SwiGLU (clamped), scaled by the routing weight for routed pairs.
   auto swiglu_rows = [&](float* g, const float* u, int64_t r0, int64_t r1, const int* pair_of_row) {
@@ -489,11 +500,11 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
   for (int e = 0; e < E; ++e) {
     const int m = first[e + 1] - first[e];
     if (m == 0) continue;
-    add(cpu::MatMul{L.down_exps.expert(e), gbuf + static_cast<size_t>(first[e]) * F, F, m,
+    add(MatMul{L.down_exps.expert(e), gbuf + static_cast<size_t>(first[e]) * F, F, m,
                     dbuf + static_cast<size_t>(first[e]) * D, D});
   }
-  if (has_shared) add(cpu::MatMul{L.sh_down, sg, F, n, shared, D});
-  cpu::matmul_batch(pool_, arena_, jobs, nj);
+  if (has_shared) add(MatMul{L.sh_down, sg, F, n, shared, D});
+  matmul_batch(pool_, arena_, jobs, nj);
 
   // Sum in slot order, then the shared expert, whatever the grouping above.
   pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
@@ -512,11 +523,11 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
   }, 4);
 }
 
-void Forward::block(const LayerWeights& L, LayerState& S, float* X, const int32_t* tokens, int n,
-                    int64_t pos0, BlockTrace* trace) const {
+void Forward::block(const LayerWeights& L, const BlockRows& rows, float* X, BlockTrace* trace) {
   const ModelConfig& c = cfg_;
+  const int n = rows.n;
   const int D = c.dim, hc = c.hc;
-  cpu::Arena::Frame frame(arena_);
+  Arena::Frame frame(arena_);
   const size_t nD = static_cast<size_t>(n) * D;
   float* u = arena_.alloc<float>(nD);
   float* a = arena_.alloc<float>(nD);
@@ -531,19 +542,19 @@ void Forward::block(const LayerWeights& L, LayerState& S, float* X, const int32_
 
   hc_pre(L.hc_attn_fn, L.hc_attn_scale.data(), L.hc_attn_base.data(), X, n, u, post, comb);
   norm_all(L.attn_norm);
-  attention_sublayer(L, S, a, n, pos0, y, trace);
+  attention_sublayer(L, rows, a, y, trace);
   hc_post(y, X, n, post, comb);
 
   hc_pre(L.hc_ffn_fn, L.hc_ffn_scale.data(), L.hc_ffn_base.data(), X, n, u, post, comb);
   norm_all(L.ffn_norm);
-  moe_sublayer(L, a, tokens, n, y, trace);
+  moe_sublayer(L, a, rows.tokens, n, y, trace);
   hc_post(y, X, n, post, comb);
 }
 
-void Forward::head(const HeadWeights& Hw, const float* X, int n, float* logits) const {
+void Forward::head(const HeadWeights& Hw, const float* X, int n, float* logits) {
   const ModelConfig& c = cfg_;
   const int D = c.dim, hc = c.hc, hcD = hc * D;
-  cpu::Arena::Frame frame(arena_);
+  Arena::Frame frame(arena_);
   float* m = arena_.alloc<float>(static_cast<size_t>(n) * hc);
   float* h = arena_.alloc<float>(static_cast<size_t>(n) * D);
   float* hn = arena_.alloc<float>(static_cast<size_t>(n) * D);
@@ -562,18 +573,13 @@ void Forward::head(const HeadWeights& Hw, const float* X, int n, float* logits) 
   matmul(pool_, arena_, w_.output, hn, n, D, logits, c.vocab);
 }
 
-size_t Forward::scratch_bytes() const {
-  return arena_.capacity_bytes() + window_rows_.capacity() * sizeof(const float*) +
-         iscore_.capacity() * sizeof(float) + sel_.capacity() * sizeof(int);
-}
-
-void Forward::mtp_input(const MtpWeights& M, const float* hin, int32_t token, float* X) const {
+void Forward::mtp_input(const MtpWeights& M, const float* hin, int32_t token, float* X) {
   const ModelConfig& c = cfg_;
   const int D = c.dim, hc = c.hc;
   std::vector<float> emb(D), e(D), E(D);
   quant::dequantize_row(w_.token_embd.type, w_.token_embd.row(token), emb.data(), D);
   rms_norm(emb.data(), M.enorm.data(), e.data(), D, c.norm_eps);
-  cpu::matvec(pool_, M.e_proj, e.data(), E.data());
+  matvec(pool_, M.e_proj, e.data(), E.data());
   std::vector<float> hn(static_cast<size_t>(hc) * D), hp(hn.size());
   for (int s = 0; s < hc; ++s)
     rms_norm(hin + static_cast<size_t>(s) * D, M.hnorm.data(), hn.data() + static_cast<size_t>(s) * D, D, c.norm_eps);
@@ -582,4 +588,4 @@ void Forward::mtp_input(const MtpWeights& M, const float* hin, int32_t token, fl
     for (int d = 0; d < D; ++d) X[static_cast<size_t>(s) * D + d] = E[d] + hp[static_cast<size_t>(s) * D + d];
 }
 
-}  // namespace ds4::model
+}  // namespace ds4::cpu

@@ -1,0 +1,168 @@
+#include "cpu/backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <vector>
+
+#include "cpu/forward.h"
+
+namespace ds4::cpu {
+
+namespace {
+
+inline double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The CPU evaluates directly on the host layout.
+class CpuSequence final : public backend::Sequence {
+ public:
+  model::SequenceState& host() override { return state_; }
+  model::SequenceState state_;
+};
+
+class CpuBackend final : public backend::Backend {
+ public:
+  CpuBackend(model::Weights& w, const EngineOptions& opt)
+      : w_(w),
+        pool_(PoolOptions{opt.threads, opt.pin_threads}),
+        ropes_(w.config),
+        qat_(opt.qat_simulation) {}
+
+  const char* name() const override { return "cpu"; }
+
+  std::unique_ptr<backend::Sequence> new_sequence(int ring_cap, int rewind_depth) override {
+    const ModelConfig& c = w_.config;
+    auto s = std::make_unique<CpuSequence>();
+    s->state_.layers.resize(w_.layers.size());
+    for (size_t il = 0; il < w_.layers.size(); ++il)
+      s->state_.layers[il].init(w_.layers[il].ratio, c.head_dim, c.index_head_dim, ring_cap, rewind_depth);
+    if (w_.has_mtp) s->state_.mtp.init(w_.mtp.block.ratio, c.head_dim, c.index_head_dim, ring_cap, rewind_depth);
+    return s;
+  }
+
+  void eval(const backend::Batch& b) override {
+    const ModelConfig& c = w_.config;
+    const size_t hcD = static_cast<size_t>(c.hc) * c.dim;
+    const int n = b.n;
+    if (n <= 0) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    Forward fw(w_, pool_, ropes_, scratch_, qat_);
+    const double t_start = seconds_now();
+    tokens_.resize(n);
+    pos_.resize(n);
+    states_.resize(n);
+    for (int t = 0; t < n; ++t) {
+      tokens_[t] = b.entries[t].token;
+      pos_[t] = b.entries[t].pos;
+    }
+    std::vector<float>& X = scratch_.X;
+    X.resize(n * hcD);
+    fw.embed(tokens_.data(), n, X.data());
+    double t_prev = seconds_now();
+    if (b.embed_s) *b.embed_s += t_prev - t_start;
+    for (size_t il = 0; il < w_.layers.size(); ++il) {
+      for (int t = 0; t < n; ++t) states_[t] = &b.entries[t].seq->host().layers[il];
+      fw.block(w_.layers[il], BlockRows{states_.data(), pos_.data(), tokens_.data(), n}, X.data());
+      const double now = seconds_now();
+      if (b.layer_s) b.layer_s[il] += now - t_prev;
+      t_prev = now;
+    }
+    // The head over the entries that want outputs, gathered into consecutive rows.
+    int n_out = 0;
+    for (int t = 0; t < n; ++t) n_out += b.entries[t].output;
+    if (n_out > 0 && (b.logits || b.hidden)) {
+      Arena::Frame frame(scratch_.arena);
+      float* H = scratch_.arena.alloc<float>(static_cast<size_t>(n_out) * hcD);
+      for (int t = 0, o = 0; t < n; ++t)
+        if (b.entries[t].output) std::copy_n(X.data() + t * hcD, hcD, H + static_cast<size_t>(o++) * hcD);
+      if (b.hidden) std::copy_n(H, static_cast<size_t>(n_out) * hcD, b.hidden);
+      if (b.logits) fw.head(w_.head, H, n_out, b.logits);
+    }
+    if (b.head_s) *b.head_s += seconds_now() - t_prev;
+    publish_scratch();
+  }
+
+  void mtp_eval(backend::Sequence& seq, const float* hin, int32_t token, int64_t pos, float* logits,
+                float* hidden) override {
+    const ModelConfig& c = w_.config;
+    std::lock_guard<std::mutex> lk(mu_);
+    Forward fw(w_, pool_, ropes_, scratch_, qat_);
+    model::LayerState& S = seq.host().mtp;
+    S.raw.drop_from(pos);
+    std::vector<float> X(static_cast<size_t>(c.hc) * c.dim);
+    fw.mtp_input(w_.mtp, hin, token, X.data());
+    model::LayerState* st = &S;
+    fw.block(w_.mtp.block, BlockRows{&st, &pos, &token, 1}, X.data());
+    if (hidden) std::copy(X.begin(), X.end(), hidden);
+    if (logits) fw.head(w_.mtp.head, X.data(), 1, logits);
+    publish_scratch();
+  }
+
+  uint64_t scratch_bytes() const override { return scratch_bytes_.load(std::memory_order_relaxed); }
+  int threads() const override { return pool_.size(); }
+  bool threads_pinned() const override { return pool_.pinned(); }
+
+  void embed(const int32_t* tokens, int n, float* X) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    Forward(w_, pool_, ropes_, scratch_, qat_).embed(tokens, n, X);
+  }
+
+  void block(int layer, backend::Sequence& seq, float* X, const int32_t* tokens, int n, int64_t pos0,
+             model::BlockTrace* trace) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    Forward fw(w_, pool_, ropes_, scratch_, qat_);
+    std::vector<model::LayerState*> st(n, &seq.host().layers.at(layer));
+    std::vector<int64_t> pos(n);
+    for (int t = 0; t < n; ++t) pos[t] = pos0 + t;
+    fw.block(w_.layers[layer], BlockRows{st.data(), pos.data(), tokens, n}, X, trace);
+    publish_scratch();
+  }
+
+  void head(const float* X, int n, float* logits) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    Forward(w_, pool_, ropes_, scratch_, qat_).head(w_.head, X, n, logits);
+    publish_scratch();
+  }
+
+  void use_f32_activations() override {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto layer = [](model::LayerWeights& L) {
+      for (model::MatView* m : {&L.hc_attn_fn, &L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.comp.kv, &L.comp.gate,
+                                &L.icomp.kv, &L.icomp.gate, &L.idx_q_b, &L.idx_proj, &L.hc_ffn_fn, &L.router,
+                                &L.sh_gate, &L.sh_up, &L.sh_down})
+        m->f32_activations = true;
+      for (model::ExpertsView* x : {&L.gate_exps, &L.up_exps, &L.down_exps}) x->f32_activations = true;
+    };
+    w_.head.hc_fn.f32_activations = w_.output.f32_activations = true;
+    for (auto& L : w_.layers) layer(L);
+    if (w_.has_mtp) {
+      layer(w_.mtp.block);
+      for (model::MatView* m : {&w_.mtp.e_proj, &w_.mtp.h_proj, &w_.mtp.head.hc_fn}) m->f32_activations = true;
+    }
+  }
+
+ private:
+  void publish_scratch() { scratch_bytes_.store(scratch_.bytes(), std::memory_order_relaxed); }
+
+  model::Weights& w_;
+  ThreadPool pool_;
+  Ropes ropes_;
+  bool qat_;
+  std::mutex mu_;  // one evaluation at a time; guards everything below
+  Scratch scratch_;
+  std::vector<int32_t> tokens_;
+  std::vector<int64_t> pos_;
+  std::vector<model::LayerState*> states_;
+  std::atomic<uint64_t> scratch_bytes_{0};
+};
+
+}  // namespace
+
+std::unique_ptr<backend::Backend> make_backend(model::Weights& weights, const EngineOptions& opt) {
+  return std::make_unique<CpuBackend>(weights, opt);
+}
+
+}  // namespace ds4::cpu
