@@ -336,8 +336,12 @@ def test_corrupt_files_rejected():
     d = fresh_dir("corrupt")
     msgs = [{"role": "system", "content": system_text(3)},
             {"role": "user", "content": "Tell me a fact."}]
+    # An answer longer than the engine's cheap-rewind reach (EngineOptions::rewind_tokens,
+    # 16): the live state cannot be rolled back to the prompt for free, so each retry
+    # consults the disk file instead of reusing the live state.
+    answer = "Water is wet, and it stays wet because its molecules cling to almost every surface they meet."
     s = Server(d)
-    s.chat(request(msgs, "Water is wet."))
+    s.chat(request(msgs, answer))
     cold = [f for f in os.listdir(d) if read_kv(os.path.join(d, f))["reason"] == 1]
     check(len(cold) == 1, "one cold file")
     path = os.path.join(d, cold[0])
@@ -354,7 +358,7 @@ def test_corrupt_files_rejected():
         with open(path, "wb") as f:
             f.write(data)
         before = len(s.lines)
-        r = s.chat(request(msgs, "Water is wet."))
+        r = s.chat(request(msgs, answer))
         new_log = "\n".join(s.lines[before:])
         check(r["usage"]["prompt_tokens_details"]["cached_tokens"] == 0,
               "%s: not loaded\n%s" % (what, new_log))
@@ -367,7 +371,7 @@ def test_corrupt_files_rejected():
     # The intact file is used.
     with open(path, "wb") as f:
         f.write(good)
-    r = s.chat(request(msgs, "Water is wet."))
+    r = s.chat(request(msgs, answer))
     check(r["usage"]["prompt_tokens_details"]["cached_tokens"] > 0, "intact file hits")
     s.stop()
 
