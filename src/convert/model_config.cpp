@@ -6,6 +6,7 @@
 
 #include "convert/safetensors.h"
 #include "gguf/gguf.h"
+#include "model/schema.h"
 
 namespace ds4::convert {
 
@@ -200,52 +201,53 @@ ModelConfig truncate_layers(const ModelConfig& c, uint32_t n) {
 
 void write_model_metadata(const ModelConfig& c, gguf::Writer& w) {
   using gguf::Value;
-  const std::string a = "deepseek4.";
-  w.set("general.architecture", Value::make_string("deepseek4"));
-  w.set("general.name", Value::make_string(c.name));
+  namespace key = model::schema::key;
+  const std::string a = model::schema::key_name("");
+  w.set(std::string(model::schema::kGeneralArchitecture), Value::make_string(std::string(model::schema::kArchitecture)));
+  w.set(std::string(model::schema::kGeneralName), Value::make_string(c.name));
   w.set_alignment(32);
-  w.set(a + "context_length", Value::make_u32(static_cast<uint32_t>(std::min<uint64_t>(c.max_seq_len, UINT32_MAX))));
-  w.set(a + "block_count", Value::make_u32(c.n_layers));
-  w.set(a + "embedding_length", Value::make_u32(c.dim));
-  w.set(a + "vocab_size", Value::make_u32(c.vocab_size));
-  w.set(a + "attention.head_count", Value::make_u32(c.n_heads));
-  w.set(a + "attention.head_count_kv", Value::make_u32(c.n_kv_heads));
-  w.set(a + "attention.key_length", Value::make_u32(c.head_dim));
-  w.set(a + "attention.value_length", Value::make_u32(c.head_dim));
-  w.set(a + "rope.dimension_count", Value::make_u32(c.rope_head_dim));
-  w.set(a + "attention.q_lora_rank", Value::make_u32(c.q_lora_rank));
-  w.set(a + "attention.output_lora_rank", Value::make_u32(c.o_lora_rank));
-  w.set(a + "attention.output_group_count", Value::make_u32(c.o_groups));
-  w.set(a + "expert_count", Value::make_u32(c.n_routed_experts));
-  w.set(a + "expert_used_count", Value::make_u32(c.n_activated_experts));
-  w.set(a + "expert_feed_forward_length", Value::make_u32(c.moe_inter_dim));
-  w.set(a + "expert_shared_count", Value::make_u32(c.n_shared_experts));
-  w.set(a + "expert_group_count", Value::make_u32(0));
-  w.set(a + "expert_group_used_count", Value::make_u32(0));
-  w.set(a + "hash_layer_count", Value::make_u32(c.n_hash_layers));
-  w.set(a + "nextn_predict_layers", Value::make_u32(c.n_mtp_layers));
-  w.set(a + "attention.sliding_window", Value::make_u32(c.window_size));
-  w.set(a + "attention.indexer.head_count", Value::make_u32(c.index_n_heads));
-  w.set(a + "attention.indexer.key_length", Value::make_u32(c.index_head_dim));
-  w.set(a + "attention.indexer.top_k", Value::make_u32(c.index_topk));
-  w.set(a + "hyper_connection.count", Value::make_u32(c.hc_mult));
-  w.set(a + "hyper_connection.sinkhorn_iterations", Value::make_u32(c.hc_sinkhorn_iters));
-  w.set(a + "hyper_connection.epsilon", Value::make_f32(static_cast<float>(c.hc_eps)));
-  w.set(a + "attention.layer_norm_rms_epsilon", Value::make_f32(static_cast<float>(c.norm_eps)));
-  w.set(a + "attention.compress_ratios", Value::make_u32_array(c.compress_ratios));
-  w.set(a + "attention.compress_rope_freq_base", Value::make_f32(static_cast<float>(c.compress_rope_theta)));
+  w.set(a + std::string(key::context_length), Value::make_u32(static_cast<uint32_t>(std::min<uint64_t>(c.max_seq_len, UINT32_MAX))));
+  w.set(a + std::string(key::block_count), Value::make_u32(c.n_layers));
+  w.set(a + std::string(key::embedding_length), Value::make_u32(c.dim));
+  w.set(a + std::string(key::vocab_size), Value::make_u32(c.vocab_size));
+  w.set(a + std::string(key::attention_head_count), Value::make_u32(c.n_heads));
+  w.set(a + std::string(key::attention_head_count_kv), Value::make_u32(c.n_kv_heads));
+  w.set(a + std::string(key::attention_key_length), Value::make_u32(c.head_dim));
+  w.set(a + std::string(key::attention_value_length), Value::make_u32(c.head_dim));
+  w.set(a + std::string(key::rope_dimension_count), Value::make_u32(c.rope_head_dim));
+  w.set(a + std::string(key::attention_q_lora_rank), Value::make_u32(c.q_lora_rank));
+  w.set(a + std::string(key::attention_output_lora_rank), Value::make_u32(c.o_lora_rank));
+  w.set(a + std::string(key::attention_output_group_count), Value::make_u32(c.o_groups));
+  w.set(a + std::string(key::expert_count), Value::make_u32(c.n_routed_experts));
+  w.set(a + std::string(key::expert_used_count), Value::make_u32(c.n_activated_experts));
+  w.set(a + std::string(key::expert_feed_forward_length), Value::make_u32(c.moe_inter_dim));
+  w.set(a + std::string(key::expert_shared_count), Value::make_u32(c.n_shared_experts));
+  w.set(a + std::string(key::expert_group_count), Value::make_u32(0));
+  w.set(a + std::string(key::expert_group_used_count), Value::make_u32(0));
+  w.set(a + std::string(key::hash_layer_count), Value::make_u32(c.n_hash_layers));
+  w.set(a + std::string(key::nextn_predict_layers), Value::make_u32(c.n_mtp_layers));
+  w.set(a + std::string(key::attention_sliding_window), Value::make_u32(c.window_size));
+  w.set(a + std::string(key::attention_indexer_head_count), Value::make_u32(c.index_n_heads));
+  w.set(a + std::string(key::attention_indexer_key_length), Value::make_u32(c.index_head_dim));
+  w.set(a + std::string(key::attention_indexer_top_k), Value::make_u32(c.index_topk));
+  w.set(a + std::string(key::hyper_connection_count), Value::make_u32(c.hc_mult));
+  w.set(a + std::string(key::hyper_connection_sinkhorn_iterations), Value::make_u32(c.hc_sinkhorn_iters));
+  w.set(a + std::string(key::hyper_connection_epsilon), Value::make_f32(static_cast<float>(c.hc_eps)));
+  w.set(a + std::string(key::attention_layer_norm_rms_epsilon), Value::make_f32(static_cast<float>(c.norm_eps)));
+  w.set(a + std::string(key::attention_compress_ratios), Value::make_u32_array(c.compress_ratios));
+  w.set(a + std::string(key::attention_compress_rope_freq_base), Value::make_f32(static_cast<float>(c.compress_rope_theta)));
   // One clamp per block, MTP blocks included, like compress_ratios.
-  w.set(a + "swiglu_clamp_exp",
+  w.set(a + std::string(key::swiglu_clamp_exp),
         Value::make_f32_array(std::vector<float>(c.n_layers + c.n_mtp_layers, static_cast<float>(c.swiglu_limit))));
-  w.set(a + "rope.freq_base", Value::make_f32(static_cast<float>(c.rope_theta)));
-  w.set(a + "rope.scaling.type", Value::make_string("yarn"));
-  w.set(a + "rope.scaling.factor", Value::make_f32(static_cast<float>(c.rope_factor)));
-  w.set(a + "rope.scaling.original_context_length",
+  w.set(a + std::string(key::rope_freq_base), Value::make_f32(static_cast<float>(c.rope_theta)));
+  w.set(a + std::string(key::rope_scaling_type), Value::make_string("yarn"));
+  w.set(a + std::string(key::rope_scaling_factor), Value::make_f32(static_cast<float>(c.rope_factor)));
+  w.set(a + std::string(key::rope_scaling_original_context_length),
         Value::make_u32(static_cast<uint32_t>(std::min<uint64_t>(c.original_seq_len, UINT32_MAX))));
-  w.set(a + "rope.scaling.yarn_beta_fast", Value::make_f32(static_cast<float>(c.beta_fast)));
-  w.set(a + "rope.scaling.yarn_beta_slow", Value::make_f32(static_cast<float>(c.beta_slow)));
-  w.set(a + "expert_weights_scale", Value::make_f32(static_cast<float>(c.route_scale)));
-  w.set(a + "expert_weights_norm", Value::make_bool(c.norm_topk_prob));
+  w.set(a + std::string(key::rope_scaling_yarn_beta_fast), Value::make_f32(static_cast<float>(c.beta_fast)));
+  w.set(a + std::string(key::rope_scaling_yarn_beta_slow), Value::make_f32(static_cast<float>(c.beta_slow)));
+  w.set(a + std::string(key::expert_weights_scale), Value::make_f32(static_cast<float>(c.route_scale)));
+  w.set(a + std::string(key::expert_weights_norm), Value::make_bool(c.norm_topk_prob));
 }
 
 }  // namespace ds4::convert

@@ -1,5 +1,7 @@
 #include "model/config.h"
 
+#include "model/schema.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -14,50 +16,50 @@ namespace {
 
 struct Reader {
   const gguf::File& f;
-  std::string prefix = "deepseek4.";
+  const std::string prefix = schema::key_name("");
 
-  const gguf::Value& need(const std::string& key) const {
-    const gguf::Value* v = f.find(prefix + key);
-    if (!v) bad(f.path(), "missing metadata key " + prefix + key);
+  const gguf::Value& need(std::string_view key) const {
+    const gguf::Value* v = f.find(prefix + std::string(key));
+    if (!v) bad(f.path(), "missing metadata key " + prefix + std::string(key));
     return *v;
   }
-  int64_t integer(const std::string& key) const {
+  int64_t integer(std::string_view key) const {
     const gguf::Value& v = need(key);
     auto i = v.as_int();
-    if (!i) bad(f.path(), "metadata key " + prefix + key + " must be an integer");
+    if (!i) bad(f.path(), "metadata key " + prefix + std::string(key) + " must be an integer");
     return *i;
   }
-  int positive(const std::string& key, int64_t max = (1 << 30)) const {
+  int positive(std::string_view key, int64_t max = (1 << 30)) const {
     int64_t i = integer(key);
     if (i <= 0 || i > max)
-      bad(f.path(), "metadata key " + prefix + key + " = " + std::to_string(i) + " out of range");
+      bad(f.path(), "metadata key " + prefix + std::string(key) + " = " + std::to_string(i) + " out of range");
     return static_cast<int>(i);
   }
-  int nonneg(const std::string& key, int64_t def, bool optional) const {
-    if (optional && !f.has(prefix + key)) return static_cast<int>(def);
+  int nonneg(std::string_view key, int64_t def, bool optional) const {
+    if (optional && !f.has(prefix + std::string(key))) return static_cast<int>(def);
     int64_t i = integer(key);
     if (i < 0 || i > (1 << 30))
-      bad(f.path(), "metadata key " + prefix + key + " = " + std::to_string(i) + " out of range");
+      bad(f.path(), "metadata key " + prefix + std::string(key) + " = " + std::to_string(i) + " out of range");
     return static_cast<int>(i);
   }
-  double number(const std::string& key) const {
+  double number(std::string_view key) const {
     const gguf::Value& v = need(key);
     auto d = v.as_number();
-    if (!d || !std::isfinite(*d)) bad(f.path(), "metadata key " + prefix + key + " must be a number");
+    if (!d || !std::isfinite(*d)) bad(f.path(), "metadata key " + prefix + std::string(key) + " must be a number");
     return *d;
   }
-  double number_or(const std::string& key, double def) const {
-    if (!f.has(prefix + key)) return def;
+  double number_or(std::string_view key, double def) const {
+    if (!f.has(prefix + std::string(key))) return def;
     return number(key);
   }
-  std::vector<double> numbers(const std::string& key) const {
+  std::vector<double> numbers(std::string_view key) const {
     const gguf::Value& v = need(key);
     if (v.type != gguf::ValueType::ARRAY)
-      bad(f.path(), "metadata key " + prefix + key + " must be an array");
+      bad(f.path(), "metadata key " + prefix + std::string(key) + " must be an array");
     std::vector<double> out;
     for (const auto& e : v.array) {
       auto d = e.as_number();
-      if (!d) bad(f.path(), "metadata key " + prefix + key + " has a non-numeric element");
+      if (!d) bad(f.path(), "metadata key " + prefix + std::string(key) + " has a non-numeric element");
       out.push_back(*d);
     }
     return out;
@@ -75,74 +77,74 @@ bool icontains(const std::string& s, const std::string& needle) {
 ModelConfig read_config(const gguf::File& f) {
   Reader r{f};
   ModelConfig c;
-  c.name = f.get_string_or("general.name", "");
-  c.n_layers = r.positive("block_count", 4096);
-  c.dim = r.positive("embedding_length");
-  if (f.has("deepseek4.vocab_size")) {
-    c.vocab = r.positive("vocab_size");
+  c.name = f.get_string_or(std::string(schema::kGeneralName), "");
+  c.n_layers = r.positive(schema::key::block_count, 4096);
+  c.dim = r.positive(schema::key::embedding_length);
+  if (f.has(schema::key_name(schema::key::vocab_size))) {
+    c.vocab = r.positive(schema::key::vocab_size);
   } else if (const auto* t = f.find_tensor("token_embd.weight"); t && t->dims.size() == 2) {
     c.vocab = static_cast<int>(t->dims[1]);
   } else {
-    bad(f.path(), "missing metadata key deepseek4.vocab_size");
+    bad(f.path(), "missing metadata key " + schema::key_name(schema::key::vocab_size));
   }
-  c.n_heads = r.positive("attention.head_count");
-  int kv_heads = r.positive("attention.head_count_kv");
-  if (kv_heads != 1) bad(f.path(), "deepseek4.attention.head_count_kv must be 1 (single KV head)");
-  c.head_dim = r.positive("attention.key_length");
-  int vlen = r.positive("attention.value_length");
+  c.n_heads = r.positive(schema::key::attention_head_count);
+  int kv_heads = r.positive(schema::key::attention_head_count_kv);
+  if (kv_heads != 1) bad(f.path(), schema::key_name(schema::key::attention_head_count_kv) + " must be 1 (single KV head)");
+  c.head_dim = r.positive(schema::key::attention_key_length);
+  int vlen = r.positive(schema::key::attention_value_length);
   if (vlen != c.head_dim)
-    bad(f.path(), "deepseek4.attention.value_length must equal attention.key_length");
-  c.rope_dim = r.positive("rope.dimension_count");
-  c.q_lora_rank = r.positive("attention.q_lora_rank");
-  c.o_lora_rank = r.positive("attention.output_lora_rank");
-  c.o_groups = r.positive("attention.output_group_count");
-  c.n_experts = r.positive("expert_count");
-  c.n_experts_used = r.positive("expert_used_count");
-  c.moe_inter_dim = r.positive("expert_feed_forward_length");
-  c.n_shared_experts = r.nonneg("expert_shared_count", 1, false);
-  c.n_hash_layers = r.nonneg("hash_layer_count", 0, false);
-  if (r.nonneg("expert_group_count", 0, true) != 0 || r.nonneg("expert_group_used_count", 0, true) != 0)
-    bad(f.path(), "grouped expert routing (deepseek4.expert_group_count) is not supported");
-  c.window = r.positive("attention.sliding_window");
-  c.index_heads = r.positive("attention.indexer.head_count");
-  c.index_head_dim = r.positive("attention.indexer.key_length");
-  c.index_topk = r.positive("attention.indexer.top_k");
-  c.hc = r.positive("hyper_connection.count", 64);
-  c.sinkhorn_iters = r.positive("hyper_connection.sinkhorn_iterations", 1000);
-  c.hc_eps = static_cast<float>(r.number("hyper_connection.epsilon"));
-  c.norm_eps = static_cast<float>(r.number("attention.layer_norm_rms_epsilon"));
+    bad(f.path(), schema::key_name(schema::key::attention_value_length) + " must equal " + std::string(schema::key::attention_key_length));
+  c.rope_dim = r.positive(schema::key::rope_dimension_count);
+  c.q_lora_rank = r.positive(schema::key::attention_q_lora_rank);
+  c.o_lora_rank = r.positive(schema::key::attention_output_lora_rank);
+  c.o_groups = r.positive(schema::key::attention_output_group_count);
+  c.n_experts = r.positive(schema::key::expert_count);
+  c.n_experts_used = r.positive(schema::key::expert_used_count);
+  c.moe_inter_dim = r.positive(schema::key::expert_feed_forward_length);
+  c.n_shared_experts = r.nonneg(schema::key::expert_shared_count, 1, false);
+  c.n_hash_layers = r.nonneg(schema::key::hash_layer_count, 0, false);
+  if (r.nonneg(schema::key::expert_group_count, 0, true) != 0 || r.nonneg(schema::key::expert_group_used_count, 0, true) != 0)
+    bad(f.path(), "grouped expert routing (" + schema::key_name(schema::key::expert_group_count) + ") is not supported");
+  c.window = r.positive(schema::key::attention_sliding_window);
+  c.index_heads = r.positive(schema::key::attention_indexer_head_count);
+  c.index_head_dim = r.positive(schema::key::attention_indexer_key_length);
+  c.index_topk = r.positive(schema::key::attention_indexer_top_k);
+  c.hc = r.positive(schema::key::hyper_connection_count, 64);
+  c.sinkhorn_iters = r.positive(schema::key::hyper_connection_sinkhorn_iterations, 1000);
+  c.hc_eps = static_cast<float>(r.number(schema::key::hyper_connection_epsilon));
+  c.norm_eps = static_cast<float>(r.number(schema::key::attention_layer_norm_rms_epsilon));
 
-  auto ratios = r.numbers("attention.compress_ratios");
+  auto ratios = r.numbers(schema::key::attention_compress_ratios);
   if (static_cast<int>(ratios.size()) < c.n_layers)
-    bad(f.path(), "deepseek4.attention.compress_ratios has " + std::to_string(ratios.size()) +
+    bad(f.path(), schema::key_name(schema::key::attention_compress_ratios) + " has " + std::to_string(ratios.size()) +
                       " entries, need at least " + std::to_string(c.n_layers));
   for (int i = 0; i <= c.n_layers; ++i) {
     double v = i < static_cast<int>(ratios.size()) ? ratios[i] : 0.0;  // missing MTP entry = 0
     if (v < 0 || v != std::floor(v) || v > (1 << 20))
-      bad(f.path(), "deepseek4.attention.compress_ratios[" + std::to_string(i) + "] is invalid");
+      bad(f.path(), schema::key_name(schema::key::attention_compress_ratios) + "[" + std::to_string(i) + "] is invalid");
     c.compress_ratios.push_back(static_cast<int>(v));
   }
-  auto limits = r.numbers("swiglu_clamp_exp");
+  auto limits = r.numbers(schema::key::swiglu_clamp_exp);
   if (static_cast<int>(limits.size()) < c.n_layers)
-    bad(f.path(), "deepseek4.swiglu_clamp_exp has " + std::to_string(limits.size()) +
+    bad(f.path(), schema::key_name(schema::key::swiglu_clamp_exp) + " has " + std::to_string(limits.size()) +
                       " entries, need at least " + std::to_string(c.n_layers));
   for (int i = 0; i <= c.n_layers; ++i) {
     double v = i < static_cast<int>(limits.size()) ? limits[i] : limits[c.n_layers - 1];
     if (!(v >= 0) || !std::isfinite(v))
-      bad(f.path(), "deepseek4.swiglu_clamp_exp[" + std::to_string(i) + "] is invalid");
+      bad(f.path(), schema::key_name(schema::key::swiglu_clamp_exp) + "[" + std::to_string(i) + "] is invalid");
     c.swiglu_limit.push_back(static_cast<float>(v));
   }
-  c.rope_base = static_cast<float>(r.number("rope.freq_base"));
-  c.compress_rope_base = static_cast<float>(r.number("attention.compress_rope_freq_base"));
-  c.yarn_factor = static_cast<float>(r.number_or("rope.scaling.factor", 1.0));
-  c.yarn_orig_ctx = f.has("deepseek4.rope.scaling.original_context_length")
-                        ? r.integer("rope.scaling.original_context_length")
+  c.rope_base = static_cast<float>(r.number(schema::key::rope_freq_base));
+  c.compress_rope_base = static_cast<float>(r.number(schema::key::attention_compress_rope_freq_base));
+  c.yarn_factor = static_cast<float>(r.number_or(schema::key::rope_scaling_factor, 1.0));
+  c.yarn_orig_ctx = f.has(schema::key_name(schema::key::rope_scaling_original_context_length))
+                        ? r.integer(schema::key::rope_scaling_original_context_length)
                         : 0;
-  c.yarn_beta_fast = static_cast<float>(r.number_or("rope.scaling.yarn_beta_fast", 32.0));
-  c.yarn_beta_slow = static_cast<float>(r.number_or("rope.scaling.yarn_beta_slow", 1.0));
-  c.route_scale = static_cast<float>(r.number("expert_weights_scale"));
-  c.weights_norm = f.get_bool_or("deepseek4.expert_weights_norm", true);
-  c.context_length = f.has("deepseek4.context_length") ? r.integer("context_length") : 0;
+  c.yarn_beta_fast = static_cast<float>(r.number_or(schema::key::rope_scaling_yarn_beta_fast, 32.0));
+  c.yarn_beta_slow = static_cast<float>(r.number_or(schema::key::rope_scaling_yarn_beta_slow, 1.0));
+  c.route_scale = static_cast<float>(r.number(schema::key::expert_weights_scale));
+  c.weights_norm = f.get_bool_or(schema::key_name(schema::key::expert_weights_norm), true);
+  c.context_length = f.has(schema::key_name(schema::key::context_length)) ? r.integer(schema::key::context_length) : 0;
 
   validate_config(c, f.path());
 
