@@ -12,7 +12,7 @@
 // request there as a fixture), DS4_AGENTS_ONLY=name,name (optional subset).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -176,6 +176,10 @@ function runAgent(name, spec, base) {
   const work = path.join(root, "work");
   mkdirSync(home, { recursive: true });
   mkdirSync(work, { recursive: true });
+  // The scratch dir lies inside this repository's checkout, which the agents would describe
+  // in their prompts (Claude Code reads it whatever GIT_CEILING_DIRECTORIES says): each works
+  // in an empty repository of its own instead.
+  execFileSync("git", ["init", "-q", work]);
   const { cmd, args, env } = spec.run(home, base);
   const childEnv = {
     PATH: process.env.PATH,
@@ -190,8 +194,6 @@ function runAgent(name, spec, base) {
     XDG_CACHE_HOME: path.join(home, ".cache"),
     XDG_STATE_HOME: path.join(home, ".local", "state"),
     TMPDIR: path.join(root, "tmp"),
-    // The scratch dir lies inside this repository's checkout: the agents must not see it.
-    GIT_CEILING_DIRECTORIES: TMP,
     // Whatever escapes the network namespace (or runs without one) goes nowhere.
     HTTP_PROXY: "http://127.0.0.1:9",
     HTTPS_PROXY: "http://127.0.0.1:9",
@@ -205,7 +207,7 @@ function runAgent(name, spec, base) {
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 300000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 600000);  // a cold 12k-token prefill on a busy machine
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr, root, work, marker: existsSync(path.join(work, MARKER)) });
