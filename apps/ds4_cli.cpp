@@ -77,12 +77,22 @@ int run_one_shot(Engine& engine, const text::Tokenizer& tok, const CliOptions& o
   g.progress = isatty(STDERR_FILENO);
   g.on_token = [&](int32_t t) { printer.write(decoder.push(t)); };
   if (opt.verbose) g.on_prefilled = log_reuse;
+  g.engine = &engine;
+  g.spec = spec::Options{opt.mtp_draft, opt.mtp_adaptive};
+  spec::Stats spec_stats;
+  g.spec_stats = &spec_stats;
   std::vector<int32_t> reply;
   const TurnStats st = generate(*session, prompt, sampler, g, reply);
   printer.write(decoder.flush());
   printer.finish();
   if (st.interrupted) std::fputs("ds4: interrupted\n", stderr);
   std::fprintf(stderr, "%s\n", speed_summary(st).c_str());
+  if (opt.mtp_draft > 0) {
+    std::fprintf(stderr, "ds4: mtp: %lld verify passes, %lld single steps, drafted %lld, accepted %lld (%.1f%%)\n",
+                 static_cast<long long>(spec_stats.verifies), static_cast<long long>(spec_stats.singles),
+                 static_cast<long long>(spec_stats.drafted), static_cast<long long>(spec_stats.accepted),
+                 100.0 * spec_stats.acceptance());
+  }
   return st.interrupted ? 130 : 0;
 }
 
@@ -145,6 +155,10 @@ int run_cli(int argc, char** argv) {
     if (opt.inspect) {
       print_inspect(*engine, opt.model_path);
       return 0;
+    }
+    if (const std::string why = spec::unsupported_reason(*engine, opt.mtp_draft); !why.empty()) {
+      std::fprintf(stderr, "ds4: %s\n", why.c_str());
+      return 2;
     }
     if (!opt.ctx_given && opt.ctx > engine->context_limit()) {
       opt.ctx = static_cast<int>(engine->context_limit());

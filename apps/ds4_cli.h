@@ -16,6 +16,7 @@
 #include "ds4/engine.h"
 #include "kvcache/store.h"
 #include "sample/sampler.h"
+#include "spec/speculative.h"
 
 namespace ds4::text {
 class Tokenizer;
@@ -36,6 +37,8 @@ ThinkMode effective_think_mode(ThinkMode requested, int ctx);
 struct CliOptions {
   std::string model_path = "./ds4flash.gguf";
   std::string mtp_path;
+  int mtp_draft = 0;          // --mtp-draft N: speculative decoding with N MTP drafts
+  bool mtp_adaptive = true;   // --mtp-fixed turns the controller off (benchmarks)
   int ctx = 32768;
   bool ctx_given = false;  // the default is lowered to a smaller model's limit
   int threads = 0;  // 0: all cores
@@ -139,6 +142,10 @@ struct GenerateOptions {
   bool progress = false;  // draw the prefill bar on stderr
   std::function<void(int32_t)> on_token;  // each generated token except EOS
   std::function<void(const TurnStats&)> on_prefilled;  // after sync(), before decoding
+  // Speculative decoding (src/spec): needs the engine for verify batches; 0 drafts = plain.
+  Engine* engine = nullptr;
+  spec::Options spec;
+  spec::Stats* spec_stats = nullptr;  // filled when set
 };
 
 // Makes the session hold `prompt` (suffix-only evaluation through sync), then samples up to

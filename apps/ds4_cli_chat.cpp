@@ -1,5 +1,6 @@
 // Prompt rendering, streamed output, the generation loop, the logprob dump and the
 // conversation state shared by one-shot runs and the REPL.
+#include <optional>
 #include <unistd.h>
 
 #include <algorithm>
@@ -200,12 +201,16 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
 
   const int room = session.context_size() - session.n_tokens();
   const int max_tokens = std::max(0, std::min(opt.max_tokens, room - 1));
+  // With drafts the decoder verifies several tokens per pass; it hands them out one by one,
+  // so this loop is the same as plain decode's (and so is its output, for greedy).
+  std::optional<spec::Decoder> spec;
+  if (opt.engine && opt.spec.max_draft > 0) spec.emplace(*opt.engine, session, sampler, opt.spec);
   while (st.generated < max_tokens) {
     if (cancel_requested(opt.cancel)) {
       st.interrupted = true;
       break;
     }
-    const int32_t tok = sampler.sample(session.logits());
+    const int32_t tok = spec ? spec->sample(spec->logits()) : sampler.sample(session.logits());
     if (tok == opt.eos) {
       st.hit_eos = true;
       break;
@@ -216,7 +221,11 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
     // The last token is left for the next sync(): evaluating it would be wasted in one-shot.
     if (st.generated >= max_tokens) break;
     try {
-      session.eval(tok);
+      if (spec) {
+        spec->advance(tok, max_tokens - st.generated);
+      } else {
+        session.eval(tok);
+      }
     } catch (const Error& e) {
       if (e.kind() != Error::Kind::Cancelled) {
         session.set_cancel_flag(nullptr);
@@ -227,6 +236,10 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
     }
   }
   st.decode_s = now_s() - t1;
+  if (spec) {
+    spec->settle();  // the session holds the prompt and the evaluated reply tokens only
+    if (opt.spec_stats) *opt.spec_stats = spec->stats();
+  }
   session.set_cancel_flag(nullptr);
   return st;
 }
@@ -483,6 +496,8 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   g.progress = isatty(fileno(stderr));
   g.on_token = [&](int32_t t) { printer.write(decoder.push(t)); };
   if (opt_.verbose) g.on_prefilled = log_reuse;
+  g.engine = &engine_;
+  g.spec = spec::Options{opt_.mtp_draft, opt_.mtp_adaptive};
   std::vector<int32_t> reply;
   TurnStats st;
   try {

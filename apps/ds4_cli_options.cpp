@@ -38,6 +38,10 @@ std::string usage_text() {
        "Model and runtime:\n"
        "  -m, --model FILE       GGUF model. Default: ./ds4flash.gguf\n"
        "      --mtp FILE         Optional MTP sidecar GGUF. Default: none\n"
+       "      --mtp-draft N      Speculative decoding: draft up to N (1..4) tokens with the MTP\n"
+       "                         block, verify them in one pass; same output as plain decode.\n"
+       "                         An adaptive controller lowers N when it does not pay. Default: 0\n"
+       "      --mtp-fixed        Keep N fixed (no adaptive controller; for benchmarks)\n"
        "  -c, --ctx N            Context size of the session in tokens. Default: 32768\n"
        "  -t, --threads N        Worker threads. Default: all cores\n"
        "      --cpu, --backend cpu\n"
@@ -207,6 +211,10 @@ ParseResult parse_args(const std::vector<std::string>& args) {
         o.model_path = value();
       } else if (a == "--mtp") {
         o.mtp_path = value();
+      } else if (a == "--mtp-draft") {
+        o.mtp_draft = static_cast<int>(parse_integer(a, value(), 0, spec::kMaxDraft));
+      } else if (a == "--mtp-fixed") {
+        o.mtp_adaptive = false;
       } else if (a == "-c" || a == "--ctx") {
         o.ctx = static_cast<int>(parse_integer(a, value(), 1, INT_MAX));
         o.ctx_given = true;

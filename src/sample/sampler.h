@@ -50,6 +50,8 @@ class Sampler {
   void set_params(const Params& p);  // keeps the generator state
   // Greedy when temperature <= 0 or `greedy` is set (e.g. inside DSML syntax).
   int32_t sample(std::span<const float> logits, bool greedy = false);
+  // The generator (speculative decoding draws drafts and acceptance tests from it too).
+  Rng& rng() { return rng_; }
 
  private:
   Params params_;

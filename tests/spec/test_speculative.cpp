@@ -1,0 +1,254 @@
+// Speculative decoding with the MTP block (src/spec) against plain decode on the oracle
+// GGUFs (all three tiny configurations carry an MTP block; tiny-q also quantized to q2):
+// greedy token sequences and every next-token logit vector are bit-identical for N = 1..4,
+// with MTP drafts, perfect drafts and wrong drafts; rejected drafts re-evaluate nothing; the
+// sampling rule reproduces the target distribution (chi-square at p = 0.001) and a wrong rule
+// is caught by the same test.
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "oracle_util.h"
+#include "sample/sampler.h"
+#include "spec/speculative.h"
+
+using namespace ds4;
+using namespace ds4::test;
+
+namespace {
+
+struct Case {
+  std::string config, recipe;
+};
+
+struct Run {
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;  // the next-token logits each token was picked from
+};
+
+// Plain decode: sample from session.logits(), eval, `steps` times (the last token is not
+// evaluated, as in the CLI).
+Run plain_run(Engine& e, const std::vector<int32_t>& prompt, int steps, const sample::Params& sp) {
+  Run r;
+  auto s = e.new_session(static_cast<int>(prompt.size()) + steps + 8);
+  s->sync(prompt);
+  sample::Sampler sampler(sp);
+  for (int i = 0; i < steps; ++i) {
+    r.logits.insert(r.logits.end(), s->logits().begin(), s->logits().end());
+    const int32_t t = sampler.sample(s->logits());
+    r.tokens.push_back(t);
+    if (i + 1 < steps) s->eval(t);
+  }
+  return r;
+}
+
+Run spec_run(Engine& e, const std::vector<int32_t>& prompt, int steps, const sample::Params& sp,
+             const spec::Options& so, std::function<int32_t(int)> drafts = {}, spec::Stats* stats = nullptr,
+             EvalStats* es = nullptr) {
+  Run r;
+  auto s = e.new_session(static_cast<int>(prompt.size()) + steps + 8);
+  s->sync(prompt);
+  sample::Sampler sampler(sp);
+  spec::Decoder d(e, *s, sampler, so);
+  if (drafts) d.set_draft_source(drafts);
+  for (int i = 0; i < steps; ++i) {
+    const auto lg = d.logits();
+    r.logits.insert(r.logits.end(), lg.begin(), lg.end());
+    const int32_t t = d.sample(lg);
+    r.tokens.push_back(t);
+    if (i + 1 < steps) d.advance(t, steps - i - 1);
+  }
+  d.settle();
+  EXPECT_EQ(s->n_tokens(), static_cast<int>(prompt.size()) + steps - 1);
+  if (stats) *stats = d.stats();
+  if (es) *es = s->stats();
+  return r;
+}
+
+class SpecTest : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    o_ = std::make_unique<Oracle>(GetParam().config);
+    path_ = oracle_gguf(GetParam().config, GetParam().recipe);
+    ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
+  }
+  Engine& engine() { return engine_for(path_, true); }
+  std::vector<int32_t> slice(int from, int count) const {
+    return {o_->tokens.begin() + from, o_->tokens.begin() + from + count};
+  }
+  std::unique_ptr<Oracle> o_;
+  std::string path_;
+};
+
+void expect_same(const Run& a, const Run& b, const std::string& what) {
+  ASSERT_EQ(a.tokens, b.tokens) << what;
+  ASSERT_EQ(a.logits.size(), b.logits.size()) << what;
+  EXPECT_EQ(std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)), 0)
+      << what << ": logits differ";
+}
+
+}  // namespace
+
+TEST_P(SpecTest, GreedyIdenticalToPlainDecode) {
+  Engine& e = engine();
+  ASSERT_TRUE(e.has_mtp());
+  sample::Params greedy;
+  greedy.temperature = 0;
+  const int steps = 28;
+  for (int p = 0; p < 3; ++p) {
+    const std::vector<int32_t> prompt = slice(5 * p, 6 + 9 * p);
+    const Run plain = plain_run(e, prompt, steps, greedy);
+    // Perfect drafts (the plain run's own tokens) and always-wrong ones.
+    const int n0 = static_cast<int>(prompt.size());
+    auto perfect = [&](int pos) { return plain.tokens[std::min<int>(pos - n0, steps - 1)]; };
+    auto wrong = [&](int pos) { return (plain.tokens[std::min<int>(pos - n0, steps - 1)] + 1) % e.n_vocab(); };
+    for (int n = 1; n <= spec::kMaxDraft; ++n) {
+      const std::string tag = "prompt " + std::to_string(p) + " N=" + std::to_string(n);
+      spec::Stats st;
+      EvalStats es;
+      expect_same(plain, spec_run(e, prompt, steps, greedy, {n, false}, {}, &st, &es), tag + " mtp");
+      EXPECT_GT(st.drafted, 0) << tag;
+      EXPECT_EQ(es.rewinds_reevaluated, 0) << tag;
+      EXPECT_EQ(es.tokens_reevaluated, 0) << tag;
+      expect_same(plain, spec_run(e, prompt, steps, greedy, {n, false}, perfect, &st), tag + " perfect");
+      EXPECT_EQ(st.accepted, st.drafted) << tag;
+      // Perfect drafts: n + 1 tokens per pass (the last pass may be shorter).
+      EXPECT_LE(st.verifies + st.singles, (steps + n) / (n + 1) + 1) << tag;
+      expect_same(plain, spec_run(e, prompt, steps, greedy, {n, false}, wrong, &st, &es), tag + " wrong");
+      EXPECT_EQ(st.accepted, 0) << tag;
+      EXPECT_GT(es.rewinds_cheap, 0) << tag;
+      EXPECT_EQ(es.rewinds_reevaluated, 0) << tag;
+      expect_same(plain, spec_run(e, prompt, steps, greedy, {n, true}), tag + " adaptive");
+    }
+  }
+}
+
+// Sampling through the decoder: same seed, same filters; tokens may differ from plain (the
+// generator is consumed differently), but every token must come from the target logits'
+// filtered support, and the logits handed out are the target's, bit for bit, for the
+// prefix where both runs chose the same tokens.
+TEST_P(SpecTest, SamplingHandsOutTargetLogits) {
+  Engine& e = engine();
+  sample::Params sp;
+  sp.temperature = 0.9f;
+  sp.top_k = 40;
+  sp.min_p = 0.02f;
+  sp.seed = 7;
+  const std::vector<int32_t> prompt = slice(0, 12);
+  const int steps = 20;
+  for (int n = 1; n <= spec::kMaxDraft; ++n) {
+    const Run r = spec_run(e, prompt, steps, sp, {n, false});
+    // Replay the chosen tokens with plain evaluation: the logits must match bit for bit.
+    auto s = e.new_session(static_cast<int>(prompt.size()) + steps + 8);
+    s->sync(prompt);
+    for (int i = 0; i < steps; ++i) {
+      ASSERT_EQ(std::memcmp(s->logits().data(), r.logits.data() + static_cast<size_t>(i) * e.n_vocab(),
+                            e.n_vocab() * sizeof(float)),
+                0)
+          << "N=" << n << " step " << i;
+      const auto dist = sample::filtered_distribution(s->logits(), sp);
+      bool in = false;
+      for (const auto& t : dist) in |= t.id == r.tokens[i];
+      EXPECT_TRUE(in) << "N=" << n << " step " << i << ": token outside the filtered support";
+      s->eval(r.tokens[i]);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Spec, SpecTest,
+                         ::testing::Values(Case{"tiny-a", "f32"}, Case{"tiny-b", "f32"}, Case{"tiny-q", "f32"},
+                                           Case{"tiny-q", "q2"}),
+                         [](const auto& info) {
+                           std::string s = info.param.config + "_" + info.param.recipe;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+namespace {
+
+// Chi-square goodness of fit of `counts` against probabilities `p` (bins with expected < 5
+// pooled); true when the fit is rejected at p = 0.001 (Wilson-Hilferty critical value).
+bool chi_square_rejects(const std::map<int32_t, int>& counts, const std::vector<sample::TokenProb>& p, int n,
+                        double* stat_out) {
+  double stat = 0, pooled_e = 0, pooled_o = 0;
+  int bins = 0;
+  int seen = 0;
+  for (const auto& t : p) {
+    const double ex = n * std::exp(static_cast<double>(t.logprob));
+    const auto it = counts.find(t.id);
+    const double ob = it == counts.end() ? 0 : it->second;
+    seen += static_cast<int>(ob);
+    if (ex < 5) {
+      pooled_e += ex;
+      pooled_o += ob;
+      continue;
+    }
+    stat += (ob - ex) * (ob - ex) / ex;
+    ++bins;
+  }
+  pooled_o += n - seen;  // tokens outside p's support: expected 0, pooled
+  if (pooled_e > 0 || pooled_o > 0) {
+    const double ex = std::max(pooled_e, 1e-9);
+    stat += (pooled_o - ex) * (pooled_o - ex) / ex;
+    ++bins;
+  }
+  const double df = bins - 1, z = 3.0902;
+  const double crit = df * std::pow(1 - 2 / (9 * df) + z * std::sqrt(2 / (9 * df)), 3);
+  *stat_out = stat;
+  return stat > crit;
+}
+
+}  // namespace
+
+// The acceptance rule on real target/draft distributions of tiny-b (target head vs MTP head
+// after a prompt, the same filters): 40k draws each. The exact rule's output fits p; the
+// wrong rule (always accept) follows q and must be rejected.
+TEST(SpecSampling, RuleReproducesTargetDistribution) {
+  const std::string path = oracle_gguf("tiny-b", "f32");
+  ASSERT_TRUE(file_exists(path));
+  Engine& e = engine_for(path, true);
+  Oracle o("tiny-b");
+  sample::Params sp;
+  sp.temperature = 1.5f;  // broad distributions: many bins
+  sp.min_p = 0.0f;
+  sp.top_k = 24;
+  for (int at : {8, 17, 30}) {
+    std::vector<int32_t> prompt(o.tokens.begin(), o.tokens.begin() + at);
+    auto s = e.new_session(at + 4);
+    s->sync(prompt);
+    const auto p = sample::filtered_distribution(s->logits(), sp);
+    const auto& ml = s->mtp_eval(s->hidden().data(), o.tokens[at], at - 1);
+    const auto q = sample::filtered_distribution(ml, sp);
+    ASSERT_GT(p.size(), 5u);
+    const int n = 40000;
+    for (spec::Rule rule : {spec::Rule::Exact, spec::Rule::Wrong}) {
+      sample::Rng rng(1234 + at);
+      std::map<int32_t, int> counts;
+      int acc_count = 0;
+      for (int i = 0; i < n; ++i) {
+        // Draft drawn from q with the same generator, as the decoder does.
+        double r = rng.uniform();
+        int32_t d = q.back().id;
+        for (const auto& t : q) {
+          r -= std::exp(static_cast<double>(t.logprob));
+          if (r < 0) {
+            d = t.id;
+            break;
+          }
+        }
+        bool acc = false;
+        ++counts[spec::accept_or_resample(p, q, d, rng, &acc, rule)];
+        acc_count += acc;
+      }
+      double stat = 0;
+      const bool rejects = chi_square_rejects(counts, p, n, &stat);
+      if (rule == spec::Rule::Exact) {
+        EXPECT_FALSE(rejects) << "position " << at << ": chi-square " << stat << " (acceptance "
+                              << double(acc_count) / n << ")";
+        EXPECT_LT(acc_count, n) << "drafts must be often wrong for the test to mean anything";
+      } else {
+        EXPECT_TRUE(rejects) << "position " << at << ": the wrong rule passed (chi-square " << stat << ")";
+      }
+    }
+  }
+}
