@@ -17,6 +17,7 @@
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/worker.h"
+#include "spec/speculative.h"
 #include "text/tokenizer.h"
 
 int main(int argc, char** argv) {
@@ -59,6 +60,9 @@ int main(int argc, char** argv) {
     eo.threads = opt.threads;
     eo.mtp_path = opt.mtp_path;
     engine = ds4::Engine::open(opt.model_path, eo);
+    if (const std::string why = ds4::spec::unsupported_reason(*engine, opt.mtp_draft); !why.empty()) {
+      throw std::runtime_error(why);
+    }
     if (static_cast<size_t>(engine->n_vocab()) < tok->vocab_size()) {
       throw std::runtime_error("tokenizer has more tokens than the model's vocabulary");
     }
@@ -104,6 +108,8 @@ int main(int argc, char** argv) {
   wo.log = !opt.quiet;
   wo.max_queue = opt.max_queue;
   wo.prefill_chunk = engine->options().prefill_chunk;
+  wo.engine = engine.get();
+  wo.mtp_draft = opt.mtp_draft;
   Worker worker(std::move(sessions), *tok, metrics, wo, std::move(disk));
   worker.set_tool_replay(&tool_replay);
   HttpServer http(opt, *tok, worker, metrics);

@@ -39,6 +39,9 @@ std::string Metrics::render_prometheus() const {
   metric("ds4_cached_prompt_tokens_total", "counter", "Prompt tokens reused from the live session.",
          cached_prompt_tokens.load());
   metric("ds4_completion_tokens_total", "counter", "Generated tokens.", completion_tokens.load());
+  metric("ds4_mtp_drafted_tokens_total", "counter", "MTP draft tokens verified (--mtp-draft).",
+         mtp_drafted.load());
+  metric("ds4_mtp_accepted_tokens_total", "counter", "MTP draft tokens accepted.", mtp_accepted.load());
   metric("ds4_cache_hits_total", "counter", "Jobs that reused part of the live session.",
          cache_hits.load());
   metric("ds4_queue_depth", "gauge", "Jobs queued or running.", queue_depth.load());

@@ -17,6 +17,8 @@ class Metrics {
   std::atomic<uint64_t> prompt_tokens{0};
   std::atomic<uint64_t> cached_prompt_tokens{0};
   std::atomic<uint64_t> completion_tokens{0};
+  std::atomic<uint64_t> mtp_drafted{0};   // speculative drafts verified
+  std::atomic<uint64_t> mtp_accepted{0};  // ... and committed
   std::atomic<uint64_t> cache_hits{0};  // jobs that reused at least one live token
   std::atomic<int64_t> queue_depth{0};  // queued or running jobs
   std::atomic<int64_t> busy{0};         // slots running a job

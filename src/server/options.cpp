@@ -27,6 +27,8 @@ completions, responses, messages).
 
   -m, --model FILE        GGUF model (default ds4flash.gguf)
       --mtp FILE          optional MTP sidecar GGUF
+      --mtp-draft N       speculative decoding: up to N (1..4) MTP drafts verified in one
+                          pass, same output as plain decode; adaptive (default 0 = off)
   -c, --ctx N             context size in tokens (default 32768)
   -n, --tokens N          default max tokens per request (default 393216)
   -t, --threads N         inference threads (default: all cores)
@@ -98,6 +100,8 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help
       o.model_path = value();
     } else if (a == "--mtp") {
       o.mtp_path = value();
+    } else if (a == "--mtp-draft") {
+      o.mtp_draft = static_cast<int>(parse_int(a, value(), 0, 4));
     } else if (a == "-c" || a == "--ctx") {
       o.ctx = static_cast<int>(parse_int(a, value(), 1, std::numeric_limits<int>::max()));
     } else if (a == "-n" || a == "--tokens") {

@@ -91,7 +91,8 @@ void OutputPipeline::feed(size_t upto) {
   forward(pevents_);
 }
 
-std::optional<int32_t> OutputPipeline::step(const std::vector<float>& logits) {
+std::optional<int32_t> OutputPipeline::step(std::span<const float> logits,
+                                            const std::function<int32_t(std::span<const float>, bool)>& pick) {
   if (cancelled_) return std::nullopt;
   if (generated_ >= max_new_) {
     finish_ = "length";
@@ -105,7 +106,7 @@ std::optional<int32_t> OutputPipeline::step(const std::vector<float>& logits) {
               : eos;
   } else {
     const bool greedy = !spec_.raw_output && parser_.in_dsml_syntax();
-    tok = sampler_.sample(logits, greedy);
+    tok = pick ? pick(logits, greedy) : sampler_.sample(logits, greedy);
   }
   ++generated_;
   if (spec_.top_logprobs >= 0) {

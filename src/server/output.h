@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,7 +29,11 @@ class OutputPipeline {
   // One decode step: picks the next token from `logits` and runs it through the stages.
   // Returns the token the session must evaluate next, or nullopt when the answer is over
   // (EOS, a stop string, the end of a tool-call block, the length limit).
-  std::optional<int32_t> step(const std::vector<float>& logits);
+  // `pick` (optional) chooses the token instead of the sampler (speculative decoding: the
+  // acceptance test of a verified draft), given the logits and the greedy flag.
+  std::optional<int32_t> step(std::span<const float> logits,
+                              const std::function<int32_t(std::span<const float>, bool)>& pick = {});
+  sample::Sampler& sampler() { return sampler_; }
   // The client left or the server stops: no more tokens, no more text.
   void cancel() { cancelled_ = true; }
 

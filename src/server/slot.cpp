@@ -273,6 +273,7 @@ void Slot::fail_job(const ApiError& e) {
 
 void Slot::reset_request() {
   session_->set_cancel_flag(nullptr);
+  spec_.reset();
   job_.reset();
   out_.reset();
   tokens_.clear();
@@ -410,6 +411,11 @@ void Slot::prefill_chunk() {
   const int64_t max_new = std::max<int64_t>(0, std::min(job_->spec.max_tokens, room));
   out_ = std::make_unique<OutputPipeline>(*job_, shared_.tok, shared_.tool_replay, shared_.log,
                                           max_new);
+  max_new_ = max_new;
+  if (shared_.mtp_draft > 0 && shared_.engine && !job_->spec.forced_tokens) {
+    spec_ = std::make_unique<spec::Decoder>(*shared_.engine, s, out_->sampler(),
+                                            spec::Options{shared_.mtp_draft, true});
+  }
   continued_at_ =
       shared_.disk ? kvcache::continued_target(shared_.disk->options(), last_frontier_) : 0;
   // The test hook's pause comes before every sampled token, the first and the last included.
@@ -419,11 +425,41 @@ void Slot::prefill_chunk() {
 
 std::optional<int32_t> Slot::next_token() {
   if (job_->cancelled) out_->cancel();
-  auto tok = out_->step(session_->logits());
+  std::optional<int32_t> tok;
+  if (spec_) {
+    tok = out_->step(spec_->logits(), [this](std::span<const float> lg, bool greedy) {
+      return spec_->sample(lg, greedy);
+    });
+  } else {
+    tok = out_->step(session_->logits());
+  }
   if (tok && job_->spec.test_delay_ms > 0) {
     ready_at_ = Clock::now() + std::chrono::milliseconds(job_->spec.test_delay_ms);
   }
   return tok;
+}
+
+void Slot::eval_next(int32_t token) {
+  if (!spec_) {
+    session_->eval(token);
+    return;
+  }
+  // Tokens this request may still sample after this one: drafts beyond them are waste.
+  const int64_t more = max_new_ - out_->generated();
+  spec_->advance(token, static_cast<int>(std::clamp<int64_t>(more, 0, 1 << 30)));
+}
+
+void Slot::end_speculation() {
+  if (!spec_) return;
+  Metrics& m = metrics();
+  m.mtp_drafted += static_cast<uint64_t>(spec_->stats().drafted);
+  m.mtp_accepted += static_cast<uint64_t>(spec_->stats().accepted);
+  try {
+    spec_->settle();  // the session holds exactly the evaluated answer tokens
+  } catch (const std::exception&) {
+    session_->reset();
+  }
+  spec_.reset();
 }
 
 void Slot::after_eval() {
@@ -442,6 +478,8 @@ void Slot::finish(bool shutting_down) {
   const double prefill_s = std::chrono::duration<double>(t1_ - t0_).count();
   const double decode_s = std::chrono::duration<double>(t2 - t1_).count();
   const int64_t generated = out_->generated();
+  const spec::Stats spec_stats = spec_ ? spec_->stats() : spec::Stats{};
+  end_speculation();
   const size_t evaluated = tokens_.size() - static_cast<size_t>(reused_);
   Metrics& m = metrics();
   m.add_decode(generated, decode_s);
@@ -459,11 +497,12 @@ void Slot::finish(bool shutting_down) {
   if (shared_.log) {
     std::fprintf(stderr,
                  "ds4-server: %s #%llu slot=%d ctx=%d..%zu (%s) reused=%d evaluated=%zu gen=%lld "
-                 "finish=%s prefill %.1f t/s decode %.1f t/s\n",
+                 "finish=%s prefill %.1f t/s decode %.1f t/s mtp drafted=%lld accepted=%lld\n",
                  spec.log_tag.c_str(), static_cast<unsigned long long>(job_->serial), id_, reused_,
                  tokens_.size(), source_, reused_, evaluated, static_cast<long long>(generated),
                  out_->log_finish().c_str(), prefill_s > 0 ? evaluated / prefill_s : 0.0,
-                 decode_s > 0 ? generated / decode_s : 0.0);
+                 decode_s > 0 ? generated / decode_s : 0.0, static_cast<long long>(spec_stats.drafted),
+                 static_cast<long long>(spec_stats.accepted));
   }
   // The closing token (EOS or the end of a tool-call block) joins the live state after the
   // client has its answer, so the next turn's prompt extends the live tokens. One token, even
@@ -486,6 +525,7 @@ void Slot::finish(bool shutting_down) {
 }
 
 void Slot::fail(const std::exception& e) {
+  spec_.reset();
   fail_job(ApiError(500, std::string("generation failed: ") + e.what(), "server_error"));
   session_->reset();
 }

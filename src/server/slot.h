@@ -17,6 +17,7 @@
 #include "server/metrics.h"
 #include "server/output.h"
 #include "server/tool_replay.h"
+#include "spec/speculative.h"
 #include "text/tokenizer.h"
 
 namespace ds4::server {
@@ -63,6 +64,8 @@ struct SlotShared {
   bool log = false;
   int prefill_chunk = 256;
   int32_t user_id = -1, assistant_id = -1;
+  Engine* engine = nullptr;  // for speculative verify batches
+  int mtp_draft = 0;         // 0: plain decode
 };
 
 class Slot {
@@ -91,6 +94,9 @@ class Slot {
   // Decode, first half: the next token to evaluate, or nullopt when the answer is over
   // (then call finish()). Cancellation is checked here.
   std::optional<int32_t> next_token();
+  // Evaluates the token next_token() returned (with --mtp-draft: commits it, verifying the
+  // next drafts in the same pass).
+  void eval_next(int32_t token);
   // Decode, second half, after the token was evaluated: continued checkpoints.
   void after_eval();
   // The answer is over (or cancelled): Done event, log line, the closing token evaluated,
@@ -160,6 +166,9 @@ class Slot {
   int continued_at_ = 0;
   std::chrono::steady_clock::time_point t0_{}, t1_{};
   std::unique_ptr<OutputPipeline> out_;
+  std::unique_ptr<spec::Decoder> spec_;
+  int64_t max_new_ = 0;  // --mtp-draft: speculative decoding of this request
+  void end_speculation();
 };
 
 }  // namespace ds4::server

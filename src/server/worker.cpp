@@ -43,7 +43,8 @@ Worker::Worker(std::vector<std::unique_ptr<Session>> sessions, const text::Token
     : metrics_(metrics), opt_(options),
       ctx_(sessions.empty() ? 0 : sessions.front()->context_size()), disk_(std::move(disk)),
       shared_{tok, metrics, disk_.get(), nullptr, options.log, options.prefill_chunk,
-              find_id(tok, "<｜User｜>"), find_id(tok, "<｜Assistant｜>")} {
+              find_id(tok, "<｜User｜>"), find_id(tok, "<｜Assistant｜>"), options.engine,
+              options.mtp_draft} {
   if (sessions.empty()) throw std::invalid_argument("Worker: no sessions");
   for (size_t i = 0; i < sessions.size(); ++i) {
     slots_.push_back(std::make_unique<Slot>(static_cast<int>(i), std::move(sessions[i]), shared_));
@@ -217,7 +218,7 @@ bool Worker::decode_step() {
   for (size_t i = 0; i < batch.size(); ++i) {
     Slot& s = *batch[i];
     try {
-      s.session().eval(tokens[i]);
+      s.eval_next(tokens[i]);
       s.after_eval();
     } catch (const std::exception& e) {
       s.fail(e);

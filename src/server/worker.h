@@ -29,6 +29,9 @@ struct WorkerOptions {
   int max_queue = 64;       // jobs waiting for a slot; one more is answered 429
   int retry_after_s = 1;    // Retry-After of a 429 (queue full) and a 503 (shutdown)
   int prefill_chunk = 256;  // tokens per prefill step (the engine's chunk)
+  // Speculative decoding (src/spec): the sessions' engine and the most drafts per verify.
+  Engine* engine = nullptr;
+  int mtp_draft = 0;
 };
 
 // What /slots shows of one slot.
