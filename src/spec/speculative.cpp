@@ -109,16 +109,18 @@ int Decoder::choose_k(int more) const {
   if (base_ == 0 || s_.hidden().empty()) lim = 0;
   if (lim <= 0) return 0;
   if (!opt_.adaptive) return lim;
-  // Warm-up: measure the pass cost of each k once (k = 0 is a plain step, no waste).
-  for (int k = 0; k <= lim; ++k)
+  // Warm-up: measure a plain step (no waste) and a verify of 2; larger k not yet measured
+  // are extrapolated linearly from those two (a verify's cost grows with its width).
+  for (int k = 0; k <= 1; ++k)
     if (cost_n_[k] == 0) return k;
+  auto cost = [&](int k) { return cost_n_[k] > 0 ? cost_[k] : cost_[0] + k * std::max(0.0, cost_[1] - cost_[0]); };
   // Expected committed tokens per pass with i.i.d. acceptance alpha: (1 - a^(k+1)) / (1 - a).
   int best = 0;
   double best_rate = 1.0 / cost_[0];
   for (int k = 1; k <= lim; ++k) {
     const double a = std::min(alpha_, 0.999);
     const double expected = (1.0 - std::pow(a, k + 1)) / (1.0 - a);
-    const double rate = expected / (cost_[k] + k * draft_cost_);
+    const double rate = expected / (cost(k) + k * draft_cost_);
     if (rate > best_rate) {
       best_rate = rate;
       best = k;

@@ -101,7 +101,7 @@ class Decoder {
   int cost_n_[kMaxDraft + 1] = {};
   double draft_cost_ = 0;         // seconds per MTP draft
   int draft_n_ = 0;
-  double alpha_ = 0.7;            // acceptance estimate (optimistic start)
+  double alpha_ = 0.5;            // acceptance estimate (neutral start)
   int cycle_ = 0;                 // passes since the last probe while at k = 0
 };
 

@@ -178,6 +178,14 @@ class OneShot(unittest.TestCase):
         self.assertRegex(a.stderr.decode(), r"ds4: prefill: [0-9.]+ t/s, generation: [0-9.]+ t/s")
         self.assertNotIn("processing", a.stderr.decode())  # no progress bar off a terminal
 
+    def test_mtp_draft_greedy_matches_plain(self):
+        # Speculative decoding with the synthetic model's MTP block: same output as plain.
+        plain = self.gen("--temp", "0", "-n", "24")
+        for n in ("1", "4"):
+            spec = self.gen("--temp", "0", "-n", "24", "--mtp-draft", n, "--mtp-fixed")
+            self.assertEqual(plain.stdout, spec.stdout, n)
+            self.assertRegex(spec.stderr.decode(), r"ds4: mtp: [1-9][0-9]* verify passes")
+
     def test_piped_reasoning_is_delimited(self):
         think = self.gen("--seed", "1").stdout.decode("utf-8", "replace")
         self.assertTrue(think.startswith("<think>\n"), think)
