@@ -189,6 +189,8 @@ int run(const BenchOptions& o) {
 
   EngineOptions eo;
   eo.threads = o.threads;
+  eo.backend = o.backend;
+  eo.device = o.device;
   if (o.prefill_chunk > 0) eo.prefill_chunk = o.prefill_chunk;
   const std::unique_ptr<Engine> engine = Engine::open(o.model_path, eo);
   const ModelConfig& cfg = engine->config();
@@ -321,6 +323,10 @@ int main(int argc, char** argv) {
   }
   if (o.help) {
     std::fputs(usage_text().c_str(), stdout);
+    return 0;
+  }
+  if (o.list_devices) {
+    std::fputs(ds4::describe_devices().c_str(), stdout);
     return 0;
   }
   try {

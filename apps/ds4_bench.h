@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "ds4/engine.h"
+
 namespace ds4::bench {
 
 struct BenchOptions {
@@ -26,6 +28,9 @@ struct BenchOptions {
   int gen_tokens = 128;
   std::string csv_path;  // empty: stdout
   int threads = 0;       // 0: the engine's default
+  Backend backend = Backend::Cpu;  // -b/--backend
+  int device = 0;                  // --device (Vulkan)
+  bool list_devices = false;
   int prefill_chunk = 0; // 0: the engine's default
   bool warm_weights = false;
   bool quality = false;  // accepted for ds4 compatibility; the CPU kernels are exact already

@@ -57,7 +57,11 @@ std::string usage_text() {
          "Model and machine:\n"
          "  -m, --model FILE         GGUF model (default: ds4flash.gguf)\n"
          "  -t, --threads N          CPU threads (default: all cores)\n"
-         "  --cpu, --backend cpu     the CPU backend (the only one)\n"
+         "  -b, --backend NAME       cpu (default) or vulkan (builds with Vulkan; for now only\n"
+         "                           the embedding and output head run on the GPU)\n"
+         "  --cpu                    same as --backend cpu\n"
+         "  --device N               Vulkan device index (default 0)\n"
+         "  --list-devices           print the Vulkan devices and exit\n"
          "  --prefill-chunk N        tokens per prefill chunk (default: the engine's)\n"
          "  --warm-weights           read every mapped weight page before measuring\n"
          "  --quality                accepted for ds4 compatibility (kernels are exact)\n"
@@ -109,11 +113,16 @@ BenchOptions parse_options(int argc, const char* const* argv) {
       o.threads = parse_int(a, value(), 1);
     } else if (a == "--prefill-chunk") {
       o.prefill_chunk = parse_int(a, value(), 1);
-    } else if (a == "--backend") {
-      const std::string_view b = value();
-      if (b != "cpu") fail("unsupported backend '" + std::string(b) + "' (this build has: cpu)");
+    } else if (a == "-b" || a == "--backend") {
+      const std::string b(value());
+      if (!parse_backend(b, &o.backend)) fail("unknown backend '" + b + "' (cpu or vulkan)");
+      if (!has_backend(o.backend)) fail("backend '" + b + "' is not available in this build");
     } else if (a == "--cpu") {
-      // the only backend
+      o.backend = Backend::Cpu;
+    } else if (a == "--device") {
+      o.device = parse_int(a, value(), 0);
+    } else if (a == "--list-devices") {
+      o.list_devices = true;
     } else if (a == "--warm-weights") {
       o.warm_weights = true;
     } else if (a == "--quality") {
@@ -122,7 +131,7 @@ BenchOptions parse_options(int argc, const char* const* argv) {
       fail("unknown option: " + std::string(a));
     }
   }
-  if (o.help) return o;
+  if (o.help || o.list_devices) return o;
   if (o.prompt_path.empty() == o.chat_prompt_path.empty()) {
     fail("give exactly one of --prompt-file or --chat-prompt-file");
   }

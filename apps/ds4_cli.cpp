@@ -144,6 +144,8 @@ int run_cli(int argc, char** argv) {
 
     EngineOptions eo;
     eo.threads = opt.threads;
+    eo.backend = opt.backend;
+    eo.device = opt.device;
     eo.mtp_path = opt.mtp_path;
     std::unique_ptr<Engine> engine;
     try {

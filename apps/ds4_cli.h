@@ -42,6 +42,8 @@ struct CliOptions {
   int ctx = 32768;
   bool ctx_given = false;  // the default is lowered to a smaller model's limit
   int threads = 0;  // 0: all cores
+  Backend backend = Backend::Cpu;  // -b/--backend
+  int device = 0;                  // --device (Vulkan)
   std::optional<std::string> prompt;  // -p, or the contents of --prompt-file
   std::string prompt_file;
   std::string system = "You are a helpful assistant";

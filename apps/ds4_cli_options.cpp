@@ -44,8 +44,11 @@ std::string usage_text() {
        "      --mtp-fixed        Keep N fixed (no adaptive controller; for benchmarks)\n"
        "  -c, --ctx N            Context size of the session in tokens. Default: 32768\n"
        "  -t, --threads N        Worker threads. Default: all cores\n"
-       "      --cpu, --backend cpu\n"
-       "                         Backend (only the CPU backend is built). Default: cpu\n"
+       "  -b, --backend NAME     cpu or vulkan (builds with Vulkan; today the embedding and\n"
+       "                         output head run on the GPU, the blocks on the CPU). Default: cpu\n"
+       "      --cpu              Same as --backend cpu\n"
+       "      --device N         Vulkan device index (see --list-devices). Default: 0\n"
+       "      --list-devices     Print the Vulkan devices and exit\n"
        "\n"
        "Prompt and generation:\n"
        "  -p, --prompt TEXT      Answer TEXT and exit. A text starting with\n"
@@ -221,14 +224,20 @@ ParseResult parse_args(const std::vector<std::string>& args) {
       } else if (a == "-t" || a == "--threads") {
         o.threads = static_cast<int>(parse_integer(a, value(), 1, 4096));
       } else if (a == "--cpu") {
-        // The only backend; accepted for ds4 compatibility.
-      } else if (a == "--backend") {
+        o.backend = Backend::Cpu;
+      } else if (a == "-b" || a == "--backend") {
         const std::string& b = value();
-        if (b != "cpu") {
-          throw UsageError{"ds4: backend '" + b + "' is not available in this build (use cpu)"};
-        }
+        if (!parse_backend(b, &o.backend)) throw UsageError{"ds4: unknown backend '" + b + "' (cpu or vulkan)"};
+        if (!has_backend(o.backend))
+          throw UsageError{"ds4: backend '" + b + "' is not available in this build (configure with -DDS4_VULKAN=ON)"};
+      } else if (a == "--device") {
+        o.device = static_cast<int>(parse_integer(a, value(), 0, 1023));
+      } else if (a == "--list-devices") {
+        r.exit_code = 0;
+        r.message = describe_devices();
+        return r;
       } else if (a == "--metal" || a == "--cuda") {
-        throw UsageError{"ds4: " + a + " is not available in this build (only the CPU backend)"};
+        throw UsageError{"ds4: " + a + " is not available (backends: cpu, vulkan)"};
       } else if (a == "-p" || a == "--prompt") {
         set_prompt(value(), "");
       } else if (a == "--prompt-file") {

@@ -31,6 +31,10 @@ int main(int argc, char** argv) {
       std::fputs(server_usage().c_str(), stdout);
       return 0;
     }
+    if (opt.list_devices) {
+      std::fputs(ds4::describe_devices().c_str(), stdout);
+      return 0;
+    }
   } catch (const UsageError& e) {
     std::fprintf(stderr, "ds4-server: %s\n", e.what());
     return 2;
@@ -58,6 +62,9 @@ int main(int argc, char** argv) {
     file.reset();
     ds4::EngineOptions eo;
     eo.threads = opt.threads;
+    if (!ds4::parse_backend(opt.backend, &eo.backend) || !ds4::has_backend(eo.backend))
+      throw std::runtime_error("backend '" + opt.backend + "' is not available in this build");
+    eo.device = opt.device;
     eo.mtp_path = opt.mtp_path;
     engine = ds4::Engine::open(opt.model_path, eo);
     if (const std::string why = ds4::spec::unsupported_reason(*engine, opt.mtp_draft); !why.empty()) {

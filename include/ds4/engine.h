@@ -37,12 +37,21 @@ class Error : public std::runtime_error {
   Kind kind_;
 };
 
-enum class Backend { Cpu };
+// Cpu always; Vulkan only in builds with it (ds4::has_backend); opening an engine with a
+// backend the build lacks is an InvalidArgument error.
+enum class Backend { Cpu, Vulkan };
+bool has_backend(Backend b);
+// "cpu" or "vulkan" (the spelling of -b/--backend); false for any other name.
+bool parse_backend(const std::string& name, Backend* out);
+// What --list-devices prints: one line per Vulkan device with its index (EngineOptions::device),
+// or a line saying that there is none or that this build has no Vulkan backend.
+std::string describe_devices();
 
 struct EngineOptions {
   int threads = 0;              // 0: the CPUs this process may run on
   bool pin_threads = true;      // one worker thread per CPU (DS4_PIN=0 also turns it off)
   Backend backend = Backend::Cpu;
+  int device = 0;               // Vulkan: index into the device list (ds4 --list-devices)
   std::string mtp_path;         // optional MTP sidecar GGUF; else mtp.0.* of the main file
   bool qat_simulation = true;   // FP8/FP4 simulation (test-only switch; the model needs it)
   int prefill_chunk = 256;      // tokens per prefill chunk (sync() default)

@@ -32,6 +32,10 @@ completions, responses, messages).
   -c, --ctx N             context size in tokens (default 32768)
   -n, --tokens N          default max tokens per request (default 393216)
   -t, --threads N         inference threads (default: all cores)
+  -b, --backend NAME      cpu (default) or vulkan (builds with Vulkan; for now the
+                          embedding and output head on the GPU, the blocks on the CPU)
+      --device N          Vulkan device index (default 0)
+      --list-devices      print the Vulkan devices and exit
   -np, --parallel N       live sessions (slots) decoded together (default 1); each holds
                           its own KV state of --ctx tokens (the size is printed at start)
       --max-queue N       requests that may wait for a busy slot (default 64); one more
@@ -108,6 +112,14 @@ ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help
       o.default_max_tokens = parse_int(a, value(), 0, std::numeric_limits<int>::max());
     } else if (a == "-t" || a == "--threads") {
       o.threads = static_cast<int>(parse_int(a, value(), 0, 4096));
+    } else if (a == "-b" || a == "--backend") {
+      o.backend = value();
+      if (o.backend != "cpu" && o.backend != "vulkan")
+        throw UsageError("--backend: unknown backend '" + o.backend + "' (cpu or vulkan)");
+    } else if (a == "--device") {
+      o.device = static_cast<int>(parse_int(a, value(), 0, 1023));
+    } else if (a == "--list-devices") {
+      o.list_devices = true;
     } else if (a == "--host") {
       o.host = value();
       if (o.host == "localhost") o.host = "127.0.0.1";

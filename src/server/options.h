@@ -17,6 +17,9 @@ struct ServerOptions {
   int ctx = 32768;
   int64_t default_max_tokens = 393216;  // -n: used when a request gives no limit
   int threads = 0;
+  std::string backend = "cpu";     // -b/--backend: cpu or vulkan (ds4::parse_backend)
+  int device = 0;                  // --device (Vulkan)
+  bool list_devices = false;       // --list-devices: print them and exit
   bool cors = false;
   std::string api_key;  // empty: no authentication
   std::string mtp_path;

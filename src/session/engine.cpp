@@ -3,9 +3,42 @@
 #include <cstring>
 
 #include "cpu/backend.h"
+#ifdef DS4_HAVE_VULKAN
+#include "vulkan/backend.h"
+#include "vulkan/context.h"
+#endif
 #include "session/session_impl.h"
 
 namespace ds4 {
+
+bool has_backend(Backend b) {
+  switch (b) {
+    case Backend::Cpu:
+      return true;
+    case Backend::Vulkan:
+#ifdef DS4_HAVE_VULKAN
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+bool parse_backend(const std::string& name, Backend* out) {
+  if (name == "cpu") *out = Backend::Cpu;
+  else if (name == "vulkan") *out = Backend::Vulkan;
+  else return false;
+  return true;
+}
+
+std::string describe_devices() {
+#ifdef DS4_HAVE_VULKAN
+  return vulkan::describe_devices(vulkan::list_devices());
+#else
+  return "this build has no Vulkan backend (configure with -DDS4_VULKAN=ON)\n";
+#endif
+}
 
 namespace {
 [[noreturn]] void fail(Error::Kind k, const std::string& msg) { throw Error(k, msg); }
@@ -29,6 +62,13 @@ EngineImpl::EngineImpl(const std::string& path, const EngineOptions& opt) : opt_
     case Backend::Cpu:
       backend_ = cpu::make_backend(*weights_, opt);
       break;
+    case Backend::Vulkan:
+#ifdef DS4_HAVE_VULKAN
+      backend_ = vulkan::make_backend(*weights_, opt);
+      break;
+#else
+      fail(Error::Kind::InvalidArgument, "this build has no Vulkan backend (configure with -DDS4_VULKAN=ON)");
+#endif
     default:
       fail(Error::Kind::InvalidArgument, "unknown backend");
   }

@@ -83,7 +83,20 @@ TEST(BenchOptions, ClearErrors) {
                 .find("--ctx-alloc must be greater than"),
             std::string::npos);
   EXPECT_EQ(parse({"--prompt-file", "a", "--ctx-start", "50", "--ctx-max", "100", "-n", "10", "--ctx-alloc", "111"}).ctx_alloc, 111);
-  EXPECT_NE(parse_error({"--prompt-file", "a", "--backend", "metal"}).find("unsupported backend"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--backend", "metal"}).find("unknown backend 'metal'"), std::string::npos);
+}
+
+TEST(BenchOptions, BackendAndDevice) {
+  EXPECT_EQ(parse({"--prompt-file", "a"}).backend, ds4::Backend::Cpu);
+  if (ds4::has_backend(ds4::Backend::Vulkan)) {
+    const BenchOptions o = parse({"--prompt-file", "a", "-b", "vulkan", "--device", "1"});
+    EXPECT_EQ(o.backend, ds4::Backend::Vulkan);
+    EXPECT_EQ(o.device, 1);
+  } else {
+    EXPECT_NE(parse_error({"--prompt-file", "a", "-b", "vulkan"}).find("not available in this build"), std::string::npos);
+  }
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--device", "-1"}).find("--device"), std::string::npos);
+  EXPECT_TRUE(parse({"--list-devices"}).list_devices);  // no prompt needed to list devices
 }
 
 TEST(BenchFrontiers, LinearSteps) {

@@ -111,7 +111,8 @@ class Args(unittest.TestCase):
             (["-p", "a", "-p", "b"], "only one prompt source"),
             (["--prompt-file", "/nonexistent/prompt.txt"], "cannot read prompt file"),
             (["--dump-tokens"], "--dump-tokens needs -p"),
-            (["--backend", "metal"], "not available"),
+            (["--backend", "metal"], "unknown backend 'metal'"),
+            (["--device", "-1"], "invalid value for --device"),
             (["--server"], "ds4-server"),
         ]
         for args, message in cases:

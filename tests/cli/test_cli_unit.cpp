@@ -96,6 +96,23 @@ TEST(ParseArgs, ErrorsExitTwoWithAMessage) {
   EXPECT_EQ(h.message, usage_text());
 }
 
+TEST(ParseArgs, BackendDeviceAndDeviceList) {
+  EXPECT_EQ(parse({}).options.backend, Backend::Cpu);
+  EXPECT_EQ(parse({"--cpu"}).options.backend, Backend::Cpu);
+  if (has_backend(Backend::Vulkan)) {
+    const ParseResult r = parse({"-b", "vulkan", "--device", "2"});
+    EXPECT_EQ(r.options.backend, Backend::Vulkan);
+    EXPECT_EQ(r.options.device, 2);
+  } else {
+    EXPECT_NE(parse({"-b", "vulkan"}).message.find("not available in this build"), std::string::npos);
+  }
+  EXPECT_EQ(parse({"--backend", "metal"}).exit_code, 2);
+  EXPECT_EQ(parse({"--device", "-1"}).exit_code, 2);
+  const ParseResult l = parse({"--list-devices"});
+  EXPECT_EQ(l.exit_code, 0);
+  EXPECT_EQ(l.message, describe_devices());
+}
+
 TEST(ParseArgs, EnvironmentSwitches) {
   ::setenv("DS4_DEBUG", "1", 1);
   ::setenv("NO_COLOR", "1", 1);

@@ -110,12 +110,19 @@ inline std::string describe(const RowStats& s) {
   return buf;
 }
 
-// The backends the oracle suite runs on (docs/backend.md: a new backend adds itself here).
-inline std::vector<Backend> test_backends() { return {Backend::Cpu}; }
+// The backends the oracle suite runs on (docs/backend.md: a new backend adds itself here):
+// every backend this build has.
+inline std::vector<Backend> test_backends() {
+  std::vector<Backend> v{Backend::Cpu};
+  if (has_backend(Backend::Vulkan)) v.push_back(Backend::Vulkan);
+  return v;
+}
 inline std::string backend_name(Backend b) {
   switch (b) {
     case Backend::Cpu:
       return "cpu";
+    case Backend::Vulkan:
+      return "vulkan";
   }
   return "unknown";
 }

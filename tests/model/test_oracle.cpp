@@ -26,6 +26,15 @@ class OracleTest : public ::testing::TestWithParam<std::tuple<std::string, Backe
   std::string path_;
 };
 
+// Every config on the CPU; the other backends on tiny-a only (lavapipe is slow: CI time).
+std::vector<std::tuple<std::string, Backend>> oracle_cases() {
+  std::vector<std::tuple<std::string, Backend>> v;
+  for (Backend b : test_backends())
+    for (const char* config : {"tiny-a", "tiny-b", "tiny-q"})
+      if (b == Backend::Cpu || std::string(config) == "tiny-a") v.emplace_back(config, b);
+  return v;
+}
+
 std::string sfx(bool qat) { return qat ? "" : "_noqat"; }
 
 }  // namespace
@@ -228,8 +237,7 @@ TEST_P(OracleTest, ChunkSizesAgree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Oracle, OracleTest,
-                         ::testing::Combine(::testing::Values("tiny-a", "tiny-b", "tiny-q"),
-                                            ::testing::ValuesIn(test_backends())),
+                         ::testing::ValuesIn(oracle_cases()),
                          [](const auto& info) {
                            std::string s = std::get<0>(info.param) + "_" + backend_name(std::get<1>(info.param));
                            std::replace(s.begin(), s.end(), '-', '_');
