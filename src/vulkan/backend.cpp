@@ -29,7 +29,7 @@ class HostSequence final : public backend::Sequence {
   model::SequenceState state_;
 };
 
-// A weight matrix resident on the device with its own buffer.
+// A weight matrix resident on the device with its own buffer (m.buffer must point at it).
 struct DeviceWeight {
   Buffer buffer;
   DeviceMatrix m;
@@ -220,8 +220,11 @@ class VulkanBackend final : public backend::Backend {
   }
 
   void upload_head(bool widen) {
+    // DeviceMatrix points at its buffer: re-aim it once the weight sits in its member.
     head_fn_ = upload_matrix(*ctx_, w_.head.hc_fn, "output_hc_fn.weight", widen);
+    head_fn_.m.buffer = &head_fn_.buffer;
     output_ = upload_matrix(*ctx_, w_.output, "output.weight", widen);
+    output_.m.buffer = &output_.buffer;
   }
 
   // y (n vectors of w.rows floats, y_stride apart) = w times x (n vectors of w.cols floats,

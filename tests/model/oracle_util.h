@@ -129,8 +129,20 @@ inline std::string backend_name(Backend b) {
 
 // One engine per (file, qat, backend) for the whole test binary: opening is cheap, but
 // sharing keeps the thread pool count bounded.
-inline Engine& engine_for(const std::string& path, bool qat, Backend backend = Backend::Cpu) {
+inline std::map<std::tuple<std::string, bool, Backend>, std::unique_ptr<Engine>>& engine_cache() {
   static std::map<std::tuple<std::string, bool, Backend>, std::unique_ptr<Engine>> cache;
+  return cache;
+}
+// The cached engines are closed when the tests end, before exit: a Vulkan engine must not be
+// destroyed by a static destructor, after the Vulkan loader and driver have been torn down.
+struct CloseCachedEngines : ::testing::Environment {
+  void TearDown() override { engine_cache().clear(); }
+};
+inline ::testing::Environment* const close_cached_engines =
+    ::testing::AddGlobalTestEnvironment(new CloseCachedEngines);
+
+inline Engine& engine_for(const std::string& path, bool qat, Backend backend = Backend::Cpu) {
+  auto& cache = engine_cache();
   auto key = std::make_tuple(path, qat, backend);
   auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
