@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -137,9 +138,13 @@ void dequantize_fp8_weight(const uint8_t* q, const void* scales, ScaleFormat sf,
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t srow = (r / 128) * scale_cols;
     for (int64_t cb = 0; cb < scale_cols; ++cb) {
-      const float s = sf == ScaleFormat::E8M0
-                          ? e8m0_to_f32(static_cast<const uint8_t*>(scales)[srow + cb])
-                          : static_cast<const float*>(scales)[srow + cb];
+      // F32 scales come straight from a safetensors file: not necessarily 4-byte aligned.
+      float s;
+      if (sf == ScaleFormat::E8M0) {
+        s = e8m0_to_f32(static_cast<const uint8_t*>(scales)[srow + cb]);
+      } else {
+        std::memcpy(&s, static_cast<const uint8_t*>(scales) + (srow + cb) * sizeof(float), sizeof(float));
+      }
       const int64_t c_end = std::min<int64_t>(cols, (cb + 1) * 128);
       for (int64_t c = cb * 128; c < c_end; ++c) out[r * cols + c] = lut[q[r * cols + c]] * s;
     }

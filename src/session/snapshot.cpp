@@ -203,7 +203,7 @@ void SessionImpl::load_snapshot(const uint8_t* data, size_t size) {
   size_t off = 0;
   Source s{[&](void* p, size_t n) {
              if (size - off < n) bad("truncated payload");
-             std::memcpy(p, data + off, n);
+             if (n) std::memcpy(p, data + off, n);  // data may be null for an empty payload
              off += n;
            },
            [&] { return off == size; }};

@@ -33,13 +33,18 @@ USER = "<｜User｜>"
 ASSISTANT = "<｜Assistant｜>"
 
 
+# Sanitizer builds run slower (scripts/sanitize.sh): every wait below is scaled by this.
+TIME_SCALE = float(os.environ.get("DS4_TEST_TIME_SCALE", "1"))
+
+
 def run(args, timeout=120, env_extra=None, cwd=None):
     env = dict(os.environ)
     env.pop("DS4_DEBUG", None)
     env.pop("NO_COLOR", None)
     if env_extra:
         env.update(env_extra)
-    return subprocess.run([BIN] + args, capture_output=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run([BIN] + args, capture_output=True, timeout=timeout * TIME_SCALE, env=env,
+                          cwd=cwd)
 
 
 def dump_token_ids(text):
@@ -295,8 +300,8 @@ class OneShot(unittest.TestCase):
         self.assertTrue(first)
         t = time.time()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        self.assertLess(time.time() - t, 10)
+        out, err = proc.communicate(timeout=30 * TIME_SCALE)
+        self.assertLess(time.time() - t, 10 * TIME_SCALE)
         self.assertEqual(proc.returncode, 130)
         self.assertIn("ds4: interrupted", err.decode())
         self.assertTrue((first + out).decode("utf-8", "replace").rstrip().endswith("</think>"))
@@ -341,7 +346,7 @@ class Repl:
 
     def read_until(self, pattern, timeout=60):
         """Output up to and including `pattern` (bytes or compiled regex)."""
-        end = time.time() + timeout
+        end = time.time() + timeout * TIME_SCALE
         while True:
             if isinstance(pattern, bytes):
                 i = self.buf.find(pattern)
@@ -374,7 +379,7 @@ class Repl:
         return self.read_until(b"ds4> ")
 
     def wait_exit(self, timeout=30):
-        end = time.time() + timeout
+        end = time.time() + timeout * TIME_SCALE
         while time.time() < end:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -492,7 +497,7 @@ class Interactive(unittest.TestCase):
             t = time.time()
             r.send(b"\x03")
             out = r.read_until(b"ds4> ", timeout=20)
-            self.assertLess(time.time() - t, 10)
+            self.assertLess(time.time() - t, 10 * TIME_SCALE)
             self.assertIn(b"ds4: interrupted", out)
             self.assertIn(b"\x1b[0m", out)  # styling reset after the cut
 

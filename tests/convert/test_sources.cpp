@@ -190,7 +190,8 @@ std::map<std::string, std::vector<float>> make_official_style_checkpoint(const s
   return expect;
 }
 
-TEST(OfficialStorage, Fp8Fp4Bf16I64ShardsAndHfConfigConvertExactly) {
+TEST(OfficialStorage, TinyQFp8Fp4Bf16I64ShardsAndHfConfigConvertExactly) {
+  DS4_SKIP_WITHOUT_ORACLE("tiny-q");
   const std::string dir = ds4test::tmp_dir("official-style-tiny-q");
   const auto expect = make_official_style_checkpoint(dir);
   convert::ConvertOptions o;
@@ -370,7 +371,8 @@ TEST(Cli, BadArgumentsExitTwoAndHelpExitsZero) {
   EXPECT_EQ(r.status, 1) << r.output;
 }
 
-TEST(Cli, InspectShowsSpecNamesTypesAndDims) {
+TEST(Cli, InspectTinyQShowsSpecNamesTypesAndDims) {
+  DS4_SKIP_WITHOUT_ORACLE("tiny-q");
   const std::string out = ds4test::tmp_dir("cli") + "/tiny-q-q4.gguf";
   auto r = ds4test::run(ds4test::quantize_bin() + " --hf " + ds4test::oracle_dir("tiny-q") + " --out " + q(out) + " --recipe q4");
   ASSERT_EQ(r.status, 0) << r.output;
@@ -390,7 +392,8 @@ TEST(Cli, InspectShowsSpecNamesTypesAndDims) {
   EXPECT_NE(s.find("total: "), std::string::npos);
 }
 
-TEST(Cli, DequantizeTurnsEveryTensorIntoF32WithTheSameValues) {
+TEST(Cli, DequantizeTinyQTurnsEveryTensorIntoF32WithTheSameValues) {
+  DS4_SKIP_WITHOUT_ORACLE("tiny-q");
   const std::string d = ds4test::tmp_dir("cli");
   auto r = ds4test::run(ds4test::quantize_bin() + " --hf " + ds4test::oracle_dir("tiny-q") + " --out " + q(d + "/q2.gguf") + " --recipe q2");
   ASSERT_EQ(r.status, 0) << r.output;

@@ -50,7 +50,7 @@ void stats(const std::vector<float>& v, double& mean, double& sd) {
   sd = std::sqrt(std::max(0.0, s2 / v.size() - mean * mean));
 }
 
-// The tensor list the spec (§3) derives for a config, counted independently of the converter.
+// The tensor list docs/gguf.md derives for a config, counted independently of the converter.
 size_t expected_tensor_count(const nlohmann::json& c, uint32_t layers, bool mtp) {
   const auto ratios = c["compress_ratios"].get<std::vector<int>>();
   const uint32_t n_layers = c["n_layers"];
@@ -152,7 +152,7 @@ TEST(Synthetic, LayersKeepsTheScheduleHeadAndTheMtpEntry) {
   EXPECT_EQ(cfg.n_hash_layers, 3u);
   const auto full = convert::load_model_config(configs_dir() + "/flash.json");
   EXPECT_EQ(full.compress_ratios.size(), 44u);
-  // spec §3: 6 + 43·24 + 41·4 + 21·6 = 1328 main tensors.
+  // docs/gguf.md: 6 + 43·24 + 41·4 + 21·6 = 1328 main tensors.
   EXPECT_EQ(convert::build_catalogue(full, false).size(), 1328u);
   EXPECT_EQ(flash["n_layers"], 43);
 }
@@ -282,7 +282,8 @@ void write_legacy_imatrix(const std::string& path, const std::map<std::string, s
   out.write(ds.data(), static_cast<std::streamsize>(ds.size()));
 }
 
-TEST(Imatrix, LegacyAndGgufFormatsAreReadAndSteerTheQuantizer) {
+TEST(Imatrix, LegacyAndGgufFormatsAreReadAndSteerTheQuantizerOnTinyQ) {
+  DS4_SKIP_WITHOUT_ORACLE("tiny-q");
   const std::string d = ds4test::tmp_dir("imatrix");
   // Importance 10x higher on the first 16 columns of every expert of layer 1's gate (IQ2_XXS
   // under q2) and down (Q2_K) projections.

@@ -13,10 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "test_data.h"
+
 namespace ds4test {
 
-inline std::string shared_dir() { return DS4_SHARED_DIR; }
-inline std::string oracle_dir(const std::string& cfg) { return shared_dir() + "/oracle/" + cfg; }
+using ds4::testdata::oracle_dir;
 inline std::string quantize_bin() { return std::string(DS4_BIN_DIR) + "/ds4-quantize"; }
 inline std::string tmp_dir(const std::string& sub) {
   const std::string d = std::string(DS4_TEST_TMP) + "/convert/" + sub;
@@ -103,7 +104,7 @@ inline RunResult run(const std::string& cmd) {
   return r;
 }
 
-// spec model.md §3: official suffix -> GGUF suffix, written out here independently of the
+// docs/gguf.md: official suffix -> GGUF suffix, written out here independently of the
 // converter's catalogue.
 inline const std::map<std::string, std::string>& block_suffixes() {
   static const std::map<std::string, std::string> m = {

@@ -1,4 +1,4 @@
-// Helpers for comparing the engine with the reference oracle files in shared/oracle/.
+// Helpers for comparing the engine with the reference oracle files (tests/data/README.md).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -15,12 +15,11 @@
 #include <vector>
 
 #include "ds4/engine.h"
+#include "test_data.h"
 
 namespace ds4::test {
 
-inline std::string oracle_dir(const std::string& config) {
-  return std::string(DS4_SHARED_DIR) + "/oracle/" + config;
-}
+using ds4::testdata::oracle_dir;
 
 // GGUFs written by the convert_oracle_ggufs fixture.
 inline std::string oracle_gguf(const std::string& config, const std::string& recipe) {

@@ -1,5 +1,5 @@
 // The engine on the f32 oracle GGUFs against the official reference's numbers
-// (shared/oracle/<config>: spec model.md §13).
+// (tests/data/README.md; docs/forward-pass.md).
 #include <cstring>
 #include <set>
 
@@ -17,6 +17,7 @@ constexpr double kTight = 1e-4;  // x max(1, max|logit|) per row
 class OracleTest : public ::testing::TestWithParam<std::tuple<std::string, Backend>> {
  protected:
   void SetUp() override {
+    DS4_SKIP_WITHOUT_ORACLE(std::get<0>(GetParam()));
     o_ = std::make_unique<Oracle>(std::get<0>(GetParam()));
     path_ = oracle_gguf(std::get<0>(GetParam()), "f32");
     ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
@@ -61,7 +62,7 @@ TEST_P(OracleTest, NoQatFullPrefillAllPositions) {
   EXPECT_EQ(s.argmax_mismatch, 0);
 }
 
-// Prefill K then decode one token at a time (spec §7.1), simulation on and off.
+// Prefill K then decode one token at a time, simulation on and off.
 static void check_decode_files(Engine& e, const Oracle& o, bool qat, double tol) {
   for (int k : o.decode_lens()) {
     auto s = e.new_session(o.n() + 1);
@@ -105,7 +106,7 @@ static void check_greedy(Engine& e, const Oracle& o, bool qat, double tol) {
 
 TEST_P(OracleTest, NoQatGreedy) { check_greedy(engine(false), *o_, false, kTight); }
 
-// Each block fed the reference's own input (spec §13 item 1), simulation on, as one
+// Each block fed the reference's own input, simulation on, as one
 // prefill and as token-by-token decode; routing and indexer choices must match exactly.
 TEST_P(OracleTest, BlocksForcedWithSimulation) {
   Engine& e = engine(true);

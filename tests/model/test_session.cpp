@@ -13,6 +13,7 @@ namespace {
 class SessionTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    DS4_SKIP_WITHOUT_ORACLE(GetParam());
     o_ = std::make_unique<Oracle>(GetParam());
     path_ = oracle_gguf(GetParam(), "f32");
     ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
@@ -37,7 +38,7 @@ TEST_P(SessionTest, SnapshotRoundTripIsBitIdentical) {
     auto a = e.new_session(ctx);
     a->sync(prefix(k));
     auto bytes = a->save_snapshot();
-    // Size follows the §11 layout exactly.
+    // Size follows the docs/kvcache.md layout exactly.
     const ModelConfig& c = e.config();
     size_t want = 4 * (13 + k) + 4ull * c.vocab + 8ull * c.n_layers;
     const int raw_live = std::min({k, c.window, ctx});
@@ -82,7 +83,7 @@ TEST_P(SessionTest, SnapshotRoundTripIsBitIdentical) {
 }
 
 // Equal prefixes give equal payloads, however the state got there (frontier rows of the
-// current window that are not yet written are canonical, spec §5.4).
+// current window that are not yet written are canonical, docs/kvcache.md).
 TEST_P(SessionTest, SnapshotIsCanonical) {
   Engine& e = engine();
   const int k = 37;  // k+1..k+2 complete no compressed row in any config used here
@@ -264,7 +265,7 @@ TEST_P(SessionTest, CancelStopsAtAChunkBoundary) {
   EXPECT_TRUE(same_bits(s->logits(), fresh->logits()));
 }
 
-// Session memory against spec §6 (raw window, compressed rows ctx/r+2, indexer rows,
+// Session memory against the docs/forward-pass.md state table (raw window, compressed rows ctx/r+2, indexer rows,
 // compressor states), plus the engine's small rewind slack.
 TEST_P(SessionTest, MemoryEstimateFollowsSpecFormula) {
   Engine& e = engine();

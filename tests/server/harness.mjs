@@ -26,7 +26,8 @@ export async function startServer(extraArgs = [], { ctx = 4096, threads = 1 } = 
   const log = process.env.DS4_SERVER_LOG ? createWriteStream(process.env.DS4_SERVER_LOG, { flags: "a" }) : null;
   let stderr = "";
   const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("server did not start:\n" + stderr)), 120000);
+    const timer = setTimeout(() => reject(new Error("server did not start:\n" + stderr)),
+                             120000 * Number(process.env.DS4_TEST_TIME_SCALE || 1));
     child.stderr.on("data", (d) => {
       const s = d.toString();
       if (log) log.write(s);
@@ -102,7 +103,7 @@ export function parseSse(text) {
   return out;
 }
 
-// The DSML block the model writes for one call (spec prompting.md §8), parameters in order.
+// The DSML block the model writes for one call (docs/prompting.md), parameters in order.
 export function dsmlCall(name, params) {
   const lines = Object.entries(params).map(([k, v]) =>
     typeof v === "string"

@@ -1,4 +1,4 @@
-// Loads shared/vectors/prompting-golden/examples.json (official-encoder renderings).
+// Loads tests/data/vectors/prompting-golden/examples.json (official-encoder renderings).
 #pragma once
 
 #include <fstream>
@@ -8,13 +8,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "test_data.h"
 #include "text/chat.h"
 
 namespace ds4::text::golden {
 
 inline const nlohmann::ordered_json& golden_cases() {
   static const nlohmann::ordered_json cases = [] {
-    std::string path = std::string(DS4_SHARED_DIR) + "/vectors/prompting-golden/examples.json";
+    std::string path = ds4::testdata::vectors_dir() + "/prompting-golden/examples.json";
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("cannot open " + path);
     std::stringstream ss;

@@ -1,4 +1,4 @@
-// The 34 golden prompts rendered by the official encoder (shared/vectors/prompting-golden).
+// The 34 golden prompts rendered by the official encoder (tests/data/vectors/prompting-golden).
 #include <gtest/gtest.h>
 
 #include "golden_fixture.h"

@@ -1,10 +1,11 @@
-// Rendered prompts to token ids with the real V4 vocabulary; expected ids from the spec
-// (§5, §11: official API prompt_tokens and third-party V4 vectors).
+// Rendered prompts to token ids with the real V4 vocabulary; expected ids from the
+// official API (prompt_tokens) and third-party V4 vectors.
 #include <algorithm>
 
 #include <gtest/gtest.h>
 
 #include "../tokenizer/tokenizer_fixture.h"
+#include "test_data.h"
 #include "text/chat.h"
 #include "text/chat_tokenize.h"
 
@@ -29,8 +30,8 @@ TEST(ChatTokenize, OfficialApiPrompts) {
   EXPECT_EQ(chat_ids("Rispondi in italiano con una frase: chi era Ada Lovelace?"),
             (std::vector<int>{0, 128803, 52, 278, 4908, 75, 295, 89034, 399, 3919, 123003, 28, 23442, 9861, 63030,
                               47121, 317, 805, 33, 128804, 128822}));
-  std::string code = ds4::text::testing::read_file(std::string(DS4_SHARED_DIR) +
-                                                   "/vectors/ds4-official/prompts/short_code_completion.txt");
+  std::string code = ds4::text::testing::read_file(ds4::testdata::vectors_dir() +
+                                                   "/ds4-official/prompts/short_code_completion.txt");
   EXPECT_EQ(chat_ids(code), (std::vector<int>{0, 128803, 41174, 270, 345, 6809, 418, 270, 2894, 6319, 17840, 1353,
                                               1137, 3916, 6400, 15626, 97201, 14, 36220, 97201, 754, 51663, 70, 1760,
                                               1990, 128804, 128822}));
@@ -72,7 +73,7 @@ TEST(ChatTokenize, TaskTokensResolve) {
   opt.thinking_mode = ThinkingMode::Chat;
   Json messages = Json::parse(R"([{"role":"user","content":"Q","task":"action"}])");
   std::vector<int> ids = tokenize_prompt(tok(), render_chat_segments(messages, opt));
-  EXPECT_EQ(ids.back(), 128829);  // <｜action｜> (spec §1)
+  EXPECT_EQ(ids.back(), 128829);  // <｜action｜> 
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::string corpus = std::string(DS4_SOURCE_DIR) + "/tests/text/tokenizer/corpus";
-  const std::string off = std::string(DS4_SHARED_DIR) + "/vectors/ds4-official/prompts/";
+  const std::string off = std::string(DS4_TEST_DATA_DIR) + "/vectors/ds4-official/prompts/";
   std::vector<std::string> natural = {off + "long_memory_archive.txt", off + "long_code_audit.txt"};
   std::vector<std::string> all;
   if (std::filesystem::exists(corpus)) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "text/tokenizer.h"
+#include "test_data.h"
 #include "tokenizer_fixture.h"
 
 namespace ds4::text {
@@ -128,7 +129,7 @@ TEST(Reference, IdenticalIdsOnCorpus) {
 TEST(Reference, OfficialLongPrompts) {
   if (!have_node()) GTEST_SKIP() << "node not installed; reference comparison skipped";
   const Tokenizer& tok = v4_tokenizer();
-  const std::string dir = std::string(DS4_SHARED_DIR) + "/vectors/ds4-official/prompts/";
+  const std::string dir = ds4::testdata::vectors_dir() + "/ds4-official/prompts/";
   std::vector<std::string> texts;
   for (const char* name : {"long_memory_archive.txt", "long_code_audit.txt",
                            "short_italian_fact.txt", "short_code_completion.txt"}) {

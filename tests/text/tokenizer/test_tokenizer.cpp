@@ -1,5 +1,5 @@
 // Tokenizer on the real V4 vocabulary, against independent truth: the id lists of
-// spec/prompting.md §2, §5, §10, §11 and the official API prompt-token counts.
+// docs/prompting.md, known V4 ids and the official API prompt-token counts.
 #include "text/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "text/hf_tokenizer.h"
+#include "test_data.h"
 #include "tokenizer_fixture.h"
+#include "test_seed.h"
 
 namespace ds4::text {
 namespace {
@@ -84,7 +86,7 @@ TEST(Tokenizer, GoldenE1AndApiVectorIds) {
             (Ids{0, 128803, 41174, 270, 345, 6809, 418, 270, 2894, 6319, 17840, 1353, 1137, 3916,
                  6400, 15626, 97201, 14, 36220, 97201, 754, 51663, 70, 1760, 1990, 128804,
                  128822}));
-  // The API's continuation tokens decode to the texts the spec lists.
+  // The API's continuation tokens decode to the texts the API returned.
   EXPECT_EQ(t.decode({108149, 47121, 317, 805}), "Ada Lovelace");
   EXPECT_EQ(t.decode({9854, 69, 201, 3916}), "```c\nreturn");
 }
@@ -93,7 +95,7 @@ TEST(Tokenizer, GoldenE1AndApiVectorIds) {
 // BOS <｜User｜> prompt <｜Assistant｜> </think>.
 TEST(Tokenizer, OfficialApiPromptTokenCounts) {
   const Tokenizer& t = v4_tokenizer();
-  const std::string dir = std::string(DS4_SHARED_DIR) + "/vectors/ds4-official/";
+  const std::string dir = ds4::testdata::vectors_dir() + "/ds4-official/";
   const nlohmann::json manifest = nlohmann::json::parse(read_file(dir + "manifest.json"));
   std::vector<int> counts;
   for (const auto& p : manifest["prompts"]) {
@@ -229,7 +231,7 @@ TEST(Tokenizer, TokenDumpEscapes) {
 // byte for byte, with and without special-token extraction.
 TEST(Tokenizer, RandomBytesRoundTrip) {
   const Tokenizer& t = v4_tokenizer();
-  std::mt19937 rng(12345);
+  std::mt19937 rng(ds4::testdata::test_seed(12345));
   const std::vector<std::string> fragments = {
       " ", "  ", "\n", "\r\n", "\t", "a", "Z", "é", "中", "ア", "・", "1", "٣", "²", "—", "“", "!",
       ".", "'s", "\u0301", "\u200d", "\u00a0", "\u3000", "\u0085", "\ufeff", "🙂", "<｜User｜>",
@@ -279,8 +281,8 @@ TEST(Tokenizer, CacheIsUsedAndBounded) {
 
 TEST(Tokenizer, ConcurrentEncodeAgrees) {
   const Tokenizer& t = v4_tokenizer();
-  const std::string text = read_file(std::string(DS4_SHARED_DIR) +
-                                     "/vectors/ds4-official/prompts/long_code_audit.txt");
+  const std::string text = read_file(ds4::testdata::vectors_dir() +
+                                     "/ds4-official/prompts/long_code_audit.txt");
   const Ids expected = t.encode(text);
   std::vector<Ids> results(3);
   std::vector<std::thread> threads;
