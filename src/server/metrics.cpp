@@ -53,6 +53,11 @@ std::string Metrics::render_prometheus() const {
   metric("ds4_refused_connections_total", "counter",
          "Connections refused over --max-connections or --max-client-connections.",
          refused_connections.load());
+  metric("ds4_decode_steps_total", "counter",
+         "Scheduler decode steps (one token of every generating slot each).", decode_steps.load());
+  metric("ds4_decode_step_rows_total", "counter",
+         "Tokens evaluated by decode steps (rows / steps = mean batch size).",
+         decode_step_rows.load());
   std::lock_guard<std::mutex> lock(mu_);
   metric("ds4_prefill_tokens_total", "counter", "Prompt tokens evaluated (not reused).",
          prefill_tokens_);

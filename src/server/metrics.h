@@ -25,6 +25,8 @@ class Metrics {
   std::atomic<uint64_t> queue_rejected{0};  // 429: every slot busy and the queue full
   std::atomic<int64_t> open_connections{0};     // HTTP connections open now
   std::atomic<uint64_t> refused_connections{0};  // over a connection cap
+  std::atomic<uint64_t> decode_steps{0};     // scheduler decode steps (one pass each when batched)
+  std::atomic<uint64_t> decode_step_rows{0}; // tokens evaluated by them
 
   void add_prefill(uint64_t tokens, double seconds);
   void add_decode(uint64_t tokens, double seconds);

@@ -97,6 +97,9 @@ class Slot {
   // Evaluates the token next_token() returned (with --mtp-draft: commits it, verifying the
   // next drafts in the same pass).
   void eval_next(int32_t token);
+  // --mtp-draft is on for the running request (its tokens go through eval_next, not a
+  // shared decode batch).
+  bool speculating() const { return spec_ != nullptr; }
   // Decode, second half, after the token was evaluated: continued checkpoints.
   void after_eval();
   // The answer is over (or cancelled): Done event, log line, the closing token evaluated,

@@ -30,6 +30,12 @@ int32_t find_id(const text::Tokenizer& tok, const char* text) {
   return id ? *id : -1;
 }
 
+WorkerOptions single_slot_options(bool log) {
+  WorkerOptions o;
+  o.log = log;
+  return o;
+}
+
 std::vector<std::unique_ptr<Session>> one(std::unique_ptr<Session> s) {
   std::vector<std::unique_ptr<Session>> v;
   v.push_back(std::move(s));
@@ -57,7 +63,7 @@ Worker::Worker(std::vector<std::unique_ptr<Session>> sessions, const text::Token
 
 Worker::Worker(std::unique_ptr<Session> session, const text::Tokenizer& tok, Metrics& metrics,
                bool log, std::unique_ptr<kvcache::DiskCache> disk)
-    : Worker(one(std::move(session)), tok, metrics, WorkerOptions{log}, std::move(disk)) {}
+    : Worker(one(std::move(session)), tok, metrics, single_slot_options(log), std::move(disk)) {}
 
 Worker::~Worker() { stop(); }
 
@@ -173,15 +179,15 @@ bool Worker::admit() {
     const int pick = route_request(cands);
     Slot& slot = *slots_[static_cast<size_t>(pick)];
     metrics_.generation_requests++;
-    slot.begin(job);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (slot.state() == Slot::State::Idle) {
-      job_ended(*job);  // failed at admission
-    } else {
+    {
+      // Taken before the job hears it is running, so the queue bound counts it as busy.
+      std::lock_guard<std::mutex> lock(mu_);
       running_[static_cast<size_t>(pick)] = job;
       --idle_slots_;
       if (stopping_) job->cancelled = true;
     }
+    slot.begin(job);
+    if (slot.state() == Slot::State::Idle) release(slot);  // failed at admission
   }
   return any;
 }
@@ -192,10 +198,18 @@ bool Worker::decode_step() {
   std::vector<Slot*> batch;
   std::vector<int32_t> tokens;
   bool any = false;
+  // The test hook's pause (ds4_test_delay_ms) stands for a slow model: a step waits for
+  // every generating slot, as one batched pass would. Cancelled slots do not wait.
+  bool waiting = false;
+  for (auto& sp : slots_) {
+    if (sp->state() == Slot::State::Decode && !sp->job()->cancelled && sp->ready_at() > now) {
+      waiting = true;
+    }
+  }
   for (auto& sp : slots_) {
     Slot& s = *sp;
     if (s.state() != Slot::State::Decode) continue;
-    if (s.ready_at() > now && !s.job()->cancelled) continue;
+    if (waiting && !s.job()->cancelled) continue;
     any = true;
     int32_t next = -1;  // -1: the answer is over
     try {
@@ -214,17 +228,41 @@ bool Worker::decode_step() {
     batch.push_back(&s);
     tokens.push_back(next);
   }
-  // One token per generating slot.
+  if (batch.empty()) return any;
+  // One token per generating slot, all in one forward pass when the engine can.
+  std::vector<int> before;  // each session's length before the step
+  for (Slot* s : batch) before.push_back(s->session().n_tokens());
+  std::vector<Session*> sessions;  // slots without speculation share one pass
+  std::vector<int32_t> plain;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i]->speculating()) continue;
+    sessions.push_back(&batch[i]->session());
+    plain.push_back(tokens[i]);
+  }
+  if (opt_.eval_batch && sessions.size() > 1) {
+    try {
+      opt_.eval_batch(sessions, plain);
+    } catch (const std::exception&) {
+      // The batch failed (the engine validates before it evaluates): the sessions it did
+      // not advance evaluate one by one below, so only the slot at fault fails.
+    }
+  }
   for (size_t i = 0; i < batch.size(); ++i) {
     Slot& s = *batch[i];
     try {
-      s.eval_next(tokens[i]);
+      if (s.speculating()) {
+        s.eval_next(tokens[i]);  // its own verify pass (drafts)
+      } else if (s.session().n_tokens() == before[i]) {
+        s.session().eval(tokens[i]);
+      }
       s.after_eval();
     } catch (const std::exception& e) {
       s.fail(e);
       release(s);
     }
   }
+  metrics_.decode_steps++;
+  metrics_.decode_step_rows += batch.size();
   return any;
 }
 
@@ -247,11 +285,12 @@ bool Worker::prefill_step() {
 }
 
 Clock::time_point Worker::next_ready() const {
-  auto t = Clock::time_point::max();
+  // The step waits for every generating slot (see decode_step).
+  auto t = Clock::time_point::min();
   for (const auto& s : slots_) {
-    if (s->state() == Slot::State::Decode) t = std::min(t, s->ready_at());
+    if (s->state() == Slot::State::Decode) t = std::max(t, s->ready_at());
   }
-  return t;
+  return t == Clock::time_point::min() ? Clock::time_point::max() : t;
 }
 
 void Worker::publish(bool rehash) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,6 +33,9 @@ struct WorkerOptions {
   // Speculative decoding (src/spec): the sessions' engine and the most drafts per verify.
   Engine* engine = nullptr;
   int mtp_draft = 0;
+  // Evaluates one token for each of several sessions in one forward pass (the engine's
+  // eval_batch); unset: one Session::eval after another.
+  std::function<void(const std::vector<Session*>&, const std::vector<int32_t>&)> eval_batch;
 };
 
 // What /slots shows of one slot.

@@ -251,6 +251,38 @@ def test_restart_evict_resume():
     b.stop()
 
 
+def test_slots_spill_to_disk():
+    """--parallel 2 with three conversations: the third takes the least recently used slot
+    after saving its state (evict); the displaced conversation returns and resumes from that
+    file; SIGTERM saves every slot."""
+    d = fresh_dir("slots")
+    srv = Server(d, extra=["--parallel", "2"])
+    convs = [[{"role": "system", "content": system_text(10 + k)},
+              {"role": "user", "content": "Conversation %d, first question." % k}] for k in range(3)]
+    answers = ["Answer zero.", "Answer one.", "Answer two."]
+    for k in range(3):
+        r = srv.chat(request(convs[k], answers[k]))
+        check(r["usage"]["prompt_tokens_details"]["cached_tokens"] == 0, "conversation %d cold" % k)
+        convs[k] += [{"role": "assistant", "content": answers[k]},
+                     {"role": "user", "content": "A follow-up."}]
+    ev = saved(srv.log(), "evict")
+    check(len(ev) == 1, "the third conversation evicted one slot to disk:\n" + srv.log())
+    # Conversation 0 returns: no slot holds it, so it loads its evict checkpoint.
+    r = srv.chat(request(convs[0], "Back again."))
+    cached = r["usage"]["prompt_tokens_details"]["cached_tokens"]
+    check(ev and cached == ev[0], "resume from disk: cached=%s evict=%s\n%s" % (cached, ev, srv.log()))
+    check(re.search(r"chat #3 slot=0 ", srv.log()) is not None,
+          "the third conversation took the least recently used slot 0:\n" + srv.log())
+    # Conversation 2 is still live in its slot: a whole-prefix hit without the disk.
+    hits_before = srv.log().count("kv cache: hit")
+    r2 = srv.chat(request(convs[2], "Still here."))
+    check(r2["usage"]["prompt_tokens_details"]["cached_tokens"] > 0 and
+          srv.log().count("kv cache: hit") == hits_before, "live slot hit for conversation 2")
+    rc = srv.stop()
+    check(rc == 0, "SIGTERM exits 0")
+    check(len(saved(srv.log(), "shutdown")) == 2, "one shutdown save per slot:\n" + srv.log())
+
+
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Get weather",
     "parameters": {"type": "object", "properties": {"location": {"type": "string"},
@@ -544,7 +576,8 @@ def _quiet(fn, *a):
 
 def main():
     os.makedirs(TMP, exist_ok=True)
-    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_tool_map_survives_restart,
+    tests = [test_bad_flags, test_cli_resume, test_restart_evict_resume, test_slots_spill_to_disk,
+             test_tool_map_survives_restart,
              test_thinking_chat_resumes_without_its_reasoning, test_corrupt_files_rejected,
              test_space_limit, test_two_servers_one_directory, test_kill9_during_saves]
     for t in tests:

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include "fake_session.h"
@@ -73,7 +75,8 @@ struct Slots : ::testing::Test {
   std::vector<FakeSession*> sessions;
   std::unique_ptr<Worker> worker;
 
-  void start(int parallel, int max_queue = 64) {
+  void start(int parallel, int max_queue = 64,
+             std::function<void(const std::vector<Session*>&, const std::vector<int32_t>&)> batch = {}) {
     options.test_hooks = true;
     std::vector<std::unique_ptr<Session>> v;
     for (int i = 0; i < parallel; ++i) {
@@ -84,6 +87,7 @@ struct Slots : ::testing::Test {
     WorkerOptions wo;
     wo.max_queue = max_queue;
     wo.prefill_chunk = 8;
+    wo.eval_batch = std::move(batch);
     worker = std::make_unique<Worker>(std::move(v), test::real_tokenizer(), metrics, wo);
   }
   GenerationSpec chat(const OJ& body) {
@@ -114,7 +118,9 @@ struct Slots : ::testing::Test {
 
 TEST_F(Slots, TwoStreamsDecodeTogether) {
   start(2);
-  auto a = worker->submit(chat(scripted("first", "alpha beta gamma delta epsilon zeta", 30)));
+  const std::string long_text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi "
+                                "omicron pi rho sigma tau upsilon phi chi psi omega";
+  auto a = worker->submit(chat(scripted("first", long_text, 30)));
   std::this_thread::sleep_for(50ms);
   auto b = worker->submit(chat(scripted("second", "one two", 1)));
   auto eb = drain(*b);
@@ -126,7 +132,7 @@ TEST_F(Slots, TwoStreamsDecodeTogether) {
   EXPECT_FALSE(a_done);
   auto ea = drain(*a);
   ea.insert(ea.begin(), so_far.begin(), so_far.end());
-  EXPECT_EQ(content(ea), "alpha beta gamma delta epsilon zeta");
+  EXPECT_EQ(content(ea), long_text);
   EXPECT_EQ(content(eb), "one two");
   EXPECT_EQ(ea.back().finish_reason, "stop");
   EXPECT_EQ(eb.back().finish_reason, "stop");
@@ -136,6 +142,32 @@ TEST_F(Slots, TwoStreamsDecodeTogether) {
   const auto infos = worker->slot_infos();
   ASSERT_EQ(infos.size(), 2u);
   EXPECT_NE(infos[0].prefix_hash, infos[1].prefix_hash);
+}
+
+TEST_F(Slots, GeneratingSlotsShareOneBatch) {
+  std::mutex mu;
+  size_t widest = 0, calls = 0;
+  start(3, 64, [&](const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      widest = std::max(widest, sessions.size());
+      ++calls;
+    }
+    ASSERT_EQ(sessions.size(), tokens.size());
+    for (size_t i = 0; i < sessions.size(); ++i) sessions[i]->eval(tokens[i]);
+  });
+  std::vector<std::shared_ptr<Job>> jobs;
+  std::vector<std::string> texts;
+  for (int k = 0; k < 3; ++k) {
+    texts.push_back("stream " + std::to_string(k) + std::string(150, static_cast<char>('a' + k)));
+    // The pause keeps all three generating at once however the threads are scheduled.
+    jobs.push_back(worker->submit(chat(scripted("user " + std::to_string(k), texts.back(), 2))));
+  }
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(content(drain(*jobs[k])), texts[k]);
+  EXPECT_EQ(widest, 3u);
+  EXPECT_GT(calls, 10u);
+  // Rows per step: every step with a batch evaluated several slots' tokens at once.
+  EXPECT_GT(metrics.decode_step_rows.load(), metrics.decode_steps.load());
 }
 
 TEST_F(Slots, FullQueueAnswers429WithRetryAfter) {
@@ -155,6 +187,8 @@ TEST_F(Slots, FullQueueAnswers429WithRetryAfter) {
   EXPECT_EQ(metrics.queue_rejected.load(), 1u);
   EXPECT_EQ(content(drain(*b)), "queued");
   drain(*a);
+  // The slot is released right after the final event (the closing token is evaluated first).
+  for (int i = 0; i < 200 && metrics.queue_depth.load() != 0; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(metrics.queue_depth.load(), 0);
 }
 
@@ -197,8 +231,13 @@ TEST_F(Slots, AlternatingConversationsKeepTheirSlots) {
 TEST_F(Slots, ShutdownAnswersQueuedJobs503) {
   start(1);
   auto a = worker->submit(chat(scripted("a", std::string(100, 'y'), 20)));
+  // a generates (a cancellation during prefill would be a 499 instead).
   std::vector<GenEvent> first;
-  while (first.empty()) a->wait_events(first, 1000ms);
+  auto started = [&] {
+    for (const auto& e : first) if (e.kind == GenEvent::Kind::Started) return true;
+    return false;
+  };
+  while (!started()) a->wait_events(first, 1000ms);
   auto b = worker->submit(chat(scripted("b", "never")));
   worker->stop();
   auto eb = drain(*b);
@@ -206,6 +245,7 @@ TEST_F(Slots, ShutdownAnswersQueuedJobs503) {
   EXPECT_EQ(eb.back().error->status, 503);
   EXPECT_GT(eb.back().error->retry_after_s, 0);
   auto ea = drain(*a);
+  ASSERT_EQ(ea.back().kind, GenEvent::Kind::Done);
   EXPECT_EQ(ea.back().finish_reason, "error");
 }
 
