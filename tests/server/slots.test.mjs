@@ -100,6 +100,10 @@ test("4 concurrent streams on --parallel 4 equal each run alone on --parallel 1"
   assert.equal(new Set(s.map((x) => x.prefix_hash)).size, 4);
   const text = await (await fetch(multi.base + "/metrics")).text();
   assert.match(text, /^ds4_slot_requests_total\{slot="3"\} 1$/m);
+  // Decode steps evaluated several slots' tokens in one batch.
+  const steps = await metric(multi.base, "ds4_decode_steps_total");
+  const rows = await metric(multi.base, "ds4_decode_step_rows_total");
+  assert.ok(rows > 1.5 * steps, `rows ${rows} steps ${steps}`);
 });
 
 // Two conversations with one system prompt, taking turns (an agent's main thread and its
