@@ -9,6 +9,7 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev libedit-dev
   python3 python3-numpy tmux curl ca-certificates iproute2 util-linux
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
+  json-schema-test-suite
 )
 
 missing=()
