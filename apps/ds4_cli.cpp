@@ -1,4 +1,6 @@
 // ds4: the chat CLI program (one-shot, REPL, diagnostics).
+#include "grammar/constraint.h"
+#include "grammar/sampling.h"
 #include "ds4_cli.h"
 
 #include <sys/stat.h>
@@ -81,6 +83,11 @@ int run_one_shot(Engine& engine, const text::Tokenizer& tok, const CliOptions& o
   g.spec = spec::Options{opt.mtp_draft, opt.mtp_adaptive};
   spec::Stats spec_stats;
   g.spec_stats = &spec_stats;
+  if (!opt.grammar.empty()) {
+    g.grammar = grammar::compile_cached(opt.grammar, grammar::vocabulary_of(tok));
+    g.thinking = thinking;
+    g.think_close = tok.think_close_id();
+  }
   std::vector<int32_t> reply;
   const TurnStats st = generate(*session, prompt, sampler, g, reply);
   printer.write(decoder.flush());

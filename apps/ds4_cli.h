@@ -15,6 +15,7 @@
 
 #include "ds4/engine.h"
 #include "kvcache/store.h"
+#include "grammar/matcher.h"
 #include "sample/sampler.h"
 #include "spec/speculative.h"
 
@@ -59,6 +60,9 @@ struct CliOptions {
   // Disk KV cache (--kv-disk-dir, --kv-disk-space-mb, --kv-cache-min-tokens): the
   // interactive chat saves itself after each turn and resumes after a restart.
   kvcache::CacheOptions kv;
+  // Structured output: the answer must match this GBNF grammar (--grammar FILE, or
+  // --json-schema FILE converted); empty: unconstrained.
+  std::string grammar;
   uint8_t kv_quant_bits = 4;  // from the model's expert tensors (set by run_cli)
 };
 
@@ -148,6 +152,10 @@ struct GenerateOptions {
   Engine* engine = nullptr;
   spec::Options spec;
   spec::Stats* spec_stats = nullptr;  // filled when set
+  // Structured output: the answer (after </think> when `thinking`) follows this grammar.
+  std::shared_ptr<grammar::CompiledGrammar> grammar;
+  bool thinking = false;
+  int32_t think_close = -1;
 };
 
 // Makes the session hold `prompt` (suffix-only evaluation through sync), then samples up to

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "grammar/constraint.h"
+#include "grammar/sampling.h"
 #include "ds4_cli.h"
 #include "kvcache/hash.h"
 #include "text/tokenizer.h"
@@ -204,13 +206,18 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
   // With drafts the decoder verifies several tokens per pass; it hands them out one by one,
   // so this loop is the same as plain decode's (and so is its output, for greedy).
   std::optional<spec::Decoder> spec;
-  if (opt.engine && opt.spec.max_draft > 0) spec.emplace(*opt.engine, session, sampler, opt.spec);
+  // Drafts are not masked: a grammar turns speculative decoding off.
+  if (opt.engine && opt.spec.max_draft > 0 && !opt.grammar) spec.emplace(*opt.engine, session, sampler, opt.spec);
+  grammar::ConstrainedSampling gate(opt.grammar, opt.thinking, opt.think_close);
   while (st.generated < max_tokens) {
     if (cancel_requested(opt.cancel)) {
       st.interrupted = true;
       break;
     }
-    const int32_t tok = spec ? spec->sample(spec->logits()) : sampler.sample(session.logits());
+    const int32_t tok = spec                ? spec->sample(spec->logits())
+                        : gate.active() ? gate.sample(sampler, session.logits())
+                                        : sampler.sample(session.logits());
+    gate.accept(tok);
     if (tok == opt.eos) {
       st.hit_eos = true;
       break;
@@ -498,6 +505,11 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   if (opt_.verbose) g.on_prefilled = log_reuse;
   g.engine = &engine_;
   g.spec = spec::Options{opt_.mtp_draft, opt_.mtp_adaptive};
+  if (!opt_.grammar.empty()) {
+    g.grammar = grammar::compile_cached(opt_.grammar, grammar::vocabulary_of(tok_));
+    g.thinking = thinking;
+    g.think_close = tok_.think_close_id();
+  }
   std::vector<int32_t> reply;
   TurnStats st;
   try {

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "ds4_cli.h"
+#include "grammar/grammar.h"
+#include "grammar/json_schema.h"
 
 namespace ds4::cli {
 
@@ -64,6 +66,10 @@ std::string usage_text() {
        "      --think            Thinking mode (reasoning before the answer). This is the default.\n"
        "      --think-max        Think Max; needs --ctx >= 393216, else normal thinking.\n"
        "      --nothink          Answer directly without reasoning.\n"
+       "      --grammar FILE     Constrain the answer to the GBNF grammar in FILE (llama.cpp's\n"
+       "                         format; reasoning stays free). Default: none\n"
+       "      --json-schema FILE Constrain the answer to JSON valid against the JSON Schema in\n"
+       "                         FILE (keywords: docs/grammar.md). Default: none\n"
        "      --no-color         Never style the output (also: NO_COLOR in the environment).\n"
        "  -v, --verbose          Log prompt reuse per turn (also: DS4_DEBUG=1).\n"
        "\n"
@@ -257,6 +263,21 @@ ParseResult parse_args(const std::vector<std::string>& args) {
         o.sampling.min_p = parse_float(a, value(), 0.f, 1.f);
       } else if (a == "--seed") {
         o.sampling.seed = parse_u64(a, value());
+      } else if (a == "--grammar" || a == "--json-schema") {
+        const std::string& f = value();
+        if (!o.grammar.empty()) throw UsageError{"ds4: give only one of --grammar and --json-schema"};
+        std::string text, error;
+        if (!read_text_file(f, text, error)) throw UsageError{"ds4: cannot read " + a + " file: " + error};
+        try {
+          o.grammar = a == "--grammar"
+                          ? text
+                          : grammar::json_schema_to_gbnf(nlohmann::ordered_json::parse(text));
+          grammar::parse_gbnf(o.grammar);  // report errors now, not after loading the model
+        } catch (const nlohmann::json::exception& e) {
+          throw UsageError{"ds4: " + f + ": not JSON: " + e.what()};
+        } catch (const grammar::GrammarError& e) {
+          throw UsageError{"ds4: " + f + ": " + e.what()};
+        }
       } else if (a == "--think") {
         o.think = ThinkMode::High;
       } else if (a == "--think-max") {

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "server/request_fields.h"
+#include "server/structured_output.h"
 #include "server/worker.h"
 #include "text/chat.h"
 #include "text/chat_json.h"
@@ -282,7 +283,10 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
     if (!tools_block.empty()) ro.tools = std::move(tools_block);
     spec.parse_tools = true;  // loaded deferred tools can be called too
   }
+  const OutputFormat format = anthropic_output_format(body);
+  if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(msgs, ro, th, ctx, spec, "messages");
+  apply_output_format(format, ctx, spec);
 }
 
 }  // namespace

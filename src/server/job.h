@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "grammar/matcher.h"
 #include "sample/sampler.h"
 #include "server/api_error.h"
 #include "text/chat_segments.h"
@@ -41,9 +43,12 @@ struct GenerationSpec {
   int top_logprobs = -1;  // -1: no logprobs; else alternatives per token
   std::string log_tag;    // "chat" / "completion" for log lines
   std::string tool_id_prefix = "call_";  // ids of parsed tool calls: prefix + 32 hex digits
+  // Structured output: the answer (after </think> when thinking) must match this grammar.
+  std::shared_ptr<grammar::CompiledGrammar> grammar;
 
   // Test hooks (only set when the server runs with --test-hooks).
   std::optional<std::vector<int32_t>> forced_tokens;
+  bool forced_then_sample = false;  // after the forced tokens, sample instead of EOS
   int test_delay_ms = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "server/request_fields.h"
+#include "server/structured_output.h"
 #include "server/worker.h"
 #include "text/chat.h"
 
@@ -38,7 +39,7 @@ json model_object(const std::string& id, int ctx, int64_t default_max_tokens) {
               {"supported_parameters",
                {"tools", "tool_choice", "max_tokens", "temperature", "top_p", "top_k", "min_p",
                 "stop", "seed", "stream", "reasoning_effort", "logprobs", "top_logprobs",
-                "response_format"}}};
+                "response_format", "structured_outputs", "json_schema", "grammar"}}};
 }
 
 bool json_depth_ok(std::string_view body, int max_depth) {
@@ -305,6 +306,12 @@ void parse_test_hooks(const OJ& body, const ServerContext& ctx, GenerationSpec& 
       }
       spec.forced_tokens = std::move(forced);
     }
+    if (auto prefix = get_string(body, "ds4_test_output_prefix")) {
+      // Forced first tokens, then normal sampling (e.g. reasoning ending in </think>).
+      auto ids = ctx.tok.encode(*prefix, /*parse_special=*/true);
+      spec.forced_tokens = std::vector<int32_t>(ids.begin(), ids.end());
+      spec.forced_then_sample = true;
+    }
     if (auto delay = get_int(body, "ds4_test_delay_ms")) {
       spec.test_delay_ms = static_cast<int>(std::clamp<int64_t>(*delay, 0, 10000));
     }
@@ -540,26 +547,10 @@ void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::str
       spec.parse_tools = true;
     }
   }
-  if (const OJ* rf = field(body, "response_format")) {
-    if (!rf->is_object()) throw bad_request("'response_format' must be an object", "response_format");
-    std::string type = rf->value("type", std::string());
-    if (type == "json_object") {
-      ro.response_format = *rf;
-    } else if (type == "json_schema") {
-      const OJ* js = field(*rf, "json_schema");
-      if (!js || !js->is_object() || !field(*js, "schema") || !(*js)["schema"].is_object()) {
-        throw bad_request("response_format json_schema needs a 'json_schema.schema' object",
-                          "response_format");
-      }
-      // The model was trained with the schema written into the prompt (official encoder's
-      // "## Response Format" section); sampling is not constrained.
-      ro.response_format = (*js)["schema"];
-    } else if (type != "text") {
-      throw bad_request("response_format type '" + type +
-                            "' is not supported (text, json_object, json_schema)",
-                        "response_format");
-    }
-  }
+  // The schema is also written into the prompt (the official encoder's "## Response
+  // Format" section); the worker enforces the grammar (structured_output.h).
+  const OutputFormat format = openai_output_format(body);
+  if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(msgs, ro, th, ctx, spec, "messages");
 }
 
@@ -571,6 +562,7 @@ GenerationSpec build_chat_spec(const OJ& body, const ServerContext& ctx, Request
   spec.log_tag = "chat";
   parse_common(body, ctx, spec, info, /*chat=*/true);
   render_chat_prompt(body, ctx, info.model, spec);
+  apply_output_format(openai_output_format(body), ctx, spec);
   parse_sampling(body, spec.thinking, spec);
   bool logprobs = get_bool(body, "logprobs").value_or(false);
   auto top = get_int(body, "top_logprobs");
@@ -634,6 +626,7 @@ GenerationSpec build_completion_spec(const OJ& body, const ServerContext& ctx,
   if (tokens.empty() || tokens[0] != bos) tokens.insert(tokens.begin(), bos);
   spec.tokens = std::move(tokens);
   parse_sampling(body, /*thinking=*/false, spec);
+  apply_output_format(openai_output_format(body), ctx, spec);
   // Legacy logprobs: an integer count of alternatives.
   if (const OJ* lp = field(body, "logprobs")) {
     if (lp->is_boolean()) {

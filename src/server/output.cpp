@@ -33,7 +33,11 @@ text::DsmlParserOptions parser_options(const GenerationSpec& spec, ToolReplay* r
 OutputPipeline::OutputPipeline(Job& job, const text::Tokenizer& tok, ToolReplay* replay, bool log,
                                int64_t max_new)
     : job_(job), spec_(job.spec), tok_(tok), replay_(replay), log_(log), max_new_(max_new),
-      sampler_(job.spec.sampling), parser_(parser_options(job.spec, replay)),
+      sampler_(job.spec.sampling),
+      // Reasoning stays free: in thinking mode the grammar starts after </think>.
+      grammar_(job.spec.forced_tokens && !job.spec.forced_then_sample ? nullptr : job.spec.grammar,
+               job.spec.thinking && !job.spec.raw_output, tok.think_close_id()),
+      parser_(parser_options(job.spec, replay)),
       decoder_(tok, text::StreamDecoder::InvalidBytes::kRaw) {
   for (const auto& st : spec_.stop) max_stop_ = std::max(max_stop_, st.size());
 }
@@ -100,14 +104,18 @@ std::optional<int32_t> OutputPipeline::step(std::span<const float> logits,
   }
   const int32_t eos = tok_.eos_id();
   int32_t tok;
-  if (spec_.forced_tokens) {
+  if (spec_.forced_tokens && (!spec_.forced_then_sample ||
+                             generated_ < static_cast<int64_t>(spec_.forced_tokens->size()))) {
     tok = generated_ < static_cast<int64_t>(spec_.forced_tokens->size())
               ? (*spec_.forced_tokens)[generated_]
               : eos;
+  } else if (grammar_.active()) {
+    tok = grammar_.sample(sampler_, logits);
   } else {
     const bool greedy = !spec_.raw_output && parser_.in_dsml_syntax();
     tok = pick ? pick(logits, greedy) : sampler_.sample(logits, greedy);
   }
+  grammar_.accept(tok);
   ++generated_;
   if (spec_.top_logprobs >= 0) {
     GenEvent ev{GenEvent::Kind::Logprob};

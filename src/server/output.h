@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "grammar/sampling.h"
 #include "sample/sampler.h"
 #include "server/job.h"
 #include "server/tool_replay.h"
@@ -67,6 +68,8 @@ class OutputPipeline {
   bool log_;
   int64_t max_new_;
   sample::Sampler sampler_;
+  // Structured output: masks the answer's tokens with the request's grammar.
+  grammar::ConstrainedSampling grammar_;
   text::DsmlStreamParser parser_;
   text::StreamDecoder decoder_;
   size_t max_stop_ = 0;

@@ -1,6 +1,7 @@
 #include "server/responses.h"
 
 #include "server/request_fields.h"
+#include "server/structured_output.h"
 #include "server/tool_replay.h"
 #include "server/worker.h"
 #include "text/chat.h"
@@ -270,7 +271,10 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
       spec.parse_tools = true;
     }
   }
+  const OutputFormat format = responses_output_format(body);
+  if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(conv.out, ro, th, ctx, spec, "input");
+  apply_output_format(format, ctx, spec);
   // Only temperature and top_p apply (spec §3.2); other knobs are not part of this API.
   OJ knobs = OJ::object();
   for (const char* key : {"temperature", "top_p"}) {

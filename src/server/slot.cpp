@@ -412,7 +412,8 @@ void Slot::prefill_chunk() {
   out_ = std::make_unique<OutputPipeline>(*job_, shared_.tok, shared_.tool_replay, shared_.log,
                                           max_new);
   max_new_ = max_new;
-  if (shared_.mtp_draft > 0 && shared_.engine && !job_->spec.forced_tokens) {
+  // (Drafts are not masked: a grammar-constrained answer decodes plainly.)
+  if (shared_.mtp_draft > 0 && shared_.engine && !job_->spec.forced_tokens && !job_->spec.grammar) {
     spec_ = std::make_unique<spec::Decoder>(*shared_.engine, s, out_->sampler(),
                                             spec::Options{shared_.mtp_draft, true});
   }
