@@ -89,6 +89,7 @@ class Args(unittest.TestCase):
         for flag in ["-m, --model", "-p, --prompt", "--prompt-file", "-sys, --system",
                      "-n, --tokens", "-c, --ctx", "--temp", "--top-k", "--top-p", "--min-p",
                      "--seed", "-t, --threads", "--nothink", "--think", "--think-max",
+                     "--grammar", "--json-schema",
                      "--dump-tokens", "--dump-logprobs", "--logprobs-top-k", "--dump-logits",
                      "/help", "/think", "/nothink", "/ctx N", "/read FILE", "/clear", "/quit"]:
             self.assertIn(flag, out)
@@ -126,6 +127,27 @@ class Args(unittest.TestCase):
                 self.assertEqual(p.returncode, 2, p.stderr)
                 self.assertIn(message, p.stderr.decode())
                 self.assertEqual(p.stdout, b"")
+
+    def test_bad_grammar_files_exit_2(self):
+        d = tempfile.mkdtemp(dir=TMP)
+        files = {"bad.gbnf": "root ::= undefined-rule\n", "schema.json": '{"type": "string", "format": "hostname"}',
+                 "notjson.json": "{", "ok.gbnf": 'root ::= "a"\n'}
+        for name, text in files.items():
+            with open(os.path.join(d, name), "w") as fh:
+                fh.write(text)
+        cases = [
+            (["--grammar", os.path.join(d, "bad.gbnf")], "'undefined-rule' is used but not defined"),
+            (["--json-schema", os.path.join(d, "schema.json")], "unsupported JSON Schema keyword 'format'"),
+            (["--json-schema", os.path.join(d, "notjson.json")], "not JSON"),
+            (["--grammar", os.path.join(d, "missing.gbnf")], "cannot read --grammar file"),
+            (["--grammar", os.path.join(d, "ok.gbnf"), "--json-schema", os.path.join(d, "schema.json")],
+             "only one of --grammar and --json-schema"),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                p = run(args)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(message, p.stderr.decode())
 
     def test_prompt_file_that_cannot_be_read_exits_2(self):
         # A directory opens like a file but reads as nothing: it must not run as an empty
@@ -191,6 +213,40 @@ class OneShot(unittest.TestCase):
             spec = self.gen("--temp", "0", "-n", "24", "--mtp-draft", n, "--mtp-fixed")
             self.assertEqual(plain.stdout, spec.stdout, n)
             self.assertRegex(spec.stderr.decode(), r"ds4: mtp: [1-9][0-9]* verify passes")
+
+    def test_json_schema_constrains_the_answer(self):
+        # The random-weight model knows no JSON; the grammar alone makes the answer valid.
+        d = tempfile.mkdtemp(dir=TMP)
+        path = os.path.join(d, "schema.json")
+        with open(path, "w") as fh:
+            json.dump({"type": "object", "properties": {
+                "n": {"type": "integer", "minimum": 1, "maximum": 20},
+                "tag": {"enum": ["x", "y"]}}, "required": ["n", "tag"],
+                "additionalProperties": False}, fh)
+        for seed in ("1", "2", "3"):
+            p = run(["-m", MODEL, "-p", "Give JSON", "-n", "200", "--nothink", "--seed", seed,
+                     "--json-schema", path])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            value = json.loads(p.stdout.decode())
+            self.assertEqual(sorted(value), ["n", "tag"])
+            self.assertTrue(isinstance(value["n"], int) and 1 <= value["n"] <= 20, value)
+            self.assertIn(value["tag"], ["x", "y"])
+
+    def test_grammar_applies_after_the_reasoning(self):
+        d = tempfile.mkdtemp(dir=TMP)
+        path = os.path.join(d, "g.gbnf")
+        with open(path, "w") as fh:
+            fh.write('root ::= "yes" | "no"\n')
+        p = run(["-m", MODEL, "-p", "Answer", "-n", "40", "--seed", "5", "--grammar", path])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertTrue(out.startswith("<think>\n"), out)
+        if "\n</think>\n" in out and not out.endswith("</think>\n"):
+            self.assertIn(out.split("\n</think>\n", 1)[1].strip(), ["yes", "no"])
+        nothink = run(["-m", MODEL, "-p", "Answer", "-n", "40", "--seed", "5", "--nothink",
+                       "--grammar", path])
+        self.assertEqual(nothink.returncode, 0, nothink.stderr)
+        self.assertIn(nothink.stdout.decode().strip(), ["yes", "no"])
 
     def test_piped_reasoning_is_delimited(self):
         think = self.gen("--seed", "1").stdout.decode("utf-8", "replace")
