@@ -156,6 +156,8 @@ before(async () => {
   // (and opencode's main request after its title request) loads it instead of a cold prefill.
   const kvDir = path.join(TMP, "kv");
   rmSync(kvDir, { recursive: true, force: true });
+  // On a fresh build nothing has made the test folder yet; the server makes only the last level.
+  mkdirSync(kvDir, { recursive: true });
   server = await startServer(["--kv-disk-dir", kvDir], { ctx: 32768, threads: 2 });
 });
 after(async () => {
