@@ -508,138 +508,6 @@ void detail::quantize_act_q8_K_avx2(const float* x, block_q8_K* dst, int64_t n) 
   }
 }
 
-void detail::dot_q2_K_multi_avx2(const block_q2_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
-                                 float* out) {
-  const __m256i m3 = _mm256_set1_epi8(3);
-  const __m128i m4 = _mm_set1_epi8(0xF);
-  for (int v = 0; v < nx; ++v) out[v] = 0.0f;
-  for (int64_t b = 0; b < n / QK_K; ++b) {
-    const block_q2_K& wb = w[b];
-    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
-    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
-    const __m256i scales = _mm256_broadcastsi128_si256(_mm_and_si128(sc, m4));
-    __m256i quants[8], run_scales[8];  // index 4h+j: bit pair j of half h
-    for (int h = 0; h < 2; ++h) {
-      const __m256i q = load256(wb.qs + 32 * h);
-      for (int j = 0; j < 4; ++j) {
-        const int k = 4 * h + j;
-        quants[k] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
-        const __m256i spread = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(0x8000 | (2 * k + 1))),
-                                                _mm_set1_epi16(static_cast<short>(0x8000 | (2 * k))));
-        run_scales[k] = _mm256_shuffle_epi8(scales, spread);
-      }
-    }
-    const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
-    auto sums = [&](const block_q8_K& xb, __m256i* isum, __m256i* msum) {
-      *msum = _mm256_madd_epi16(mins16, load256(xb.bsums));
-      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      for (int k = 0; k < 8; k += 2) {
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(quants[k], load256(xb.qs + 32 * k)),
-                                                        run_scales[k]));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(quants[k + 1], load256(xb.qs + 32 * k + 32)),
-                                                        run_scales[k + 1]));
-      }
-      *isum = _mm256_add_epi32(acc0, acc1);
-    };
-    auto term = [&](const block_q8_K& xb, float isum, float min_sum) {
-      const float dall = xb.d * wd;
-      const float dmin = xb.d * wdmin;
-      return dall * isum - dmin * min_sum;
-    };
-    // Two vectors share one reduction of their integer sums.
-    int v = 0;
-    for (; v + 2 <= nx; v += 2) {
-      const block_q8_K& x0 = x[v * x_stride + b];
-      const block_q8_K& x1 = x[(v + 1) * x_stride + b];
-      __m256i i0, m0, i1, m1;
-      sums(x0, &i0, &m0);
-      sums(x1, &i1, &m1);
-      alignas(16) float t[4];
-      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
-      out[v] += term(x0, t[0], t[1]);
-      out[v + 1] += term(x1, t[2], t[3]);
-    }
-    if (v < nx) {
-      const block_q8_K& x0 = x[v * x_stride + b];
-      __m256i i0, m0;
-      sums(x0, &i0, &m0);
-      const __m256i z = _mm256_setzero_si256();
-      alignas(16) float t[4];
-      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
-      out[v] += term(x0, t[0], t[1]);
-    }
-  }
-}
-
-void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
-                                 float* out) {
-  const __m256i m4 = _mm256_set1_epi8(0xF);
-  for (int v = 0; v < nx; ++v) out[v] = 0.0f;
-  for (int64_t b = 0; b < n / QK_K; ++b) {
-    const block_q4_K& wb = w[b];
-    uint32_t word[3];
-    std::memcpy(word, wb.scales, sizeof(word));
-    const uint32_t sc_lo = word[0] & 0x3F3F3F3Fu;
-    const uint32_t sc_hi = (word[2] & 0x0F0F0F0Fu) | (((word[0] >> 6) & 0x03030303u) << 4);
-    const uint32_t mn_lo = word[1] & 0x3F3F3F3Fu;
-    const uint32_t mn_hi = ((word[2] >> 4) & 0x0F0F0F0Fu) | (((word[1] >> 6) & 0x03030303u) << 4);
-    const __m128i packed = _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
-                                         static_cast<int>(sc_lo));
-    // Each min twice, one per 16-value bsum of its 32-value sub-block.
-    const __m256i mins_dup = _mm256_cvtepu8_epi16(
-        _mm_shuffle_epi8(packed, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
-    const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
-    __m256i nibbles[8], sub_scales[8];  // sub-block j: chunk j/2, low (even j) or high nibbles
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q = load256(wb.qs + 32 * c);
-      nibbles[2 * c] = _mm256_and_si256(q, m4);
-      nibbles[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-    }
-    for (int j = 0; j < 8; ++j) {
-      sub_scales[j] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>((2 * j + 1) << 8 | (2 * j))));
-    }
-    const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
-    auto sums = [&](const block_q8_K& xb, __m256i* isum, __m256i* msum) {
-      *msum = _mm256_madd_epi16(mins_dup, load256(xb.bsums));
-      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      for (int j = 0; j < 8; j += 2) {
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles[j], load256(xb.qs + 32 * j)),
-                                                        sub_scales[j]));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles[j + 1], load256(xb.qs + 32 * j + 32)),
-                                                        sub_scales[j + 1]));
-      }
-      *isum = _mm256_add_epi32(acc0, acc1);
-    };
-    auto term = [&](const block_q8_K& xb, float isum, float min_sum) {
-      const float d = xb.d * wd;
-      const float dmin = xb.d * wdmin;
-      return d * isum - dmin * min_sum;
-    };
-    // Two vectors share one reduction of their integer sums.
-    int v = 0;
-    for (; v + 2 <= nx; v += 2) {
-      const block_q8_K& x0 = x[v * x_stride + b];
-      const block_q8_K& x1 = x[(v + 1) * x_stride + b];
-      __m256i i0, m0, i1, m1;
-      sums(x0, &i0, &m0);
-      sums(x1, &i1, &m1);
-      alignas(16) float t[4];
-      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
-      out[v] += term(x0, t[0], t[1]);
-      out[v + 1] += term(x1, t[2], t[3]);
-    }
-    if (v < nx) {
-      const block_q8_K& x0 = x[v * x_stride + b];
-      __m256i i0, m0;
-      sums(x0, &i0, &m0);
-      const __m256i z = _mm256_setzero_si256();
-      alignas(16) float t[4];
-      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
-      out[v] += term(x0, t[0], t[1]);
-    }
-  }
-}
-
 // K-quant row tiles. A block of each of four rows is unpacked once into eight 32-value runs of
 // unsigned quants with their int16 run scales and the int16 mins; every vector's activation
 // block then meets all four rows while it is in L1 (the one-row multi-vector kernels stream
@@ -746,7 +614,69 @@ void kquant_rows(const Block* w, int64_t w_stride, int nr, const block_q8_K* x, 
   }
 }
 
+
+// One K-quant row against nx vectors: the row's block is decoded once (decode_q2_K /
+// decode_q4_K, as the tiles do) and met by every vector, two vectors sharing one reduction;
+// per vector the integer sums and the float expression are the single-vector kernel's.
+template <typename Block, void (*Decode)(const Block&, KQuantDecoded*)>
+void kquant_multi(const Block* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n, float* out) {
+  for (int v = 0; v < nx; ++v) out[v] = 0.0f;
+  alignas(32) KQuantDecoded dec;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    const Block& wb = w[b];
+    Decode(wb, &dec);
+    const float wd = _cvtsh_ss(wb.d), wdmin = _cvtsh_ss(wb.dmin);
+    auto sums = [&](const block_q8_K& xb, __m256i* isum, __m256i* msum) {
+      *msum = _mm256_madd_epi16(dec.mins, load256(xb.bsums));
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      for (int k = 0; k < 8; k += 2) {
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(dec.quants[k], load256(xb.qs + 32 * k)),
+                                                        dec.scales[k]));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(dec.quants[k + 1], load256(xb.qs + 32 * k + 32)),
+                                                        dec.scales[k + 1]));
+      }
+      *isum = _mm256_add_epi32(acc0, acc1);
+    };
+    auto term = [&](const block_q8_K& xb, float isum, float min_sum) {
+      const float d = xb.d * wd;
+      const float dmin = xb.d * wdmin;
+      return d * isum - dmin * min_sum;
+    };
+    int v = 0;
+    for (; v + 2 <= nx; v += 2) {
+      const block_q8_K& x0 = x[v * x_stride + b];
+      const block_q8_K& x1 = x[(v + 1) * x_stride + b];
+      __m256i i0, m0, i1, m1;
+      sums(x0, &i0, &m0);
+      sums(x1, &i1, &m1);
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, i1, m1)));
+      out[v] += term(x0, t[0], t[1]);
+      out[v + 1] += term(x1, t[2], t[3]);
+    }
+    if (v < nx) {
+      const block_q8_K& x0 = x[v * x_stride + b];
+      __m256i i0, m0;
+      sums(x0, &i0, &m0);
+      const __m256i z = _mm256_setzero_si256();
+      alignas(16) float t[4];
+      _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(i0, m0, z, z)));
+      out[v] += term(x0, t[0], t[1]);
+    }
+  }
+}
+
 }  // namespace
+
+void detail::dot_q2_K_multi_avx2(const block_q2_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                                 float* out) {
+  kquant_multi<block_q2_K, decode_q2_K>(w, x, x_stride, nx, n, out);
+}
+
+void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                                 float* out) {
+  kquant_multi<block_q4_K, decode_q4_K>(w, x, x_stride, nx, n, out);
+}
 
 // Each block is decoded once (magnitudes, +-1 signs for vpsignb, scales) and then multiplied
 // with four vectors at a time, group by group, so a group's three decoded registers serve
