@@ -16,16 +16,38 @@
 namespace ds4::backend {
 
 // One sequence's state on the backend. The engine works on its host() form (the model's
-// layout, model::SequenceState): snapshots read and write it, rewinds truncate it. A backend
-// that keeps a working copy in its own memory brings host() up to date in pull() and takes
-// it over in push(); the CPU backend evaluates on host() directly (both are no-ops).
+// layout, model::SequenceState): snapshots read and write it, rewinds truncate it. The CPU
+// backend evaluates on host() directly. A backend that keeps the working copy in its own
+// memory keeps host()'s bookkeeping current at all times (ring slot positions, compressed
+// row counts, undo log positions: what can_truncate() and RawRing::find() read), while the
+// row data in host() is brought up to date only by pull() and taken over by push().
 class Sequence {
  public:
   virtual ~Sequence() = default;
   virtual model::SequenceState& host() = 0;
-  virtual void pull() {}  // before host() is read (snapshot save)
-  virtual void push() {}  // after host() was changed (snapshot load, reset, rewind)
+  virtual void pull() {}  // before host()'s row data is read (snapshot save)
+  virtual void push() {}  // after host() was rewritten (snapshot load, reset)
+  // Back from n tokens to pos (requires every layer's can_truncate(n, pos)): raw rows of
+  // positions >= pos forgotten, compressors rewound through their undo logs, MTP rows dropped.
+  virtual void truncate(int64_t n, int64_t pos) {
+    model::SequenceState& st = host();
+    for (auto& L : st.layers) L.truncate(n, pos);
+    st.mtp.raw.drop_from(pos);
+    push();
+  }
 };
+
+// A fresh host state for `w`: rings of ring_cap rows, compressor undo logs of rewind_depth
+// steps (model::CompressorState::save_undo), the MTP block's ring when the model has one.
+inline model::SequenceState make_state(const model::Weights& w, int ring_cap, int rewind_depth) {
+  const ModelConfig& c = w.config;
+  model::SequenceState s;
+  s.layers.resize(w.layers.size());
+  for (size_t il = 0; il < w.layers.size(); ++il)
+    s.layers[il].init(w.layers[il].ratio, c.head_dim, c.index_head_dim, ring_cap, rewind_depth);
+  if (w.has_mtp) s.mtp.init(w.mtp.block.ratio, c.head_dim, c.index_head_dim, ring_cap, rewind_depth);
+  return s;
+}
 
 // One evaluation: entry i runs `token` at `pos` of `seq`. A sequence's entries are at
 // consecutive positions starting at its next one, in order; entries of different sequences

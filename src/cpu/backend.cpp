@@ -34,12 +34,8 @@ class CpuBackend final : public backend::Backend {
   const char* name() const override { return "cpu"; }
 
   std::unique_ptr<backend::Sequence> new_sequence(int ring_cap, int rewind_depth) override {
-    const ModelConfig& c = w_.config;
     auto s = std::make_unique<CpuSequence>();
-    s->state_.layers.resize(w_.layers.size());
-    for (size_t il = 0; il < w_.layers.size(); ++il)
-      s->state_.layers[il].init(w_.layers[il].ratio, c.head_dim, c.index_head_dim, ring_cap, rewind_depth);
-    if (w_.has_mtp) s->state_.mtp.init(w_.mtp.block.ratio, c.head_dim, c.index_head_dim, ring_cap, rewind_depth);
+    s->state_ = backend::make_state(w_, ring_cap, rewind_depth);
     return s;
   }
 
@@ -87,17 +83,8 @@ class CpuBackend final : public backend::Backend {
 
   void mtp_eval(backend::Sequence& seq, const float* hin, int32_t token, int64_t pos, float* logits,
                 float* hidden) override {
-    const ModelConfig& c = w_.config;
     std::lock_guard<std::mutex> lk(mu_);
-    Forward fw(w_, pool_, ropes_, scratch_, qat_);
-    model::LayerState& S = seq.host().mtp;
-    S.raw.drop_from(pos);
-    std::vector<float> X(static_cast<size_t>(c.hc) * c.dim);
-    fw.mtp_input(w_.mtp, hin, token, X.data());
-    model::LayerState* st = &S;
-    fw.block(w_.mtp.block, BlockRows{&st, &pos, &token, 1}, X.data());
-    if (hidden) std::copy(X.begin(), X.end(), hidden);
-    if (logits) fw.head(w_.mtp.head, X.data(), 1, logits);
+    Forward(w_, pool_, ropes_, scratch_, qat_).mtp_step(w_.mtp, seq.host().mtp, hin, token, pos, logits, hidden);
     publish_scratch();
   }
 
@@ -129,19 +116,7 @@ class CpuBackend final : public backend::Backend {
 
   void use_f32_activations() override {
     std::lock_guard<std::mutex> lk(mu_);
-    auto layer = [](model::LayerWeights& L) {
-      for (model::MatView* m : {&L.hc_attn_fn, &L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.comp.kv, &L.comp.gate,
-                                &L.icomp.kv, &L.icomp.gate, &L.idx_q_b, &L.idx_proj, &L.hc_ffn_fn, &L.router,
-                                &L.sh_gate, &L.sh_up, &L.sh_down})
-        m->f32_activations = true;
-      for (model::ExpertsView* x : {&L.gate_exps, &L.up_exps, &L.down_exps}) x->f32_activations = true;
-    };
-    w_.head.hc_fn.f32_activations = w_.output.f32_activations = true;
-    for (auto& L : w_.layers) layer(L);
-    if (w_.has_mtp) {
-      layer(w_.mtp.block);
-      for (model::MatView* m : {&w_.mtp.e_proj, &w_.mtp.h_proj, &w_.mtp.head.hc_fn}) m->f32_activations = true;
-    }
+    w_.use_f32_activations();
   }
 
  private:

@@ -588,4 +588,15 @@ void Forward::mtp_input(const MtpWeights& M, const float* hin, int32_t token, fl
     for (int d = 0; d < D; ++d) X[static_cast<size_t>(s) * D + d] = E[d] + hp[static_cast<size_t>(s) * D + d];
 }
 
+void Forward::mtp_step(const MtpWeights& M, LayerState& S, const float* hin, int32_t token, int64_t pos,
+                       float* logits, float* hidden) {
+  S.raw.drop_from(pos);
+  std::vector<float> X(static_cast<size_t>(cfg_.hc) * cfg_.dim);
+  mtp_input(M, hin, token, X.data());
+  LayerState* st = &S;
+  block(M.block, BlockRows{&st, &pos, &token, 1}, X.data());
+  if (hidden) std::copy(X.begin(), X.end(), hidden);
+  if (logits) head(M.head, X.data(), 1, logits);
+}
+
 }  // namespace ds4::cpu

@@ -71,6 +71,11 @@ class Forward {
   // MTP block input (spec §8): X (hc x dim) from the main state hin and token tau.
   void mtp_input(const MtpWeights& M, const float* hin, int32_t token, float* X);
 
+  // One MTP step on the block's state S (backend::Backend::mtp_eval): rows of positions >= pos
+  // dropped, input, block, head. logits (vocab) and hidden (hc x dim) may be null.
+  void mtp_step(const MtpWeights& M, LayerState& S, const float* hin, int32_t token, int64_t pos, float* logits,
+                float* hidden);
+
  private:
   void hc_pre(const model::MatView& fn, const float* scale, const float* base, const float* X, int n, float* u,
               float* post, float* comb);

@@ -32,13 +32,18 @@ struct CompressorState {
   void undo(int64_t n, int64_t pos);            // requires can_undo(n, pos)
   void clear_undo();
 
- private:
+  // One undo entry. A backend that keeps the state in its own memory keeps the payloads
+  // there too and only pos/shifted here (undo_log()); its pull() fills the payloads in.
   struct Undo {
     int64_t pos = -1;
     bool shifted = false;
     std::vector<float> kv, score;          // the step's row before it was written
     std::vector<float> prev_kv, prev_score;  // ratio 4: rows 0..3 before the shift
   };
+  std::vector<Undo>& undo_log() { return undo_; }
+  const std::vector<Undo>& undo_log() const { return undo_; }
+
+ private:
   std::vector<Undo> undo_;  // ring, slot pos % undo_depth
 };
 

@@ -236,4 +236,20 @@ std::unique_ptr<Weights> Weights::load(const std::string& path, const std::strin
   return w;
 }
 
+void Weights::use_f32_activations() {
+  auto layer = [](LayerWeights& L) {
+    for (MatView* m : {&L.hc_attn_fn, &L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.comp.kv, &L.comp.gate, &L.icomp.kv,
+                       &L.icomp.gate, &L.idx_q_b, &L.idx_proj, &L.hc_ffn_fn, &L.router, &L.sh_gate, &L.sh_up,
+                       &L.sh_down})
+      m->f32_activations = true;
+    for (ExpertsView* x : {&L.gate_exps, &L.up_exps, &L.down_exps}) x->f32_activations = true;
+  };
+  head.hc_fn.f32_activations = output.f32_activations = true;
+  for (auto& L : layers) layer(L);
+  if (has_mtp) {
+    layer(mtp.block);
+    for (MatView* m : {&mtp.e_proj, &mtp.h_proj, &mtp.head.hc_fn}) m->f32_activations = true;
+  }
+}
+
 }  // namespace ds4::model

@@ -74,6 +74,10 @@ struct Weights {
   bool has_mtp = false;
   MtpWeights mtp;
 
+  // Test hook (backend::Backend::use_f32_activations): sets f32_activations on every matrix
+  // and expert stack, the MTP block's included.
+  void use_f32_activations();
+
   // Opens and binds everything; throws ds4::Error(BadModel) naming the offending tensor.
   static std::unique_ptr<Weights> load(const std::string& path, const std::string& mtp_path);
 };

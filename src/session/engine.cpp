@@ -397,10 +397,7 @@ void SessionImpl::truncate(int pos) {
     reset();
     return;
   }
-  model::SequenceState& st = seq_->host();
-  for (auto& L : st.layers) L.truncate(n, pos);
-  st.mtp.raw.drop_from(pos);
-  seq_->push();
+  seq_->truncate(n, pos);
   const int back = n - pos;
   auto& h = history_[history_.size() - 1 - back];
   logits_ = h.first;

@@ -1,7 +1,7 @@
-// The Vulkan backend (ds4::Backend::Vulkan). What runs where today (docs/vulkan.md, "The
-// backend"): the token embedding and the output head run on the device from weights uploaded
-// once; the transformer blocks and the MTP block still run on the CPU backend's forward pass
-// (cpu/forward.h) on the host sequence state, until their device composition is wired.
+// The Vulkan backend (ds4::Backend::Vulkan; docs/vulkan.md, "The backend"): weights uploaded
+// once, every sequence's state in device memory, a batch (embedding, blocks, head) recorded
+// into one command buffer and submitted once. The MTP block still runs on the CPU backend's
+// forward pass (cpu/forward.h) on the host MTP state.
 #pragma once
 
 #include <memory>

@@ -156,6 +156,8 @@ void Ops::matmul_experts(Recorder& rec, const DeviceExperts& w, Range x, size_t 
                          int k_per_token, Range y, size_t y_stride) {
   const char* mod = nullptr;
   switch (w.type) {
+    case Type::F32: mod = "matmul_ids_f32"; break;
+    case Type::F16: mod = "matmul_ids_f16"; break;
     case Type::Q8_0: mod = "matmul_ids_q8_0"; break;
     case Type::Q2_K: mod = "matmul_ids_q2_K"; break;
     case Type::Q4_K: mod = "matmul_ids_q4_K"; break;
@@ -167,6 +169,9 @@ void Ops::matmul_experts(Recorder& rec, const DeviceExperts& w, Range x, size_t 
   if (n_pairs <= 0) return;
   if (n_pairs > 65535 || w.rows > 65535) throw std::invalid_argument("Vulkan matmul_experts: more than 65535 pairs or rows");
   const bool iq2 = w.type == Type::IQ2_XXS;
+  // The float shader covers one row per workgroup, the block shader 4.
+  const bool flt = w.type == Type::F32 || w.type == Type::F16;
+  const uint32_t row_groups = static_cast<uint32_t>(flt ? w.rows : (w.rows + 3) / 4);
   struct {
     MatmulPush base;
     uint32_t e_lo, e_hi, expert_bytes, k_per_token;
@@ -181,11 +186,10 @@ void Ops::matmul_experts(Recorder& rec, const DeviceExperts& w, Range x, size_t 
     pc.k_per_token = static_cast<uint32_t>(k_per_token);
     Range wr{&s.buffer};
     if (iq2)
-      rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}, ids}, &pc, sizeof(pc), static_cast<uint32_t>((w.rows + 3) / 4),
+      rec.dispatch(p, {wr, x, y, Range{&iq2_tables_}, ids}, &pc, sizeof(pc), row_groups,
                    static_cast<uint32_t>(n_pairs));
     else
-      rec.dispatch(p, {wr, x, y, ids}, &pc, sizeof(pc), static_cast<uint32_t>((w.rows + 3) / 4),
-                   static_cast<uint32_t>(n_pairs));
+      rec.dispatch(p, {wr, x, y, ids}, &pc, sizeof(pc), row_groups, static_cast<uint32_t>(n_pairs));
   }
 }
 
@@ -220,11 +224,14 @@ void Ops::swiglu(Recorder& rec, Range g, Range u, Range scale, int64_t n, int nv
 }
 
 void Ops::rope(Recorder& rec, Range x, Range cos_sin, int half, int nrows, size_t row_stride, size_t tail,
-               size_t cs_stride, bool inverse) {
+               size_t cs_stride, bool inverse, int rows_per_group, size_t group_stride) {
+  if (nrows <= 0) return;
+  if (rows_per_group < 1) throw std::invalid_argument("Vulkan rope: rows_per_group must be >= 1");
+  if (rows_per_group == 1) group_stride = row_stride;
   struct {
-    uint32_t half_dims, row_stride, tail, cs_stride, inverse;
+    uint32_t half_dims, row_stride, tail, cs_stride, inverse, rows_per_group, group_stride;
   } pc{static_cast<uint32_t>(half), u32(row_stride, "row stride"), u32(tail, "tail"), u32(cs_stride, "cs stride"),
-       inverse ? 1u : 0u};
+       inverse ? 1u : 0u, static_cast<uint32_t>(rows_per_group), u32(group_stride, "group stride")};
   const auto& p = ctx_.pipeline("rope", 2, 0b01, sizeof(pc));
   rec.dispatch(p, {x, cos_sin}, &pc, sizeof(pc), static_cast<uint32_t>((half + 63) / 64), static_cast<uint32_t>(nrows));
 }
@@ -296,11 +303,11 @@ void Ops::indexer_score(Recorder& rec, Range q, Range rows, Range w, int n_rows,
   rec.dispatch(p, {q, rows, w, score}, &pc, sizeof(pc), gx, gy);
 }
 
-void Ops::topk_rows(Recorder& rec, Range score, int n, int k, Range selected) {
+void Ops::topk_rows(Recorder& rec, Range score, int n, int k, Range selected, size_t out_off) {
   if (k <= 0 || k > n) throw std::invalid_argument("Vulkan topk_rows: needs 0 < k <= n");
   struct {
-    uint32_t n, k;
-  } pc{static_cast<uint32_t>(n), static_cast<uint32_t>(k)};
+    uint32_t n, k, out_off;
+  } pc{static_cast<uint32_t>(n), static_cast<uint32_t>(k), u32(out_off, "out offset")};
   const auto& p = ctx_.pipeline("topk_rows", 2, 0b10, sizeof(pc));
   rec.dispatch(p, {score, selected}, &pc, sizeof(pc), 1);
 }
@@ -375,6 +382,20 @@ void Ops::scatter_row(Recorder& rec, Range src, Range slot, int slot_index, int 
   } pc{static_cast<uint32_t>(n), static_cast<uint32_t>(slot_index), static_cast<uint32_t>(max_slots)};
   const auto& p = ctx_.pipeline("scatter_row", 3, 0b100, sizeof(pc));
   rec.dispatch(p, {src, slot, dst}, &pc, sizeof(pc), static_cast<uint32_t>((n + 255) / 256));
+}
+
+void Ops::copy_rows(Recorder& rec, Rows src, Rows dst, size_t len, int nrows, Rows b) {
+  if (len == 0 || nrows <= 0) return;
+  struct {
+    uint32_t len, nrows, s_off, s_stride, d_off, d_stride, b_off, b_stride, has_b;
+  } pc{u32(len, "len"),           static_cast<uint32_t>(nrows),   u32(src.off, "src offset"),
+       u32(src.stride, "stride"), u32(dst.off, "dst offset"),     u32(dst.stride, "stride"),
+       u32(b.off, "b offset"),    u32(b.stride, "stride"),        b.buf.buffer ? 1u : 0u};
+  const auto& p = ctx_.pipeline("copy_rows", 3, 0b100, sizeof(pc));
+  uint32_t gy, gz;
+  grid(static_cast<uint64_t>(nrows), &gy, &gz);
+  rec.dispatch(p, {src.buf, b.buf.buffer ? b.buf : Range{&dummy_}, dst.buf}, &pc, sizeof(pc),
+               static_cast<uint32_t>((len + 255) / 256), gy, gz);
 }
 
 void Ops::add(Recorder& rec, Range a, Range b, Range out, int64_t n) {

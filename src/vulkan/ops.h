@@ -42,6 +42,12 @@ struct DeviceExperts {
                               const void* data, int64_t experts_per_buffer = 0);
 };
 
+// Rows of floats in a buffer for Ops::copy_rows: word offset of row 0, words between rows.
+struct Rows {
+  Range buf;
+  size_t off = 0, stride = 0;
+};
+
 class Ops {
  public:
   explicit Ops(Context& ctx);
@@ -81,9 +87,12 @@ class Ops {
   void swiglu(Recorder& rec, Range g, Range u, Range scale, int64_t n, int nvec, size_t stride, Range out, float lim);
 
   // In place on nrows rows: pairs (tail + 2k, tail + 2k + 1), k < half, rotated by the
-  // angle whose (cos, sin) is cos_sin[row * cs_stride + k] (two floats).
+  // angle whose (cos, sin) is cos_sin[row * cs_stride + k] (two floats). With
+  // rows_per_group > 1 (a token's heads), rows come in groups sharing one table entry: row r
+  // is row r % rows_per_group of group r / rows_per_group, which starts group_stride floats
+  // after the previous one and reads entry (r / rows_per_group) * cs_stride.
   void rope(Recorder& rec, Range x, Range cos_sin, int half, int nrows, size_t row_stride, size_t tail,
-            size_t cs_stride, bool inverse);
+            size_t cs_stride, bool inverse, int rows_per_group = 1, size_t group_stride = 0);
 
   // Sink attention of n_tokens tokens, every head: q [tokens][heads][dim], rows [*][dim]
   // (each row key and value); token t attends to rows row_index[spans[2t] ..][0, spans[2t+1])
@@ -118,8 +127,9 @@ class Ops {
   void indexer_score(Recorder& rec, Range q, Range rows, Range w, int n_rows, int heads, int dim, float wscale,
                      Range score);
 
-  // Indices of the k highest of n scores (ties: lower index), ascending.
-  void topk_rows(Recorder& rec, Range score, int n, int k, Range selected);
+  // Indices of the k highest of n scores (ties: lower index), ascending, written from
+  // selected[out_off].
+  void topk_rows(Recorder& rec, Range score, int n, int k, Range selected, size_t out_off = 0);
 
   // In-place scaled Hadamard transform of nrows rows of n values (n a power of two <= 4096).
   void hadamard(Recorder& rec, Range x, int n, int nrows, size_t row_stride);
@@ -139,6 +149,11 @@ class Ops {
   // dst row slot[slot_index] (rows of n floats, max_slots of them) = src, the slot read on
   // the device (a recorded step writes its ring row wherever its token lands).
   void scatter_row(Recorder& rec, Range src, Range slot, int slot_index, int n, int max_slots, Range dst);
+
+  // Strided rows with word offsets (no alignment needed): for r < nrows, i < len,
+  // dst[d_off + r*d_stride + i] = src[s_off + r*s_stride + i] (+ b[b_off + r*b_stride + i]
+  // when b is given). src and dst may be one buffer when the ranges do not overlap.
+  void copy_rows(Recorder& rec, Rows src, Rows dst, size_t len, int nrows, Rows b = {});
 
   // out = a + b over n floats.
   void add(Recorder& rec, Range a, Range b, Range out, int64_t n);

@@ -529,8 +529,9 @@ TEST_P(VulkanExperts, RoutedProductsMatchCpu) {
   Buffer cb = g_ctx->create_buffer(T * K * 4), wb = g_ctx->create_buffer(T * K * 4), yb = g_ctx->create_buffer(T * K * rows * 4);
   Recorder rec(*g_ctx);
   g_ops->route_topk(rec, {&lb}, {}, E, K, T, true, 1.0f, {&cb}, {&wb});
+  const bool flt = type == Type::F32 || type == Type::F16;  // f32 vectors are the operand
   g_ops->quantize_act(rec, type, {&xb}, cols, T, cols, {&qb}, words);
-  g_ops->matmul_experts(rec, dev, {&qb}, words, {&cb}, T * K, K, {&yb}, rows);
+  g_ops->matmul_experts(rec, dev, {flt ? &xb : &qb}, words, {&cb}, T * K, K, {&yb}, rows);
   rec.submit_and_wait();
   auto ids = download<int32_t>(cb, T * K);
   auto got = download<float>(yb, T * K * rows);
@@ -545,6 +546,18 @@ TEST_P(VulkanExperts, RoutedProductsMatchCpu) {
       const uint8_t* xa = xq.data() + (p / K) * words * 4;
       const auto& sk = quant::scalar::kernels();
       float want = 0;
+      if (flt) {
+        // A tree sum on the device, a sequential one here: the float matmul's bound.
+        const float* xt = x.data() + (p / K) * cols;
+        std::vector<float> wrow(cols);
+        quant::dequantize_row(type, wr, wrow.data(), cols);
+        double mag = 0;
+        for (int i = 0; i < cols; ++i) mag += std::fabs(static_cast<double>(wrow[i]) * xt[i]);
+        want = type == Type::F32 ? sk.dot_f32(reinterpret_cast<const float*>(wr), xt, cols)
+                                 : sk.dot_f16(reinterpret_cast<const uint16_t*>(wr), xt, cols);
+        ASSERT_LE(std::fabs(got[p * rows + r] - want), 2e-6 * mag) << "pair " << p << " row " << r;
+        continue;
+      }
       switch (type) {
         case Type::Q8_0: want = sk.dot_q8_0(reinterpret_cast<const quant::block_q8_0*>(wr), reinterpret_cast<const quant::block_q8_0_act*>(xa), cols); break;
         case Type::Q2_K: want = sk.dot_q2_K(reinterpret_cast<const quant::block_q2_K*>(wr), reinterpret_cast<const quant::block_q8_K*>(xa), cols); break;
@@ -556,8 +569,42 @@ TEST_P(VulkanExperts, RoutedProductsMatchCpu) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, VulkanExperts, ::testing::Values(Type::Q8_0, Type::Q2_K, Type::Q4_K, Type::IQ2_XXS),
+INSTANTIATE_TEST_SUITE_P(Formats, VulkanExperts,
+                         ::testing::Values(Type::F32, Type::F16, Type::Q8_0, Type::Q2_K, Type::Q4_K, Type::IQ2_XXS),
                          [](const auto& info) { return std::string(quant::type_name(info.param)); });
+
+// Strided row copies at unaligned word offsets, with and without the added rows; and the
+// grouped RoPE form (a token's heads share one table entry) against per-row rotation.
+TEST(VulkanOps, CopyRowsAndGroupedRopeAreExact) {
+  auto src = random_floats(7 * 13, 120), b = random_floats(5 * 11, 121), dst0 = random_floats(200, 122);
+  Buffer bs = upload(src), bb = upload(b), bd = upload(dst0);
+  Recorder rec(*g_ctx);
+  g_ops->copy_rows(rec, Rows{{&bs}, 3, 13}, Rows{{&bd}, 1, 10}, 9, 4);
+  g_ops->copy_rows(rec, Rows{{&bs}, 2, 13}, Rows{{&bd}, 121, 19}, 7, 3, Rows{{&bb}, 5, 11});
+  rec.submit_and_wait();
+  auto got = download<float>(bd, 200);
+  auto want = dst0;
+  for (int r = 0; r < 4; ++r)
+    for (int i = 0; i < 9; ++i) want[1 + r * 10 + i] = src[3 + r * 13 + i];
+  for (int r = 0; r < 3; ++r)
+    for (int i = 0; i < 7; ++i) want[121 + r * 19 + i] = src[2 + r * 13 + i] + b[5 + r * 11 + i];
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want[i])) << i;
+
+  const int T = 3, H = 2, Dh = 16, R = 8, stride = 40;  // token rows padded to 40 floats
+  const auto rope = model::Rope::make(R, 10000.f, false, 0, 1.f, 0.f, 0.f);
+  const int64_t pos[T] = {4, 9, 30};
+  std::vector<float> cs(T * R);
+  Ops::rope_cos_sin(rope.freq.data(), R / 2, pos, T, cs.data());
+  auto x = random_floats(T * stride, 123);
+  Buffer bx = upload(x), bcs = upload(cs);
+  Recorder rec2(*g_ctx);
+  g_ops->rope(rec2, {&bx}, {&bcs}, R / 2, T * H, Dh, Dh - R, R / 2, false, H, stride);
+  rec2.submit_and_wait();
+  auto gx = download<float>(bx, T * stride);
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) rope.apply(x.data() + t * stride + h * Dh + Dh - R, pos[t]);
+  for (int i = 0; i < T * stride; ++i) ASSERT_EQ(std::bit_cast<uint32_t>(gx[i]), std::bit_cast<uint32_t>(x[i])) << i;
+}
 
 TEST(VulkanOps, HcMixIsExact) {
   const int hc = 4, D = 300, T = 3, per = (2 + hc) * hc;

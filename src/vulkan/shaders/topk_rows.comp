@@ -8,6 +8,7 @@ layout(std430, binding = 1) writeonly buffer O { int selected[]; };
 layout(push_constant) uniform P {
   uint n;
   uint k;  // 1 <= k <= n
+  uint out_off;  // index of the first output word
 } pc;
 
 shared uint s_hist[256];
@@ -87,7 +88,7 @@ void main() {
     // Position: selected before this chunk + gt before me + taken equals before me.
     const uint eq_before = min(s_base_eq + s_eq[tid] - (eq ? 1u : 0u), take_eq);
     const uint pos = s_base_sel + (s_gt[tid] - (gt ? 1u : 0u)) + (eq_before - min(s_base_eq, take_eq));
-    if (take) selected[pos] = int(i);
+    if (take) selected[pc.out_off + pos] = int(i);
     barrier();
     if (tid == 255u) {
       s_base_sel += s_gt[255] + (min(s_base_eq + s_eq[255], take_eq) - min(s_base_eq, take_eq));
