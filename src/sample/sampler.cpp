@@ -53,51 +53,132 @@ int32_t argmax(std::span<const float> logits) {
   return best;
 }
 
-std::vector<TokenProb> filtered_distribution(std::span<const float> logits, const Params& p) {
-  std::vector<TokenProb> cand;
-  const int32_t best = argmax(logits);
-  if (best < 0) return cand;
-  if (p.temperature <= 0.0f) return {{best, 0.0f}};
+namespace {
 
-  cand.reserve(logits.size());
-  for (size_t i = 0; i < logits.size(); i++)
-    if (std::isfinite(logits[i])) cand.push_back({static_cast<int32_t>(i), logits[i]});
-  // Descending logit, ties by lower id, so the order (and thus sampling) is deterministic.
-  auto by_logit = [](const TokenProb& a, const TokenProb& b) {
-    return a.logprob != b.logprob ? a.logprob > b.logprob : a.id < b.id;
-  };
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < cand.size()) {
-    std::partial_sort(cand.begin(), cand.begin() + p.top_k, cand.end(), by_logit);
-    cand.resize(static_cast<size_t>(p.top_k));
-  } else {
-    std::sort(cand.begin(), cand.end(), by_logit);
+// A candidate with its weight exp((logit - max) / T) (the best token weighs 1).
+struct Weighted {
+  int32_t id;
+  float logit;
+  double w;
+};
+
+// The sampler's order: descending logit, ties by lower id (deterministic).
+bool before(const Weighted& a, const Weighted& b) {
+  return a.logit != b.logit ? a.logit > b.logit : a.id < b.id;
+}
+
+// The candidates after temperature, top-k and min-p, unordered, with their weights.
+// min-p is a logit threshold (a weight below min_p never survives), so the tokens it drops
+// cost neither an exp() nor a place in a sort; `total` gets the weight of the whole top-k
+// set (top-p measures mass against it) only when asked for.
+std::vector<Weighted> candidates(std::span<const float> logits, const Params& p, int32_t best,
+                                 double* total) {
+  std::vector<Weighted> cand;
+  const float max_logit = logits[static_cast<size_t>(best)];
+  const double t = p.temperature;
+  // min-p threshold on (logit - max) / T; -inf keeps everything.
+  const double cut = p.min_p > 0.0f ? std::log(static_cast<double>(p.min_p))
+                                    : -std::numeric_limits<double>::infinity();
+  cand.reserve(total ? logits.size() : 1024);
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < logits.size()) {
+    std::vector<Weighted> all;
+    all.reserve(logits.size());
+    for (size_t i = 0; i < logits.size(); i++)
+      if (std::isfinite(logits[i])) all.push_back({static_cast<int32_t>(i), logits[i], 0.0});
+    if (static_cast<size_t>(p.top_k) < all.size()) {
+      std::nth_element(all.begin(), all.begin() + (p.top_k - 1), all.end(), before);
+      all.resize(static_cast<size_t>(p.top_k));
+    }
+    double sum = 0.0;
+    for (auto& c : all) {
+      const double z = (static_cast<double>(c.logit) - max_logit) / t;
+      c.w = std::exp(z);
+      sum += c.w;
+      if (z >= cut) cand.push_back(c);
+    }
+    if (total) *total = sum;
+    return cand;
   }
-
-  // Softmax at the temperature in double: the filters compare small probabilities.
-  const double max_logit = cand[0].logprob;
-  std::vector<double> prob(cand.size());
   double sum = 0.0;
-  for (size_t i = 0; i < cand.size(); i++) {
-    prob[i] = std::exp((cand[i].logprob - max_logit) / p.temperature);
-    sum += prob[i];
+  for (size_t i = 0; i < logits.size(); i++) {
+    const float l = logits[i];
+    if (!std::isfinite(l)) continue;
+    const double z = (static_cast<double>(l) - max_logit) / t;
+    if (z < cut) {
+      if (total) sum += std::exp(z);
+      continue;
+    }
+    const double w = std::exp(z);
+    sum += w;
+    cand.push_back({static_cast<int32_t>(i), l, w});
   }
-  for (auto& v : prob) v /= sum;
-
-  // min-p relative to the best token, then the nucleus over what is left (mass measured
-  // against the top-k distribution, as ds4 does). The best token always survives.
-  const double min_prob = prob[0] * std::max(0.0f, p.min_p);
-  const double top_p = (p.top_p > 0.0f && p.top_p < 1.0f) ? p.top_p : 1.0;
-  size_t keep = 0;
-  double mass = 0.0;
-  for (size_t i = 0; i < cand.size(); i++) {
-    if (i > 0 && prob[i] < min_prob) break;
-    mass += prob[i];
-    keep = i + 1;
-    if (top_p < 1.0 && mass >= top_p) break;
-  }
-  cand.resize(keep);
-  for (size_t i = 0; i < keep; i++) cand[i].logprob = static_cast<float>(std::log(prob[i] / mass));
+  if (total) *total = sum;
   return cand;
+}
+
+// Reorders c so that c[0..k) are, in some order, the candidates that come before c[k] in
+// the sampler's order, where c[k] is the first candidate at which the running weight (in
+// that order) exceeds `target` (or reaches it, with `reach`); returns k. Expected linear time (quickselect on weight
+// sums): the sampler needs only this cut, not a fully sorted list.
+size_t cut_at_mass(std::vector<Weighted>& c, double target, bool reach) {
+  auto past = [reach, target](double m) { return reach ? m >= target : m > target; };
+  size_t lo = 0, hi = c.size();
+  double acc = 0.0;  // weight of c[0..lo)
+  while (hi - lo > 16) {
+    // Median of three as pivot, moved to hi - 1.
+    const size_t mid = lo + (hi - lo) / 2;
+    if (before(c[mid], c[lo])) std::swap(c[mid], c[lo]);
+    if (before(c[hi - 1], c[lo])) std::swap(c[hi - 1], c[lo]);
+    if (before(c[mid], c[hi - 1])) std::swap(c[mid], c[hi - 1]);
+    const Weighted pivot = c[hi - 1];
+    const auto m = static_cast<size_t>(
+        std::partition(c.begin() + static_cast<std::ptrdiff_t>(lo), c.begin() + static_cast<std::ptrdiff_t>(hi - 1),
+                       [&](const Weighted& x) { return before(x, pivot); }) - c.begin());
+    std::swap(c[m], c[hi - 1]);
+    double left = 0.0;
+    for (size_t i = lo; i < m; i++) left += c[i].w;
+    if (past(acc + left)) {
+      hi = m;
+    } else if (past(acc + left + c[m].w)) {
+      return m;
+    } else {
+      acc += left + c[m].w;
+      lo = m + 1;
+    }
+  }
+  std::sort(c.begin() + static_cast<std::ptrdiff_t>(lo), c.begin() + static_cast<std::ptrdiff_t>(hi), before);
+  for (size_t i = lo; i < hi; i++) {
+    acc += c[i].w;
+    if (past(acc)) return i;
+  }
+  return hi > 0 ? hi - 1 : 0;  // rounding: the last one
+}
+
+// Applies top-p: keeps the smallest prefix (in the sampler's order) whose weight reaches
+// top_p * total, unordered. The best token always survives.
+void apply_top_p(std::vector<Weighted>& cand, double top_p, double total) {
+  if (top_p >= 1.0 || cand.empty()) return;
+  const size_t k = cut_at_mass(cand, top_p * total, /*reach=*/true);
+  cand.resize(std::min(cand.size(), k + 1));
+}
+
+}  // namespace
+
+std::vector<TokenProb> filtered_distribution(std::span<const float> logits, const Params& p) {
+  std::vector<TokenProb> out;
+  const int32_t best = argmax(logits);
+  if (best < 0) return out;
+  if (p.temperature <= 0.0f) return {{best, 0.0f}};
+  const double top_p = (p.top_p > 0.0f && p.top_p < 1.0f) ? p.top_p : 1.0;
+  double total = 0.0;
+  auto cand = candidates(logits, p, best, top_p < 1.0 ? &total : nullptr);
+  apply_top_p(cand, top_p, total);
+  std::sort(cand.begin(), cand.end(), before);
+  double mass = 0.0;
+  for (const auto& c : cand) mass += c.w;
+  out.reserve(cand.size());
+  for (const auto& c : cand) out.push_back({c.id, static_cast<float>(std::log(c.w / mass))});
+  return out;
 }
 
 std::vector<TokenProb> top_logprobs(std::span<const float> logits, int k) {
@@ -146,14 +227,19 @@ void Sampler::set_params(const Params& p) { params_ = p; }
 
 int32_t Sampler::sample(std::span<const float> logits, bool greedy) {
   if (greedy || params_.temperature <= 0.0f) return argmax(logits);
-  const auto dist = filtered_distribution(logits, params_);
-  if (dist.empty()) return -1;
-  double r = rng_.uniform();
-  for (const auto& c : dist) {
-    r -= std::exp(static_cast<double>(c.logprob));
-    if (r < 0.0) return c.id;
-  }
-  return dist.back().id;
+  // The same draw as walking filtered_distribution() in order with one uniform number, but
+  // by selection instead of a sort: a near-uniform distribution over the whole vocabulary
+  // (a random model, a permissive grammar) keeps ~10^5 candidates.
+  const int32_t best = argmax(logits);
+  if (best < 0) return -1;
+  const double top_p = (params_.top_p > 0.0f && params_.top_p < 1.0f) ? params_.top_p : 1.0;
+  double total = 0.0;
+  auto cand = candidates(logits, params_, best, top_p < 1.0 ? &total : nullptr);
+  apply_top_p(cand, top_p, total);
+  double mass = 0.0;
+  for (const auto& c : cand) mass += c.w;
+  const double r = rng_.uniform() * mass;
+  return cand[cut_at_mass(cand, r, /*reach=*/false)].id;
 }
 
 }  // namespace ds4::sample

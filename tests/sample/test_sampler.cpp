@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <limits>
+#include <algorithm>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "sample/sampler.h"
@@ -139,4 +141,67 @@ TEST(Sampler, LogprobsAreLogSoftmaxOfRawLogits) {
   EXPECT_NEAR(top[1].logprob, std::log(0.3), 1e-6);
   EXPECT_NEAR(ds4::sample::token_logprob(l, 0), std::log(0.1), 1e-6);
   EXPECT_EQ(ds4::sample::top_logprobs(l, 10).size(), 3u);
+}
+
+// The sampler selects instead of sorting; its draw must be the token a plain walk over the
+// fully sorted, filtered distribution picks with the same uniform number. The reference here
+// is written independently: softmax in double, full sort, min-p, top-p, walk.
+TEST(Sampler, SelectionDrawsWhatASortedWalkDraws) {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  // The kept tokens in order with their weights.
+  auto reference = [](const std::vector<float>& l, const Params& p) {
+    std::vector<int> ids;
+    for (size_t i = 0; i < l.size(); i++)
+      if (std::isfinite(l[i])) ids.push_back(static_cast<int>(i));
+    std::sort(ids.begin(), ids.end(), [&](int a, int b) { return l[a] != l[b] ? l[a] > l[b] : a < b; });
+    if (p.top_k > 0 && ids.size() > static_cast<size_t>(p.top_k)) ids.resize(static_cast<size_t>(p.top_k));
+    std::vector<double> w;
+    double sum = 0;
+    for (int id : ids) {
+      w.push_back(std::exp((static_cast<double>(l[id]) - l[ids[0]]) / p.temperature));
+      sum += w.back();
+    }
+    size_t keep = 0;
+    double mass = 0;
+    for (size_t i = 0; i < ids.size(); i++) {
+      if (i > 0 && w[i] / sum < w[0] / sum * p.min_p) break;
+      mass += w[i] / sum;
+      keep = i + 1;
+      if (p.top_p < 1.0f && mass >= p.top_p) break;
+    }
+    ids.resize(keep);
+    w.resize(keep);
+    return std::make_pair(ids, w);
+  };
+  auto walk = [](const std::pair<std::vector<int>, std::vector<double>>& dist, double u) {
+    const auto& [ids, w] = dist;
+    double kept = 0;
+    for (double x : w) kept += x;
+    double r = u * kept;
+    for (size_t i = 0; i < ids.size(); i++) {
+      r -= w[i];
+      if (r < 0) return ids[i];
+    }
+    return ids.back();
+  };
+  for (int round = 0; round < 24; round++) {
+    std::vector<float> l(5000 + 997 * round);
+    for (auto& x : l) x = normal(gen);
+    for (size_t i = 0; i < l.size(); i += 7) l[i] = -std::numeric_limits<float>::infinity();
+    for (size_t i = 3; i < l.size(); i += 101) l[i] = 1.5f;  // ties, broken by id
+    Params p = plain();
+    p.seed = 100 + static_cast<uint64_t>(round);
+    p.temperature = round % 3 == 0 ? 0.7f : 1.0f;
+    p.min_p = round % 2 ? 0.05f : 0.0f;
+    p.top_p = round % 4 < 2 ? 1.0f : 0.9f;
+    p.top_k = round % 5 == 4 ? 300 : 0;
+    Sampler s(p);
+    ds4::sample::Rng rng(p.seed);
+    const auto dist = reference(l, p);
+    for (int draw = 0; draw < 20; draw++) {
+      const int got = s.sample(l);
+      EXPECT_EQ(got, walk(dist, rng.uniform())) << "round " << round << " draw " << draw;
+    }
+  }
 }
