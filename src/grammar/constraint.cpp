@@ -9,18 +9,18 @@
 
 namespace ds4::grammar {
 
-std::shared_ptr<const Vocabulary> vocabulary_of(const text::Tokenizer& tok) {
+std::shared_ptr<const Vocabulary> vocabulary_of(const text::Tokenizer& tok, bool dsml_marker) {
   static std::mutex mu;
-  static std::map<const text::Tokenizer*, std::shared_ptr<const Vocabulary>> built;
+  static std::map<std::pair<const text::Tokenizer*, bool>, std::shared_ptr<const Vocabulary>> built;
   std::lock_guard<std::mutex> lock(mu);
-  auto& v = built[&tok];
+  auto& v = built[{&tok, dsml_marker}];
   if (!v) {
     const size_t n = tok.vocab_size();
     std::vector<std::string> bytes(n);
     std::vector<bool> allowed(n);
     for (size_t i = 0; i < n; ++i) {
       const int id = static_cast<int>(i);
-      allowed[i] = !tok.is_special(id);
+      allowed[i] = !tok.is_special(id) || (dsml_marker && id == tok.dsml_id());
       bytes[i] = tok.token_bytes(id);
     }
     v = std::make_shared<const Vocabulary>(std::move(bytes), allowed, tok.eos_id());

@@ -5,12 +5,14 @@
 #include <unordered_map>
 #include <utility>
 
+#include "grammar/code_points.h"
+#include "text/unicode.h"
+
 namespace ds4::grammar {
 namespace {
 
-using Range = std::pair<uint32_t, uint32_t>;  // inclusive code point range
-using Ranges = std::vector<Range>;
-constexpr uint32_t kMaxCodePoint = 0x10FFFF;
+using Range = CodePointRange;
+using Ranges = CodePointSet;
 
 // A symbol of the parsed (code point level) grammar.
 struct Sym {
@@ -19,68 +21,6 @@ struct Sym {
   Ranges chars;  // sorted, merged, non-empty
 };
 using Seq = std::vector<Sym>;
-
-Ranges normalize(Ranges r) {
-  std::sort(r.begin(), r.end());
-  Ranges out;
-  for (auto [lo, hi] : r) {
-    if (lo > hi) continue;
-    if (!out.empty() && lo <= out.back().second + 1) {
-      out.back().second = std::max(out.back().second, hi);
-    } else {
-      out.emplace_back(lo, hi);
-    }
-  }
-  return out;
-}
-
-Ranges complement(const Ranges& r) {
-  Ranges out;
-  uint32_t next = 0;
-  for (auto [lo, hi] : r) {
-    if (lo > next) out.emplace_back(next, lo - 1);
-    next = hi + 1;
-  }
-  if (next <= kMaxCodePoint) out.emplace_back(next, kMaxCodePoint);
-  return out;
-}
-
-// Removes UTF-16 surrogates (not encodable in UTF-8).
-Ranges without_surrogates(const Ranges& r) {
-  Ranges out;
-  for (auto [lo, hi] : r) {
-    if (hi < 0xD800 || lo > 0xDFFF) {
-      out.emplace_back(lo, hi);
-      continue;
-    }
-    if (lo < 0xD800) out.emplace_back(lo, 0xD7FF);
-    if (hi > 0xDFFF) out.emplace_back(0xE000, hi);
-  }
-  return out;
-}
-
-int utf8_encode(uint32_t cp, uint8_t* out) {
-  if (cp < 0x80) {
-    out[0] = static_cast<uint8_t>(cp);
-    return 1;
-  }
-  if (cp < 0x800) {
-    out[0] = static_cast<uint8_t>(0xC0 | (cp >> 6));
-    out[1] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    out[0] = static_cast<uint8_t>(0xE0 | (cp >> 12));
-    out[1] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
-    out[2] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
-    return 3;
-  }
-  out[0] = static_cast<uint8_t>(0xF0 | (cp >> 18));
-  out[1] = static_cast<uint8_t>(0x80 | ((cp >> 12) & 0x3F));
-  out[2] = static_cast<uint8_t>(0x80 | ((cp >> 6) & 0x3F));
-  out[3] = static_cast<uint8_t>(0x80 | (cp & 0x3F));
-  return 4;
-}
 
 // Splits a code point range (no surrogates) into sequences of byte ranges whose product is
 // exactly the UTF-8 encodings of the range.
@@ -119,11 +59,13 @@ void utf8_sequences(uint32_t lo, uint32_t hi, std::vector<ByteSeq>& out) {
       }
     }
     if (split) continue;
-    uint8_t a[4], b[4];
-    const int n = utf8_encode(s, a);
-    utf8_encode(e, b);
+    std::string a, b;
+    text::unicode::utf8_append(a, s);
+    text::unicode::utf8_append(b, e);
     ByteSeq seq;
-    for (int i = 0; i < n; ++i) seq.emplace_back(a[i], b[i]);
+    for (size_t i = 0; i < a.size(); ++i) {
+      seq.emplace_back(static_cast<uint8_t>(a[i]), static_cast<uint8_t>(b[i]));
+    }
     out.push_back(std::move(seq));
   }
 }
@@ -310,15 +252,11 @@ class Parser {
       }
     }
     // A UTF-8 sequence in the grammar text is one character.
-    int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || pos_ + n > src_.size()) fail("invalid UTF-8 in grammar");
-    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
-    for (int i = 1; i < n; ++i) {
-      unsigned char cc = static_cast<unsigned char>(src_[pos_ + i]);
-      if ((cc & 0xC0) != 0x80) fail("invalid UTF-8 in grammar");
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    pos_ += n;
+    uint32_t cp = 0;
+    const int n = text::unicode::utf8_decode(
+        reinterpret_cast<const unsigned char*>(src_.data()) + pos_, src_.size() - pos_, &cp);
+    if (n <= 0) fail("invalid UTF-8 in grammar");
+    pos_ += static_cast<size_t>(n);
     return cp;
   }
 
@@ -523,11 +461,11 @@ class Parser {
             }
             alt.push_back({Grammar::Op::Bytes, set_id(bs)});
           } else if (s.chars.size() == 1 && s.chars[0].first == s.chars[0].second) {
-            uint8_t buf[4];
-            int n = utf8_encode(s.chars[0].first, buf);
-            for (int i = 0; i < n; ++i) {
+            std::string enc;
+            text::unicode::utf8_append(enc, s.chars[0].first);
+            for (char byte : enc) {
               ByteSet bs;
-              bs.set(buf[i]);
+              bs.set(static_cast<uint8_t>(byte));
               alt.push_back({Grammar::Op::Bytes, set_id(bs)});
             }
           } else {

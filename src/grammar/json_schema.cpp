@@ -8,11 +8,14 @@
 #include <utility>
 #include <vector>
 
+#include "grammar/code_points.h"
+#include "text/unicode.h"
+
 namespace ds4::grammar {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using Ranges = std::vector<std::pair<uint32_t, uint32_t>>;
+using Ranges = CodePointSet;
 
 // Rules every converted grammar may use. Strings exclude unpaired surrogate escapes, so
 // every output parses in strict JSON parsers; numbers are bounded (16 digits) so a sampler
@@ -36,6 +39,7 @@ const char* const kPrimitives[][2] = {
     {"email-atom", "[a-zA-Z0-9_+-]{1,16}"},
     {"email-label", "[a-zA-Z0-9] ([a-zA-Z0-9-]{0,30} [a-zA-Z0-9])?"},
     {"email", "email-atom (\".\" email-atom){0,3} \"@\" (email-label \".\"){1,3} [a-zA-Z]{2,6}"},
+    {"raw-char", "[^\\uFF5C]"},  // a character of a raw DSML string value
 };
 
 // Rules each primitive needs.
@@ -96,35 +100,43 @@ std::string class_char(uint32_t cp) {
   return buf;
 }
 
-Ranges normalize(Ranges r) {
-  std::sort(r.begin(), r.end());
+// U+FF5C FULLWIDTH VERTICAL LINE, the bar of DSML's marker "｜DSML｜": inside a tool call a
+// written value never holds it raw, so no value can contain a DSML tag (a JSON string can
+// still hold it as the escape \uff5c).
+constexpr uint32_t kDsmlBar = 0xFF5C;
+
+Ranges without(const Ranges& set, uint32_t cp) {
   Ranges out;
-  for (auto [lo, hi] : r) {
-    if (lo > hi) continue;
-    if (!out.empty() && lo <= out.back().second + 1) {
-      out.back().second = std::max(out.back().second, hi);
-    } else {
+  for (auto [lo, hi] : set) {
+    if (cp < lo || cp > hi) {
       out.emplace_back(lo, hi);
+      continue;
     }
+    if (lo < cp) out.emplace_back(lo, cp - 1);
+    if (cp < hi) out.emplace_back(cp + 1, hi);
   }
   return out;
 }
 
-Ranges complement(const Ranges& r) {
-  Ranges out;
-  uint32_t next = 0;
-  for (auto [lo, hi] : r) {
-    if (lo > next) out.emplace_back(next, lo - 1);
-    next = hi + 1;
-  }
-  if (next <= 0x10FFFF) out.emplace_back(next, 0x10FFFF);
-  return out;
-}
+// How string characters are written: inside a JSON string (escaped), or raw (a DSML
+// string="true" parameter value); `dsml` keeps the DSML bar out of raw characters.
+struct CharMode {
+  bool raw = false;
+  bool dsml = false;
+};
 
-// The GBNF of one JSON string character (as written inside the quotes) whose decoded value
-// is in `set`: plain characters as a class, '"', '\' and control characters escaped.
-std::string json_char_set(const Ranges& set_in) {
+// The GBNF of one character (as written) whose decoded value is in `set`. JSON: plain
+// characters as a class, '"', '\' and control characters escaped. Raw: a class.
+std::string char_set(const Ranges& set_in, CharMode mode) {
   Ranges set = normalize(set_in);
+  if (mode.raw) {
+    std::string cls;
+    for (auto [a, b] : without_surrogates(without(set, kDsmlBar))) {
+      cls += class_char(a);
+      if (b > a) cls += "-" + class_char(b);
+    }
+    return cls.empty() ? "" : "[" + cls + "]";
+  }
   std::vector<std::string> alts;
   std::string cls;
   for (auto [lo, hi] : set) {
@@ -157,12 +169,7 @@ std::string json_char_set(const Ranges& set_in) {
       }
       if (s <= b) cut.emplace_back(s, b);
     }
-    for (auto [a, b] : cut) {
-      if (b >= 0xD800 && a <= 0xDFFF) {
-        if (a < 0xD800) cls += class_char(a) + (0xD7FF > a ? "-" + class_char(0xD7FF) : "");
-        if (b > 0xDFFF) cls += class_char(0xE000) + (b > 0xE000 ? "-" + class_char(b) : "");
-        continue;
-      }
+    for (auto [a, b] : without_surrogates(mode.dsml ? without(cut, kDsmlBar) : cut)) {
       cls += class_char(a);
       if (b > a) cls += "-" + class_char(b);
     }
@@ -178,7 +185,7 @@ std::string json_char_set(const Ranges& set_in) {
 // ---- ECMAScript regex subset -> GBNF over JSON string content.
 class RegexConverter {
  public:
-  explicit RegexConverter(const std::string& re) : re_(re) {}
+  RegexConverter(const std::string& re, CharMode mode) : re_(re), mode_(mode) {}
 
   std::string run() {
     bool anchored_start = false, anchored_end = false;
@@ -188,15 +195,18 @@ class RegexConverter {
     }
     std::string body = alternation(/*top=*/true, anchored_end);
     if (pos_ != re_.size()) fail("unexpected ')'");
+    const std::string any = mode_.raw ? "raw-char" : "char";
     std::string out;
-    if (!anchored_start) out += "char* ";
+    if (!anchored_start) out += any + "* ";
     out += "(" + body + ")";
-    if (!anchored_end) out += " char*";
+    if (!anchored_end) out += " " + any + "*";
     return out;
   }
 
  private:
   const std::string& re_;
+  CharMode mode_;
+  std::string written_char(const Ranges& set) const { return char_set(set, mode_); }
   size_t pos_ = 0;
 
   [[noreturn]] void fail(const std::string& what) const {
@@ -271,12 +281,11 @@ class RegexConverter {
   }
 
   uint32_t utf8_char() {
-    unsigned char c = static_cast<unsigned char>(re_[pos_]);
-    int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || pos_ + n > re_.size()) fail("invalid UTF-8");
-    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
-    for (int i = 1; i < n; ++i) cp = (cp << 6) | (static_cast<unsigned char>(re_[pos_ + i]) & 0x3F);
-    pos_ += n;
+    uint32_t cp = 0;
+    const int n = text::unicode::utf8_decode(
+        reinterpret_cast<const unsigned char*>(re_.data()) + pos_, re_.size() - pos_, &cp);
+    if (n <= 0) fail("invalid UTF-8");
+    pos_ += static_cast<size_t>(n);
     return cp;
   }
 
@@ -341,18 +350,18 @@ class RegexConverter {
       ++pos_;
       return "(" + inner + ")";
     }
-    if (c == '[') return json_char_set(char_class());
+    if (c == '[') return written_char(char_class());
     if (c == '.') {
       ++pos_;
-      return json_char_set(complement({{'\n', '\n'}, {'\r', '\r'}, {0x2028, 0x2029}}));
+      return written_char(complement({{'\n', '\n'}, {'\r', '\r'}, {0x2028, 0x2029}}));
     }
     if (c == '\\') {
       ++pos_;
-      return json_char_set(escape());
+      return written_char(escape());
     }
     if (c == '*' || c == '+' || c == '?' || c == '{') fail("quantifier without an atom");
     uint32_t cp = utf8_char();
-    return json_char_set({{cp, cp}});
+    return written_char({{cp, cp}});
   }
 
   Ranges char_class() {
@@ -447,20 +456,160 @@ void nonneg_range(int64_t lo, int64_t hi, std::vector<std::string>& out) {
 
 class Converter {
  public:
-  explicit Converter(const Json& root) : root_(root) {}
+  // `dsml`: the grammar covers tool calls (the DSML marker token is in its vocabulary), so
+  // no written string may hold the DSML bar raw.
+  explicit Converter(bool dsml = false) : dsml_(dsml) {}
 
-  std::string run() {
-    std::string top = visit(root_, "root-value");
+  // The rule body for the values valid against `schema`, a document of its own (its $refs
+  // resolve within it).
+  std::string convert(const Json& schema, const std::string& hint) {
+    root_ = &schema;
+    refs_.clear();  // rule names stay unique across documents (the counter)
+    return visit(schema, hint);
+  }
+
+  // The whole grammar with `top` as the root rule's body.
+  std::string emit(const std::string& top) {
     std::string out = "root ::= " + top + "\n";
     for (const auto& [name, body] : rules_) out += name + " ::= " + body + "\n";
     for (const auto& p : kPrimitives) {
-      if (used_.count(p[0])) out += std::string(p[0]) + " ::= " + p[1] + "\n";
+      if (!used_.count(p[0])) continue;
+      const bool dsml_char = dsml_ && std::string(p[0]) == "char";
+      out += std::string(p[0]) + " ::= " + (dsml_char ? kDsmlChar : p[1]) + "\n";
     }
     return out;
   }
 
+  std::string new_rule(const std::string& hint, const std::string& body) {
+    std::string name = sanitize(hint) + "-" + std::to_string(++counter_);
+    rules_[name] = body;
+    return name;
+  }
+
+  // ---- DSML tool calls. A call is written as
+  //   <｜DSML｜invoke name="NAME">\n PARAM ("\n" PARAM)* \n</｜DSML｜invoke>
+  //   PARAM: <｜DSML｜parameter name="KEY" string="true|false">VALUE</｜DSML｜parameter>
+  // (docs/grammar.md). A value is raw text with string="true", JSON with string="false".
+
+  // The parameters of a strict tool, from its parameters schema: the declared properties
+  // in order (required ones always, optional ones may be left out), each one's value
+  // constrained by its schema: string="true" with raw text when the schema admits only
+  // strings, else string="false" with JSON. "" when there are none.
+  std::string dsml_parameters(const Json& params_in, const std::string& hint) {
+    root_ = &params_in;
+    refs_.clear();
+    if (params_in.is_boolean() || params_in.is_null()) return "";
+    const Json* ps = &deref(params_in);
+    Json merged;
+    if (ps->is_object() && ps->contains("allOf")) {
+      merged = merge_all_of(*ps);
+      ps = &merged;
+    }
+    const Json& s = *ps;
+    if (!s.is_object()) invalid("parameters", "must be a JSON Schema object");
+    check_keywords(s);
+    for (const char* kw : {"anyOf", "oneOf", "enum", "const", "items", "prefixItems"}) {
+      if (s.contains(kw)) unsupported(kw, "at the top of a tool's parameters (an object is needed)");
+    }
+    if (s.contains("type") && s["type"] != Json("object")) {
+      unsupported("type", "a tool's parameters must be of type object");
+    }
+    std::set<std::string> required;
+    if (s.contains("required")) {
+      if (!s["required"].is_array()) invalid("required", "must be an array of strings");
+      for (const auto& r : s["required"]) {
+        if (!r.is_string()) invalid("required", "must be an array of strings");
+        required.insert(r.get<std::string>());
+      }
+    }
+    std::vector<std::string> params;
+    std::vector<bool> req;
+    std::vector<std::string> names;
+    auto add = [&](const std::string& key, const Json& value_schema) {
+      if (key.empty() || key.find("DSML\xEF\xBD\x9C") != std::string::npos ||
+          key.find('\n') != std::string::npos) {
+        unsupported("properties", "parameter name '" + key + "' cannot be written in DSML");
+      }
+      const bool raw = admitted_types(value_schema) == kStr;
+      std::string value;
+      if (raw) {
+        raw_ = true;
+        value = visit(value_schema, hint + "-" + key);
+        raw_ = false;
+      } else {
+        value = visit(value_schema, hint + "-" + key);
+      }
+      params.push_back(gbnf_literal("<\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "parameter name=\"" + key +
+                                    "\" string=\"" + (raw ? "true" : "false") + "\">") +
+                       " " + value + " " + gbnf_literal(kDsmlParamClose));
+      req.push_back(required.count(key) > 0);
+      names.push_back(key);
+    };
+    if (s.contains("properties")) {
+      if (!s["properties"].is_object()) invalid("properties", "must be an object");
+      for (auto it = s["properties"].begin(); it != s["properties"].end(); ++it) add(it.key(), it.value());
+    }
+    for (const auto& r : required) {
+      if (std::find(names.begin(), names.end(), r) == names.end()) add(r, Json(true));
+    }
+    // Optional parameters may be skipped: after[i] = the parameters from i on once one has
+    // been written (each preceded by a line break); first[i] = the same before any.
+    const size_t n = params.size();
+    std::vector<std::string> after(n + 1), first(n + 1);
+    for (size_t i = n; i-- > 0;) {
+      std::string take = "\"\\n\" " + params[i] + (after[i + 1].empty() ? "" : " " + after[i + 1]);
+      after[i] = new_rule(hint + "-params", req[i] ? take : after[i + 1].empty() ? "(" + take + ")?"
+                                                           : "(" + take + " | " + after[i + 1] + ")");
+      std::string lead = params[i] + (after[i + 1].empty() ? "" : " " + after[i + 1]);
+      if (req[i]) {
+        first[i] = lead;
+      } else {
+        first[i] = first[i + 1].empty() ? "(" + lead + ")?" : "(" + lead + " | " + first[i + 1] + ")";
+      }
+      first[i] = new_rule(hint + "-params", first[i]);
+    }
+    return first[0];
+  }
+
+  // The parameters of a tool without a schema to enforce: any names, any values.
+  std::string dsml_free_parameters() {
+    const std::string text = dsml_free_text();
+    const std::string param = new_rule(
+        "free-param", gbnf_literal("<\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "parameter name=\"") +
+                          " [^\"\\n\\uFF5C]+ \"\\\" string=\\\"\" (\"true\" | \"false\") \"\\\">\" " +
+                          text + " " + gbnf_literal(kDsmlParamClose));
+    return "(" + param + " (\"\\n\" " + param + ")*)?";
+  }
+
+  // Any text without "DSML｜" in it: the free answer text before a tool-call block (the DSML
+  // parser starts a block at "<｜DSML｜" or "<DSML｜"), and free parameter values. A small
+  // automaton: rule i = "the last i characters were the start of DSML｜".
+  std::string dsml_free_text() {
+    if (!free_text_.empty()) return free_text_;
+    const char* const step[] = {"D", "S", "M", "L", "\\uFF5C"};
+    std::vector<std::string> names(5);
+    for (int i = 0; i < 5; ++i) names[i] = "dsml-free-" + std::to_string(++counter_);
+    for (int i = 0; i < 5; ++i) {
+      // Any character but 'D' and the next one of the word goes back to the start; 'D'
+      // (re)starts the word; the next character advances (the last one is refused).
+      std::string other = "[^D" + std::string(i == 0 ? "" : step[i]) + "]";
+      std::string body = "\"\" | " + other + " " + names[0] + " | \"D\" " + names[1];
+      if (i >= 1 && i <= 3) body += " | \"" + std::string(step[i]) + "\" " + names[i + 1];
+      rules_[names[i]] = body;
+    }
+    free_text_ = names[0];
+    return free_text_;
+  }
+
  private:
-  const Json& root_;
+  static constexpr const char* kDsmlChar =
+      "[^\"\\\\\\x00-\\x1F\\uFF5C] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" ([0-9a-cA-Ce-fE-F] hex hex hex | [dD] [0-7] hex hex))";
+  static constexpr const char* kDsmlParamClose = "</\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "parameter>";
+
+  const Json* root_ = nullptr;
+  bool dsml_ = false;
+  bool raw_ = false;  // writing a raw (DSML string="true") value
+  std::string free_text_;
   std::map<std::string, std::string> rules_;  // generated rules
   std::map<std::string, std::string> refs_;   // $ref -> rule name
   std::set<std::string> used_;                // primitives
@@ -476,11 +625,6 @@ class Converter {
     return prim;
   }
 
-  std::string new_rule(const std::string& hint, const std::string& body) {
-    std::string name = sanitize(hint) + "-" + std::to_string(++counter_);
-    rules_[name] = body;
-    return name;
-  }
   static std::string sanitize(const std::string& s) {
     std::string out;
     for (char c : s) {
@@ -511,9 +655,9 @@ class Converter {
   }
 
   const Json& resolve(const std::string& ref) const {
-    if (ref == "#") return root_;
+    if (ref == "#") return *root_;
     if (ref.rfind("#/", 0) != 0) unsupported("$ref", "only local references (#/...) are supported");
-    const Json* cur = &root_;
+    const Json* cur = root_;
     size_t pos = 2;
     while (pos <= ref.size()) {
       size_t slash = ref.find('/', pos);
@@ -546,7 +690,18 @@ class Converter {
   }
 
   std::string literal(const Json& v) {
+    if (raw_) {
+      if (!v.is_string()) invalid("enum", "a raw string value must be a string");
+      const std::string& text = v.get_ref<const std::string&>();
+      if (text.find("\xEF\xBD\x9C") != std::string::npos) {
+        unsupported("enum", "a string value holding U+FF5C (the DSML bar) in a tool parameter");
+      }
+      return gbnf_literal(text);
+    }
     std::string s = v.dump(-1, ' ', false, nlohmann::detail::error_handler_t::strict);
+    if (dsml_ && s.find("\xEF\xBD\x9C") != std::string::npos) {
+      s = v.dump(-1, ' ', true, nlohmann::detail::error_handler_t::strict);  // as \uff5c
+    }
     return gbnf_literal(s);
   }
 
@@ -555,6 +710,148 @@ class Converter {
     std::string out = "(";
     for (size_t i = 0; i < alts.size(); ++i) out += (i ? " | " : "") + alts[i];
     return out + ")";
+  }
+
+  // ---- oneOf: exactly one branch must match. A grammar can only offer alternatives, so
+  // oneOf is generated like anyOf when no value can match two branches (then "at least one"
+  // is "exactly one"), which is checked here from the schemas' meaning (not from what the
+  // grammar happens to generate); otherwise the schema is refused.
+
+  // The JSON types a schema admits, as bits.
+  static constexpr unsigned kNull = 1, kBool = 2, kInt = 4, kFrac = 8, kStr = 16, kArr = 32,
+                            kObj = 64, kAnyType = 127;
+  static unsigned type_bit(const Json& v) {
+    if (v.is_null()) return kNull;
+    if (v.is_boolean()) return kBool;
+    if (v.is_number_integer()) return kInt;
+    if (v.is_number()) return std::floor(v.get<double>()) == v.get<double>() ? kInt : kFrac;
+    if (v.is_string()) return kStr;
+    if (v.is_array()) return kArr;
+    return kObj;
+  }
+  static unsigned type_name_bits(const std::string& t) {
+    if (t == "null") return kNull;
+    if (t == "boolean") return kBool;
+    if (t == "integer") return kInt;
+    if (t == "number") return kInt | kFrac;
+    if (t == "string") return kStr;
+    if (t == "array") return kArr;
+    if (t == "object") return kObj;
+    return 0;
+  }
+  // Follows $ref chains (bounded: a reference cycle without content admits anything).
+  const Json& deref(const Json& s) const {
+    const Json* cur = &s;
+    for (int i = 0; i < 32 && cur->is_object() && cur->contains("$ref") && (*cur)["$ref"].is_string(); ++i) {
+      cur = &resolve((*cur)["$ref"].get<std::string>());
+    }
+    return *cur;
+  }
+  // Without "type", "const" or "enum" a schema constrains only values of the types its
+  // keywords apply to; every other type passes it (JSON Schema's semantics).
+  unsigned admitted_types(const Json& in, int depth = 0) const {
+    if (depth > 32) return kAnyType;
+    const Json& s = deref(in);
+    if (s.is_boolean()) return s.get<bool>() ? kAnyType : 0;
+    if (!s.is_object()) return kAnyType;
+    unsigned t = kAnyType;
+    if (s.contains("const")) t &= type_bit(s["const"]);
+    if (s.contains("enum") && s["enum"].is_array()) {
+      unsigned e = 0;
+      for (const auto& v : s["enum"]) e |= type_bit(v);
+      t &= e;
+    }
+    if (s.contains("type")) {
+      unsigned ty = 0;
+      if (s["type"].is_string()) ty = type_name_bits(s["type"]);
+      else if (s["type"].is_array()) for (const auto& x : s["type"]) if (x.is_string()) ty |= type_name_bits(x);
+      t &= ty;
+    }
+    for (const char* kw : {"anyOf", "oneOf"}) {
+      if (!s.contains(kw) || !s[kw].is_array()) continue;
+      unsigned u = 0;
+      for (const auto& sub : s[kw]) u |= admitted_types(sub, depth + 1);
+      t &= u;
+    }
+    if (s.contains("allOf") && s["allOf"].is_array()) {
+      for (const auto& sub : s["allOf"]) t &= admitted_types(sub, depth + 1);
+    }
+    return t;
+  }
+  // The finite set of values a schema admits (const / enum), or null when not finite.
+  const Json* literal_values(const Json& s, Json& holder) const {
+    if (!s.is_object()) return nullptr;
+    if (s.contains("const")) {
+      holder = Json::array({s["const"]});
+      return &holder;
+    }
+    if (s.contains("enum") && s["enum"].is_array()) return &s["enum"];
+    return nullptr;
+  }
+  // True when no value can satisfy both schemas (a sufficient test: disjoint types, disjoint
+  // const/enum sets, or objects that both require a property whose schemas are disjoint or
+  // that one forbids).
+  bool disjoint(const Json& a_in, const Json& b_in, int depth = 0) const {
+    if (depth > 8) return false;
+    const Json& a = deref(a_in);
+    const Json& b = deref(b_in);
+    if ((admitted_types(a) & admitted_types(b)) == 0) return true;
+    Json ha, hb;
+    const Json* la = literal_values(a, ha);
+    const Json* lb = literal_values(b, hb);
+    if (la && lb) {
+      for (const auto& x : *la) {
+        for (const auto& y : *lb) {
+          if (x == y) return false;
+        }
+      }
+      return true;
+    }
+    for (const Json* lit : {la, lb}) {  // literals none of which the other schema's types admit
+      if (!lit) continue;
+      const unsigned other = admitted_types(lit == la ? b : a);
+      bool all_out = true;
+      for (const auto& v : *lit) all_out = all_out && !(type_bit(v) & other);
+      if (all_out) return true;
+    }
+    if ((admitted_types(a) | admitted_types(b)) != kObj || !a.is_object() || !b.is_object()) {
+      return false;
+    }
+    auto required = [](const Json& s) {
+      std::set<std::string> r;
+      if (s.contains("required") && s["required"].is_array()) {
+        for (const auto& x : s["required"]) if (x.is_string()) r.insert(x.get<std::string>());
+      }
+      return r;
+    };
+    // A property one side requires and the other forbids (closed object without it).
+    auto forbids = [](const Json& s, const std::string& key) {
+      const bool closed = s.contains("additionalProperties") && s["additionalProperties"] == Json(false);
+      return closed && !(s.contains("properties") && s["properties"].is_object() && s["properties"].contains(key));
+    };
+    const auto ra = required(a), rb = required(b);
+    for (const auto& k : ra) if (forbids(b, k)) return true;
+    for (const auto& k : rb) if (forbids(a, k)) return true;
+    for (const auto& k : ra) {
+      if (!rb.count(k)) continue;
+      const bool pa = a.contains("properties") && a["properties"].is_object() && a["properties"].contains(k);
+      const bool pb = b.contains("properties") && b["properties"].is_object() && b["properties"].contains(k);
+      if (pa && pb && disjoint(a["properties"][k], b["properties"][k], depth + 1)) return true;
+    }
+    return false;
+  }
+  void check_one_of(const Json& branches) const {
+    for (size_t i = 0; i < branches.size(); ++i) {
+      for (size_t j = i + 1; j < branches.size(); ++j) {
+        if (!disjoint(branches[i], branches[j])) {
+          unsupported("oneOf", "branches " + std::to_string(i) + " and " + std::to_string(j) +
+                                   " may both match one value, and exactly-one cannot be "
+                                   "enforced by a grammar (make the branches exclusive: "
+                                   "different types, const/enum values or a required "
+                                   "discriminator property; or use anyOf)");
+        }
+      }
+    }
   }
 
   std::string visit(const Json& s, const std::string& hint) {
@@ -573,10 +870,11 @@ class Converter {
         }
       }
       const std::string ref = s["$ref"];
-      auto it = refs_.find(ref);
+      const std::string key = (raw_ ? "raw:" : "") + ref;  // raw and JSON forms differ
+      auto it = refs_.find(key);
       if (it != refs_.end()) return it->second;
       std::string name = sanitize(ref.substr(ref.rfind('/') + 1)) + "-" + std::to_string(++counter_);
-      refs_[ref] = name;
+      refs_[key] = name;
       rules_[name] = "";  // reserved: recursive references see the name
       rules_[name] = visit(resolve(ref), name);
       return name;
@@ -599,6 +897,7 @@ class Converter {
           unsupported(it.key(), std::string("keywords beside '") + kw + "'");
         }
       }
+      if (std::string(kw) == "oneOf") check_one_of(s[kw]);
       std::vector<std::string> alts;
       for (const auto& sub : s[kw]) alts.push_back(visit(sub, hint));
       return alternatives(alts);
@@ -680,6 +979,7 @@ class Converter {
 
   std::string visit_typed(const Json& s, const std::string& type, const std::string& hint) {
     if (type == "string") return visit_string(s, hint);
+    if (raw_) invalid("type", "'" + type + "' in a raw string parameter");
     if (type == "integer") return visit_integer(s, hint);
     if (type == "number") {
       for (const char* kw : {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}) {
@@ -705,6 +1005,11 @@ class Converter {
     return static_cast<int64_t>(std::min(d, 1e9));
   }
 
+  // A string's content between quotes (JSON) or as it is (a raw DSML value).
+  std::string quoted(const std::string& content) const {
+    return raw_ ? content : "\"\\\"\" " + content + " \"\\\"\"";
+  }
+
   std::string visit_string(const Json& s, const std::string& hint) {
     const int64_t min = get_count(s, "minLength", 0), max = get_count(s, "maxLength", -1);
     if (max >= 0 && max < min) invalid("maxLength", "is below minLength");
@@ -717,27 +1022,27 @@ class Converter {
       if (has_len || s.contains("pattern")) unsupported("format", "together with length or pattern");
       if (f == "date" || f == "time" || f == "uuid" || f == "email") {
         use(f);
-        return "\"\\\"\" " + f + " \"\\\"\"";
+        return quoted(f);
       }
       if (f == "date-time") {
         use("date");
         use("time");
-        return "\"\\\"\" date \"T\" time \"\\\"\"";
+        return quoted("date \"T\" time");
       }
       unsupported("format", "format '" + f + "' (supported: date, time, date-time, uuid, email)");
     }
     if (s.contains("pattern")) {
       if (!s["pattern"].is_string()) invalid("pattern", "must be a string");
       if (has_len) unsupported("pattern", "together with minLength/maxLength");
-      use("char");
-      std::string body = RegexConverter(s["pattern"].get<std::string>()).run();
-      return "\"\\\"\" " + new_rule(hint + "-pattern", body) + " \"\\\"\"";
+      use(raw_ ? "raw-char" : "char");
+      std::string body = RegexConverter(s["pattern"].get<std::string>(), CharMode{raw_, dsml_}).run();
+      return quoted(new_rule(hint + "-pattern", body));
     }
-    if (!has_len) return use("string");
-    use("char");
+    const std::string ch = use(raw_ ? "raw-char" : "char");
+    if (!has_len) return raw_ ? ch + "*" : use("string");
     std::string rep = max < 0 ? "{" + std::to_string(min) + ",}"
                               : "{" + std::to_string(min) + "," + std::to_string(max) + "}";
-    return "\"\\\"\" char" + rep + " \"\\\"\"";
+    return quoted(ch + rep);
   }
 
   std::string visit_integer(const Json& s, const std::string& hint) {
@@ -969,11 +1274,64 @@ class Converter {
 }  // namespace
 
 std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema) {
-  return Converter(schema).run();
+  Converter c;
+  return c.emit(c.convert(schema, "root-value"));
 }
 
-std::string json_object_gbnf() {
-  return json_schema_to_gbnf(nlohmann::ordered_json{{"type", "object"}, {"additionalProperties", true}});
+std::string tool_calls_gbnf(const ToolCallGrammar& spec) {
+  Converter c(/*dsml=*/true);
+  std::vector<std::string> invokes;
+  for (const auto& tool : spec.tools) {
+    if (!spec.only.empty() && tool.name != spec.only) continue;
+    if (tool.name.empty() || tool.name.find('"') != std::string::npos ||
+        tool.name.find("DSML\xEF\xBD\x9C") != std::string::npos) {
+      throw SchemaError("", "tool name '" + tool.name + "' cannot be written in DSML");
+    }
+    std::string params;
+    if (tool.strict) {
+      try {
+        params = c.dsml_parameters(tool.parameters, "p-" + tool.name);
+      } catch (const SchemaError& e) {
+        throw SchemaError(e.keyword, "tool '" + tool.name + "' (strict): " + e.what());
+      }
+    } else {
+      params = c.dsml_free_parameters();
+    }
+    const std::string open = "<\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "invoke name=\"" + tool.name + "\">\n";
+    const std::string close = "\n</\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "invoke>";
+    invokes.push_back(c.new_rule("invoke-" + tool.name, gbnf_literal(open) + " " +
+                                                            (params.empty() ? "" : params + " ") +
+                                                            gbnf_literal(close)));
+  }
+  if (invokes.empty()) throw SchemaError("", "tool '" + spec.only + "' is not among the tools");
+  std::string invoke = invokes.size() == 1 ? invokes[0] : "(" + [&] {
+    std::string alts;
+    for (size_t i = 0; i < invokes.size(); ++i) alts += (i ? " | " : "") + invokes[i];
+    return alts;
+  }() + ")";
+  const std::string more = spec.parallel ? " (\"\\n\" " + invoke + ")*" : "";
+  const std::string block = c.new_rule(
+      "tool-calls", gbnf_literal("<\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "tool_calls>\n") + " " + invoke + more +
+                        " " + gbnf_literal("\n</\xEF\xBD\x9C" "DSML\xEF\xBD\x9C" "tool_calls>"));
+  // The official form puts a blank line before the block (also after empty content).
+  const std::string lead = gbnf_literal("\n\n");
+  if (spec.required) return c.emit(lead + " " + block);
+  if (spec.answer) {
+    std::string answer;
+    try {
+      answer = c.convert(*spec.answer, "answer");
+    } catch (const SchemaError& e) {
+      throw SchemaError(e.keyword, std::string("response format: ") + e.what());
+    }
+    return c.emit("(" + answer + " | " + lead + " " + block + ")");
+  }
+  return c.emit(c.dsml_free_text() + " " + block + "?");
+}
+
+std::string json_object_gbnf() { return json_schema_to_gbnf(json_object_schema()); }
+
+nlohmann::ordered_json json_object_schema() {
+  return nlohmann::ordered_json{{"type", "object"}, {"additionalProperties", true}};
 }
 
 }  // namespace ds4::grammar

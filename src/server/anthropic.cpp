@@ -268,9 +268,9 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
   Thinking th = messages_thinking(body, model);
   text::RenderOptions ro = base_render_options(th, ctx);
 
-  bool tools_hidden = false;
+  bool tools_hidden = false, disable_parallel = false;
+  std::string type, named;
   if (const OJ* choice = field(body, "tool_choice")) {
-    std::string type;
     if (choice->is_string()) type = choice->get<std::string>();
     else if (choice->is_object()) type = choice->value("type", std::string());
     else throw bad_request("'tool_choice' must be an object", "tool_choice");
@@ -278,6 +278,38 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
     else if (type != "auto" && type != "any" && type != "tool") {
       throw bad_request("'tool_choice.type' must be auto, any, tool or none", "tool_choice");
     }
+    if (type == "tool") {
+      auto name = choice->is_object() ? get_string(*choice, "name") : std::nullopt;
+      if (!name || name->empty()) throw bad_request("'tool_choice' of type tool needs a 'name'", "tool_choice");
+      named = *name;
+      if (!tool_map.count(named)) {
+        throw bad_request("tool_choice names '" + named + "', which is not among the tools", "tool_choice");
+      }
+    }
+    if (choice->is_object()) {
+      if (auto d = get_bool(*choice, "disable_parallel_tool_use")) disable_parallel = *d;
+    }
+  }
+  // Strict tools (arguments constrained to input_schema) and a forced choice: the tool-call
+  // grammar covers every tool the model may call, deferred ones included.
+  ToolConstraint constraint;
+  if (!tools_hidden && !tool_map.empty()) {
+    std::set<std::string> strict;
+    if (const OJ* tools = field(body, "tools"); tools && tools->is_array()) {
+      for (const auto& t : *tools) {
+        if (!t.is_object()) continue;
+        const OJ* st = field(t, "strict");
+        if (st && st->is_boolean() && st->get<bool>() && t.contains("name") && t["name"].is_string()) {
+          strict.insert(t["name"].get<std::string>());
+        }
+      }
+    }
+    OJ callable = OJ::array();
+    for (const auto& [name, fn] : tool_map) callable.push_back({{"type", "function"}, {"function", fn}});
+    constraint = tool_constraint(callable, strict);
+    constraint.required = type == "any" || type == "tool";
+    constraint.only = named;
+    constraint.parallel = !disable_parallel;
   }
   if (!tools_hidden && !tool_map.empty()) {
     if (!tools_block.empty()) ro.tools = std::move(tools_block);
@@ -286,7 +318,7 @@ void render_messages_prompt(const OJ& body, const ServerContext& ctx, const std:
   const OutputFormat format = anthropic_output_format(body);
   if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(msgs, ro, th, ctx, spec, "messages");
-  apply_output_format(format, ctx, spec);
+  apply_output_format(format, ctx, spec, constraint);
 }
 
 }  // namespace

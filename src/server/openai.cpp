@@ -517,9 +517,10 @@ OJ validate_tools(const OJ& tools) {
 
 namespace {
 
-// Renders messages with the request's tools, thinking mode and response format.
-void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::string& model,
-                        GenerationSpec& spec) {
+// Renders messages with the request's tools, thinking mode and response format; returns
+// what constrains tool calls (strict tools, a forced tool choice).
+ToolConstraint render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::string& model,
+                                  GenerationSpec& spec) {
   const OJ* messages = field(body, "messages");
   if (!messages) throw bad_request("missing messages", "messages");
   OJ msgs = normalize_messages(*messages, ctx.options);
@@ -527,31 +528,64 @@ void render_chat_prompt(const OJ& body, const ServerContext& ctx, const std::str
   Thinking th = resolve_thinking(body, model);
   text::RenderOptions ro = base_render_options(th, ctx);
 
-  bool tools_hidden = false;
+  bool tools_hidden = false, required = false;
+  std::string named;
   if (const OJ* choice = field(body, "tool_choice")) {
     if (choice->is_string()) {
       const std::string& c = choice->get_ref<const std::string&>();
       if (c == "none") tools_hidden = true;
-      else if (c != "auto" && c != "required") {
+      else if (c == "required") required = true;
+      else if (c != "auto") {
         throw bad_request("'tool_choice' must be none, auto, required or a function object",
                           "tool_choice");
       }
-    } else if (!choice->is_object()) {
+    } else if (choice->is_object()) {
+      const OJ* fn = field(*choice, "function");
+      const OJ* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+      if (!name || !name->is_string() || name->get_ref<const std::string&>().empty()) {
+        throw bad_request("'tool_choice' object needs function.name", "tool_choice");
+      }
+      named = name->get<std::string>();
+      required = true;
+    } else {
       throw bad_request("'tool_choice' must be a string or an object", "tool_choice");
     }
   }
+  ToolConstraint constraint;
   if (const OJ* tools = field(body, "tools")) {
     OJ valid = validate_tools(*tools);
     if (!tools_hidden && !valid.empty()) {
+      std::set<std::string> strict;
+      for (const auto& t : valid) {
+        const OJ& fn = t["function"];
+        if (const OJ* st = field(fn, "strict"); st && st->is_boolean() && st->get<bool>()) {
+          strict.insert(fn["name"].get<std::string>());
+        }
+      }
+      constraint = tool_constraint(valid, strict);
       ro.tools = std::move(valid);
       spec.parse_tools = true;
     }
+  }
+  if (!constraint.tools.empty()) {
+    constraint.required = required;
+    constraint.only = named;
+    if (auto par = get_bool(body, "parallel_tool_calls")) constraint.parallel = *par;
+    if (!named.empty()) {
+      bool known = false;
+      for (const auto& t : constraint.tools) known = known || t.name == named;
+      if (!known) throw bad_request("tool_choice names '" + named + "', which is not among the tools", "tool_choice");
+    }
+  } else if (required && !tools_hidden) {
+    throw bad_request("tool_choice '" + std::string(named.empty() ? "required" : named) +
+                          "' needs tools", "tool_choice");
   }
   // The schema is also written into the prompt (the official encoder's "## Response
   // Format" section); the worker enforces the grammar (structured_output.h).
   const OutputFormat format = openai_output_format(body);
   if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(msgs, ro, th, ctx, spec, "messages");
+  return constraint;
 }
 
 }  // namespace
@@ -561,8 +595,8 @@ GenerationSpec build_chat_spec(const OJ& body, const ServerContext& ctx, Request
   GenerationSpec spec;
   spec.log_tag = "chat";
   parse_common(body, ctx, spec, info, /*chat=*/true);
-  render_chat_prompt(body, ctx, info.model, spec);
-  apply_output_format(openai_output_format(body), ctx, spec);
+  const ToolConstraint tools = render_chat_prompt(body, ctx, info.model, spec);
+  apply_output_format(openai_output_format(body), ctx, spec, tools);
   parse_sampling(body, spec.thinking, spec);
   bool logprobs = get_bool(body, "logprobs").value_or(false);
   auto top = get_int(body, "top_logprobs");

@@ -264,9 +264,24 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
       throw bad_request("forced tool_choice not supported", "tool_choice");
     }
   }
+  ToolConstraint constraint;
   if (const OJ* tools = field(body, "tools")) {
     OJ valid = convert_tools(*tools, rr);
     if (!tools_hidden && !valid.empty()) {
+      // Function tools declared `strict: true` get their arguments constrained (only an
+      // explicit true: other tools' schemas may use keywords the converter refuses).
+      std::set<std::string> strict;
+      if (tools->is_array()) {
+        for (const auto& t : *tools) {
+          if (!t.is_object() || t.value("type", std::string("function")) != "function") continue;
+          const OJ* st = field(t, "strict");
+          if (st && st->is_boolean() && st->get<bool>() && t.contains("name") && t["name"].is_string()) {
+            strict.insert(t["name"].get<std::string>());
+          }
+        }
+      }
+      constraint = tool_constraint(valid, strict);
+      if (auto par = get_bool(body, "parallel_tool_calls")) constraint.parallel = *par;
       ro.tools = std::move(valid);
       spec.parse_tools = true;
     }
@@ -274,7 +289,7 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
   const OutputFormat format = responses_output_format(body);
   if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(conv.out, ro, th, ctx, spec, "input");
-  apply_output_format(format, ctx, spec);
+  apply_output_format(format, ctx, spec, constraint);
   // Only temperature and top_p apply (spec §3.2); other knobs are not part of this API.
   OJ knobs = OJ::object();
   for (const char* key : {"temperature", "top_p"}) {

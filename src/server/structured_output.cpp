@@ -32,6 +32,7 @@ OutputFormat typed_format(const OJ& f, const std::string& param, bool nested_sch
   if (type == "json_object") {
     out.gbnf = grammar::json_object_gbnf();
     out.prompt_schema = f;
+    out.schema = grammar::json_object_schema();
     return out;
   }
   if (type == "json_schema") {
@@ -48,6 +49,7 @@ OutputFormat typed_format(const OJ& f, const std::string& param, bool nested_sch
     }
     // Enforced whether or not `strict` is set: a schema is never silently ignored.
     out.prompt_schema = (*holder)["schema"];
+    out.schema = (*holder)["schema"];
     out.gbnf = schema_gbnf((*holder)["schema"], param);
     return out;
   }
@@ -73,6 +75,7 @@ OutputFormat openai_output_format(const OJ& body) {
     }
     out.param = "json_schema";
     out.prompt_schema = *js;
+    out.schema = *js;
     out.gbnf = schema_gbnf(*js, "json_schema");
   }
   if (const OJ* g = field(body, "grammar")) {
@@ -110,6 +113,7 @@ OutputFormat anthropic_output_format(const OJ& body) {
     }
     out.param = param;
     out.prompt_schema = *schema;
+    out.schema = *schema;
     out.gbnf = schema_gbnf(*schema, param);
   };
   if (const OJ* f = field(body, "output_format")) take(*f, "output_format");
@@ -119,8 +123,51 @@ OutputFormat anthropic_output_format(const OJ& body) {
   return out;
 }
 
+ToolConstraint tool_constraint(const OJ& tools, const std::set<std::string>& strict_names) {
+  ToolConstraint out;
+  if (!tools.is_array()) return out;
+  for (const auto& t : tools) {
+    const OJ& fn = t.is_object() && t.contains("function") ? t["function"] : t;
+    if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string()) continue;
+    grammar::DsmlTool tool;
+    tool.name = fn["name"].get<std::string>();
+    tool.parameters = fn.contains("parameters") ? fn["parameters"] : OJ::object();
+    tool.strict = strict_names.count(tool.name) > 0;
+    out.tools.push_back(std::move(tool));
+  }
+  return out;
+}
+
 void apply_output_format(const OutputFormat& format, const ServerContext& ctx,
-                         GenerationSpec& spec) {
+                         GenerationSpec& spec, const ToolConstraint& tools) {
+  bool any_strict = false;
+  for (const auto& t : tools.tools) any_strict = any_strict || t.strict;
+  const bool tool_grammar = spec.parse_tools && !tools.tools.empty() &&
+                            (format.gbnf.empty() || !format.schema.is_null()) &&
+                            (any_strict || tools.required || !format.schema.is_null());
+  if (tool_grammar) {
+    grammar::ToolCallGrammar g;
+    g.tools = tools.tools;
+    g.required = tools.required;
+    g.only = tools.only;
+    g.parallel = tools.parallel;
+    if (!format.schema.is_null() && !tools.required) g.answer = &format.schema;
+    std::string gbnf;
+    try {
+      gbnf = grammar::tool_calls_gbnf(g);
+    } catch (const grammar::SchemaError& e) {
+      const bool about_format = std::string(e.what()).rfind("response format:", 0) == 0;
+      ApiError err = bad_request(e.what(), about_format ? format.param : tools.param);
+      if (!e.keyword.empty()) err.code = "unsupported_schema";
+      throw err;
+    }
+    try {
+      spec.grammar = grammar::compile_cached(gbnf, grammar::vocabulary_of(ctx.tok, /*dsml_marker=*/true));
+    } catch (const grammar::GrammarError& e) {
+      throw bad_request(std::string("invalid tool-call grammar: ") + e.what(), tools.param);
+    }
+    return;
+  }
   if (format.gbnf.empty()) return;
   try {
     spec.grammar = grammar::compile_cached(format.gbnf, grammar::vocabulary_of(ctx.tok));

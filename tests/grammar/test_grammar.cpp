@@ -10,6 +10,7 @@
 #include "grammar/grammar.h"
 #include "grammar/json_schema.h"
 #include "grammar/matcher.h"
+#include "text/dsml.h"
 #include "../server/real_tokenizer.h"
 
 namespace ds4::grammar {
@@ -327,6 +328,168 @@ TEST(Schema, UnsupportedKeywordsAreNamed) {
   }
 }
 
+// oneOf means exactly one branch: generated like anyOf only when no value can match two
+// branches; overlapping branches are refused with the keyword named.
+TEST(Schema, OneOfExclusiveBranchesOnly) {
+  for (const char* ok : {
+           R"({"oneOf":[{"type":"string"},{"type":"null"}]})",
+           R"({"oneOf":[{"const":"a"},{"enum":["b",1]}]})",
+           R"({"oneOf":[{"type":"integer"},{"type":"string"},{"type":"array"}]})",
+           R"({"oneOf":[{"enum":[1,2]},{"type":"string"}]})",
+           R"({"oneOf":[{"type":"object","properties":{"kind":{"const":"a"}},"required":["kind"]},
+                        {"type":"object","properties":{"kind":{"const":"b"},"n":{"type":"integer"}},"required":["kind","n"]}]})",
+           R"({"oneOf":[{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"],"additionalProperties":false},
+                        {"type":"object","properties":{"b":{"type":"integer"}},"required":["b"],"additionalProperties":false}]})",
+           R"({"$defs":{"s":{"type":"string"}},"oneOf":[{"$ref":"#/$defs/s"},{"type":"boolean"}]})"}) {
+    EXPECT_NO_THROW(json_schema_to_gbnf(Json::parse(ok))) << ok;
+  }
+  auto tagged = schema(Json::parse(R"({"oneOf":[{"const":"a"},{"type":"integer"}]})"));
+  EXPECT_TRUE(matches(tagged, R"("a")"));
+  EXPECT_TRUE(matches(tagged, "12"));
+  for (const char* overlap : {
+           R"({"oneOf":[{"type":"integer"},{"type":"number"}]})",
+           R"({"oneOf":[{"type":"string","maxLength":3},{"type":"string","minLength":2}]})",
+           R"({"oneOf":[{"type":"string"},{"properties":{"a":{}}}]})",
+           R"({"oneOf":[{"enum":["a","b"]},{"const":"b"}]})",
+           R"({"oneOf":[{"type":"object","properties":{"k":{"const":"a"}}},
+                        {"type":"object","properties":{"k":{"const":"b"}}}]})",
+           R"({"oneOf":[{"type":"integer"},true]})"}) {
+    try {
+      json_schema_to_gbnf(Json::parse(overlap));
+      ADD_FAILURE() << overlap << " accepted";
+    } catch (const SchemaError& e) {
+      EXPECT_EQ(e.keyword, "oneOf") << overlap;
+      EXPECT_NE(std::string(e.what()).find("'oneOf'"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// ---- tool calls (DSML)
+
+const std::string kBar = "\xEF\xBD\x9C";  // U+FF5C
+std::string dsml_tag(const std::string& rest) { return "<" + kBar + "DSML" + kBar + rest; }
+std::string dsml_close(const std::string& what) { return "</" + kBar + "DSML" + kBar + what + ">"; }
+std::string param(const std::string& key, bool str, const std::string& value) {
+  return dsml_tag("parameter name=\"" + key + "\" string=\"" + (str ? "true" : "false") + "\">") +
+         value + dsml_close("parameter");
+}
+std::string block(const std::vector<std::pair<std::string, std::vector<std::string>>>& calls) {
+  std::string out = "\n\n" + dsml_tag("tool_calls>\n");
+  for (size_t i = 0; i < calls.size(); ++i) {
+    out += (i ? "\n" : "") + dsml_tag("invoke name=\"" + calls[i].first + "\">\n");
+    for (size_t j = 0; j < calls[i].second.size(); ++j) out += (j ? "\n" : "") + calls[i].second[j];
+    out += "\n" + dsml_close("invoke");
+  }
+  return out + "\n" + dsml_close("tool_calls");
+}
+
+const char* kWeatherParams = R"({"type":"object","properties":{
+    "city":{"type":"string","maxLength":24},
+    "days":{"type":"integer","minimum":1,"maximum":7},
+    "unit":{"enum":["C","F"]},
+    "when":{"type":"string","format":"date"},
+    "opts":{"type":"object","properties":{"alerts":{"type":"boolean"}},"required":["alerts"],"additionalProperties":false},
+    "note":{"anyOf":[{"type":"string","maxLength":4},{"type":"null"}]}},
+  "required":["city","days"],"additionalProperties":false})";
+
+ToolCallGrammar weather_tools() {
+  ToolCallGrammar spec;
+  spec.tools.push_back({"get_weather", Json::parse(kWeatherParams), true});
+  spec.tools.push_back({"now", Json::parse(R"({"type":"object","properties":{}})"), true});
+  spec.tools.push_back({"free_tool", Json::parse(R"({"type":"object"})"), false});
+  return spec;
+}
+
+// A whole answer, the DSML parser's reading of it (independent code: src/text/dsml), and
+// the arguments it yields.
+Json parsed_arguments(const std::string& answer, size_t call = 0) {
+  auto parsed = text::parse_completion(answer);
+  if (parsed.error || parsed.tool_calls.size() <= call) return Json();
+  return Json::parse(parsed.tool_calls[call].arguments_json);
+}
+
+TEST(ToolCalls, StrictParametersFollowTheSchema) {
+  ToolCallGrammar spec = weather_tools();
+  spec.required = true;
+  auto g = compile(tool_calls_gbnf(spec));
+  const std::string ok = block({{"get_weather", {param("city", true, "Paris \"old\" <town>"),
+                                                  param("days", false, "3"), param("unit", true, "C"),
+                                                  param("opts", false, "{\"alerts\": true}"),
+                                                  param("note", false, "null")}}});
+  EXPECT_TRUE(matches(g, ok));
+  EXPECT_EQ(parsed_arguments(ok), Json::parse(R"({"city":"Paris \"old\" <town>","days":3,"unit":"C","opts":{"alerts":true},"note":null})"));
+  const std::string minimal = block({{"get_weather", {param("city", true, "x"), param("days", false, "7")}}});
+  EXPECT_TRUE(matches(g, minimal));
+  EXPECT_TRUE(matches(g, block({{"now", {}}, {"get_weather", {param("city", true, ""), param("days", false, "1"),
+                                                               param("when", true, "2024-02-28")}}})));
+  EXPECT_TRUE(matches(g, block({{"free_tool", {param("anything", true, "goes"), param("x", false, "[1")}}})));
+  for (const std::string& bad : {
+           block({{"get_weather", {param("city", true, "x")}}}),                              // days missing
+           block({{"get_weather", {param("days", false, "3"), param("city", true, "x")}}}),  // order
+           block({{"get_weather", {param("city", true, "x"), param("days", true, "3")}}}),   // string="true" int
+           block({{"get_weather", {param("city", true, "x"), param("days", false, "8")}}}),  // range
+           block({{"get_weather", {param("city", false, "\"x\""), param("days", false, "3")}}}),
+           block({{"get_weather", {param("city", true, "a city name longer than the limit"), param("days", false, "3")}}}),
+           block({{"get_weather", {param("city", true, "x"), param("days", false, "3"), param("unit", true, "K")}}}),
+           block({{"get_weather", {param("city", true, "x"), param("days", false, "3"), param("extra", true, "1")}}}),
+           block({{"get_weather", {param("city", true, "x"), param("days", false, "3"),
+                                   param("opts", false, "{\"alerts\": 1}")}}}),
+           block({{"unknown", {}}}),
+           block({{"now", {param("a", true, "b")}}}),
+           std::string("Sure.") + block({{"now", {}}}),  // required: no text before the block
+       }) {
+    EXPECT_FALSE(matches(g, bad)) << bad;
+  }
+}
+
+TEST(ToolCalls, AutoLeavesTextFreeAndNamedOrSingleRestrict) {
+  ToolCallGrammar spec = weather_tools();
+  auto g = compile(tool_calls_gbnf(spec));
+  EXPECT_TRUE(matches(g, "Just text, with <tags> and D S M L and " + kBar + " bars."));
+  EXPECT_TRUE(matches(g, ""));
+  const std::string call = block({{"now", {}}});
+  EXPECT_TRUE(matches(g, "Let me check." + call));
+  EXPECT_EQ(text::parse_completion("Let me check." + call).tool_calls.size(), 1u);
+  EXPECT_FALSE(prefix_ok(g, "text DSML" + kBar));  // a DSML tag is only a block's
+  EXPECT_FALSE(matches(g, "Let me check." + block({{"get_weather", {param("city", true, "x")}}})));
+  EXPECT_FALSE(matches(g, call + " more"));
+  // A response format: that answer, or a block.
+  const Json answer = Json::parse(R"({"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"]})");
+  spec.answer = &answer;
+  auto ga = compile(tool_calls_gbnf(spec));
+  EXPECT_TRUE(matches(ga, R"({"ok": true})"));
+  EXPECT_TRUE(matches(ga, call));
+  EXPECT_FALSE(matches(ga, "text"));
+  // A named tool, one call per block.
+  spec.answer = nullptr;
+  spec.required = true;
+  spec.only = "now";
+  spec.parallel = false;
+  auto gn = compile(tool_calls_gbnf(spec));
+  EXPECT_TRUE(matches(gn, call));
+  EXPECT_FALSE(matches(gn, block({{"now", {}}, {"now", {}}})));
+  EXPECT_FALSE(matches(gn, block({{"get_weather", {param("city", true, "x"), param("days", false, "3")}}})));
+}
+
+TEST(ToolCalls, UnsupportedParameterSchemasAreNamed) {
+  for (auto [params, kw] : std::vector<std::pair<const char*, const char*>>{
+           {R"({"type":"object","properties":{"a":{"type":"string","format":"hostname"}}})", "format"},
+           {R"({"type":"object","properties":{"a":{"not":{}}}})", "not"},
+           {R"({"anyOf":[{"type":"object"},{"type":"null"}]})", "anyOf"},
+           {R"({"type":"array"})", "type"},
+           {R"({"type":"object","properties":{"a":{"oneOf":[{"type":"integer"},{"type":"number"}]}}})", "oneOf"}}) {
+    ToolCallGrammar spec;
+    spec.tools.push_back({"t", Json::parse(params), true});
+    try {
+      tool_calls_gbnf(spec);
+      ADD_FAILURE() << params << " accepted";
+    } catch (const SchemaError& e) {
+      EXPECT_EQ(e.keyword, kw) << params;
+      EXPECT_NE(std::string(e.what()).find("tool 't'"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // ---- the real vocabulary
 
 TEST(Mask, RealVocabularyMatchesBruteForce) {
@@ -343,6 +506,19 @@ TEST(Mask, RealVocabularyMatchesBruteForce) {
   random_walks(schema_g, 3, 24, 7, /*check_every_step=*/false);
   random_walks(compile(json_object_gbnf(), v), 2, 24, 8, false);
   random_walks(compile(kArith, v), 2, 16, 9, false);
+  // A tool-call grammar: its vocabulary holds the DSML marker token, allowed only at tags.
+  auto vd = vocabulary_of(tok, /*dsml_marker=*/true);
+  ToolCallGrammar spec = weather_tools();
+  spec.required = true;
+  auto tool_g = compile(tool_calls_gbnf(spec), vd);
+  Matcher m(tool_g);
+  ASSERT_TRUE(m.accept_bytes("\n\n<"));
+  TokenMask mask;
+  m.fill_mask(mask);
+  EXPECT_TRUE(mask.test(tok.dsml_id()));
+  expect_mask_exact(m, *vd, "block start");
+  ASSERT_TRUE(m.accept_token(tok.dsml_id()));
+  random_walks(tool_g, 2, 40, 10, false);
 }
 
 }  // namespace

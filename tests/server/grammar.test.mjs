@@ -2,7 +2,10 @@
 // JSON) samples at temperature 1.0 under a grammar; every output must parse and validate
 // against its schema with an independent validator (ajv), and end on its own (EOS at the
 // grammar's end) within the token budget. Schemas: ours plus the draft-7 cases of Debian's
-// json-schema-test-suite that the converter accepts.
+// json-schema-test-suite that the converter accepts. Each schema's first sample goes through
+// chat's response_format, the other nine through /v1/completions (the same sampler under
+// a short prompt). Strict tool calls: their arguments, as the SDKs hand them over, validate
+// against the tool's parameter schema.
 //
 // A random model almost never picks one of the few tokens that close an unbounded string
 // (its choice is near uniform over ~128k allowed tokens), so every string here has a bound
@@ -15,6 +18,8 @@ import { existsSync, readFileSync } from "node:fs";
 import AjvModule from "ajv";
 import Ajv2020Module from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
+import OpenAI from "openai";
+import Anthropic from "@anthropic-ai/sdk";
 import { startServer, postJson } from "./harness.mjs";
 
 const Ajv = AjvModule.default ?? AjvModule;
@@ -27,8 +32,12 @@ const BUDGET = 256;
 const SUITE_DIR = "/usr/share/json-schema-test-suite/tests/draft7";
 
 let server;
+let openai;
+let anthropic;
 before(async () => {
   server = await startServer();
+  openai = new OpenAI({ baseURL: server.baseURL, apiKey: "unused", maxRetries: 0, timeout: 120000 });
+  anthropic = new Anthropic({ baseURL: server.base, apiKey: "unused", maxRetries: 0, timeout: 120000 });
 });
 after(async () => {
   if (server) await server.stop();
@@ -185,6 +194,8 @@ function suiteCases() {
   return out;
 }
 
+// One sample through chat completions' response_format: the prompt carries the schema
+// (the "Response Format" section), so it is long.
 async function sample(schema, seed, extra = {}) {
   const r = await postJson(server.base, "/v1/chat/completions", {
     model: "deepseek-chat",
@@ -198,10 +209,18 @@ async function sample(schema, seed, extra = {}) {
   return r;
 }
 
+// One sample through /v1/completions with llama-server's `json_schema` field: the same
+// sampler and grammar behind a three-token prompt, so most samples cost decoding only.
+async function sampleCompletion(schema, seed) {
+  return postJson(server.base, "/v1/completions", {
+    prompt: "JSON:", json_schema: schema, temperature: 1.0, seed, max_tokens: BUDGET,
+  });
+}
+
 function checkOutput(name, schema, validate, r) {
   assert.equal(r.status, 200, `${name}: ${r.text}`);
   const choice = r.json.choices[0];
-  const text = choice.message.content;
+  const text = choice.message ? choice.message.content : choice.text;
   assert.equal(choice.finish_reason, "stop", `${name}: did not end on its own: ${JSON.stringify(text)}`);
   let value;
   assert.doesNotThrow(() => { value = JSON.parse(text); }, `${name}: not JSON: ${JSON.stringify(text)}`);
@@ -230,7 +249,7 @@ test("JSON Schemas: every sampled output validates (ajv)", async () => {
       continue;
     }
     checkOutput(c.name, c.schema, validate, first);
-    for (let seed = 2; seed <= SAMPLES; ++seed) checkOutput(c.name, c.schema, validate, await sample(c.schema, seed));
+    for (let seed = 2; seed <= SAMPLES; ++seed) checkOutput(c.name, c.schema, validate, await sampleCompletion(c.schema, seed));
     stats.schemas++;
     stats.outputs += SAMPLES;
     if (c.suite) suiteRun++;
@@ -401,4 +420,144 @@ test("Responses text.format and Anthropic output_format", async () => {
     assert.equal(m.json.stop_reason, "end_turn");
     assert.ok(validate(JSON.parse(m.json.content.find((b) => b.type === "text").text)));
   }
+});
+
+// ---- strict tool calls: the model writes DSML; strict tools' parameter values are
+// constrained to the tool's schema. The clients (openai, @anthropic-ai/sdk) get the calls as
+// JSON arguments, which ajv validates against the declared parameters.
+const WEATHER = {
+  type: "object",
+  properties: {
+    city: { type: "string", maxLength: 12 },
+    days: { type: "integer", minimum: 1, maximum: 14 },
+    unit: { enum: ["celsius", "fahrenheit"] },
+  },
+  required: ["city", "days", "unit"],
+  additionalProperties: false,
+};
+const LOOKUP = {
+  type: "object",
+  properties: {
+    id: { type: "string", format: "uuid" },
+    filters: { type: "array", maxItems: 2, items: { type: "object", properties: { field: { enum: ["a", "b"] }, value: { type: ["integer", "null"] } }, required: ["field", "value"], additionalProperties: false } },
+    mode: { oneOf: [{ const: "fast" }, { type: "integer", minimum: 0, maximum: 3 }] },
+    code: { type: "string", pattern: "^[A-Z]{3}$" },
+    when: { type: "string", format: "date" },
+  },
+  required: ["id", "filters", "mode", "code"],
+  additionalProperties: false,
+};
+// A block may hold several calls (each ~50-100 tokens here); generous, it costs nothing unused.
+const TOOL_BUDGET = 1024;
+const TOOL_SCHEMAS = { get_weather: WEATHER, lookup: LOOKUP };
+const openaiTools = Object.entries(TOOL_SCHEMAS).map(([name, parameters]) => ({
+  type: "function", function: { name, description: `the ${name} tool`, parameters, strict: true },
+}));
+const toolValidators = Object.fromEntries(Object.entries(TOOL_SCHEMAS).map(([n, s]) => [n, ajv2020.compile(s)]));
+
+function checkCalls(where, calls, only) {
+  assert.ok(calls && calls.length >= 1, `${where}: no tool calls`);
+  for (const call of calls) {
+    const name = call.function ? call.function.name : call.name;
+    const args = call.function ? JSON.parse(call.function.arguments) : call.input;
+    if (only) assert.equal(name, only, where);
+    const validate = toolValidators[name];
+    assert.ok(validate, `${where}: unknown tool ${name}`);
+    assert.ok(validate(args), `${where}: ${name} ${JSON.stringify(args)} invalid: ${JSON.stringify(validate.errors)}`);
+  }
+}
+
+test("strict tool calls (openai SDK): arguments validate against the tool's schema", async () => {
+  for (let seed = 1; seed <= 4; ++seed) {
+    // tool_choice required: the answer is a tool-call block.
+    const r = await openai.chat.completions.create({
+      model: "deepseek-chat", messages: [{ role: "user", content: "Weather in Paris, then look up the order." }],
+      tools: openaiTools, tool_choice: "required", temperature: 1.0, seed, max_tokens: TOOL_BUDGET,
+    });
+    const choice = r.choices[0];
+    assert.equal(choice.finish_reason, "tool_calls", JSON.stringify(choice.message));
+    checkCalls(`required seed ${seed}`, choice.message.tool_calls);
+  }
+  for (let seed = 1; seed <= 2; ++seed) {
+    // A named tool, one call.
+    const r = await openai.chat.completions.create({
+      model: "deepseek-chat", messages: [{ role: "user", content: "Look it up." }],
+      tools: openaiTools, tool_choice: { type: "function", function: { name: "lookup" } },
+      parallel_tool_calls: false, temperature: 1.0, seed, max_tokens: TOOL_BUDGET,
+    });
+    assert.equal(r.choices[0].finish_reason, "tool_calls");
+    assert.equal(r.choices[0].message.tool_calls.length, 1);
+    checkCalls(`named seed ${seed}`, r.choices[0].message.tool_calls, "lookup");
+  }
+  // Streaming: the SDK assembles the streamed argument fragments.
+  const stream = await openai.chat.completions.create({
+    model: "deepseek-chat", messages: [{ role: "user", content: "Weather?" }], stream: true,
+    tools: openaiTools, tool_choice: { type: "function", function: { name: "get_weather" } },
+    temperature: 1.0, seed: 9, max_tokens: TOOL_BUDGET,
+  });
+  const calls = [];
+  for await (const chunk of stream) {
+    for (const d of chunk.choices[0]?.delta?.tool_calls ?? []) {
+      calls[d.index] ??= { function: { name: "", arguments: "" } };
+      if (d.function?.name) calls[d.index].function.name += d.function.name;
+      if (d.function?.arguments) calls[d.index].function.arguments += d.function.arguments;
+    }
+  }
+  checkCalls("streamed", calls, "get_weather");
+});
+
+test("strict tool calls: free text before the block (auto), thinking, Anthropic", async () => {
+  const bar = "\uFF5C";
+  for (let seed = 1; seed <= 2; ++seed) {
+    // tool_choice auto: the text is free; once a block starts (forced here: a random model
+    // rarely starts one), the strict call's values are constrained.
+    const r = await postJson(server.base, "/v1/chat/completions", {
+      model: "deepseek-chat", messages: [{ role: "user", content: "Weather?" }], tools: openaiTools,
+      ds4_test_output_prefix: `Checking.\n\n<${bar}DSML${bar}tool_calls>\n<${bar}DSML${bar}invoke name="get_weather">\n`,
+      temperature: 1.0, seed, max_tokens: TOOL_BUDGET,
+    });
+    assert.equal(r.status, 200, r.text);
+    const choice = r.json.choices[0];
+    assert.equal(choice.message.content, "Checking.");
+    assert.equal(choice.finish_reason, "tool_calls", JSON.stringify(choice.message));
+    checkCalls(`auto seed ${seed}`, choice.message.tool_calls);
+  }
+  // Thinking: the reasoning is free; the block after </think> is constrained.
+  const t = await postJson(server.base, "/v1/chat/completions", {
+    model: "deepseek-reasoner", messages: [{ role: "user", content: "Weather?" }], tools: openaiTools,
+    tool_choice: "required", ds4_test_output_prefix: "I should call a tool { not json\n</think>", seed: 3, max_tokens: TOOL_BUDGET,
+  });
+  assert.equal(t.status, 200, t.text);
+  assert.equal(t.json.choices[0].message.reasoning_content, "I should call a tool { not json\n");
+  checkCalls("thinking", t.json.choices[0].message.tool_calls);
+  // Anthropic: strict tools with tool_choice any; tool_use inputs validate.
+  for (let seed = 1; seed <= 2; ++seed) {
+    const m = await anthropic.messages.create({
+      model: "deepseek-chat", max_tokens: TOOL_BUDGET, temperature: 1.0,
+      messages: [{ role: "user", content: "Weather?" }],
+      tools: Object.entries(TOOL_SCHEMAS).map(([name, input_schema]) => ({ name, input_schema, strict: true })),
+      tool_choice: { type: "any" },
+    });
+    assert.equal(m.stop_reason, "tool_use", JSON.stringify(m.content));
+    checkCalls(`anthropic seed ${seed}`, m.content.filter((b) => b.type === "tool_use"));
+  }
+});
+
+test("strict tool errors: 400 naming the keyword or the tool", async () => {
+  const bad = async (body, re, param) => {
+    const r = await postJson(server.base, "/v1/chat/completions", { model: "deepseek-chat", messages: [{ role: "user", content: "x" }], ...body });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json.error.message, re);
+    if (param) assert.equal(r.json.error.param, param);
+  };
+  const tool = (parameters, strict = true) => ({ type: "function", function: { name: "t", parameters, strict } });
+  await bad({ tools: [tool({ type: "object", properties: { a: { type: "string", format: "hostname" } } })] }, /tool 't'.*'format'/, "tools");
+  await bad({ tools: [tool({ type: "object", properties: { a: { oneOf: [{ type: "integer" }, { type: "number" }] } } })] }, /'oneOf'/, "tools");
+  await bad({ tools: [tool({ type: "object" })], tool_choice: { type: "function", function: { name: "nope" } } }, /'nope'/, "tool_choice");
+  // A non-strict tool with the same schema is not constrained, so not refused.
+  const ok = await postJson(server.base, "/v1/chat/completions", {
+    model: "deepseek-chat", messages: [{ role: "user", content: "x" }], max_tokens: 2,
+    tools: [tool({ type: "object", properties: { a: { type: "string", format: "hostname" } } }, false)],
+  });
+  assert.equal(ok.status, 200, ok.text);
 });
