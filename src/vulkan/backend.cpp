@@ -388,9 +388,11 @@ class VulkanBackend final : public backend::Backend {
   Range record_block(Recorder& rec, int il, Range x, std::vector<IndexerPick>* picks);
   void record_hc_pre(Recorder& rec, const DeviceWeight& fn, const Buffer& scale, const Buffer& base, Range x, int n);
   void record_attention(Recorder& rec, int il, int n, std::vector<IndexerPick>* picks);
-  void record_compressor_step(Recorder& rec, const Buffer& ape, const Buffer& norm, model::CompressorState& S,
-                              DeviceCompressor& D, const Buffer& rows, Range kv_in, Range gate_in, int t, int64_t pos,
-                              bool indexer);
+  void record_compressor_segment(Recorder& rec, const Buffer& ape, const Buffer& norm, model::CompressorState& S,
+                                 DeviceCompressor& D, const Buffer& rows, Range kv_in, Range gate_in, int t0, int64_t p0,
+                                 int count, bool indexer);
+  void record_compressor_run(Recorder& rec, int il, VulkanSequence& seq, int t0, int64_t p0, int len,
+                             std::vector<int64_t>& n_comp);
   void record_moe(Recorder& rec, int il, int n);
   void record_head(Recorder& rec, Range x, int n);
   void project(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride, int n, Range y, size_t y_stride,
@@ -754,34 +756,48 @@ Range VulkanBackend::record_block(Recorder& rec, int il, Range x, std::vector<In
   return other;
 }
 
-// One compressor step of token t at pos (cpu::Forward::compressor_step on the device): undo
-// entry saved, state row written, and when the step completes a row: pooling, the ratio-4
-// window shift, norm, RoPE at the row's position, Hadamard (+FP4) or FP8, appended to rows
-// at row rows_row0 + n_rows.
-void VulkanBackend::record_compressor_step(Recorder& rec, const Buffer& ape, const Buffer& norm,
-                                           model::CompressorState& S, DeviceCompressor& Dc, const Buffer& rows,
-                                           Range kv_in, Range gate_in, int t, int64_t pos, bool indexer) {
+// The compressor steps of `count` consecutive tokens t0.. at positions p0.. of which only the
+// last may complete a row (cpu::Forward::compressor_step on the device, a segment at a time):
+// their undo entries saved, their state rows written (distinct rows, so all at once), and
+// when the last completes a row: pooling, the ratio-4 window shift, norm, RoPE at the row's
+// position, Hadamard (+FP4) or FP8, appended to `rows` at row n_rows.
+void VulkanBackend::record_compressor_segment(Recorder& rec, const Buffer& ape, const Buffer& norm,
+                                              model::CompressorState& S, DeviceCompressor& Dc, const Buffer& rows,
+                                              Range kv_in, Range gate_in, int t0, int64_t p0, int count,
+                                              bool indexer) {
   const int r = S.ratio, d = S.d, width = S.width, R = c_.rope_dim;
   const size_t w = static_cast<size_t>(width);
-  const int phase = static_cast<int>(pos % r);
-  const size_t row = static_cast<size_t>(r == 4 ? 4 + phase : phase) * w;
-  const bool completes = (pos + 1) % r == 0;
+  const int64_t p_last = p0 + count - 1;
+  const int phase0 = static_cast<int>(p0 % r);
+  const size_t row0 = static_cast<size_t>(r == 4 ? 4 + phase0 : phase0);
+  const bool completes = (p_last + 1) % r == 0;
   if (S.undo_depth) {
-    const size_t slot = static_cast<size_t>(pos % S.undo_depth);
-    model::CompressorState::Undo& u = S.undo_log()[slot];
-    u.pos = pos;
-    u.shifted = r == 4 && completes;
-    const size_t base = slot * Dc.undo_stride();
-    ops_.copy_rows(rec, Rows{Range{&Dc.kv}, row, 0}, Rows{Range{&Dc.undo}, base, 0}, w, 1);
-    ops_.copy_rows(rec, Rows{Range{&Dc.score}, row, 0}, Rows{Range{&Dc.undo}, base + w, 0}, w, 1);
-    if (u.shifted) {
+    // Only the newest undo_depth steps keep their entries (older slots are reused).
+    const int64_t first = std::max<int64_t>(p0, p_last - S.undo_depth + 1);
+    for (int64_t p = first; p <= p_last; ++p) {
+      model::CompressorState::Undo& u = S.undo_log()[static_cast<size_t>(p % S.undo_depth)];
+      u.pos = p;
+      u.shifted = r == 4 && (p + 1) % r == 0;
+    }
+    const size_t U = Dc.undo_stride();
+    for (int64_t p = first; p <= p_last;) {  // slots p % depth, contiguous until they wrap
+      const int64_t slot = p % S.undo_depth;
+      const int64_t n = std::min<int64_t>(p_last - p + 1, S.undo_depth - slot);
+      const size_t src = (row0 + static_cast<size_t>(p - p0)) * w;
+      ops_.copy_rows(rec, Rows{Range{&Dc.kv}, src, w}, Rows{Range{&Dc.undo}, slot * U, U}, w, static_cast<int>(n));
+      ops_.copy_rows(rec, Rows{Range{&Dc.score}, src, w}, Rows{Range{&Dc.undo}, slot * U + w, U}, w,
+                     static_cast<int>(n));
+      p += n;
+    }
+    if (r == 4 && completes) {
+      const size_t base = static_cast<size_t>(p_last % S.undo_depth) * U;
       ops_.copy_rows(rec, Rows{Range{&Dc.kv}, 0, 0}, Rows{Range{&Dc.undo}, base + 2 * w, 0}, 4 * w, 1);
       ops_.copy_rows(rec, Rows{Range{&Dc.score}, 0, 0}, Rows{Range{&Dc.undo}, base + 6 * w, 0}, 4 * w, 1);
     }
   }
-  ops_.copy_rows(rec, Rows{kv_in, static_cast<size_t>(t) * w, 0}, Rows{Range{&Dc.kv}, row, 0}, w, 1);
-  ops_.copy_rows(rec, Rows{gate_in, static_cast<size_t>(t) * w, 0}, Rows{Range{&Dc.score}, row, 0}, w, 1,
-                 Rows{Range{&ape}, static_cast<size_t>(phase) * w, 0});
+  ops_.copy_rows(rec, Rows{kv_in, static_cast<size_t>(t0) * w, w}, Rows{Range{&Dc.kv}, row0 * w, w}, w, count);
+  ops_.copy_rows(rec, Rows{gate_in, static_cast<size_t>(t0) * w, w}, Rows{Range{&Dc.score}, row0 * w, w}, w, count,
+                 Rows{Range{&ape}, static_cast<size_t>(phase0) * w, w});
   if (!completes) return;
   ops_.compressor_pool(rec, Range{&Dc.kv}, Range{&Dc.score}, r, d, width, pool_out_.all());
   if (r == 4) {
@@ -800,6 +816,29 @@ void VulkanBackend::record_compressor_step(Recorder& rec, const Buffer& ape, con
   ops_.copy_rows(rec, Rows{z_.all(), 0, 0}, Rows{Range{&rows}, static_cast<size_t>(S.n_rows) * d, 0},
                  static_cast<size_t>(d), 1);
   ++S.n_rows;
+}
+
+// Every compressor step of a run of `len` tokens t0.. at positions p0.., a segment at a time;
+// n_comp[i] <- the attention compressor's row count after token i.
+void VulkanBackend::record_compressor_run(Recorder& rec, int il, VulkanSequence& seq, int t0, int64_t p0, int len,
+                                          std::vector<int64_t>& n_comp) {
+  const DeviceLayer& L = *layers_[il];
+  model::LayerState& S = seq.state_.layers[il];
+  DeviceLayerState& d = seq.dev_[il];
+  const int r = S.comp.ratio;
+  n_comp.assign(len, S.comp.n_rows);
+  if (!r) return;
+  for (int i = 0; i < len;) {
+    const int64_t p = p0 + i;
+    const int count = static_cast<int>(std::min<int64_t>(len - i, r - p % r));  // up to the next completion
+    record_compressor_segment(rec, L.comp_ape, L.comp_norm, S.comp, d.comp, d.rows, ckv_.all(), cg_.all(), t0 + i, p,
+                              count, false);
+    if (r == 4)
+      record_compressor_segment(rec, L.icomp_ape, L.icomp_norm, S.icomp, d.icomp, d.irows, ikv_.all(), ig_.all(),
+                                t0 + i, p, count, true);
+    i += count;
+    for (int j = i - 1; j < len; ++j) n_comp[j] = S.comp.n_rows;
+  }
 }
 
 // The attention sublayer of layer il for the batch: a_ -> y_ (cpu::Forward::attention_sublayer).
@@ -866,15 +905,11 @@ void VulkanBackend::record_attention(Recorder& rec, int il, int n, std::vector<I
     };
     std::vector<Pick> topk_tokens;
     std::vector<int> trace_pick;  // per ratio-4 token: index into topk_tokens, or -1 - n_comp (every row)
+    std::vector<int64_t> n_comp_after;
+    record_compressor_run(rec, il, *run.seq, run.t0, p0, run.len, n_comp_after);
     for (int i = 0; i < run.len; ++i) {
       const int t = run.t0 + i;
       const int64_t p = pos_[t];
-      if (r) {
-        record_compressor_step(rec, L.comp_ape, L.comp_norm, S.comp, d.comp, d.rows, ckv_.all(), cg_.all(), t, p, false);
-        if (r == 4)
-          record_compressor_step(rec, L.icomp_ape, L.icomp_norm, S.icomp, d.icomp, d.irows, ikv_.all(), ig_.all(), t, p,
-                                 true);
-      }
       const int first = static_cast<int>(lists.size());
       const int64_t lo = std::max<int64_t>({0, p - c_.window + 1, p - cap + 1});
       for (int64_t xpos = lo; xpos <= p; ++xpos) {
@@ -883,7 +918,7 @@ void VulkanBackend::record_attention(Recorder& rec, int il, int n, std::vector<I
         else if (S.raw.slot_pos[static_cast<size_t>(xpos % cap)] == xpos)
           lists.push_back(static_cast<int32_t>(ring0 + xpos % cap));
       }
-      const int64_t n_comp = S.comp.n_rows;
+      const int64_t n_comp = n_comp_after[i];
       if (r == 4 && n_comp > topk) {
         trace_pick.push_back(static_cast<int>(topk_tokens.size()));
         topk_tokens.push_back(Pick{t, static_cast<int>(lists.size()), n_comp});
