@@ -216,7 +216,8 @@ TurnStats generate(Session& session, const std::vector<int32_t>& prompt, sample:
     }
     const int32_t tok = spec                ? spec->sample(spec->logits())
                         : gate.active() ? gate.sample(sampler, session.logits())
-                                        : sampler.sample(session.logits());
+                                        : gate.vet_free(sampler, session.logits(),
+                                                        sampler.sample(session.logits()));
     gate.accept(tok);
     if (tok == opt.eos) {
       st.hit_eos = true;

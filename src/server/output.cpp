@@ -114,6 +114,7 @@ std::optional<int32_t> OutputPipeline::step(std::span<const float> logits,
   } else {
     const bool greedy = !spec_.raw_output && parser_.in_dsml_syntax();
     tok = pick ? pick(logits, greedy) : sampler_.sample(logits, greedy);
+    tok = grammar_.vet_free(sampler_, logits, tok, greedy);
   }
   grammar_.accept(tok);
   ++generated_;

@@ -2,6 +2,7 @@
 // (checked against a brute-force check of every token, on a small and the real vocabulary).
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "grammar/grammar.h"
 #include "grammar/json_schema.h"
 #include "grammar/matcher.h"
+#include "grammar/sampling.h"
 #include "text/dsml.h"
 #include "../server/real_tokenizer.h"
 
@@ -360,6 +362,43 @@ TEST(Schema, OneOfExclusiveBranchesOnly) {
     } catch (const SchemaError& e) {
       EXPECT_EQ(e.keyword, "oneOf") << overlap;
       EXPECT_NE(std::string(e.what()).find("'oneOf'"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Thinking: the grammar starts after "</think>" even when the model spells it with ordinary
+// tokens; a token that closes the reasoning with answer bytes the grammar refuses is never
+// drawn.
+TEST(ConstrainedSampling, ReasoningClosedByOrdinaryTokens) {
+  std::vector<std::string> toks;
+  for (int b = 0; b < 256; ++b) toks.emplace_back(1, static_cast<char>(b));
+  const int32_t gt_brace = static_cast<int32_t>(toks.size());
+  toks.emplace_back(">{");
+  const int32_t gt_t = static_cast<int32_t>(toks.size());
+  toks.emplace_back(">t");
+  toks.emplace_back("<EOS>");
+  const auto eos = static_cast<int32_t>(toks.size() - 1);
+  auto v = std::make_shared<Vocabulary>(toks, std::vector<bool>(toks.size(), true), eos);
+  auto g = compile("root ::= \"true\"", v);
+  sample::Sampler sampler(sample::Params{});
+  std::vector<float> logits(toks.size(), -std::numeric_limits<float>::infinity());
+  for (bool brace : {true, false}) {
+    ConstrainedSampling cs(g, /*thinking=*/true, /*think_close_id=*/-1);
+    for (char c : std::string("I think. </think")) cs.accept(static_cast<uint8_t>(c));
+    EXPECT_FALSE(cs.active());
+    std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+    logits['>'] = 1.0f;
+    logits[static_cast<size_t>(brace ? gt_brace : gt_t)] = 10.0f;
+    const int32_t tok = cs.vet_free(sampler, logits, brace ? gt_brace : gt_t, /*greedy=*/true);
+    EXPECT_EQ(tok, brace ? static_cast<int32_t>('>') : gt_t);
+    cs.accept(tok);
+    EXPECT_TRUE(cs.active());
+    // The answer continues under the grammar: "true" (after "t" when it came with ">t").
+    for (char c : std::string(brace ? "true" : "rue")) {
+      std::fill(logits.begin(), logits.end(), 0.0f);
+      const int32_t next = cs.sample(sampler, logits);
+      EXPECT_EQ(next, static_cast<int32_t>(static_cast<uint8_t>(c)));
+      cs.accept(next);
     }
   }
 }
