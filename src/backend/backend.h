@@ -26,7 +26,7 @@ class Sequence {
   virtual ~Sequence() = default;
   virtual model::SequenceState& host() = 0;
   virtual void pull() {}  // before host()'s row data is read (snapshot save)
-  virtual void push() {}  // after host() was rewritten (snapshot load, reset)
+  virtual void push() {}  // after host() was rewritten as a whole (snapshot load, reset)
   // Back from n tokens to pos (requires every layer's can_truncate(n, pos)): raw rows of
   // positions >= pos forgotten, compressors rewound through their undo logs, MTP rows dropped.
   virtual void truncate(int64_t n, int64_t pos) {

@@ -426,11 +426,9 @@ void SessionImpl::rewind(int pos) {
 bool SessionImpl::has_mtp() const { return engine_.has_mtp(); }
 
 void SessionImpl::mtp_reset() {
-  model::SequenceState& st = seq_->host();
-  if (st.mtp.raw.cap) {
-    st.mtp.raw.reset();
-    seq_->push();
-  }
+  // Bookkeeping only (every slot empty): rows of empty slots are never read, and a backend
+  // holding the state in device memory must not be handed the host's stale rows (no push()).
+  seq_->host().mtp.raw.drop_from(0);
   mtp_logits_.clear();
   mtp_hidden_.clear();
 }

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/forward.h"
+#include "cpu/forward.h"  // cpu::Ropes, cpu::ThreadPool
 #include "model/numerics.h"
 #include "quant/quant.h"
 #include "vulkan/context.h"
@@ -155,6 +155,13 @@ struct DeviceLayerState {
   DeviceCompressor comp, icomp;
 };
 
+// An output head on the device (the main one, or the MTP block's; both share output.weight).
+struct DeviceHead {
+  DeviceWeight fn;
+  Buffer base, norm;
+  float scale = 0.f;
+};
+
 class VulkanBackend;
 
 // Host bookkeeping in state_ (kept current by every evaluation), row data on the device.
@@ -216,7 +223,7 @@ class VulkanBackend final : public backend::Backend {
     auto s = std::make_unique<VulkanSequence>(*this);
     s->state_ = backend::make_state(w_, ring_cap, rewind_depth);
     std::lock_guard<std::mutex> lk(mu_);
-    s->dev_.resize(w_.layers.size());
+    s->dev_.resize(w_.layers.size() + (w_.has_mtp ? 1 : 0));
     upload_state(*s);
     return s;
   }
@@ -251,7 +258,7 @@ class VulkanBackend final : public backend::Backend {
     if (want) {
       for (int o = 0; o < n_out; ++o)
         ops_.copy_rows(rec, Rows{x, static_cast<size_t>(out_rows[o]) * hcD, 0}, Rows{hin_.all(), o * hcD, 0}, hcD, 1);
-      if (b.logits) record_head(rec, hin_.all(), n_out);
+      if (b.logits) record_head(rec, head_, hin_.all(), n_out);
     }
     rec.submit_and_wait();
     if (want) {
@@ -263,13 +270,37 @@ class VulkanBackend final : public backend::Backend {
     publish_scratch();
   }
 
-  // The MTP block, its head included, runs on the CPU forward pass on the host MTP state (not
-  // yet on the device).
+  // The MTP block on the device (cpu::Forward::mtp_step's math): input from the embedding
+  // and the main state hin, the block on the sequence's MTP ring, its own head.
   void mtp_eval(backend::Sequence& seq, const float* hin, int32_t token, int64_t pos, float* logits,
                 float* hidden) override {
+    const int il = static_cast<int>(w_.layers.size()), D = c_.dim, hc = c_.hc;
+    const size_t hcD = static_cast<size_t>(hc) * D;
     std::lock_guard<std::mutex> lk(mu_);
-    cpu::Forward(w_, pool_, ropes_, cpu_scratch_, qat_)
-        .mtp_step(w_.mtp, static_cast<VulkanSequence&>(seq).state_.mtp, hin, token, pos, logits, hidden);
+    auto& s = static_cast<VulkanSequence&>(seq);
+    s.state_.mtp.raw.drop_from(pos);
+    tokens_.assign(1, token);
+    pos_.assign(1, pos);
+    runs_.assign(1, Run{&s, 0, 1});
+    prepare(1, 1, il, il + 1);
+    mtp_hn_.at_least(*ctx_, hcD * 4);
+    mtp_hp_.at_least(*ctx_, hcD * 4);
+    ctx_->upload(x_[1].buffer, hin, hcD * 4);
+    Recorder rec(*ctx_);
+    int32_t* tp = arena_.alloc<int32_t>(1, &tokens_range_);
+    *tp = token;
+    ops_.embed(rec, embd_.m, tokens_range_, 1, 1, u_.all());
+    ops_.rms_norm(rec, u_.all(), Range{&mtp_enorm_}, D, 1, D, a_.all(), D, c_.norm_eps);
+    project(rec, mtp_e_proj_.m, a_.all(), D, 1, y_.all(), D);
+    ops_.rms_norm(rec, x_[1].all(), Range{&mtp_hnorm_}, D, hc, D, mtp_hn_.all(), D, c_.norm_eps);
+    project(rec, mtp_h_proj_.m, mtp_hn_.all(), D, hc, mtp_hp_.all(), D);
+    ops_.copy_rows(rec, Rows{mtp_hp_.all(), 0, static_cast<size_t>(D)}, Rows{x_[0].all(), 0, static_cast<size_t>(D)},
+                   D, hc, Rows{y_.all(), 0, 0});
+    const Range x = record_block(rec, il, x_[0].all(), nullptr);
+    if (logits) record_head(rec, mtp_head_, x, 1);
+    rec.submit_and_wait();
+    if (hidden) ctx_->download(*x.buffer, hidden, hcD * 4);
+    if (logits) ctx_->download(logits_.buffer, logits, static_cast<size_t>(c_.vocab) * 4);
     publish_scratch();
   }
 
@@ -340,7 +371,7 @@ class VulkanBackend final : public backend::Backend {
     prepare(n, n, 0, 0);
     ctx_->upload(hin_.buffer, X, static_cast<size_t>(n) * c_.hc * c_.dim * 4);
     Recorder rec(*ctx_);
-    record_head(rec, hin_.all(), n);
+    record_head(rec, head_, hin_.all(), n);
     rec.submit_and_wait();
     ctx_->download(logits_.buffer, logits, static_cast<size_t>(n) * c_.vocab * 4);
     publish_scratch();
@@ -379,6 +410,14 @@ class VulkanBackend final : public backend::Backend {
   }
 
   void upload_weights(bool widen);
+  std::unique_ptr<DeviceLayer> upload_layer(const model::LayerWeights& L, bool widen);
+  // Layer il's weights and a sequence's state for it; il == n_layers is the MTP block.
+  const model::LayerWeights& lw(int il) const {
+    return il < static_cast<int>(w_.layers.size()) ? w_.layers[il] : w_.mtp.block;
+  }
+  static model::LayerState& st(VulkanSequence& s, int il) {
+    return il < static_cast<int>(s.state_.layers.size()) ? s.state_.layers[il] : s.state_.mtp;
+  }
   void upload_state(VulkanSequence& s);
   void download_state(VulkanSequence& s);
   void ensure_rows(DeviceLayerState& d, const model::LayerState& S, int64_t comp_need, int64_t stage_need,
@@ -394,7 +433,7 @@ class VulkanBackend final : public backend::Backend {
   void record_compressor_run(Recorder& rec, int il, VulkanSequence& seq, int t0, int64_t p0, int len,
                              std::vector<int64_t>& n_comp);
   void record_moe(Recorder& rec, int il, int n);
-  void record_head(Recorder& rec, Range x, int n);
+  void record_head(Recorder& rec, const DeviceHead& h, Range x, int n);
   void project(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride, int n, Range y, size_t y_stride,
                size_t y_off = 0);
   Range rope_table(const model::Rope& rope, const int64_t* pos, int n);
@@ -405,18 +444,19 @@ class VulkanBackend final : public backend::Backend {
   std::unique_ptr<Context> ctx_;
   Ops ops_;
   HostArena arena_;
-  DeviceWeight embd_, head_fn_, output_;
-  Buffer head_base_, head_norm_;
+  DeviceWeight embd_, output_;
+  DeviceHead head_, mtp_head_;
+  DeviceWeight mtp_e_proj_, mtp_h_proj_;
+  Buffer mtp_enorm_, mtp_hnorm_;
   std::vector<std::unique_ptr<DeviceLayer>> layers_;
   cpu::ThreadPool pool_;
   cpu::Ropes ropes_;
   bool qat_;
   std::mutex mu_;  // one evaluation (or state transfer) at a time; guards everything below
-  cpu::Scratch cpu_scratch_;  // the MTP block on the CPU
   // Per-evaluation device scratch, sized by prepare().
   Scratchpad x_[2], mix_, factor_, gates_, u_, a_, y_, operand_, qa_, cq_, kvraw_, k_, q_, qn_, o_, oq_, low_, ckv_,
       cg_, ikv_, ig_, iq_, iw_, pool_out_, z_, iscore_, att_scores_, rlogits_, ids_, wts_, eg_, eu_, eh_, pd_,
-      sg_, su_, sh_, sdo_, hin_, hmix_, hfac_, hgates_, hh_, hn_, logits_;
+      sg_, su_, sh_, sdo_, hin_, hmix_, hfac_, hgates_, hh_, hn_, logits_, mtp_hn_, mtp_hp_;
   std::vector<int32_t> tokens_;
   std::vector<int64_t> pos_;
   std::vector<Run> runs_;
@@ -430,12 +470,29 @@ void VulkanSequence::truncate(int64_t n, int64_t pos) { owner_.truncate(*this, n
 
 void VulkanBackend::upload_weights(bool widen) {
   Context& ctx = *ctx_;
-  upload_matrix(ctx, head_fn_, w_.head.hc_fn, "output_hc_fn.weight", widen);
+  auto head = [&](DeviceHead& h, const model::HeadWeights& H, const std::string& name) {
+    upload_matrix(ctx, h.fn, H.hc_fn, name, widen);
+    h.base = upload_floats(ctx, H.hc_base);
+    h.norm = upload_floats(ctx, H.norm);
+    h.scale = H.hc_scale.at(0);
+  };
+  head(head_, w_.head, "output_hc_fn.weight");
   upload_matrix(ctx, output_, w_.output, "output.weight", widen);
-  head_base_ = upload_floats(ctx, w_.head.hc_base);
-  head_norm_ = upload_floats(ctx, w_.head.norm);
   layers_.clear();
-  for (const model::LayerWeights& L : w_.layers) {
+  for (const model::LayerWeights& L : w_.layers) layers_.push_back(upload_layer(L, widen));
+  if (w_.has_mtp) {
+    layers_.push_back(upload_layer(w_.mtp.block, widen));
+    upload_matrix(ctx, mtp_e_proj_, w_.mtp.e_proj, "mtp e_proj", widen);
+    upload_matrix(ctx, mtp_h_proj_, w_.mtp.h_proj, "mtp h_proj", widen);
+    mtp_enorm_ = upload_floats(ctx, w_.mtp.enorm);
+    mtp_hnorm_ = upload_floats(ctx, w_.mtp.hnorm);
+    head(mtp_head_, w_.mtp.head, "mtp hc_head_fn");
+  }
+}
+
+std::unique_ptr<DeviceLayer> VulkanBackend::upload_layer(const model::LayerWeights& L, bool widen) {
+  Context& ctx = *ctx_;
+  {
     auto d = std::make_unique<DeviceLayer>();
     const std::string p = L.prefix;
     upload_matrix(ctx, d->hc_attn_fn, L.hc_attn_fn, p + "hc_attn_fn", widen);
@@ -477,7 +534,7 @@ void VulkanBackend::upload_weights(bool widen) {
     d->gate_exps = upload_experts(ctx, L.gate_exps, p + "ffn_gate_exps", widen);
     d->up_exps = upload_experts(ctx, L.up_exps, p + "ffn_up_exps", widen);
     d->down_exps = upload_experts(ctx, L.down_exps, p + "ffn_down_exps", widen);
-    layers_.push_back(std::move(d));
+    return d;
   }
 }
 
@@ -522,7 +579,7 @@ void VulkanBackend::ensure_rows(DeviceLayerState& d, const model::LayerState& S,
 void VulkanBackend::upload_state(VulkanSequence& s) {
   const int Dh = c_.head_dim, dI = c_.index_head_dim;
   for (size_t il = 0; il < s.dev_.size(); ++il) {
-    model::LayerState& S = s.state_.layers[il];
+    model::LayerState& S = st(s, static_cast<int>(il));
     DeviceLayerState& d = s.dev_[il];
     ensure_rows(d, S, std::max<int64_t>(S.comp.n_rows, 16), std::max<int64_t>(d.stage_cap, 1),
                 std::max<int64_t>(S.icomp.n_rows, 16));
@@ -561,7 +618,7 @@ void VulkanBackend::upload_state(VulkanSequence& s) {
 void VulkanBackend::download_state(VulkanSequence& s) {
   const int Dh = c_.head_dim, dI = c_.index_head_dim;
   for (size_t il = 0; il < s.dev_.size(); ++il) {
-    model::LayerState& S = s.state_.layers[il];
+    model::LayerState& S = st(s, static_cast<int>(il));
     DeviceLayerState& d = s.dev_[il];
     ctx_->download(d.rows, S.raw.rows.data(), S.raw.rows.size() * 4, static_cast<size_t>(d.comp_cap) * Dh * 4);
     S.comp.rows.resize(static_cast<size_t>(S.comp.n_rows) * Dh);
@@ -602,7 +659,7 @@ void VulkanBackend::truncate(VulkanSequence& s, int64_t n, int64_t pos) {
   Recorder rec(*ctx_);
   bool any = false;
   for (size_t il = 0; il < s.dev_.size(); ++il) {
-    model::LayerState& S = s.state_.layers[il];
+    model::LayerState& S = st(s, static_cast<int>(il));
     DeviceLayerState& d = s.dev_[il];
     S.raw.drop_from(pos);
     for (auto [cs, dc] : {std::pair{&S.comp, &d.comp}, std::pair{&S.icomp, &d.icomp}}) {
@@ -688,7 +745,7 @@ void VulkanBackend::prepare(int n, int n_out, int layer_lo, int layer_hi) {
   int64_t max_comp = 0;
   for (const Run& r : runs_) {
     for (int il = layer_lo; il < layer_hi; ++il) {
-      const model::LayerState& S = r.seq->state_.layers[il];
+      const model::LayerState& S = st(*r.seq, il);
       const int64_t last = pos_[r.t0 + r.len - 1];
       const int64_t comp_need = S.comp.ratio ? (last + 1) / S.comp.ratio + 1 : 0;
       const int64_t icomp_need = S.icomp.ratio ? (last + 1) / S.icomp.ratio + 1 : 0;
@@ -823,7 +880,7 @@ void VulkanBackend::record_compressor_segment(Recorder& rec, const Buffer& ape, 
 void VulkanBackend::record_compressor_run(Recorder& rec, int il, VulkanSequence& seq, int t0, int64_t p0, int len,
                                           std::vector<int64_t>& n_comp) {
   const DeviceLayer& L = *layers_[il];
-  model::LayerState& S = seq.state_.layers[il];
+  model::LayerState& S = st(seq, il);
   DeviceLayerState& d = seq.dev_[il];
   const int r = S.comp.ratio;
   n_comp.assign(len, S.comp.n_rows);
@@ -844,7 +901,7 @@ void VulkanBackend::record_compressor_run(Recorder& rec, int il, VulkanSequence&
 // The attention sublayer of layer il for the batch: a_ -> y_ (cpu::Forward::attention_sublayer).
 void VulkanBackend::record_attention(Recorder& rec, int il, int n, std::vector<IndexerPick>* picks) {
   const DeviceLayer& L = *layers_[il];
-  const model::LayerWeights& Lw = w_.layers[il];
+  const model::LayerWeights& Lw = lw(il);
   const int D = c_.dim, H = c_.n_heads, Dh = c_.head_dim, R = c_.rope_dim, N = Dh - R, HD = H * Dh,
             QR = c_.q_lora_rank, r = Lw.ratio, nI = c_.index_heads, dI = c_.index_head_dim, topk = c_.index_topk;
   const size_t align4 = std::max<size_t>(ctx_->binding_alignment() / 4, 1);
@@ -885,7 +942,7 @@ void VulkanBackend::record_attention(Recorder& rec, int il, int n, std::vector<I
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   const float wscale = 1.0f / std::sqrt(static_cast<float>(dI * nI));
   for (const Run& run : runs_) {
-    model::LayerState& S = run.seq->state_.layers[il];
+    model::LayerState& S = st(*run.seq, il);
     DeviceLayerState& d = run.seq->dev_[il];
     const int cap = S.raw.cap;
     const int64_t p0 = pos_[run.t0];
@@ -984,7 +1041,7 @@ void VulkanBackend::record_attention(Recorder& rec, int il, int n, std::vector<I
 // staying on the device from the router to the combine.
 void VulkanBackend::record_moe(Recorder& rec, int il, int n) {
   const DeviceLayer& L = *layers_[il];
-  const model::LayerWeights& Lw = w_.layers[il];
+  const model::LayerWeights& Lw = lw(il);
   const int D = c_.dim, E = c_.n_experts, K = c_.n_experts_used, F = c_.moe_inter_dim;
   project(rec, L.router.m, a_.all(), D, n, rlogits_.all(), E);
   ops_.route_topk(rec, rlogits_.all(), Lw.router_bias.empty() ? Range{} : Range{&L.router_bias}, E, K, n,
@@ -1014,15 +1071,14 @@ void VulkanBackend::record_moe(Recorder& rec, int il, int n) {
 }
 
 // The output head (cpu::Forward::head's math) on n states in x -> logits_.
-void VulkanBackend::record_head(Recorder& rec, Range x, int n) {
+void VulkanBackend::record_head(Recorder& rec, const DeviceHead& h, Range x, int n) {
   const int D = c_.dim, hc = c_.hc;
   const size_t hcD = static_cast<size_t>(hc) * D;
-  project(rec, head_fn_.m, x, hcD, n, hmix_.all(), hc);
+  project(rec, h.fn.m, x, hcD, n, hmix_.all(), hc);
   ops_.rms_factor(rec, x, static_cast<int64_t>(hcD), n, hcD, hfac_.all(), c_.norm_eps);
-  ops_.hc_head_gates(rec, hmix_.all(), hfac_.all(), Range{&head_base_}, hc, w_.head.hc_scale.at(0), c_.hc_eps, n,
-                     hgates_.all());
+  ops_.hc_head_gates(rec, hmix_.all(), hfac_.all(), Range{&h.base}, hc, h.scale, c_.hc_eps, n, hgates_.all());
   ops_.hc_mix(rec, false, x, hgates_.all(), {}, hc, D, n, hh_.all());
-  ops_.rms_norm(rec, hh_.all(), Range{&head_norm_}, D, n, D, hn_.all(), D, c_.norm_eps);
+  ops_.rms_norm(rec, hh_.all(), Range{&h.norm}, D, n, D, hn_.all(), D, c_.norm_eps);
   project(rec, output_.m, hn_.all(), D, n, logits_.all(), c_.vocab);
 }
 
@@ -1032,9 +1088,9 @@ void VulkanBackend::publish_scratch() {
        {&x_[0], &x_[1], &mix_, &factor_, &gates_, &u_, &a_, &y_, &operand_, &qa_, &cq_, &kvraw_, &k_, &q_, &qn_, &o_,
         &oq_, &low_, &ckv_, &cg_, &ikv_, &ig_, &iq_, &iw_, &pool_out_, &z_, &iscore_, &att_scores_, &rlogits_, &ids_,
         &wts_, &eg_, &eu_, &eh_, &pd_, &sg_, &su_, &sh_, &sdo_, &hin_, &hmix_, &hfac_, &hgates_, &hh_, &hn_,
-        &logits_})
+        &logits_, &mtp_hn_, &mtp_hp_})
     dev += s->buffer.size();
-  scratch_bytes_.store(cpu_scratch_.bytes() + dev, std::memory_order_relaxed);
+  scratch_bytes_.store(dev, std::memory_order_relaxed);
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // The Vulkan backend (ds4::Backend::Vulkan; docs/vulkan.md, "The backend"): weights uploaded
 // once, every sequence's state in device memory, a batch (embedding, blocks, head) recorded
-// into one command buffer and submitted once. The MTP block still runs on the CPU backend's
-// forward pass (cpu/forward.h) on the host MTP state.
+// into one command buffer and submitted once; the MTP block likewise on a device-side ring.
 #pragma once
 
 #include <memory>
