@@ -199,7 +199,8 @@ int main(int argc, char** argv) {
               thread_ms() - t0);
   std::mt19937_64 rng(seed);
   // A tool-call block (tool_choice required) of two strict tools, one with the nested schema
-  // as its parameters; its vocabulary includes the DSML marker token.
+  // as its parameters, and the same tools with tool_choice auto (walks stay in the free
+  // text); their vocabulary includes the DSML marker token.
   grammar::ToolCallGrammar tools;
   tools.required = true;
   tools.tools.push_back({"create_order", nlohmann::ordered_json::parse(kNestedSchema), true});
@@ -211,6 +212,11 @@ int main(int argc, char** argv) {
       {"nested schema", grammar::json_schema_to_gbnf(nlohmann::ordered_json::parse(kNestedSchema)), vocab},
       {"json_object", grammar::json_object_gbnf(), vocab},
       {"strict tool calls", grammar::tool_calls_gbnf(tools), dsml_vocab},
+      {"tool calls, auto (free text)", [&] {
+         auto auto_tools = tools;
+         auto_tools.required = false;
+         return grammar::tool_calls_gbnf(auto_tools);
+       }(), dsml_vocab},
   };
   for (const auto& [name, gbnf, v] : cases) {
     auto g = std::make_shared<grammar::CompiledGrammar>(grammar::parse_gbnf(gbnf), v);

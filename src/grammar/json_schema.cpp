@@ -899,7 +899,11 @@ class Converter {
       }
       if (std::string(kw) == "oneOf") check_one_of(s[kw]);
       std::vector<std::string> alts;
-      for (const auto& sub : s[kw]) alts.push_back(visit(sub, hint));
+      for (const auto& sub : s[kw]) {
+        if (sub == Json(false)) continue;  // matches nothing: not an alternative
+        alts.push_back(visit(sub, hint));
+      }
+      if (alts.empty()) invalid(kw, "no branch can match (all are false)");
       return alternatives(alts);
     }
     if (s.contains("allOf")) return visit(merge_all_of(s), hint);

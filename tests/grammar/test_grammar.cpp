@@ -345,6 +345,10 @@ TEST(Schema, OneOfExclusiveBranchesOnly) {
            R"({"$defs":{"s":{"type":"string"}},"oneOf":[{"$ref":"#/$defs/s"},{"type":"boolean"}]})"}) {
     EXPECT_NO_THROW(json_schema_to_gbnf(Json::parse(ok))) << ok;
   }
+  // A false branch matches nothing: it is left out (and overlaps nothing).
+  auto with_false = schema(Json::parse(R"({"oneOf":[true,false,false]})"));
+  EXPECT_TRUE(matches(with_false, "[1]"));
+  EXPECT_THROW(json_schema_to_gbnf(Json::parse(R"({"anyOf":[false,false]})")), SchemaError);
   auto tagged = schema(Json::parse(R"({"oneOf":[{"const":"a"},{"type":"integer"}]})"));
   EXPECT_TRUE(matches(tagged, R"("a")"));
   EXPECT_TRUE(matches(tagged, "12"));
