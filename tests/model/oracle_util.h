@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <ostream>
 #include <tuple>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -155,6 +156,40 @@ inline Engine& engine_for(const std::string& path, bool qat, Backend backend = B
   cache.emplace(key, std::move(e));
   return ref;
 }
+
+// One GGUF of the oracle suite: an oracle configuration converted with a recipe (the file
+// oracle_gguf(config, recipe)). The parameter of the suites that run on several of them.
+struct OracleFile {
+  std::string config, recipe;
+};
+// gtest prints a test's parameter with PrintTo (otherwise as raw bytes).
+inline void PrintTo(const OracleFile& f, std::ostream* os) { *os << f.config << "-" << f.recipe; }
+// Test-name suffix: "tiny_q_q2" (gtest names allow only letters, digits and '_').
+inline std::string oracle_file_name(const ::testing::TestParamInfo<OracleFile>& info) {
+  std::string s = info.param.config + "_" + info.param.recipe;
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
+}
+
+// Fixture of a suite parameterised by OracleFile: skips without the oracle data, opens the
+// oracle and checks that the fixture wrote the GGUF.
+class OracleFileTest : public ::testing::TestWithParam<OracleFile> {
+ protected:
+  void SetUp() override {
+    DS4_SKIP_WITHOUT_ORACLE(GetParam().config);
+    o_ = std::make_unique<Oracle>(GetParam().config);
+    path_ = oracle_gguf(GetParam().config, GetParam().recipe);
+    ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
+  }
+  // The engine on this file (qat simulation on, shared by the test binary).
+  Engine& engine() { return engine_for(path_, true); }
+  // `count` oracle prompt tokens from index `from`.
+  std::vector<int32_t> slice(int from, int count) const {
+    return {o_->tokens.begin() + from, o_->tokens.begin() + from + count};
+  }
+  std::unique_ptr<Oracle> o_;
+  std::string path_;
+};
 
 // All-position logits of a fresh prefill of `tokens` in chunks of `chunk`.
 inline std::vector<float> all_logits(Engine& e, const std::vector<int32_t>& tokens, int chunk) {

@@ -10,24 +10,7 @@ using namespace ds4::test;
 
 namespace {
 
-struct Case {
-  std::string config, recipe;
-};
-
-class BatchTest : public ::testing::TestWithParam<Case> {
- protected:
-  void SetUp() override {
-    o_ = std::make_unique<Oracle>(GetParam().config);
-    path_ = oracle_gguf(GetParam().config, GetParam().recipe);
-    ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
-  }
-  Engine& engine() { return engine_for(path_, true); }
-  std::vector<int32_t> slice(int from, int count) const {
-    return {o_->tokens.begin() + from, o_->tokens.begin() + from + count};
-  }
-  std::unique_ptr<Oracle> o_;
-  std::string path_;
-};
+using BatchTest = OracleFileTest;
 
 bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 
@@ -186,10 +169,6 @@ TEST_P(BatchTest, BadBatchesAreRejectedBeforeAnyWork) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Batch, BatchTest,
-                         ::testing::Values(Case{"tiny-a", "f32"}, Case{"tiny-b", "f32"}, Case{"tiny-q", "f32"},
-                                           Case{"tiny-q", "q2"}),
-                         [](const auto& info) {
-                           std::string s = info.param.config + "_" + info.param.recipe;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         ::testing::Values(OracleFile{"tiny-a", "f32"}, OracleFile{"tiny-b", "f32"},
+                                           OracleFile{"tiny-q", "f32"}, OracleFile{"tiny-q", "q2"}),
+                         oracle_file_name);

@@ -10,13 +10,8 @@ using namespace ds4::test;
 
 namespace {
 
-struct Case {
-  std::string config, recipe;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.config << "-" << c.recipe; }
-
-class QuantizedTest : public ::testing::TestWithParam<Case> {};
+// Parameter only: the test opens its file and the dequantized twin itself.
+class QuantizedTest : public ::testing::TestWithParam<OracleFile> {};
 
 double mean_kl(const std::vector<float>& ref, const std::vector<float>& got, int rows, int vocab) {
   double total = 0;
@@ -42,7 +37,7 @@ double mean_kl(const std::vector<float>& ref, const std::vector<float>& got, int
 }  // namespace
 
 TEST_P(QuantizedTest, MatchesDequantizedTwin) {
-  const Case& c = GetParam();
+  const OracleFile& c = GetParam();
   DS4_SKIP_WITHOUT_ORACLE(c.config);
   Oracle o(c.config);
   const std::string q = oracle_gguf(c.config, c.recipe), deq = oracle_gguf(c.config, c.recipe + "-deq");
@@ -133,10 +128,7 @@ TEST_P(QuantizedTest, MatchesDequantizedTwin) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Quantized, QuantizedTest,
-                         ::testing::Values(Case{"tiny-a", "q8"}, Case{"tiny-b", "q8"}, Case{"tiny-q", "q8"},
-                                           Case{"tiny-q", "q2"}, Case{"tiny-q", "q4"}),
-                         [](const auto& info) {
-                           std::string s = info.param.config + "_" + info.param.recipe;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         ::testing::Values(OracleFile{"tiny-a", "q8"}, OracleFile{"tiny-b", "q8"},
+                                           OracleFile{"tiny-q", "q8"}, OracleFile{"tiny-q", "q2"},
+                                           OracleFile{"tiny-q", "q4"}),
+                         oracle_file_name);
