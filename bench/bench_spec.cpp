@@ -1,15 +1,23 @@
 // Speculative decoding benchmark (docs/speculative.md), through the public engine API:
 //   bench_spec MODEL [--mtp FILE] [--prompt-len P] [--tokens T] [--rounds R] [-t N]
-// Per round, interleaved: (1) the verify-cost curve: one decode step vs one verify batch of
-// k+1 positions, k = 1..4 (ratio = verify time / step time); (2) greedy decode of T tokens
-// plain, with MTP drafts (adaptive), with perfect drafts (the plain run's own tokens) for
-// k = 1..4 and with always-wrong drafts (adaptive controller). Medians over rounds.
+// Per round, interleaved:
+// (1) the verify-cost curve: one MTP draft, one decode step and one verify batch of k+1
+//     positions, k = 1..4, on the same session (rewound after each), several times;
+// (2) greedy decode of T tokens: each speculative run right after a plain run of the same
+//     prompt (ratio = its tokens/s over that plain run's): MTP drafts (adaptive controller),
+//     perfect drafts (the plain run's own tokens, fixed k = 1..4) and always-wrong drafts
+//     (adaptive controller, drafting free).
+// Reported: medians over rounds, of wall time and of process CPU time. On a shared machine a
+// pass longer than the scheduler's time slice is often preempted, so wall-time medians of
+// long passes jump by a whole slice; CPU time shows the work itself.
+#include <sys/resource.h>
+
 #include <algorithm>
-#include <cmath>
-#include <functional>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,17 +28,63 @@
 using namespace ds4;
 
 namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+
+struct Clock {
+  double wall, cpu;
+};
+Clock now() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  const double cpu = u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(), cpu};
 }
+Clock since(const Clock& t0) {
+  const Clock t = now();
+  return {t.wall - t0.wall, t.cpu - t0.cpu};
+}
+
 double median(std::vector<double> v) {
+  if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
+  return v[v.size() / 2];
 }
+
+// Wall and CPU samples of one quantity.
+struct Samples {
+  std::vector<double> wall, cpu;
+  void add(const Clock& c) {
+    wall.push_back(c.wall);
+    cpu.push_back(c.cpu);
+  }
+};
+
+// Smallest i.i.d. acceptance a with (1 - a^(k+1)) / (1 - a) >= c: the expected tokens of a
+// pass of k drafts pay for its cost c (in decode steps).
+double break_even(int k, double c) {
+  for (double a = 0; a <= 1.0; a += 0.001)
+    if ((a >= 0.9995 ? k + 1 : (1 - std::pow(a, k + 1)) / (1 - a)) >= c) return a;
+  return 1.0;
+}
+
+std::string acceptance_text(double a) {
+  if (a >= 1.0) return "never";
+  char b[16];
+  std::snprintf(b, sizeof b, "%.2f", a);
+  return b;
+}
+
+std::string describe(const spec::Stats& x) {
+  char b[160];
+  std::snprintf(b, sizeof b, "%lld verifies, %lld single steps, %lld probes, acceptance %.1f%%",
+                static_cast<long long>(x.verifies), static_cast<long long>(x.singles),
+                static_cast<long long>(x.probes), 100 * x.acceptance());
+  return b;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
+  if (argc < 2 || argc % 2 != 0) {
     std::fprintf(stderr, "usage: bench_spec MODEL [--mtp FILE] [--prompt-len P] [--tokens T] [--rounds R] [-t N]\n");
     return 2;
   }
@@ -38,15 +92,28 @@ int main(int argc, char** argv) {
   int prompt_len = 64, T = 48, rounds = 5;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--mtp") eo.mtp_path = argv[i + 1];
-    else if (a == "--prompt-len") prompt_len = std::atoi(argv[i + 1]);
-    else if (a == "--tokens") T = std::atoi(argv[i + 1]);
-    else if (a == "--rounds") rounds = std::atoi(argv[i + 1]);
-    else if (a == "-t") eo.threads = std::atoi(argv[i + 1]);
+    if (a == "--mtp") {
+      eo.mtp_path = argv[i + 1];
+    } else if (a == "--prompt-len") {
+      prompt_len = std::atoi(argv[i + 1]);
+    } else if (a == "--tokens") {
+      T = std::atoi(argv[i + 1]);
+    } else if (a == "--rounds") {
+      rounds = std::atoi(argv[i + 1]);
+    } else if (a == "-t") {
+      eo.threads = std::atoi(argv[i + 1]);
+    } else {
+      std::fprintf(stderr, "bench_spec: unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (prompt_len < 1 || T < 2 || rounds < 1) {
+    std::fprintf(stderr, "bench_spec: --prompt-len >= 1, --tokens >= 2 and --rounds >= 1 please\n");
+    return 2;
   }
   auto e = Engine::open(argv[1], eo);
   if (!e->has_mtp()) {
-    std::fprintf(stderr, "bench_spec: the model has no MTP block\n");
+    std::fprintf(stderr, "bench_spec: the model has no MTP block (pass --mtp FILE)\n");
     return 1;
   }
   const int V = e->n_vocab();
@@ -56,28 +123,36 @@ int main(int argc, char** argv) {
   sample::Params greedy;
   greedy.temperature = 0;
 
-  std::vector<double> step_s, verify_s[5], plain_tps, mtp_tps, perfect_tps[5], wrong_tps;
-  double mtp_acc = 0;
+  Samples step, draft, verify[spec::kMaxDraft + 1];
+  // Per round: speculative tokens/s over the plain run just before it (wall, CPU).
+  Samples mtp_ratio, wrong_ratio, perfect_ratio[spec::kMaxDraft + 1];
+  std::vector<double> plain_tps;
+  spec::Stats mtp_st, wrong_st;
   for (int r = 0; r < rounds; ++r) {
     // (1) verify-cost curve on one session: eval then rewind (cheap), interleaved.
-    auto s = e->new_session(ctx);
-    s->sync(prompt);
-    for (int rep = 0; rep < 4; ++rep) {
-      double t0 = now_s();
-      s->eval(1);
-      step_s.push_back(now_s() - t0);
-      s->rewind(prompt_len);
-      for (int k = 1; k <= 4; ++k) {
-        std::vector<BatchEntry> b;
-        for (int j = 0; j <= k; ++j) b.push_back({s.get(), 1 + j, prompt_len + j, true});
-        BatchResult br;
-        t0 = now_s();
-        e->eval_batch(b, &br);
-        verify_s[k].push_back(now_s() - t0);
+    {
+      auto s = e->new_session(ctx);
+      s->sync(prompt);
+      for (int rep = 0; rep < 4; ++rep) {
+        Clock t0 = now();
+        s->mtp_eval(s->hidden().data(), 1, prompt_len - 1);
+        draft.add(since(t0));
+        t0 = now();
+        s->eval(1);
+        step.add(since(t0));
         s->rewind(prompt_len);
+        for (int k = 1; k <= spec::kMaxDraft; ++k) {
+          std::vector<BatchEntry> b;
+          for (int j = 0; j <= k; ++j) b.push_back({s.get(), 1 + j, prompt_len + j, true});
+          BatchResult br;
+          t0 = now();
+          e->eval_batch(b, &br);
+          verify[k].add(since(t0));
+          s->rewind(prompt_len);
+        }
       }
     }
-    // (2) decode runs.
+    // (2) decode runs: (tokens/s wall, tokens/s CPU).
     auto run = [&](const spec::Options& so, std::function<int32_t(int)> drafts, std::vector<int32_t>* out,
                    spec::Stats* st) {
       auto ss = e->new_session(ctx);
@@ -85,42 +160,51 @@ int main(int argc, char** argv) {
       sample::Sampler sampler(greedy);
       spec::Decoder d(*e, *ss, sampler, so);
       if (drafts) d.set_draft_source(drafts);
-      const double t0 = now_s();
+      const Clock t0 = now();
       for (int i = 0; i < T; ++i) {
         const int32_t t = d.sample(d.logits());
         if (out) out->push_back(t);
         if (i + 1 < T) d.advance(t, T - i - 1);
       }
-      const double dt = now_s() - t0;
+      const Clock dt = since(t0);
       d.settle();
       if (st) *st = d.stats();
-      return T / dt;
+      return Clock{T / dt.wall, T / std::max(dt.cpu, 1e-9)};
+    };
+    auto paired = [&](Samples& into, const spec::Options& so, std::function<int32_t(int)> drafts,
+                      spec::Stats* st) {
+      const Clock base = run({0, false}, {}, nullptr, nullptr);
+      plain_tps.push_back(base.wall);
+      const Clock x = run(so, std::move(drafts), nullptr, st);
+      into.add({x.wall / base.wall, x.cpu / base.cpu});
     };
     std::vector<int32_t> ref;
-    plain_tps.push_back(run({0, false}, {}, &ref, nullptr));
+    plain_tps.push_back(run({0, false}, {}, &ref, nullptr).wall);
     auto perfect = [&](int pos) { return ref[std::min<int>(pos - prompt_len, T - 1)]; };
     auto wrong = [&](int pos) { return (ref[std::min<int>(pos - prompt_len, T - 1)] + 1) % V; };
-    spec::Stats st;
-    mtp_tps.push_back(run({4, true}, {}, nullptr, &st));
-    mtp_acc = st.acceptance();
-    for (int k = 1; k <= 4; ++k) perfect_tps[k].push_back(run({k, false}, perfect, nullptr, nullptr));
-    wrong_tps.push_back(run({4, true}, wrong, nullptr, nullptr));
+    paired(mtp_ratio, {spec::kMaxDraft, true}, {}, &mtp_st);
+    for (int k = 1; k <= spec::kMaxDraft; ++k) paired(perfect_ratio[k], {k, false}, perfect, nullptr);
+    paired(wrong_ratio, {spec::kMaxDraft, true}, wrong, &wrong_st);
   }
-  const double st = median(step_s), plain = median(plain_tps);
-  std::printf("decode step: %.3f ms\n", st * 1e3);
-  std::printf("k  verify(k+1)/step  break-even acceptance  perfect-draft speedup\n");
-  for (int k = 1; k <= 4; ++k) {
-    const double c = median(verify_s[k]) / st;
-    // Smallest i.i.d. acceptance a with (1 - a^(k+1)) / (1 - a) >= c (drafting cost ignored).
-    double be = 1.0;
-    for (double a = 0; a <= 1.0; a += 0.001)
-      if ((a >= 0.9995 ? k + 1 : (1 - std::pow(a, k + 1)) / (1 - a)) >= c) {
-        be = a;
-        break;
-      }
-    std::printf("%d  %.2f  %.2f  %.2fx\n", k, c, be, median(perfect_tps[k]) / plain);
+
+  const double st_w = median(step.wall), st_c = median(step.cpu);
+  const double dr_w = median(draft.wall) / st_w, dr_c = median(draft.cpu) / st_c;
+  std::printf("threads %d, prompt %d tokens, %d tokens per decode run, %d rounds\n", e->threads(), prompt_len, T,
+              rounds);
+  std::printf("decode step: %.3f ms wall, %.3f ms CPU; one MTP draft: %.2f steps wall, %.2f CPU\n", st_w * 1e3,
+              st_c * 1e3, dr_w, dr_c);
+  std::printf("k | verify(k+1)/step wall, CPU | break-even acceptance: free drafts, MTP drafts (CPU) | "
+              "perfect-draft speedup wall, CPU\n");
+  for (int k = 1; k <= spec::kMaxDraft; ++k) {
+    const double cw = median(verify[k].wall) / st_w, cc = median(verify[k].cpu) / st_c;
+    std::printf("%d | %.2f, %.2f | %s, %s | %.2fx, %.2fx\n", k, cw, cc, acceptance_text(break_even(k, cc)).c_str(),
+                acceptance_text(break_even(k, cc + k * dr_c)).c_str(), median(perfect_ratio[k].wall),
+                median(perfect_ratio[k].cpu));
   }
-  std::printf("plain %.1f t/s; MTP drafts (adaptive, N=4) %.2fx, acceptance %.1f%%; always-wrong drafts (adaptive) %.2fx\n",
-              plain, median(mtp_tps) / plain, 100 * mtp_acc, median(wrong_tps) / plain);
+  std::printf("plain decode: %.1f tokens/s (median wall)\n", median(plain_tps));
+  std::printf("MTP drafts (adaptive, N=4): %.3fx wall, %.3fx CPU of plain (last round: %s)\n", median(mtp_ratio.wall),
+              median(mtp_ratio.cpu), describe(mtp_st).c_str());
+  std::printf("always-wrong drafts (adaptive, N=4, drafting free): %.3fx wall, %.3fx CPU (last round: %s)\n",
+              median(wrong_ratio.wall), median(wrong_ratio.cpu), describe(wrong_st).c_str());
   return 0;
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <span>
 #include <vector>
@@ -38,6 +39,7 @@ struct Stats {
   int64_t singles = 0;    // plain single-token steps
   int64_t drafted = 0;    // drafted tokens verified
   int64_t accepted = 0;   // drafted tokens committed
+  int64_t probes = 0;     // drafts only compared with the next token (controller at k = 0)
   double acceptance() const { return drafted > 0 ? double(accepted) / double(drafted) : 0.0; }
 };
 
@@ -77,10 +79,38 @@ class Decoder {
   // Test/benchmark hook: the draft for absolute position `pos` comes from this function
   // instead of the MTP block (perfect drafts from an earlier run, or wrong ones).
   void set_draft_source(std::function<int32_t(int pos)> f) { forced_ = std::move(f); }
+  // Test hook: the controller uses these costs (seconds) instead of measuring them, so its
+  // decisions depend only on the drafts' outcomes. verify[k]: a pass of k drafts
+  // (verify[0]: a plain step); draft: one MTP draft.
+  struct Costs {
+    double verify[kMaxDraft + 1] = {};
+    double draft = 0;
+  };
+  void pin_costs(const Costs& c) { pinned_ = c; }
 
  private:
-  int choose_k(int more) const;
-  void observe(int k, double seconds, int accepted);
+  // Acceptance estimate: exponentially faded counts of accepted / rejected drafts (a draft
+  // decided by sampling counts its expected acceptance sum(min(p, q))), with a uniform prior.
+  struct Acceptance {
+    double hits = 0, misses = 0;
+    void add(double hit);
+    double n() const { return hits + misses; }
+    double mean() const { return (hits + 1.0) / (n() + 2.0); }
+    double upper() const;  // optimistic bound: mean + one standard deviation
+  };
+  int choose_k(int lim);
+  bool probe_now(int lim);
+  int draft_limit(int more) const;
+  // Expected committed tokens per second when drafting k tokens at acceptance a.
+  double rate(int k, double a) const;
+  double pass_cost(int k) const;  // seconds of a pass verifying k drafts (k = 0: plain step)
+  double draft_cost() const;      // seconds of one MTP draft
+  void observe_pass(int k, double seconds);
+  void observe_draft(double seconds);
+  // One draft: the MTP block (or the forced source) on (hidden, prev, pos); q gets its
+  // filtered distribution when sampling.
+  int32_t draft_one(const float* hidden, int32_t prev, int pos, std::vector<sample::TokenProb>* q);
+  void record(double hit);        // one draft decision (1 accepted, 0 rejected, or expected)
 
   Engine& e_;
   Session& s_;
@@ -95,14 +125,28 @@ class Decoder {
   ds4::BatchResult rows_;
   std::vector<float> h_;          // MTP input state copy
   std::function<int32_t(int)> forced_;
-  // Controller: per-k cost (seconds per pass) and acceptance estimate.
-  int k_now_ = 0;
-  double cost_[kMaxDraft + 1] = {};
+  // Controller (docs/speculative.md). Pass costs: the last few wall times per k.
+  static constexpr int kCostWindow = 8;
+  double cost_[kMaxDraft + 1][kCostWindow] = {};
   int cost_n_[kMaxDraft + 1] = {};
-  double draft_cost_ = 0;         // seconds per MTP draft
+  double draft_cost_[kCostWindow] = {};  // seconds per MTP draft
   int draft_n_ = 0;
-  double alpha_ = 0.5;            // acceptance estimate (neutral start)
-  int cycle_ = 0;                 // passes since the last probe while at k = 0
+  std::optional<Costs> pinned_;
+  Acceptance acc_;
+  int k_now_ = 0;
+  // Probing at k = 0: one draft per step, compared with the token the step then yields
+  // (costs a draft, no verify), in bursts while acceptance could still make drafting pay;
+  // bursts start `interval_` committed tokens apart, the interval doubling up to kMaxInterval
+  // while the controller stays at k = 0 (back to kFirstInterval when it drafts again).
+  static constexpr int kFirstInterval = 16, kMaxInterval = 512, kMaxBurst = 16;
+  bool probing_ = true;           // a burst is running (the first one starts at once)
+  int burst_ = 0;                 // probes in this burst
+  double burst_hits_ = 0;         // accepted probe drafts in this burst
+  int next_burst_at_ = 0;         // committed-token count that starts the next burst
+  int interval_ = kFirstInterval;
+  int32_t probe_draft_ = -1;      // the draft of the next token (probe), or -1
+  std::vector<sample::TokenProb> probe_q_;
+  double overlap_ = -1.0;         // sum(min(p, q)) of the pending decision when sampled, or -1
 };
 
 }  // namespace ds4::spec

@@ -17,10 +17,6 @@ using namespace ds4::test;
 
 namespace {
 
-struct Case {
-  std::string config, recipe;
-};
-
 struct Trace {
   std::vector<int32_t> tokens;
   std::vector<float> logits;  // the next-token logits each token was picked from
@@ -44,13 +40,14 @@ Trace plain_run(Engine& e, const std::vector<int32_t>& prompt, int steps, const 
 
 Trace spec_run(Engine& e, const std::vector<int32_t>& prompt, int steps, const sample::Params& sp,
              const spec::Options& so, std::function<int32_t(int)> drafts = {}, spec::Stats* stats = nullptr,
-             EvalStats* es = nullptr) {
+             EvalStats* es = nullptr, const spec::Decoder::Costs* costs = nullptr) {
   Trace r;
   auto s = e.new_session(static_cast<int>(prompt.size()) + steps + 8);
   s->sync(prompt);
   sample::Sampler sampler(sp);
   spec::Decoder d(e, *s, sampler, so);
   if (drafts) d.set_draft_source(drafts);
+  if (costs) d.pin_costs(*costs);
   for (int i = 0; i < steps; ++i) {
     const auto lg = d.logits();
     r.logits.insert(r.logits.end(), lg.begin(), lg.end());
@@ -65,21 +62,7 @@ Trace spec_run(Engine& e, const std::vector<int32_t>& prompt, int steps, const s
   return r;
 }
 
-class SpecTest : public ::testing::TestWithParam<Case> {
- protected:
-  void SetUp() override {
-    DS4_SKIP_WITHOUT_ORACLE(GetParam().config);
-    o_ = std::make_unique<Oracle>(GetParam().config);
-    path_ = oracle_gguf(GetParam().config, GetParam().recipe);
-    ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
-  }
-  Engine& engine() { return engine_for(path_, true); }
-  std::vector<int32_t> slice(int from, int count) const {
-    return {o_->tokens.begin() + from, o_->tokens.begin() + from + count};
-  }
-  std::unique_ptr<Oracle> o_;
-  std::string path_;
-};
+using SpecTest = OracleFileTest;
 
 void expect_same(const Trace& a, const Trace& b, const std::string& what) {
   ASSERT_EQ(a.tokens, b.tokens) << what;
@@ -157,13 +140,9 @@ TEST_P(SpecTest, SamplingHandsOutTargetLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Spec, SpecTest,
-                         ::testing::Values(Case{"tiny-a", "f32"}, Case{"tiny-b", "f32"}, Case{"tiny-q", "f32"},
-                                           Case{"tiny-q", "q2"}),
-                         [](const auto& info) {
-                           std::string s = info.param.config + "_" + info.param.recipe;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+                         ::testing::Values(OracleFile{"tiny-a", "f32"}, OracleFile{"tiny-b", "f32"},
+                                           OracleFile{"tiny-q", "f32"}, OracleFile{"tiny-q", "q2"}),
+                         oracle_file_name);
 
 namespace {
 
@@ -253,4 +232,105 @@ TEST(SpecSampling, RuleReproducesTargetDistributionOnTinyB) {
       }
     }
   }
+}
+
+// ---- The adaptive controller, with pinned costs (its decisions then depend only on the
+// drafts' outcomes, not on this machine's timing). Costs in decode steps.
+
+namespace {
+
+// Verify of k drafts: 1 + beta k steps; one draft: `draft` steps.
+spec::Decoder::Costs linear_costs(double beta, double draft) {
+  spec::Decoder::Costs c;
+  for (int k = 0; k <= spec::kMaxDraft; ++k) c.verify[k] = 1.0 + beta * k;
+  c.draft = draft;
+  return c;
+}
+
+// What a run cost under those costs, in decode steps (every pass, every draft computed).
+double modeled_cost(const spec::Stats& st, double beta, double draft) {
+  return static_cast<double>(st.singles + st.verifies) + beta * static_cast<double>(st.drafted) +
+         draft * static_cast<double>(st.drafted + st.probes);
+}
+
+class ControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    DS4_SKIP_WITHOUT_ORACLE("tiny-q");  // context 256: room for 200 steps
+    path_ = oracle_gguf("tiny-q", "f32");
+    ASSERT_TRUE(file_exists(path_)) << path_ << " is missing (written by the convert_oracle_ggufs fixture)";
+    Oracle o("tiny-q");
+    prompt_.assign(o.tokens.begin(), o.tokens.begin() + 8);
+    greedy_.temperature = 0;
+    static const Trace plain = plain_run(engine(), prompt_, kSteps, greedy_);  // same for every test
+    plain_ = plain;
+  }
+  Engine& engine() { return engine_for(path_, true); }
+  int32_t plain_token(int pos) const {
+    return plain_.tokens[std::min<int>(pos - static_cast<int>(prompt_.size()), kSteps - 1)];
+  }
+  int32_t wrong_token(int pos) const { return (plain_token(pos) + 1) % 1024; }
+  static constexpr int kSteps = 200;
+  std::string path_;
+  std::vector<int32_t> prompt_;
+  sample::Params greedy_;
+  Trace plain_;
+};
+
+}  // namespace
+
+// Costs like a large model's (a verify of k drafts 1 + 0.1 k steps, a draft 0.05 steps), so
+// drafting pays from ~15% acceptance on. Always-wrong drafts: the controller falls back to
+// k = 0 after a few verifies and then only probes now and then: the run costs at most 3% more
+// than plain decode (the "never a loss" bound), and gives the same tokens.
+TEST_F(ControllerTest, WrongDraftsCostAtMostThreePercent) {
+  const auto costs = linear_costs(0.1, 0.05);
+  spec::Stats st;
+  const Trace r = spec_run(engine(), prompt_, kSteps, greedy_, {spec::kMaxDraft, true},
+                           [&](int pos) { return wrong_token(pos); }, &st, nullptr, &costs);
+  expect_same(plain_, r, "wrong drafts");
+  EXPECT_EQ(st.accepted, 0);
+  EXPECT_LE(st.verifies, 3) << "the controller must stop verifying drafts that are always rejected";
+  const double overhead = modeled_cost(st, 0.1, 0.05) / (kSteps - 1) - 1.0;
+  EXPECT_LE(overhead, 0.03) << st.verifies << " verifies, " << st.probes << " probes, " << st.drafted << " drafted";
+}
+
+// Same costs, perfect drafts: the controller drafts the most it may (N = 4) nearly all along.
+TEST_F(ControllerTest, PerfectDraftsGoToTheWidestVerify) {
+  const auto costs = linear_costs(0.1, 0.05);
+  spec::Stats st;
+  const Trace r = spec_run(engine(), prompt_, kSteps, greedy_, {spec::kMaxDraft, true},
+                           [&](int pos) { return plain_token(pos); }, &st, nullptr, &costs);
+  expect_same(plain_, r, "perfect drafts");
+  EXPECT_EQ(st.accepted, st.drafted);
+  EXPECT_GE(st.drafted, 3 * st.verifies) << "mostly verifies of 4 drafts";
+  EXPECT_LE(st.verifies + st.singles, (kSteps - 1) / 4) << "about 5 tokens per pass";
+  EXPECT_LT(modeled_cost(st, 0.1, 0.05), 0.5 * (kSteps - 1));
+}
+
+// Verifies that cost as much as the steps they replace (a compute-bound model) and costly
+// drafts: drafting never pays, even at full acceptance, so nothing is drafted at all.
+TEST_F(ControllerTest, NothingDraftedWhenDraftingCannotPay) {
+  const auto costs = linear_costs(1.0, 0.3);
+  spec::Stats st;
+  const Trace r = spec_run(engine(), prompt_, kSteps, greedy_, {spec::kMaxDraft, true},
+                           [&](int pos) { return plain_token(pos); }, &st, nullptr, &costs);
+  expect_same(plain_, r, "expensive verifies");
+  EXPECT_EQ(st.verifies, 0);
+  EXPECT_EQ(st.probes, 0);
+  EXPECT_EQ(st.singles, kSteps - 1);
+}
+
+// Drafts wrong for the first half, perfect afterwards: the controller backs off (probe bursts
+// ever further apart: 16, 32, 64 tokens), then a probe finds the good drafts and it drafts
+// again until the end (here from ~50 tokens after the switch: ~40 drafts accepted).
+TEST_F(ControllerTest, RecoversWhenDraftsBecomeGood) {
+  const auto costs = linear_costs(0.1, 0.05);
+  const int half = static_cast<int>(prompt_.size()) + kSteps / 2;
+  spec::Stats st;
+  const Trace r = spec_run(engine(), prompt_, kSteps, greedy_, {spec::kMaxDraft, true},
+                           [&](int pos) { return pos < half ? wrong_token(pos) : plain_token(pos); }, &st, nullptr,
+                           &costs);
+  expect_same(plain_, r, "wrong, then perfect drafts");
+  EXPECT_GE(st.accepted, 25) << st.verifies << " verifies, " << st.probes << " probes";
 }
