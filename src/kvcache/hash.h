@@ -2,7 +2,6 @@
 // their contents against truncation and bit flips (our addition to the format).
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -10,22 +9,8 @@
 
 namespace ds4::kvcache {
 
-// Incremental SHA-1 (FIPS 180-4). Used only as a file name, not for security.
-class Sha1 {
- public:
-  Sha1();
-  void update(const void* data, size_t n);
-  std::array<uint8_t, 20> digest();  // finishes; the object must not be updated afterwards
-
- private:
-  void block(const uint8_t* p);
-  uint32_t h_[5];
-  uint8_t buf_[64];
-  size_t buf_len_ = 0;
-  uint64_t total_ = 0;
-};
-
-// Lower-case hex SHA-1 of `bytes` (40 characters).
+// Lower-case hex SHA-1 of `bytes` (40 characters), computed by OpenSSL's libcrypto. Used only as
+// a file name, not for security.
 std::string sha1_hex(std::string_view bytes);
 
 // CRC-32C (Castagnoli, reflected, init/final xor 0xFFFFFFFF). `crc` is the running value
