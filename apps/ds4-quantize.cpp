@@ -8,11 +8,14 @@
 
 #include "convert/convert.h"
 #include "convert/safetensors.h"
+#include "args/args.h"
 #include "gguf/gguf.h"
 
 namespace {
 
-constexpr const char* kUsage = R"(usage:
+constexpr const char* kAbout = R"(Converts DeepSeek V4 checkpoints (or random weights) to GGUF, and inspects GGUF files.
+
+Modes (exactly one):
   ds4-quantize --hf DIR --out FILE.gguf --recipe f32|q8|q2|q4 [options]
   ds4-quantize --synthetic CONFIG.json --out FILE.gguf --recipe f32|q8|q2|q4
                [--layers N] [--seed S] [options]
@@ -22,101 +25,71 @@ constexpr const char* kUsage = R"(usage:
 Conversion (--hf): DIR holds config.json (reference ModelArgs or Hugging Face names) and
 *.safetensors (model.safetensors.index.json when sharded) with the official tensor names.
 Synthetic (--synthetic): random weights for a ModelArgs-form config; --layers N keeps the
-first N layers of its schedule (plus the MTP block).
+first N layers of its schedule (plus the MTP block).)";
 
-Recipes:
+constexpr const char* kRecipes = R"(Recipes:
   f32  every float tensor F32 (exact copies, for tests)
   q8   published types: F16 embedding/HC/router/compressor/indexer, F32 norms/scales,
        Q8_0 attention/shared experts/output head, routed experts Q8_0
   q2   as q8 but routed experts gate/up IQ2_XXS, down Q2_K
-  q4   as q8 but routed experts Q4_K
-
-Options:
-  --tokenizer FILE   Hugging Face tokenizer.json (default: a synthetic byte-level vocabulary)
-  --imatrix FILE     importance matrix: llama.cpp GGUF imatrix or legacy .dat
-  --mtp-out FILE     write the MTP block to this sidecar GGUF instead of the main file
-  --no-mtp           leave the MTP block out
-  --f16-fallback     store tensors whose rows do not fit the recipe's block type as F16
-                     (default: such a tensor is an error)
-  --name NAME        general.name
-  --threads N        worker threads (default: all cores)
-  --verbose          print each tensor as it is written
-  --help             this text
-
-Exit status: 0 success, 1 error, 2 bad arguments.
-)";
-
-[[noreturn]] void usage_error(const std::string& msg) {
-  std::cerr << "ds4-quantize: " << msg << "\n(run ds4-quantize --help for usage)\n";
-  std::exit(2);
-}
-
-uint64_t parse_uint(const std::string& opt, const std::string& v) {
-  if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos || v.size() > 19)
-    usage_error(opt + " needs a non-negative integer, got '" + v + "'");
-  return std::stoull(v);
-}
+  q4   as q8 but routed experts Q4_K)";
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace ds4::convert;
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty()) usage_error("no arguments");
   std::string hf, synthetic, inspect, out, mtp_out, recipe, tokenizer, imatrix, name;
   std::vector<std::string> dequant;
-  std::optional<uint64_t> layers, seed, threads;
+  uint64_t seed = 1;
+  uint32_t layers = 0;
+  int threads = 0;
   bool no_mtp = false, fallback = false, verbose = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= args.size()) usage_error(a + " needs a value");
-      return args[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else if (a == "--hf") hf = value();
-    else if (a == "--synthetic") synthetic = value();
-    else if (a == "--inspect") inspect = value();
-    else if (a == "--dequantize") {
-      dequant.push_back(value());
-      dequant.push_back(value());
-    } else if (a == "--out" || a == "-o") out = value();
-    else if (a == "--mtp-out") mtp_out = value();
-    else if (a == "--recipe") recipe = value();
-    else if (a == "--tokenizer") tokenizer = value();
-    else if (a == "--imatrix") imatrix = value();
-    else if (a == "--name") name = value();
-    else if (a == "--layers") layers = parse_uint(a, value());
-    else if (a == "--seed") seed = parse_uint(a, value());
-    else if (a == "--threads") threads = parse_uint(a, value());
-    else if (a == "--no-mtp") no_mtp = true;
-    else if (a == "--f16-fallback") fallback = true;
-    else if (a == "--verbose" || a == "-v") verbose = true;
-    else usage_error("unknown argument '" + a + "'");
-  }
-  const int modes = !hf.empty() + !synthetic.empty() + !inspect.empty() + !dequant.empty();
-  if (modes != 1) usage_error("give exactly one of --hf, --synthetic, --inspect, --dequantize");
-  if (threads && (*threads == 0 || *threads > 1024)) usage_error("--threads must be 1..1024");
+  std::optional<Recipe> r;
+
+  ds4::args::Parser p("ds4-quantize", "ds4-quantize MODE [options]", kAbout);
+  p.group("Modes");
+  p.text("--hf", hf, "DIR", "convert the checkpoint in DIR");
+  p.text("--synthetic", synthetic, "CONFIG.json", "random weights for this config");
+  p.text("--inspect", inspect, "FILE.gguf", "print the metadata and tensors of a GGUF");
+  p.texts("--dequantize", dequant, 2, "IN.gguf OUT.gguf", "write IN with every tensor as F32 to OUT");
+  p.group("Options");
+  p.text("-o,--out", out, "FILE", "output GGUF");
+  p.text("--recipe", recipe, "NAME", "f32, q8, q2 or q4 (see Recipes)");
+  p.text("--tokenizer", tokenizer, "FILE", "Hugging Face tokenizer.json (default: a synthetic byte-level vocabulary)");
+  p.text("--imatrix", imatrix, "FILE", "importance matrix: llama.cpp GGUF imatrix or legacy .dat");
+  p.text("--mtp-out", mtp_out, "FILE", "write the MTP block to this sidecar GGUF instead of the main file");
+  p.flag("--no-mtp", no_mtp, "leave the MTP block out");
+  p.flag("--f16-fallback", fallback,
+         "store tensors whose rows do not fit the recipe's block type as F16\n(default: such a tensor is an error)");
+  p.text("--name", name, "NAME", "general.name");
+  p.integer("--layers", layers, 1, 100000, "N", "keep the first N layers (--synthetic; default: all)");
+  p.unsigned_integer("--seed", seed, UINT64_MAX, "S", "random seed (--synthetic; default 1)");
+  p.integer("--threads", threads, 1, 1024, "N", "worker threads (default: all cores)");
+  p.flag("-v,--verbose", verbose, "print each tensor as it is written");
+  p.footer(kRecipes);
+  const ds4::args::Outcome parsed = p.parse(argc, argv, [&] {
+    const int modes = !hf.empty() + !synthetic.empty() + !inspect.empty() + !dequant.empty();
+    if (modes != 1) throw ds4::args::UsageError("give exactly one of --hf, --synthetic, --inspect, --dequantize");
+    if (!inspect.empty() || !dequant.empty()) return;
+    if (out.empty()) throw ds4::args::UsageError("--out is required");
+    if (recipe.empty()) throw ds4::args::UsageError("--recipe is required");
+    r = parse_recipe(recipe);
+    if (!r) throw ds4::args::UsageError("unknown recipe '" + recipe + "' (f32, q8, q2 or q4)");
+    if (!hf.empty() && (p.count("--layers") || p.count("--seed")))
+      throw ds4::args::UsageError("--layers and --seed apply to --synthetic only");
+    if (no_mtp && !mtp_out.empty()) throw ds4::args::UsageError("--no-mtp and --mtp-out contradict each other");
+  });
+  if (parsed.done()) return ds4::args::finish(parsed);
   try {
     if (!inspect.empty()) {
       inspect_gguf(inspect, std::cout);
       return 0;
     }
     if (!dequant.empty()) {
-      dequantize_gguf(dequant[0], dequant[1], threads ? static_cast<int>(*threads) : 0);
+      dequantize_gguf(dequant[0], dequant[1], threads);
       std::cerr << "wrote " << dequant[1] << "\n";
       return 0;
     }
-    if (out.empty()) usage_error("--out is required");
-    if (recipe.empty()) usage_error("--recipe is required");
-    const auto r = parse_recipe(recipe);
-    if (!r) usage_error("unknown recipe '" + recipe + "' (f32, q8, q2 or q4)");
-    if (!hf.empty() && (layers || seed)) usage_error("--layers and --seed apply to --synthetic only");
-    if (no_mtp && !mtp_out.empty()) usage_error("--no-mtp and --mtp-out contradict each other");
-    if (layers && *layers == 0) usage_error("--layers must be at least 1");
-    if (layers && *layers > 100000) usage_error("--layers is too large");
     auto fill = [&](OutputOptions& o) {
       o.out_path = out;
       o.mtp_out_path = mtp_out;
@@ -126,7 +99,7 @@ int main(int argc, char** argv) {
       o.f16_fallback = fallback;
       o.include_mtp = !no_mtp;
       o.name = name;
-      o.threads = threads ? static_cast<int>(*threads) : 0;
+      o.threads = threads;
       o.verbose = verbose;
     };
     ConvertReport rep;
@@ -139,8 +112,8 @@ int main(int argc, char** argv) {
       SyntheticOptions o;
       fill(o);
       o.config_path = synthetic;
-      o.layers = layers ? static_cast<uint32_t>(*layers) : 0;
-      o.seed = seed ? *seed : 1;
+      o.layers = layers;
+      o.seed = seed;
       rep = write_synthetic(o);
     }
     for (const auto& f : rep.fallbacks) std::cerr << "note: stored as F16: " << f << "\n";

@@ -315,16 +315,8 @@ int run(const BenchOptions& o) {
 int main(int argc, char** argv) {
   using namespace ds4::bench;
   BenchOptions o;
-  try {
-    o = parse_options(argc, argv);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "ds4-bench: %s\n(ds4-bench --help lists the options)\n", e.what());
-    return 2;
-  }
-  if (o.help) {
-    std::fputs(usage_text().c_str(), stdout);
-    return 0;
-  }
+  const ds4::args::Outcome parsed = parse_options(argc, argv, o);
+  if (parsed.done()) return ds4::args::finish(parsed);
   if (o.list_devices) {
     std::fputs(ds4::describe_devices().c_str(), stdout);
     return 0;

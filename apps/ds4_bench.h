@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "args/args.h"
 #include "ds4/engine.h"
 
 namespace ds4::bench {
@@ -34,12 +35,12 @@ struct BenchOptions {
   int prefill_chunk = 0; // 0: the engine's default
   bool warm_weights = false;
   bool quality = false;  // accepted for ds4 compatibility; the CPU kernels are exact already
-  bool help = false;
 };
 
-// Parses argv (argv[0] is skipped). Throws std::invalid_argument with a message naming the
-// flag for unknown flags, missing or malformed values and inconsistent settings.
-BenchOptions parse_options(int argc, const char* const* argv);
+// Parses argv (argv[0] is skipped) into `o`. The outcome is done() after --help/--version
+// (exit 0) or a usage error (exit 2: unknown flag, missing or malformed value, inconsistent
+// settings; the message names the flag).
+args::Outcome parse_options(int argc, const char* const* argv, BenchOptions& o);
 std::string usage_text();
 
 // The frontier after `cur` (ctx_max once reached).

@@ -8,143 +8,90 @@
 #include <string>
 #include <string_view>
 
+#include "args/args.h"
 #include "ds4_bench.h"
 
 namespace ds4::bench {
 
 namespace {
 
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+using args::UsageError;
 
-int parse_int(std::string_view flag, const char* s, int min_value) {
-  errno = 0;
-  char* end = nullptr;
-  const long v = std::strtol(s, &end, 10);
-  if (errno != 0 || end == s || *end != '\0' || v < min_value || v > INT_MAX) {
-    fail("invalid value for " + std::string(flag) + ": '" + s + "' (an integer >= " +
-         std::to_string(min_value) + " expected)");
-  }
-  return static_cast<int>(v);
+// Every flag of ds4-bench, bound to `o`.
+void describe(args::Parser& p, BenchOptions& o) {
+  p.group("Input (exactly one)");
+  p.text("--prompt-file", o.prompt_path, "FILE", "text tokenised as is (no BOS, special tokens not parsed)");
+  p.text("--chat-prompt-file", o.chat_prompt_path, "FILE", "the text as one user message of a non-thinking chat");
+  p.text("--system", o.system, "TEXT",
+         "system prompt for --chat-prompt-file\n(default: \"You are a helpful assistant.\")");
+  p.alias("-sys", "--system", true);
+  p.group("Model and machine");
+  p.text("-m,--model", o.model_path, "FILE", "GGUF model (default: ds4flash.gguf)");
+  p.integer("-t,--threads", o.threads, 1, INT_MAX, "N", "CPU threads (default: all cores)");
+  p.value(
+      "-b,--backend",
+      [&o](const std::string& b) {
+        if (!parse_backend(b, &o.backend)) throw UsageError("unknown backend '" + b + "' (cpu or vulkan)");
+        if (!has_backend(o.backend)) throw UsageError("backend '" + b + "' is not available in this build");
+      },
+      "NAME",
+      "cpu (default) or vulkan (builds with Vulkan; for now only\nthe embedding and output head run on the GPU)");
+  p.flag("--cpu", [&o] { o.backend = Backend::Cpu; }, "same as --backend cpu");
+  p.integer("--device", o.device, 0, INT_MAX, "N", "Vulkan device index (default 0)");
+  p.flag("--list-devices", o.list_devices, "print the Vulkan devices and exit");
+  p.integer("--prefill-chunk", o.prefill_chunk, 1, INT_MAX, "N", "tokens per prefill chunk (default: the engine's)");
+  p.flag("--warm-weights", o.warm_weights, "read every mapped weight page before measuring");
+  p.flag("--quality", o.quality, "accepted for ds4 compatibility (kernels are exact)");
+  p.group("Schedule");
+  p.integer("--ctx-start", o.ctx_start, 1, INT_MAX, "N", "first frontier (default 2048)");
+  p.integer("--ctx-max", o.ctx_max, 1, INT_MAX, "N", "last frontier; the text needs this many tokens (default 32768)");
+  p.integer("--ctx-alloc", o.ctx_alloc, 1, INT_MAX, "N", "session context (default ctx-max + gen-tokens + 1)");
+  p.integer("--step-incr", o.step_incr, 1, INT_MAX, "N", "frontier step when --step-mul is 1 (default 2048)");
+  p.value(
+      "--step-mul", [&o](const std::string& v) { o.step_mul = args::Parser::parse_number(v, -1e300, 1e300, false); },
+      "F", "multiplicative frontier step, >= 1 (default 1)");
+  p.integer("-n,--gen-tokens", o.gen_tokens, 0, INT_MAX, "N", "greedy tokens per frontier (default 128)");
+  p.alias("--tokens", "--gen-tokens", true);
+  p.group("Output");
+  p.text("--csv", o.csv_path, "FILE", "write the CSV there instead of stdout");
 }
 
-double parse_double(std::string_view flag, const char* s) {
-  errno = 0;
-  char* end = nullptr;
-  const double v = std::strtod(s, &end);
-  if (errno != 0 || end == s || *end != '\0' || !std::isfinite(v)) {
-    fail("invalid value for " + std::string(flag) + ": '" + s + "' (a number expected)");
-  }
-  return v;
-}
+constexpr const char* kAbout =
+    "Measures prefill and generation speed along one fixed text. For each frontier the\n"
+    "session is synced to that many tokens of the text (only the new interval is\n"
+    "evaluated), snapshotted in memory, then runs --gen-tokens greedy decode steps (EOS is\n"
+    "never chosen) and is restored. Prints one CSV row per frontier:\n"
+    "  ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes\n"
+    "and on stderr the decode bytes per token, the memory-bandwidth bound and memory use.";
 
 }  // namespace
 
 std::string usage_text() {
-  return "usage: ds4-bench -m MODEL --prompt-file FILE [options]\n"
-         "\n"
-         "Measures prefill and generation speed along one fixed text. For each frontier the\n"
-         "session is synced to that many tokens of the text (only the new interval is\n"
-         "evaluated), snapshotted in memory, then runs --gen-tokens greedy decode steps (EOS is\n"
-         "never chosen) and is restored. Prints one CSV row per frontier:\n"
-         "  ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes\n"
-         "and on stderr the decode bytes per token, the memory-bandwidth bound and memory use.\n"
-         "\n"
-         "Input (exactly one):\n"
-         "  --prompt-file FILE       text tokenised as is (no BOS, special tokens not parsed)\n"
-         "  --chat-prompt-file FILE  the text as one user message of a non-thinking chat\n"
-         "  -sys, --system TEXT      system prompt for --chat-prompt-file\n"
-         "                           (default: \"You are a helpful assistant.\")\n"
-         "Model and machine:\n"
-         "  -m, --model FILE         GGUF model (default: ds4flash.gguf)\n"
-         "  -t, --threads N          CPU threads (default: all cores)\n"
-         "  -b, --backend NAME       cpu (default) or vulkan (builds with Vulkan; for now only\n"
-         "                           the embedding and output head run on the GPU)\n"
-         "  --cpu                    same as --backend cpu\n"
-         "  --device N               Vulkan device index (default 0)\n"
-         "  --list-devices           print the Vulkan devices and exit\n"
-         "  --prefill-chunk N        tokens per prefill chunk (default: the engine's)\n"
-         "  --warm-weights           read every mapped weight page before measuring\n"
-         "  --quality                accepted for ds4 compatibility (kernels are exact)\n"
-         "Schedule:\n"
-         "  --ctx-start N            first frontier (default 2048)\n"
-         "  --ctx-max N              last frontier; the text needs this many tokens (default 32768)\n"
-         "  --ctx-alloc N            session context (default ctx-max + gen-tokens + 1)\n"
-         "  --step-incr N            frontier step when --step-mul is 1 (default 2048)\n"
-         "  --step-mul F             multiplicative frontier step, >= 1 (default 1)\n"
-         "  --gen-tokens N           greedy tokens per frontier (aliases --tokens, -n; default 128)\n"
-         "Output:\n"
-         "  --csv FILE               write the CSV there instead of stdout\n"
-         "  -h, --help               this text\n";
+  BenchOptions o;
+  args::Parser p("ds4-bench", "ds4-bench -m MODEL --prompt-file FILE [options]", kAbout);
+  describe(p, o);
+  return p.help();
 }
 
-BenchOptions parse_options(int argc, const char* const* argv) {
-  BenchOptions o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) fail(std::string(a) + " needs a value");
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      o.help = true;
-    } else if (a == "-m" || a == "--model") {
-      o.model_path = value();
-    } else if (a == "--prompt-file") {
-      o.prompt_path = value();
-    } else if (a == "--chat-prompt-file") {
-      o.chat_prompt_path = value();
-    } else if (a == "-sys" || a == "--system") {
-      o.system = value();
-    } else if (a == "--ctx-start") {
-      o.ctx_start = parse_int(a, value(), 1);
-    } else if (a == "--ctx-max") {
-      o.ctx_max = parse_int(a, value(), 1);
-    } else if (a == "--ctx-alloc") {
-      o.ctx_alloc = parse_int(a, value(), 1);
-    } else if (a == "--step-incr") {
-      o.step_incr = parse_int(a, value(), 1);
-    } else if (a == "--step-mul") {
-      o.step_mul = parse_double(a, value());
-    } else if (a == "--gen-tokens" || a == "--tokens" || a == "-n") {
-      o.gen_tokens = parse_int(a, value(), 0);
-    } else if (a == "--csv") {
-      o.csv_path = value();
-    } else if (a == "-t" || a == "--threads") {
-      o.threads = parse_int(a, value(), 1);
-    } else if (a == "--prefill-chunk") {
-      o.prefill_chunk = parse_int(a, value(), 1);
-    } else if (a == "-b" || a == "--backend") {
-      const std::string b(value());
-      if (!parse_backend(b, &o.backend)) fail("unknown backend '" + b + "' (cpu or vulkan)");
-      if (!has_backend(o.backend)) fail("backend '" + b + "' is not available in this build");
-    } else if (a == "--cpu") {
-      o.backend = Backend::Cpu;
-    } else if (a == "--device") {
-      o.device = parse_int(a, value(), 0);
-    } else if (a == "--list-devices") {
-      o.list_devices = true;
-    } else if (a == "--warm-weights") {
-      o.warm_weights = true;
-    } else if (a == "--quality") {
-      o.quality = true;
-    } else {
-      fail("unknown option: " + std::string(a));
+args::Outcome parse_options(int argc, const char* const* argv, BenchOptions& o) {
+  o = BenchOptions{};
+  args::Parser p("ds4-bench", "ds4-bench -m MODEL --prompt-file FILE [options]", kAbout);
+  describe(p, o);
+  return p.parse(argc, argv, [&] {
+    if (o.list_devices) return;
+    if (o.prompt_path.empty() == o.chat_prompt_path.empty()) {
+      throw UsageError("give exactly one of --prompt-file or --chat-prompt-file");
     }
-  }
-  if (o.help || o.list_devices) return o;
-  if (o.prompt_path.empty() == o.chat_prompt_path.empty()) {
-    fail("give exactly one of --prompt-file or --chat-prompt-file");
-  }
-  if (o.ctx_start > o.ctx_max) fail("--ctx-start must be <= --ctx-max");
-  if (o.step_mul < 1.0) fail("--step-mul must be >= 1");
-  const int64_t needed = static_cast<int64_t>(o.ctx_max) + o.gen_tokens;
-  if (needed + 1 > INT_MAX) fail("--ctx-max + --gen-tokens is too large");
-  if (o.ctx_alloc == 0) {
-    o.ctx_alloc = static_cast<int>(needed + 1);
-  } else if (o.ctx_alloc <= needed) {
-    fail("--ctx-alloc must be greater than --ctx-max + --gen-tokens (" + std::to_string(needed) + ")");
-  }
-  return o;
+    if (o.ctx_start > o.ctx_max) throw UsageError("--ctx-start must be <= --ctx-max");
+    if (o.step_mul < 1.0) throw UsageError("--step-mul must be >= 1");
+    const int64_t needed = static_cast<int64_t>(o.ctx_max) + o.gen_tokens;
+    if (needed + 1 > INT_MAX) throw UsageError("--ctx-max + --gen-tokens is too large");
+    if (o.ctx_alloc == 0) {
+      o.ctx_alloc = static_cast<int>(needed + 1);
+    } else if (o.ctx_alloc <= needed) {
+      throw UsageError("--ctx-alloc must be greater than --ctx-max + --gen-tokens (" + std::to_string(needed) + ")");
+    }
+  });
 }
 
 int next_frontier(const BenchOptions& o, int cur) {

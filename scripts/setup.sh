@@ -6,7 +6,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev libcpp-httplib-dev libssl-dev
-  libpcre2-dev libutf8proc-dev libedit-dev
+  libpcre2-dev libutf8proc-dev libedit-dev libcli11-dev
   python3 python3-numpy tmux curl ca-certificates iproute2 util-linux
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
   json-schema-test-suite

@@ -11,19 +11,27 @@
 namespace ds4::bench {
 namespace {
 
-BenchOptions parse(std::vector<std::string> args) {
+args::Outcome parse_outcome(const std::vector<std::string>& args, BenchOptions& o) {
   std::vector<const char*> argv{"ds4-bench"};
   for (const auto& a : args) argv.push_back(a.c_str());
-  return parse_options(static_cast<int>(argv.size()), argv.data());
+  return parse_options(static_cast<int>(argv.size()), argv.data(), o);
 }
 
+BenchOptions parse(std::vector<std::string> args) {
+  BenchOptions o;
+  const args::Outcome r = parse_outcome(args, o);
+  EXPECT_FALSE(r.done()) << r.err;
+  return o;
+}
+
+// The usage error's message ("" when the arguments were accepted).
 std::string parse_error(std::vector<std::string> args) {
-  try {
-    parse(std::move(args));
-  } catch (const std::invalid_argument& e) {
-    return e.what();
+  BenchOptions o;
+  const args::Outcome r = parse_outcome(args, o);
+  if (r.done()) {
+    EXPECT_EQ(r.exit_code, 2);
   }
-  return "";
+  return r.err;
 }
 
 TEST(BenchOptions, DefaultsFollowDs4) {
@@ -60,14 +68,17 @@ TEST(BenchOptions, AllFlags) {
   EXPECT_TRUE(o.quality);
   EXPECT_EQ(parse({"--prompt-file", "p", "--tokens", "3"}).gen_tokens, 3);
   EXPECT_EQ(parse({"--prompt-file", "p", "--gen-tokens", "0"}).gen_tokens, 0);
-  EXPECT_TRUE(parse({"--help"}).help);
+  BenchOptions scratch;
+  const args::Outcome help = parse_outcome({"--help"}, scratch);
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_EQ(help.out, usage_text());
 }
 
 TEST(BenchOptions, ClearErrors) {
   EXPECT_NE(parse_error({}).find("exactly one of --prompt-file or --chat-prompt-file"), std::string::npos);
   EXPECT_NE(parse_error({"--prompt-file", "a", "--chat-prompt-file", "b"}).find("exactly one"), std::string::npos);
   EXPECT_NE(parse_error({"--prompt-file", "a", "--bogus"}).find("unknown option: --bogus"), std::string::npos);
-  EXPECT_NE(parse_error({"--prompt-file"}).find("--prompt-file needs a value"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file"}).find("missing value for --prompt-file"), std::string::npos);
   EXPECT_NE(parse_error({"--prompt-file", "a", "--ctx-max", "12x"}).find("--ctx-max"), std::string::npos);
   EXPECT_NE(parse_error({"--prompt-file", "a", "--ctx-max", "-5"}).find("--ctx-max"), std::string::npos);
   EXPECT_NE(parse_error({"--prompt-file", "a", "--ctx-max", "99999999999"}).find("--ctx-max"), std::string::npos);
