@@ -22,22 +22,12 @@
 
 int main(int argc, char** argv) {
   using namespace ds4::server;
-  std::vector<std::string> args(argv + 1, argv + argc);
   ServerOptions opt;
-  try {
-    bool help = false;
-    opt = parse_server_args(args, help);
-    if (help) {
-      std::fputs(server_usage().c_str(), stdout);
-      return 0;
-    }
-    if (opt.list_devices) {
-      std::fputs(ds4::describe_devices().c_str(), stdout);
-      return 0;
-    }
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "ds4-server: %s\n", e.what());
-    return 2;
+  const ds4::args::Outcome parsed = parse_server_args(std::vector<std::string>(argv + 1, argv + argc), opt);
+  if (parsed.done()) return ds4::args::finish(parsed);
+  if (opt.list_devices) {
+    std::fputs(ds4::describe_devices().c_str(), stdout);
+    return 0;
   }
 
   // Signals go to one waiting thread, never interrupting the workers.

@@ -15,6 +15,9 @@ namespace {
 
 constexpr size_t kNameColumn = 26;  // descriptions start here in --help
 
+// CLI11 flags keep a type size of 1 but expect no value.
+bool takes_value(const CLI::Option* o) { return o->get_expected_max() > 0 && o->get_type_size_max() > 0; }
+
 std::string trim_number(double v) {
   std::ostringstream o;
   o << v;
@@ -147,7 +150,7 @@ std::vector<std::string> Parser::translate(const std::vector<std::string>& args)
     }
     out.push_back(a);
     if (a.size() < 2 || a[0] != '-' || a.find('=') != std::string::npos) continue;
-    if (const CLI::Option* o = find(a); o && o->get_type_size_max() > 0) {
+    if (const CLI::Option* o = find(a); o && takes_value(o)) {
       const int values = std::max(1, o->get_items_expected_min());
       for (int k = 0; k < values && i + 1 < args.size(); ++k) out.push_back(args[++i]);
     }
@@ -266,7 +269,7 @@ std::string Parser::help() const {
         if (i) names += ", ";
         names += i < shorts.size() ? shorts[i] : longs[i - shorts.size()];
       }
-      if (o->get_type_size_max() > 0) names += " " + o->get_type_name();
+      if (takes_value(o)) names += " " + o->get_type_name();
       h += names;
       if (names.size() + 2 > kNameColumn) {  // at least two spaces before a description
         h += "\n" + std::string(kNameColumn, ' ');

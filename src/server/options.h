@@ -2,10 +2,10 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "args/args.h"
 #include "kvcache/policy.h"
 
 namespace ds4::server {
@@ -52,12 +52,9 @@ struct ServerOptions {
   kvcache::CacheOptions kv;
 };
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Throws UsageError on an unknown flag or invalid value. Sets help=true for -h/--help.
-ServerOptions parse_server_args(const std::vector<std::string>& args, bool& help);
+// Fills `o` from the arguments (program name excluded). The outcome is done() after
+// --help/--version (exit 0) or a usage error (exit 2: unknown flag, bad value).
+args::Outcome parse_server_args(const std::vector<std::string>& args, ServerOptions& o);
 std::string server_usage();
 
 }  // namespace ds4::server

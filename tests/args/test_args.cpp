@@ -72,6 +72,10 @@ TEST_F(ParserTest, AliasesAndValuesThatLookLikeOptions) {
   EXPECT_EQ(o.model, "--temperature");
   ASSERT_FALSE(parse({"-sys=T"}).done());
   EXPECT_EQ(o.system, "T");
+  // A flag takes no value: the next argument is translated.
+  ASSERT_FALSE(parse({"-v", "-sys", "U", "--cpu", "--temperature", "0.25"}).done());
+  EXPECT_EQ(o.system, "U");
+  EXPECT_FLOAT_EQ(o.temp, 0.25f);
 }
 
 TEST_F(ParserTest, UsageErrorsAreOneLineWithExitCode2) {

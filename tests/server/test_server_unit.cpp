@@ -311,25 +311,66 @@ TEST_F(ServerWorker, StopAnswersQueuedJobs503AndCutsTheRunningOneShort) {
 }
 
 TEST(ServerOptionsTest, ConnectionFlags) {
-  bool help = false;
-  ServerOptions o = parse_server_args({"--max-connections", "100", "--max-client-connections", "0",
-                                       "--header-timeout", "3", "--keep-alive-timeout", "4",
-                                       "--io-timeout", "5", "--listen-backlog", "1024"},
-                                      help);
+  ServerOptions o;
+  ASSERT_FALSE(parse_server_args({"--max-connections", "100", "--max-client-connections", "0",
+                                  "--header-timeout", "3", "--keep-alive-timeout", "4",
+                                  "--io-timeout", "5", "--listen-backlog", "1024"},
+                                 o)
+                   .done());
   EXPECT_EQ(o.max_connections, 100);
   EXPECT_EQ(o.max_client_connections, 0);
   EXPECT_EQ(o.header_timeout_s, 3);
   EXPECT_EQ(o.keep_alive_timeout_s, 4);
   EXPECT_EQ(o.io_timeout_s, 5);
   EXPECT_EQ(o.listen_backlog, 1024);
-  EXPECT_EQ(parse_server_args({"--http-threads", "7"}, help).max_connections, 7);
-  EXPECT_THROW(parse_server_args({"--header-timeout", "0"}, help), UsageError);
-  EXPECT_THROW(parse_server_args({"--max-connections", "5000"}, help), UsageError);
+  ASSERT_FALSE(parse_server_args({"--http-threads", "7"}, o).done());
+  EXPECT_EQ(o.max_connections, 7);
+  EXPECT_EQ(parse_server_args({"--header-timeout", "0"}, o).exit_code, 2);
+  EXPECT_EQ(parse_server_args({"--max-connections", "5000"}, o).exit_code, 2);
   const std::string usage = server_usage();
   for (const char* flag : {"--max-connections", "--max-client-connections", "--header-timeout",
                            "--keep-alive-timeout", "--io-timeout", "--listen-backlog"}) {
     EXPECT_NE(usage.find(flag), std::string::npos) << flag;
   }
+}
+
+TEST(ServerOptionsTest, EveryKindOfFlag) {
+  ServerOptions o;
+  ASSERT_FALSE(parse_server_args({}, o).done());
+  EXPECT_EQ(o.model_path, "ds4flash.gguf");
+  EXPECT_EQ(o.parallel, 1);
+  EXPECT_EQ(o.port, 8000);
+  const args::Outcome r = parse_server_args(
+      {"-m", "m.gguf", "-np", "3", "--mtp-draft", "2", "-b", "cpu", "--device", "1", "--host", "localhost",
+       "--port", "0", "--no-tool-replay", "--tool-replay-max", "9", "--kv-disk-dir", "/tmp/x",
+       "--kv-cache-min-tokens", "600", "--kv-cache-cold-max-tokens", "700", "--cors", "--quiet"},
+      o);
+  ASSERT_FALSE(r.done()) << r.err;
+  EXPECT_EQ(o.model_path, "m.gguf");
+  EXPECT_EQ(o.parallel, 3);
+  EXPECT_EQ(o.mtp_draft, 2);
+  EXPECT_EQ(o.backend, "cpu");
+  EXPECT_EQ(o.device, 1);
+  EXPECT_EQ(o.host, "127.0.0.1");
+  EXPECT_EQ(o.port, 0);
+  EXPECT_TRUE(o.disable_exact_dsml_tool_replay);
+  EXPECT_EQ(o.tool_memory_max_ids, 9u);
+  EXPECT_EQ(o.kv.dir, "/tmp/x");
+  EXPECT_EQ(o.kv.min_tokens, 600);
+  EXPECT_EQ(o.kv.cold_max_tokens, 700);
+  EXPECT_TRUE(o.cors);
+  EXPECT_TRUE(o.quiet);
+  EXPECT_EQ(parse_server_args({"--parallel", "257"}, o).exit_code, 2);
+  EXPECT_EQ(parse_server_args({"--mtp-draft", "5"}, o).exit_code, 2);
+  const args::Outcome bad = parse_server_args({"--backend", "metal"}, o);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("unknown backend 'metal'"), std::string::npos) << bad.err;
+  // The disk cache's own consistency check: cold saves shorter than the minimum.
+  EXPECT_EQ(parse_server_args({"--kv-cache-min-tokens", "600", "--kv-cache-cold-max-tokens", "500"}, o).exit_code, 2);
+  const args::Outcome help = parse_server_args({"--help"}, o);
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_EQ(help.out, server_usage());
+  EXPECT_NE(help.out.find("  -np, --parallel N"), std::string::npos);
 }
 
 TEST_F(ServerWorker, ChatFormatterStreamsAndCollects) {
