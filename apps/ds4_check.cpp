@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "args/args.h"
 #include "ds4/engine.h"
 #include "session/debug.h"
 
@@ -23,47 +24,35 @@ struct CheckArgs {
   bool qat = true, all_logits = false, verbose = false;
 };
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using args::UsageError;
 
-int parse_int(const char* s, const char* opt) {
-  char* end = nullptr;
-  long v = std::strtol(s, &end, 10);
-  if (!end || *end || v < 0 || v > (1L << 30)) throw UsageError(std::string("bad value for ") + opt + ": " + s);
-  return static_cast<int>(v);
-}
+constexpr const char* kCheckUsage = "ds4 -m MODEL.gguf --tokens-file T.json --dump-logits OUT [options]";
+constexpr const char* kCheckAbout =
+    "Check mode: evaluates a list of token ids and writes the outputs as raw little-endian f32\n"
+    "(for comparison with the reference). T.json is a JSON array of token ids, or an object\n"
+    "with a \"tokens\" array.";
 
-CheckArgs parse(int argc, char** argv) {
-  CheckArgs a;
-  for (int i = 1; i < argc; ++i) {
-    std::string o = argv[i];
-    auto val = [&]() -> const char* {
-      if (i + 1 >= argc) throw UsageError("missing value for " + o);
-      return argv[++i];
-    };
-    if (o == "-m" || o == "--model") a.model = val();
-    else if (o == "--tokens-file") a.tokens_file = val();
-    else if (o == "--dump-logits") a.dump_logits = val();
-    else if (o == "--dump-hidden") a.dump_hidden = val();
-    else if (o == "--decode-from") a.decode_from = parse_int(val(), "--decode-from");
-    else if (o == "--chunk") a.chunk = parse_int(val(), "--chunk");
-    else if (o == "--threads" || o == "-t") a.threads = parse_int(val(), "--threads");
-    else if (o == "--ctx" || o == "-c") a.ctx = parse_int(val(), "--ctx");
-    else if (o == "--no-qat-sim") a.qat = false;
-    else if (o == "--all-logits") a.all_logits = true;
-    else if (o == "--mtp") a.mtp_sidecar = val();
-    else if (o == "--dump-mtp-logits") a.dump_mtp_logits = val();
-    else if (o == "--mtp-hidden") a.mtp_hidden = val();
-    else if (o == "--mtp-decode-from") a.mtp_decode_from = parse_int(val(), "--mtp-decode-from");
-    else if (o == "-v" || o == "--verbose") a.verbose = true;
-    else throw UsageError("unknown option " + o);
-  }
-  if (a.model.empty()) throw UsageError("-m MODEL is required");
-  if (a.tokens_file.empty()) throw UsageError("--tokens-file is required");
-  if (a.dump_logits.empty() && a.dump_hidden.empty() && a.dump_mtp_logits.empty())
-    throw UsageError("nothing to dump (--dump-logits, --dump-hidden or --dump-mtp-logits)");
-  return a;
+void describe(args::Parser& p, CheckArgs& a) {
+  p.group("Input");
+  p.text("-m,--model", a.model, "FILE", "GGUF model (required)");
+  p.text("--tokens-file", a.tokens_file, "T.json", "the token ids (required)");
+  p.text("--mtp", a.mtp_sidecar, "SIDECAR", "MTP sidecar GGUF");
+  p.group("Outputs (at least one)");
+  p.text("--dump-logits", a.dump_logits, "F", "f32 rows of vocab logits: after the prefill, then after each decoded id");
+  p.text("--dump-hidden", a.dump_hidden, "F", "f32 [layer][position][hc][dim] after each block of a full prefill");
+  p.text("--dump-mtp-logits", a.dump_mtp_logits, "F", "MTP logits, row j from (h_j, token j+1) at position j");
+  p.group("Options");
+  p.integer("--decode-from", a.decode_from, 0, 1 << 30, "K",
+            "prefill the first K ids (default all), decode the rest one at a time");
+  p.flag("--all-logits", a.all_logits, "write a row for every prefill position (not just the last)");
+  p.integer("--chunk", a.chunk, 0, 1 << 30, "N", "prefill chunk size");
+  p.text("--mtp-hidden", a.mtp_hidden, "H", "f32 [position][hc][dim] states for the MTP (default: the engine's own)");
+  p.integer("--mtp-decode-from", a.mtp_decode_from, 0, 1 << 30, "K",
+            "write only MTP rows K-2.. (like mtp_logits_decode_kK)");
+  p.flag("--no-qat-sim", [&a] { a.qat = false; }, "disable the FP8/FP4 simulation (test only)");
+  p.integer("-t,--threads", a.threads, 0, 1 << 30, "N", "worker threads (default: all cores)");
+  p.integer("-c,--ctx", a.ctx, 0, 1 << 30, "N", "session context (default: the token count + 1)");
+  p.flag("-v,--verbose", a.verbose, "print timings");
 }
 
 std::vector<int32_t> read_tokens(const std::string& path) {
@@ -206,32 +195,17 @@ bool is_check_mode(int argc, char** argv) {
   return false;
 }
 
-void print_check_usage() {
-  std::fprintf(stderr,
-               "usage: ds4 -m MODEL.gguf --tokens-file T.json --dump-logits OUT [options]\n"
-               "  T.json            JSON array of token ids, or an object with a \"tokens\" array\n"
-               "  --dump-logits F   f32 rows of vocab logits: after the prefill, then after each decoded id\n"
-               "  --decode-from K   prefill the first K ids (default all), decode the rest one at a time\n"
-               "  --all-logits      write a row for every prefill position (not just the last)\n"
-               "  --chunk N         prefill chunk size\n"
-               "  --dump-hidden F   f32 [layer][position][hc][dim] after each block of a full prefill\n"
-               "  --dump-mtp-logits F  MTP logits, row j from (h_j, token j+1) at position j\n"
-               "  --mtp-hidden H    f32 [position][hc][dim] states for the MTP (default: the engine's own)\n"
-               "  --mtp-decode-from K  write only MTP rows K-2.. (like mtp_logits_decode_kK)\n"
-               "  --mtp SIDECAR     MTP sidecar GGUF\n"
-               "  --no-qat-sim      disable the FP8/FP4 simulation (test only)\n"
-               "  --threads N, --ctx N, -v\n");
-}
-
 int run_check(int argc, char** argv) {
   CheckArgs a;
-  try {
-    a = parse(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "ds4: %s\n", e.what());
-    print_check_usage();
-    return 2;
-  }
+  args::Parser p("ds4", kCheckUsage, kCheckAbout);
+  describe(p, a);
+  const args::Outcome parsed = p.parse(argc, argv, [&a] {
+    if (a.model.empty()) throw UsageError("-m MODEL is required");
+    if (a.tokens_file.empty()) throw UsageError("--tokens-file is required");
+    if (a.dump_logits.empty() && a.dump_hidden.empty() && a.dump_mtp_logits.empty())
+      throw UsageError("nothing to dump (--dump-logits, --dump-hidden or --dump-mtp-logits)");
+  });
+  if (parsed.done()) return args::finish(parsed);
   try {
     return run(a);
   } catch (const std::exception& e) {

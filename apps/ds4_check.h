@@ -8,6 +8,5 @@ namespace ds4::app {
 bool is_check_mode(int argc, char** argv);
 // Runs check mode; returns the process exit code (prints errors to stderr).
 int run_check(int argc, char** argv);
-void print_check_usage();
 
 }  // namespace ds4::app
