@@ -6,6 +6,9 @@
 # tsan: ThreadSanitizer in build-tsan/, the threaded tests (thread pool, server, KV cache).
 # Both build with clang and scale every test's time limit by DS4_TEST_TIME_SCALE (default 4),
 # which also reaches the tests' own waits through the environment.
+# DS4_SANITIZE_EXCLUDE: ctest label regex left out of the asan run (default fuzz; e.g.
+# 'fuzz|agents|vulkan' for a shorter run). DS4_SANITIZE_CMAKE_ARGS: extra configure arguments
+# (e.g. -DCMAKE_CXX_COMPILER_LAUNCHER=ccache).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="${1:-all}"
@@ -19,7 +22,7 @@ configure_and_build() {  # build-dir sanitizer-flags
     cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
     -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
-    -DDS4_BUILD_BENCH=OFF -DDS4_CUDA=OFF -DDS4_TEST_TIME_SCALE="$SCALE" >/dev/null
+    -DDS4_BUILD_BENCH=OFF -DDS4_CUDA=OFF -DDS4_TEST_TIME_SCALE="$SCALE" ${DS4_SANITIZE_CMAKE_ARGS:-} >/dev/null
   cmake --build "$dir" -j"$(nproc)"
 }
 
@@ -30,7 +33,7 @@ if [[ "$MODE" == asan || "$MODE" == all ]]; then
   # The libFuzzer run has its own sanitizer build (scripts/fuzz.sh).
   ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-    ctest --test-dir "$ROOT/build-asan" --output-on-failure -j"$(nproc)" -LE fuzz "$@" || status=1
+    ctest --test-dir "$ROOT/build-asan" --output-on-failure -j"$(nproc)" -LE "${DS4_SANITIZE_EXCLUDE:-fuzz}" "$@" || status=1
 fi
 if [[ "$MODE" == tsan || "$MODE" == all ]]; then
   configure_and_build "$ROOT/build-tsan" "-fsanitize=thread"
