@@ -1,4 +1,4 @@
-# ds4-bench: prefill/generation speed sweep along a fixed text (spec server.md §16).
+# ds4-bench: prefill/generation speed sweep along a fixed text (bench/README.md).
 # ds4_bench_opts (options, frontiers, CSV) is a library so tests/bench can unit-test it.
 if(TARGET ds4_engine)
   add_library(ds4_bench_opts STATIC ${CMAKE_CURRENT_LIST_DIR}/ds4_bench_options.cpp)

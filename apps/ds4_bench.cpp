@@ -77,7 +77,7 @@ std::vector<int32_t> tokenize_input(const BenchOptions& o, const text::Tokenizer
   return {ids.begin(), ids.end()};
 }
 
-// Weight bytes one decode token reads, from the file's tensor table (spec performance.md §4):
+// Weight bytes one decode token reads, from the file's tensor table (bench/README.md):
 // everything of a layer except that routed-expert tensors count only the experts a token
 // uses, the hash-routing table one row, the embedding one row; the output head in full.
 struct DecodeBytes {

@@ -1,4 +1,4 @@
-// ds4-bench: prefill and generation speed along one fixed text (spec server.md §16).
+// ds4-bench: prefill and generation speed along one fixed text (ds4's method; bench/README.md).
 //
 // The method is ds4's: tokenise the text once; for each frontier f (ctx_start, then +step_incr
 // or ×step_mul, capped, ending at ctx_max) sync the session to the first f tokens, which

@@ -1,5 +1,5 @@
 // ds4 chat CLI: one-shot generation, the interactive REPL and the diagnostics
-// (--dump-tokens, --dump-logprobs), following ds4's CLI (spec/server.md §15).
+// (--dump-tokens, --dump-logprobs), following ds4's CLI.
 //
 // The pieces below are exposed so the unit tests can drive them without a model; run_cli()
 // is the whole program.
@@ -31,7 +31,7 @@ int run_cli(int argc, char** argv);
 enum class ThinkMode { None, High, Max };
 const char* think_mode_name(ThinkMode m);
 
-// Think Max needs a context of at least this many tokens; below it High is used (spec §3.1).
+// Think Max needs a context of at least this many tokens; below it High is used (docs/prompting.md).
 inline constexpr int kThinkMaxMinContext = 393216;
 ThinkMode effective_think_mode(ThinkMode requested, int ctx);
 
@@ -81,11 +81,11 @@ bool read_text_file(const std::string& path, std::string& out, std::string& erro
 
 // ---------------------------------------------------------------- rendering (token level)
 
-// The Think-Max paragraph placed right after BOS (spec/prompting.md §6.5).
+// The Think-Max paragraph placed right after BOS (docs/prompting.md).
 extern const char* const kThinkMaxPrefix;
 
 // Builds chat prompts the way ds4's CLI does: control ids pushed directly, client text
-// BPE-encoded without special-token recognition (spec/prompting.md §4).
+// BPE-encoded without special-token recognition (docs/prompting.md).
 class ChatRenderer {
  public:
   explicit ChatRenderer(const text::Tokenizer& tok) : tok_(tok) {}

@@ -1,4 +1,4 @@
-// Command-line parsing and --help for ds4 (spec/server.md §15).
+// Command-line parsing and --help for ds4 (flags as the original ds4 CLI names them).
 #include <algorithm>
 #include <cerrno>
 #include <climits>

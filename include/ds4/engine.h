@@ -60,7 +60,7 @@ struct EngineOptions {
   int rewind_tokens = 16;
 };
 
-// Hyperparameters as read from the GGUF metadata (spec model.md §1).
+// Hyperparameters as read from the GGUF metadata (docs/gguf.md).
 struct ModelConfig {
   std::string name;
   int n_layers = 0;
@@ -174,7 +174,7 @@ class Session {
   virtual bool can_rewind_cheaply(int pos) const = 0;
   virtual void reset() = 0;
 
-  // Snapshot payload in the "DSV4" layout (spec model.md §11), generalised to the model's
+  // Snapshot payload in the "DSV4" layout (docs/kvcache.md), generalised to the model's
   // shape. Loading validates everything and throws BadSnapshot.
   virtual std::vector<uint8_t> save_snapshot() const = 0;
   virtual void save_snapshot(std::FILE* f) const = 0;
@@ -193,8 +193,8 @@ class Session {
   // Cancellation: the flag is checked between chunks (and between tokens in eval loops).
   void set_cancel_flag(const std::atomic<bool>* flag) { cancel_ = flag; }
 
-  // MTP block (spec §8): runs on (hidden state hc×dim, token, position) with its own raw
-  // window; returns its logits. Feeding its own output state (mtp_hidden()) gives further
+  // MTP block (docs/forward-pass.md): runs on (hidden state hc×dim, token, position) with
+  // its own raw window; returns its logits. Its own output state (mtp_hidden()) gives further
   // drafts. Rows of positions >= pos are discarded first, so re-drafting the last few
   // positions is exact; the window holds only rows of positions actually run (after a
   // prefill or snapshot load it is empty, as in ds4). Oracle pairing: row j of a prompt is
@@ -230,10 +230,10 @@ class Engine {
   virtual int32_t find_token(std::string_view text) const = 0;
   virtual bool has_mtp() const = 0;
 
-  // Bytes one session of `ctx` tokens holds in caches and compressor states (spec §6).
+  // Bytes one session of `ctx` tokens holds in caches and compressor states (docs/forward-pass.md).
   virtual uint64_t session_memory_bytes(int ctx) const = 0;
 
-  // Bytes a decode step must read at position `pos` (spec performance.md §4): weights of
+  // Bytes a decode step must read at position `pos` (bench/README.md): weights of
   // layer `layer` that one token touches (dense matrices, HC mixers, router, compressor,
   // indexer, the shared expert and n_experts_used routed experts of average size) plus the
   // KV rows it reads (window, compressed rows, indexer rows). layer == n_layers: the

@@ -1,4 +1,4 @@
-// The GGUF tensor catalogue of a DeepSeek V4 model (spec model.md §3), derived from a config:
+// The GGUF tensor catalogue of a DeepSeek V4 model (docs/gguf.md), derived from a config:
 // GGUF name, GGUF dims, the tensor's role (which decides its type under a recipe) and where it
 // comes from in an official checkpoint.
 #pragma once

@@ -144,7 +144,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   if (c.compress_ratios.size() < c.n_layers)
     throw ConvertError(source + ": compress_ratios has " + std::to_string(c.compress_ratios.size()) +
                        " entries, fewer than n_layers = " + std::to_string(c.n_layers));
-  // A schedule without MTP entries implies ratio 0 for them (spec §2).
+  // A schedule without MTP entries implies ratio 0 for them (docs/gguf.md).
   c.compress_ratios.resize(c.n_layers + c.n_mtp_layers, 0);
   validate_model_config(c, source);
   return c;

@@ -68,7 +68,7 @@ void validate_model_config(const ModelConfig& c, const std::string& source);
 // Keeps the first n layers of the schedule and the MTP entries.
 ModelConfig truncate_layers(const ModelConfig& c, uint32_t n);
 
-// Every general.* and deepseek4.* key (spec model.md §1).
+// Every general.* and deepseek4.* key (docs/gguf.md).
 void write_model_metadata(const ModelConfig& c, gguf::Writer& w);
 
 }  // namespace ds4::convert

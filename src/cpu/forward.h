@@ -1,4 +1,4 @@
-// The DeepSeek V4 forward pass on CPU (spec §5, §7, §8): blocks over a batch of entries
+// The DeepSeek V4 forward pass on CPU (docs/forward-pass.md): blocks over a batch of entries
 // (rows of one or several sequences), the output head and the MTP input projection.
 // A Forward lives for one evaluation; its scratch is handed in, so nothing is shared
 // between evaluations but the weights and the pool.
@@ -68,7 +68,7 @@ class Forward {
   // Output head for n states (n x hc x dim) -> logits (n x vocab).
   void head(const HeadWeights& H, const float* X, int n, float* logits);
 
-  // MTP block input (spec §8): X (hc x dim) from the main state hin and token tau.
+  // MTP block input (docs/forward-pass.md): X (hc x dim) from the main state hin and token tau.
   void mtp_input(const MtpWeights& M, const float* hin, int32_t token, float* X);
 
   // One MTP step on the block's state S (backend::Backend::mtp_eval): rows of positions >= pos

@@ -1,7 +1,7 @@
 // Matrix products straight from stored (possibly quantized) weight rows.
 //
 // Y[v][r] = W.row(r) . X[v]. Activations are quantized once per vector for the weight type
-// (ds4 numerics, spec §9); F32/F16/BF16 weights use f32 activations. Every output element is
+// (docs/quant.md, "Activation operands"); F32/F16/BF16 weights use f32 activations. Every output element is
 // one kernel dot product (the batched kernels equal the single-vector ones bit for bit), so
 // results never depend on the batch, the tiling, the thread count or the scheduling.
 #pragma once

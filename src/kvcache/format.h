@@ -1,4 +1,4 @@
-// The "KVC" disk cache file (spec server.md §12) and our crash-safety extension.
+// The "KVC" disk cache file (docs/kvcache.md) and our crash-safety extension.
 //
 // Layout, little-endian:
 //   48-byte header | u32 key length | key bytes | DSV4 engine payload | optional KTM section
@@ -73,7 +73,7 @@ struct ToolReplayEntry {
   bool operator==(const ToolReplayEntry&) const = default;
 };
 
-// KTM section limits (spec §12): ids 1..256 bytes, DSML 1 byte..512 MiB, count <= 4 × max ids.
+// KTM section limits (docs/kvcache.md): ids 1..256 bytes, DSML 1 byte..512 MiB, count <= 4 × max ids.
 inline constexpr size_t kMaxToolIdBytes = 256;
 inline constexpr uint64_t kMaxToolDsmlBytes = uint64_t(512) << 20;
 

@@ -1,4 +1,4 @@
-// Hashes of the disk KV cache: SHA-1 names the files (spec server.md §12), CRC-32C guards
+// Hashes of the disk KV cache: SHA-1 names the files (docs/kvcache.md), CRC-32C guards
 // their contents against truncation and bit flips (our addition to the format).
 #pragma once
 

@@ -1,4 +1,4 @@
-// When to write and what to keep: the disk KV cache's numbers (spec server.md §12).
+// When to write and what to keep: the disk KV cache's numbers (src/kvcache/README.md).
 // Pure functions, so the rules are testable without files or a model.
 #pragma once
 

@@ -1,5 +1,5 @@
 // The disk KV cache directory: lookup by longest rendered-byte prefix, crash-safe writes,
-// validation of everything read, eviction under a space budget (spec server.md §12).
+// validation of everything read, eviction under a space budget (docs/kvcache.md, src/kvcache/README.md).
 //
 // Safety between processes sharing one directory:
 // * writes go to a unique temporary file (`<name>.tmp.<pid>.<seq>`, O_EXCL), are fsync'ed,

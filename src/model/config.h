@@ -1,4 +1,4 @@
-// Reading and validating the model hyperparameters from GGUF metadata (spec §1, §0.1).
+// Reading and validating the model hyperparameters from GGUF metadata (docs/gguf.md).
 #pragma once
 
 #include "ds4/engine.h"

@@ -1,4 +1,4 @@
-// Numerical primitives of the DeepSeek V4 forward pass (spec model.md §4, §5.2).
+// Numerical primitives of the DeepSeek V4 forward pass (docs/forward-pass.md).
 // Pure functions on f32 buffers; no dependency on the weights or the file format.
 #pragma once
 
@@ -29,7 +29,7 @@ void rms_norm(const float* x, const float* w, float* y, int n, float eps);
 // Just the factor (mean(x^2)+eps)^-1/2.
 float rms_factor(const float* x, int n, float eps);
 
-// RoPE parameters for one family of layers (spec §4 RoPE, general form).
+// RoPE parameters for one family of layers (docs/forward-pass.md, "Rotary embedding").
 struct Rope {
   int dims = 0;                 // R, rotated tail dims (R/2 pairs)
   std::vector<float> freq;      // R/2 per-pair frequencies after YaRN (f32 like the reference)
@@ -42,7 +42,7 @@ struct Rope {
   void apply(float* x, int64_t pos, bool inverse = false) const;
 };
 
-// Hyper-connection mixes (spec §5.2 steps 2-3). m has (2+hc)*hc values; outputs pre[hc],
+// Hyper-connection mixes (docs/forward-pass.md, steps 2-3). m has (2+hc)*hc values; outputs pre[hc],
 // post[hc], comb[hc*hc] (row i = source stream, column j = destination).
 void hc_split_sinkhorn(const float* m, const float* scale3, const float* base, int hc, int iters,
                        float eps, float* pre, float* post, float* comb);

@@ -1,4 +1,4 @@
-// The GGUF schema of a DeepSeek V4 model (spec model.md §1): the architecture name and every
+// The GGUF schema of a DeepSeek V4 model (docs/gguf.md): the architecture name and every
 // metadata key, defined once for the loader (model/config.cpp) and the converter
 // (convert/model_config.cpp, ds4-quantize).
 #pragma once

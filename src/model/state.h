@@ -1,4 +1,4 @@
-// Per-sequence model state (spec §6): raw window ring, compressed rows, indexer rows and
+// Per-sequence model state (docs/forward-pass.md): raw window ring, compressed rows, indexer rows and
 // compressor frontiers, one set per layer. This is the host layout snapshots carry; a
 // backend may keep its working copy elsewhere (backend::Sequence).
 #pragma once

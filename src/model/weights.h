@@ -1,4 +1,4 @@
-// Binding of GGUF tensors to the model's weights (spec §3). Matrices stay in the mmap in
+// Binding of GGUF tensors to the model's weights (docs/gguf.md). Matrices stay in the mmap in
 // their stored format; only small vectors (norms, biases, HC scale/base, APE) are widened.
 #pragma once
 

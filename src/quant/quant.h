@@ -59,7 +59,7 @@ size_t activation_bytes(ActType a, int64_t n);
 // Quantize n activations for multiplication with weight_type rows (F32: plain copy).
 void quantize_activations(Type weight_type, const float* x, void* dst, int64_t n);
 
-// ds4's activation quantizers (spec performance.md / model.md §9).
+// ds4's activation quantizers (docs/quant.md, "Activation operands").
 void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K(const float* x, block_q8_K* dst, int64_t n);
 

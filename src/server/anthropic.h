@@ -1,4 +1,4 @@
-// Anthropic Messages API (/v1/messages, /v1/messages/count_tokens; spec server.md §7):
+// Anthropic Messages API (/v1/messages, /v1/messages/count_tokens; docs/server.md):
 // request JSON -> GenerationSpec, GenEvents -> message JSON and named SSE events.
 #pragma once
 

@@ -187,7 +187,7 @@ Thinking resolve_thinking_mode(std::optional<bool> explicit_on,
 
 namespace {
 
-// Spec server.md §3.1: explicit control, then the model alias, then the effort.
+// Thinking (docs/server.md): explicit control, then the model alias, then the effort.
 Thinking resolve_thinking(const OJ& body, const std::string& model) {
   std::optional<bool> explicit_on;
   if (const OJ* th = field(body, "thinking")) {
@@ -217,7 +217,7 @@ void parse_sampling(const OJ& body, bool thinking, GenerationSpec& spec) {
   auto min_p = get_number(body, "min_p", 0.0, 1.0);
   auto top_k = get_int(body, "top_k");
   if (top_k && *top_k < 0) throw bad_request("'top_k' must be >= 0", "top_k");
-  // Thinking mode ignores the client's distribution knobs (spec server.md §3.2).
+  // Thinking mode ignores the client's distribution knobs (docs/server.md, "Thinking").
   if (!thinking) {
     if (temperature) p.temperature = static_cast<float>(*temperature);
     if (top_p) p.top_p = *top_p > 0.0 ? static_cast<float>(*top_p) : 1.0f;

@@ -41,7 +41,7 @@ struct ServerOptions {
   int keep_alive_timeout_s = 15;    // an idle keep-alive connection closes after this
   int io_timeout_s = 10;            // a body read or response write stalled this long fails
   int listen_backlog = 512;
-  // Exact DSML tool replay (spec server.md §11): ids remembered; 0 or the disable flag = off.
+  // Exact DSML tool replay (docs/server.md): ids remembered; 0 or the disable flag = off.
   size_t tool_memory_max_ids = 100000;
   bool disable_exact_dsml_tool_replay = false;
   // Test-only: honour the request field "ds4_test_output" (scripted sampling) and

@@ -30,7 +30,7 @@ struct Thinking {
   bool enabled = true;
   text::ReasoningEffort effort = text::ReasoningEffort::Default;
 };
-// Spec server.md §3.1: an explicit on/off wins, then the model alias (deepseek-chat off,
+// Thinking (docs/server.md): an explicit on/off wins, then the model alias (deepseek-chat off,
 // deepseek-reasoner on), then the effort string (none = off; 400 for unknown strings).
 Thinking resolve_thinking_mode(std::optional<bool> explicit_on,
                                const std::optional<std::string>& effort, const char* effort_param,

@@ -219,7 +219,7 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
   spec.max_tokens = max_tokens ? std::max<int64_t>(0, *max_tokens) : ctx.options.default_max_tokens;
   parse_test_hooks(body, ctx, spec);
 
-  // Thinking: a non-null reasoning.effort is explicit control (spec §3.1).
+  // Thinking: a non-null reasoning.effort is explicit control (docs/server.md, "Thinking").
   std::optional<std::string> effort;
   if (const OJ* reasoning = field(body, "reasoning")) {
     if (!reasoning->is_object()) throw bad_request("'reasoning' must be an object", "reasoning");
@@ -290,7 +290,7 @@ GenerationSpec build_responses_spec(const OJ& body, const ServerContext& ctx, Re
   if (!format.prompt_schema.is_null()) ro.response_format = format.prompt_schema;
   render_into_spec(conv.out, ro, th, ctx, spec, "input");
   apply_output_format(format, ctx, spec, constraint);
-  // Only temperature and top_p apply (spec §3.2); other knobs are not part of this API.
+  // Only temperature and top_p apply; other knobs are not part of this API.
   OJ knobs = OJ::object();
   for (const char* key : {"temperature", "top_p"}) {
     if (body.contains(key)) knobs[key] = body[key];
@@ -454,7 +454,7 @@ void ResponsesFormatter::stream_event(const GenEvent& ev, std::vector<OJ>& out) 
       emit(out, {{"type", "response.in_progress"}, {"response", response_object("in_progress", OJ::array(), nullptr)}});
       break;
     case GenEvent::Kind::Reasoning:
-      // Reasoning surfaces only when the client asked for summaries (spec §8).
+      // Reasoning surfaces only when the client asked for summaries (reasoning.summary).
       if (!req_.summary || reasoning_closed_) break;
       if (open_ != Open::Reasoning) {
         open_ = Open::Reasoning;

@@ -1,4 +1,4 @@
-// OpenAI Responses API (/v1/responses; spec server.md §8), the protocol of Codex CLI:
+// OpenAI Responses API (/v1/responses; docs/server.md), the protocol of Codex CLI:
 // request JSON (input items) -> GenerationSpec, GenEvents -> response JSON and the
 // sequence-numbered streaming lifecycle. Stateless: previous_response_id is rejected.
 #pragma once

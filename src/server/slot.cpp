@@ -135,7 +135,7 @@ void Slot::save_live(kvcache::Reason reason) {
   const int n = session_->n_tokens();
   if (n < disk->options().min_tokens) return;
   // After a tool-less thinking answer the client's next prompt drops the reasoning: key the
-  // checkpoint by that visible text (spec §12 ext flag bit 2); its tokens stay authoritative.
+  // checkpoint by that visible text (ext flag bit 2, docs/kvcache.md); its tokens stay authoritative.
   // (The Responses form, bit 1, is not used: which endpoint a binding came from is unknown.)
   for (const auto& v : visible_) {
     if (v.kv_flag == kvcache::kExtThinkingVisible && v.live_tokens == static_cast<size_t>(n)) {

@@ -135,7 +135,7 @@ class Slot {
   // What a client's next prompt starts with when it hides part of the live state: the
   // reasoning the renderer's drop rule removes from earlier turns, or reasoning a Responses
   // client never saw. Recorded after an answer with the live length it stands for; a prompt
-  // that extends one of them keeps every live token (spec server.md §11 "visible" reuse).
+  // that extends one of them keeps every live token ("visible" reuse, src/server/README.md).
   struct VisibleTranscript {
     std::string text;
     size_t live_tokens = 0;

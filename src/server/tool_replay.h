@@ -1,5 +1,5 @@
 // Exact DSML replay memory: tool call id -> the DSML bytes the model sampled for the block
-// that holds the call (spec server.md §4, §11).
+// that holds the call (docs/server.md, "Exact tool-call replay").
 //
 // Clients send past tool calls back as JSON, often with keys reordered or numbers
 // reformatted. Rendering those calls canonically would change the prompt bytes and miss the
@@ -9,7 +9,7 @@
 // distinct blocks (calls of one block share its bytes). Thread-safe: request threads look
 // ids up while the worker inserts.
 //
-// Serialisable for the disk KV cache (spec §12 "KTM"): entries() lists (id, block bytes)
+// Serialisable for the disk KV cache (the KTM section, docs/kvcache.md): entries() lists (id, block bytes)
 // pairs, oldest first, and insert() restores them.
 #pragma once
 

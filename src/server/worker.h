@@ -53,7 +53,7 @@ struct SlotInfo {
 class Worker {
  public:
   // One slot per session (all of one context size). `disk` (optional) is the disk KV cache:
-  // the spill tier shared by every slot (spec server.md §11-12).
+  // the spill tier shared by every slot (src/kvcache/README.md).
   Worker(std::vector<std::unique_ptr<Session>> sessions, const text::Tokenizer& tok,
          Metrics& metrics, WorkerOptions options,
          std::unique_ptr<kvcache::DiskCache> disk = nullptr);

@@ -1,4 +1,4 @@
-// Session snapshot payload "DSV4" version 1 (spec model.md §11), generalised to the model's
+// Session snapshot payload "DSV4" version 1 (docs/kvcache.md), generalised to the model's
 // shape: fields [8..11] hold the layer count, head dim, indexer head dim and vocabulary size.
 #include <cstring>
 #include <istream>
@@ -32,7 +32,7 @@ struct SessionImpl::Source {
   void f32s(float* p, size_t n) { read(p, n * 4); }
 };
 
-// Compressor frontier in canonical form (spec §5.4): state rows the current window has not
+// Compressor frontier in canonical form (docs/kvcache.md): state rows the current window has not
 // written yet are stored as kv = 0 / score = -1e30, whatever stale values they hold (they
 // are never read), so equal prefixes give equal payloads.
 static void write_state(SessionImpl::Sink& out, const model::CompressorState& cs, uint32_t n_tokens) {

@@ -22,7 +22,7 @@ const std::string_view kThinkMaxPrefix =
 namespace {
 
 // The tools block is training-format data; its literal <think>, </think> and ｜DSML｜ are
-// control tokens (spec §7.1).
+// control tokens (docs/prompting.md).
 constexpr std::string_view kToolsHead =
     "## Tools\n\n"
     "You have access to a set of tools to help answer the user's question. You can invoke tools "

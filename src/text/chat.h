@@ -1,6 +1,6 @@
 // Chat prompt rendering for DeepSeek V4 Flash, byte-exact to the official encoder
-// (encoding_dsv4.py encode_messages; spec/prompting.md §6-§8, golden cases in
-// shared/vectors/prompting-golden/examples.json).
+// (encoding_dsv4.py encode_messages; docs/prompting.md, golden cases in
+// tests/data/vectors/prompting-golden/examples.json).
 //
 // Messages are OpenAI-style objects; parse requests with nlohmann::ordered_json so that tool
 // schema key order (which is part of the prompt) survives. Roles: system, developer, user,

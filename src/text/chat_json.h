@@ -1,6 +1,6 @@
 // JSON exactly as the official DeepSeek V4 encoder sees it: Python's json.loads / json.dumps
 // (ensure_ascii=False). The prompt bytes for tool schemas and past tool-call arguments depend
-// on Python's number printing and key handling (spec/prompting.md §7.1, §8.1), which
+// on Python's number printing and key handling (docs/prompting.md), which
 // nlohmann::json does not reproduce (it loses integer digits beyond 64 bits, prints floats in
 // its own style and rejects NaN/Infinity).
 #pragma once

@@ -1,7 +1,7 @@
 // A rendered prompt as a list of segments: control markers the renderer itself emitted
 // (role tokens, think tags, ｜DSML｜, ...) and client text. The tokenizer maps each special
 // segment to its control id and BPE-encodes text segments without recognizing special-token
-// strings inside them (spec/prompting.md §4). Adjacent text is always merged into one segment
+// strings inside them (docs/prompting.md). Adjacent text is always merged into one segment
 // because BPE pre-tokenization may join pieces across a seam.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Token ids of a rendered prompt (spec/prompting.md §4): each control segment becomes its
+// Token ids of a rendered prompt (docs/prompting.md): each control segment becomes its
 // token id; client text is BPE-encoded without recognizing special-token strings inside it
 // (or, HF-compatible, with recognition of every added token).
 #pragma once

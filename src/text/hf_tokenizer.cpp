@@ -121,7 +121,7 @@ HfTokenizer load_hf_tokenizer(const std::string& path) {
 }
 
 const std::vector<V4SpecialToken>& v4_special_tokens() {
-  // spec/prompting.md §1 (ids from V4 token tables; looked up by text at load anyway).
+  // docs/prompting.md (ids from V4 token tables; looked up by text at load anyway).
   static const std::vector<V4SpecialToken> table = {
       {128821, "<think>"},
       {128822, "</think>"},

@@ -1,5 +1,5 @@
 // Loader for a Hugging Face `tokenizer.json` (byte-level BPE, as shipped with DeepSeek V3),
-// plus the extra V4 control tokens that the V3 file lacks (spec/prompting.md §1).
+// plus the extra V4 control tokens that the V3 file lacks (docs/prompting.md).
 #pragma once
 
 #include <cstddef>

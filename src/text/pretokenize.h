@@ -1,4 +1,4 @@
-// The DeepSeek V3/V4 pre-tokenizer (spec/prompting.md §2): three regex splits applied in
+// The DeepSeek V3/V4 pre-tokenizer (docs/prompting.md): three regex splits applied in
 // sequence with Hugging Face "Isolated" semantics (matches and the gaps between them both
 // become pieces), implemented as a hand-written matcher over Unicode character classes.
 //

@@ -1,4 +1,4 @@
-// Byte-level BPE tokenizer for DeepSeek V4 Flash (spec/prompting.md §1-§4).
+// Byte-level BPE tokenizer for DeepSeek V4 Flash (docs/prompting.md).
 //
 // Encoding: optional special-token extraction, then the pre-tokenizer of pretokenize.h,
 // then the GPT-2 byte map and rank-ordered BPE merges per piece (cached).
