@@ -1,4 +1,4 @@
-// ds4-bench pieces: flags, the frontier schedule of spec server.md §16, CSV format, greedy pick.
+// ds4-bench pieces: flags, the frontier schedule of ds4's sweep, CSV format, greedy pick.
 #include <gtest/gtest.h>
 
 #include <cmath>

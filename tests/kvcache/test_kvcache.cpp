@@ -1,6 +1,7 @@
-// Disk KV cache: hashes against published vectors, the spec's numbers, the file layout at
-// the spec's byte offsets, and the store on the tiny model (restart hit with bit-identical
-// logits, longest prefix, truncations and bit flips rejected, space limit, KTM, locking).
+// Disk KV cache: hashes against published vectors, the policy's worked numbers, the file
+// layout at the byte offsets of docs/kvcache.md, and the store on the tiny model (restart hit
+// with bit-identical logits, longest prefix, truncations and bit flips rejected, space limit,
+// KTM, locking).
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -62,7 +63,7 @@ TEST(KvHash, Crc32cKnownVectors) {
             crc32c((a + b).data(), a.size() + b.size()));
 }
 
-// ---- policy: the spec's worked numbers (server.md §12, §17 "KV math")
+// ---- policy: worked numbers of the cache policy (src/kvcache/policy.h)
 
 TEST(KvPolicy, ColdStoreLength) {
   CacheOptions o;
@@ -123,7 +124,7 @@ TEST(KvPolicy, EvictionScore) {
   EXPECT_DOUBLE_EQ(eviction_score(1, 1000, 2000, now - 60 * 3600, now), 0.5);
 }
 
-// ---- file layout at the spec's byte offsets
+// ---- file layout at the byte offsets of docs/kvcache.md
 
 TEST(KvFormat, HeaderLayoutMatchesSpecOffsets) {
   FileHeader h;

@@ -1,4 +1,4 @@
-// Numerical primitives against independent brute-force definitions (spec model.md §4, §5.2).
+// Numerical primitives against independent brute-force definitions (docs/forward-pass.md).
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -155,7 +155,7 @@ TEST(Numerics, HadamardMatchesExplicitMatrix) {
 }
 
 TEST(Numerics, YarnRampEnds) {
-  // Values given in spec §4 for the oracle configs and Flash.
+  // YaRN ramp ends worked out by hand for the oracle configs and Flash.
   Rope a = Rope::make(16, 160000.f, true, 65536, 16.f, 32.f, 1.f);
   EXPECT_EQ(a.yarn_lo, 3);
   EXPECT_EQ(a.yarn_hi, 7);
@@ -205,7 +205,7 @@ TEST(Numerics, SinkhornIsDoublyStochasticAndFollowsSpec) {
     EXPECT_NEAR(pre[s], 1 / (1 + std::exp(-(m[s] * 0.7 + base[s]))) + 1e-6, 1e-6);
     EXPECT_NEAR(post[s], 2 / (1 + std::exp(-(m[hc + s] * 1.2 + base[hc + s]))), 1e-6);
   }
-  // Reference in double, straight from spec §5.2 step 3.
+  // Reference in double, straight from step 3 of the hyper-connections in docs/forward-pass.md.
   double C[4][4];
   for (int i = 0; i < hc; ++i) {
     double mx = -1e300, sum = 0;

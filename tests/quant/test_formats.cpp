@@ -1,5 +1,5 @@
 // Dequantization of hand-built blocks. Each test writes the bytes by following the layout
-// description in spec/performance.md section 2 and checks values computed from it.
+// description in docs/quant.md and checks values computed from it.
 #include <gtest/gtest.h>
 
 #include <bit>

@@ -1,4 +1,4 @@
-// Layout table: sizes as published by ggml (and spec performance.md section 2).
+// Layout table: sizes as published by ggml (docs/quant.md).
 #include <gtest/gtest.h>
 
 #include <cstdint>

@@ -19,7 +19,7 @@ after(async () => {
 });
 
 // [{user: text}] renders as BOS <｜User｜> text <｜Assistant｜> <think> (or </think>): four
-// control tokens around the BPE of the text (spec prompting.md §6).
+// control tokens around the BPE of the text (docs/prompting.md).
 const promptTokens = (text) => 4 + refEncode(text).length;
 const inputTotal = (u) => u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
 

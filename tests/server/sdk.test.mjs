@@ -21,7 +21,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-// The prompt of [{user: text}] in non-thinking mode (spec prompting.md §6): four control
+// The prompt of [{user: text}] in non-thinking mode (docs/prompting.md): four control
 // tokens around the BPE of the text.
 function chatPromptTokens(text) {
   return 4 + refEncode(text).length;
@@ -201,7 +201,7 @@ test("thinking mode: reasoning only in reasoning_content", async () => {
   assert.equal(bad.status, 400);
 });
 
-// Spec prompting.md §7.1 (tools block) and golden example E5.
+// The tools block (docs/prompting.md) and golden example E5.
 const WEATHER_TOOL = {
   type: "function",
   function: {

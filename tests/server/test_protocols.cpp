@@ -1,5 +1,5 @@
 // Anthropic Messages and OpenAI Responses without a model: request -> prompt conversion and
-// the streaming event grammar of each protocol (spec server.md §7, §8).
+// the streaming event grammar of each protocol (docs/server.md).
 #include <gtest/gtest.h>
 
 #include "real_tokenizer.h"

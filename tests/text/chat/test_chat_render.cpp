@@ -1,6 +1,6 @@
 // Rendering behaviour beyond the golden list: request-level tools, Think-Max threshold,
 // generation prompt, exact DSML replay, segments, errors. Expected strings come from the
-// golden renderings (official encoder) or from the spec's literal examples.
+// golden renderings (official encoder) or from literal examples of the official format.
 #include <gtest/gtest.h>
 
 #include "golden_fixture.h"
@@ -60,7 +60,7 @@ TEST(ChatRender, ThinkMaxFallsBackToHighBelowThreshold) {
 }
 
 TEST(ChatRender, ThinkMaxPrefixIsSpecText) {
-  // spec §6.5, first and last sentence.
+  // The Think-Max paragraph's first and last sentence.
   EXPECT_EQ(kThinkMaxPrefix.substr(0, 64), "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n");
   EXPECT_TRUE(kThinkMaxPrefix.ends_with("to ensure absolutely no assumption is left unchecked.\n\n"));
 }
@@ -87,7 +87,7 @@ TEST(ChatRender, ContentPartsAreFlattened) {
   EXPECT_EQ(render_chat(messages, opt), expected_of("E1_chat_single_user"));
 }
 
-// Spec §8.1 examples for single calls.
+// Single calls in the official DSML form (docs/prompting.md).
 TEST(ChatRender, DsmlInvokeCanonicalForms) {
   EXPECT_EQ(render_dsml_invoke("run", "not json"),
             "<｜DSML｜invoke name=\"run\">\n<｜DSML｜parameter name=\"arguments\" string=\"true\">not "
@@ -200,7 +200,7 @@ TEST(ChatRender, ExactReplayUsesGeneratedBytesWhenAllIdsShareABlock) {
 }
 
 TEST(ChatRender, ParseThenRenderReproducesGeneratedText) {
-  // spec §10: a shell command survives parse -> render unescaped.
+  // A shell command survives parse -> render unescaped.
   const std::string generated =
       "Let me look.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"bash\">\n"
       "<｜DSML｜parameter name=\"command\" string=\"true\">cd /tmp && git diff 2>/dev/null</｜DSML｜parameter>\n"

@@ -1,4 +1,4 @@
-// DSML parser: spec §9/§10 parser cases, round trips through the official renderings,
+// DSML parser: ds4's parser cases, round trips through the official renderings,
 // streaming holdback, chunking independence, sampler positions, malformed input.
 #include <chrono>
 
@@ -24,7 +24,7 @@ const std::string kBashBlock =
     "<｜DSML｜parameter name=\"command\" string=\"true\">pwd</｜DSML｜parameter>\n"
     "</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
 
-// ---- spec §10 parser cases
+// ---- ds4's parser cases
 
 TEST(DsmlParse, ReasoningThenCall) {
   ParsedCompletion p = parse_completion("<think>need a shell check</think>" + kBashBlock, counting_ids());
@@ -105,7 +105,7 @@ TEST(DsmlParse, TruncatedBlockIsAnErrorWithRawText) {
 }
 
 TEST(DsmlParse, OfficialCaseOneAssistantSpan) {
-  // spec §10: parsing the first assistant span of the official test 1 gives content "" and
+  // Parsing the first assistant span of the official test 1 gives content "" and
   // one get_weather call.
   const std::string expected = golden::golden_case("OFFICIAL_1_thinking_tools")["expected"].get<std::string>();
   std::string open = "<｜Assistant｜><think>";

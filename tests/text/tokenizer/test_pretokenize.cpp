@@ -1,4 +1,4 @@
-// Pre-tokenizer semantics (spec/prompting.md §2), checked piece by piece against
+// Pre-tokenizer semantics (docs/prompting.md), checked piece by piece against
 // expectations derived by hand from the three regexes.
 #include "text/pretokenize.h"
 
