@@ -198,6 +198,7 @@ bool is_check_mode(int argc, char** argv) {
 int run_check(int argc, char** argv) {
   CheckArgs a;
   args::Parser p("ds4", kCheckUsage, kCheckAbout);
+  p.help_command("ds4 --tokens-file F --help");
   describe(p, a);
   const args::Outcome parsed = p.parse(argc, argv, [&a] {
     if (a.model.empty()) throw UsageError("-m MODEL is required");

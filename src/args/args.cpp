@@ -159,7 +159,7 @@ std::vector<std::string> Parser::translate(const std::vector<std::string>& args)
 }
 
 std::string Parser::error_line(const std::string& message) const {
-  return program_ + ": " + message + " (see " + program_ + " --help)\n";
+  return program_ + ": " + message + " (see " + (help_command_.empty() ? program_ + " --help" : help_command_) + ")\n";
 }
 
 Outcome Parser::parse(int argc, const char* const* argv, const std::function<void()>& check) {

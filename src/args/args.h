@@ -56,6 +56,8 @@ class Parser {
   void group(std::string title);
   // Text printed after the options (exit codes are always added).
   void footer(std::string text);
+  // The command that error lines point to; default "PROGRAM --help".
+  void help_command(std::string command) { help_command_ = std::move(command); }
 
   // `names` as CLI11 takes them: "-m,--model". `value` names the value in --help ("FILE").
   // `help` is the description; a "\n" starts an indented continuation line.
@@ -122,7 +124,7 @@ class Parser {
   std::string error_line(const std::string& message) const;
   CLI::Option* find(const std::string& name) const;
 
-  std::string program_, usage_, about_, footer_, group_ = "Options";
+  std::string program_, usage_, about_, footer_, group_ = "Options", help_command_;
   std::unique_ptr<CLI::App> app_;
   std::deque<std::string> raw_;  // stable storage of raw values
   std::vector<Deferred> deferred_;

@@ -109,6 +109,8 @@ TEST_F(ParserTest, CheckRunsAfterTheValuesAndMayRefuse) {
   EXPECT_EQ(seen, 8);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "prog: ctx 8 is not welcome (see prog --help)\n");
+  p.help_command("prog --mode x --help");
+  EXPECT_EQ(parse({"--bogus"}).err, "prog: unknown option: --bogus (see prog --mode x --help)\n");
 }
 
 TEST_F(ParserTest, HelpAndVersionWinOverBadValues) {
