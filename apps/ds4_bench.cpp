@@ -191,6 +191,7 @@ int run(const BenchOptions& o) {
   eo.threads = o.threads;
   eo.backend = o.backend;
   eo.device = o.device;
+  eo.cpu_moe_layers = o.cpu_moe_layers;
   if (o.prefill_chunk > 0) eo.prefill_chunk = o.prefill_chunk;
   const std::unique_ptr<Engine> engine = Engine::open(o.model_path, eo);
   const ModelConfig& cfg = engine->config();
@@ -217,6 +218,16 @@ int run(const BenchOptions& o) {
   std::fprintf(stderr, ", head+embedding row %.1f)\n", bytes.head / 1e6);
   std::fprintf(stderr, "ds4-bench: measured read bandwidth %.2f GB/s (%d threads): bound %.2f tokens/s\n", read_gbs,
                threads, bound_tps);
+  // A device backend: its memory bandwidth from a copy shader (512 MiB, or the most one
+  // binding may cover), the bound a decode token has on it.
+  const bool device = o.backend != Backend::Cpu;
+  const double device_gbs = device ? engine->measure_device_bandwidth(512ull << 20) : 0.0;
+  const double device_bound = device_gbs * 1e9 / static_cast<double>(bytes.total());
+  if (device)
+    std::fprintf(stderr, "ds4-bench: device copy bandwidth %.2f GB/s (bytes read + written): bound %.2f tokens/s%s\n",
+                 device_gbs, device_bound,
+                 o.cpu_moe_layers > 0 ? " (hybrid MoE: the routed experts of --cpu-moe layers are read by the CPU)"
+                                      : "");
 
   std::FILE* out = stdout;
   if (!o.csv_path.empty()) {
@@ -241,6 +252,7 @@ int run(const BenchOptions& o) {
 
     const std::vector<uint8_t> snapshot = session->save_snapshot();  // untimed, as in ds4
     session->reset_stats();  // the engine's per-layer timing of this decode loop
+    const DeviceCounters dev0 = engine->device_counters();
     const auto g0 = Clock::now();
     const double cpu0 = process_cpu_seconds();
     for (int i = 0; i < o.gen_tokens; ++i) {
@@ -254,6 +266,7 @@ int run(const BenchOptions& o) {
     }
     const double gen_s = seconds_since(g0);
     const double gen_cpu = process_cpu_seconds() - cpu0;
+    const DeviceCounters dev1 = engine->device_counters();
     if (rc != 0) break;
     session->load_snapshot(snapshot.data(), snapshot.size());
 
@@ -271,6 +284,19 @@ int run(const BenchOptions& o) {
                    frontier, tps, 100.0 * tps / bound_now, bound_now, 100.0 * gen_cpu / (gen_s * threads), threads,
                    prefill_s > 0 ? (frontier - previous) / prefill_s : 0.0,
                    prefill_s > 0 ? (frontier - previous) / prefill_s / tps : 0.0);
+      if (device) {
+        // Each decode step's host round trips: target one submission and no wait but the
+        // one that returns the logits (hybrid MoE adds one of each per --cpu-moe layer).
+        const double n = static_cast<double>(o.gen_tokens);
+        const double submits = static_cast<double>(dev1.submits - dev0.submits) / n;
+        const double waits = static_cast<double>(dev1.host_waits - dev0.host_waits) / n;
+        const double passes = static_cast<double>(dev1.passes - dev0.passes) / n;
+        std::fprintf(stderr,
+                     "ds4-bench: ctx %d: device: %.2f submits, %.2f host waits per decode token (%.2f inside the "
+                     "token, besides the wait for its logits); decode = %.1f%% of the device bandwidth bound "
+                     "(%.2f tokens/s)\n",
+                     frontier, submits, waits, waits - passes, 100.0 * tps / device_bound, device_bound);
+      }
       // Per layer (the decode target): engine time per token vs the bytes the engine
       // says the layer reads at this position (weights + KV rows) over the same bandwidth.
       const EvalStats& st = session->stats();

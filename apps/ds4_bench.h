@@ -31,6 +31,7 @@ struct BenchOptions {
   int threads = 0;       // 0: the engine's default
   Backend backend = Backend::Cpu;  // -b/--backend
   int device = 0;                  // --device (Vulkan)
+  int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N
   bool list_devices = false;
   int prefill_chunk = 0; // 0: the engine's default
   bool warm_weights = false;

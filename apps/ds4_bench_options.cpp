@@ -35,9 +35,11 @@ void describe(args::Parser& p, BenchOptions& o) {
         if (!has_backend(o.backend)) throw UsageError("backend '" + b + "' is not available in this build");
       },
       "NAME",
-      "cpu (default) or vulkan (builds with Vulkan; for now only\nthe embedding and output head run on the GPU)");
+      "cpu (default) or vulkan (builds with Vulkan)");
   p.flag("--cpu", [&o] { o.backend = Backend::Cpu; }, "same as --backend cpu");
   p.integer("--device", o.device, 0, INT_MAX, "N", "Vulkan device index (default 0)");
+  p.flag("--cpu-moe", [&o] { o.cpu_moe_layers = INT_MAX; }, "Vulkan: routed experts in host memory, run on the CPU");
+  p.integer("--n-cpu-moe", o.cpu_moe_layers, 0, INT_MAX, "N", "Vulkan: the same for the first N layers only");
   p.flag("--list-devices", o.list_devices, "print the Vulkan devices and exit");
   p.integer("--prefill-chunk", o.prefill_chunk, 1, INT_MAX, "N", "tokens per prefill chunk (default: the engine's)");
   p.flag("--warm-weights", o.warm_weights, "read every mapped weight page before measuring");

@@ -153,6 +153,7 @@ int run_cli(int argc, char** argv) {
     eo.threads = opt.threads;
     eo.backend = opt.backend;
     eo.device = opt.device;
+    eo.cpu_moe_layers = opt.cpu_moe_layers;
     eo.mtp_path = opt.mtp_path;
     std::unique_ptr<Engine> engine;
     try {

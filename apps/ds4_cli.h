@@ -45,6 +45,7 @@ struct CliOptions {
   int threads = 0;  // 0: all cores
   Backend backend = Backend::Cpu;  // -b/--backend
   int device = 0;                  // --device (Vulkan)
+  int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)
   std::optional<std::string> prompt;  // -p, or the contents of --prompt-file
   std::string prompt_file;
   std::string system = "You are a helpful assistant";

@@ -90,10 +90,13 @@ void describe(args::Parser& p, CliOptions& o, CliFlags& f) {
         }
       },
       "NAME",
-      "cpu or vulkan (builds with Vulkan; today the embedding and\n"
-      "output head run on the GPU, the blocks on the CPU). Default: cpu");
+      "cpu or vulkan (builds with Vulkan: the whole model on the GPU).\n"
+      "Default: cpu");
   p.flag("--cpu", [&o] { o.backend = Backend::Cpu; }, "Same as --backend cpu");
   p.integer("--device", o.device, 0, 1023, "N", "Vulkan device index (see --list-devices). Default: 0");
+  p.flag("--cpu-moe", [&o] { o.cpu_moe_layers = INT_MAX; }, 
+         "Vulkan: routed experts stay in host memory and run on the CPU");
+  p.integer("--n-cpu-moe", o.cpu_moe_layers, 0, INT_MAX, "N", "Vulkan: the same for the first N layers only");
   p.flag("--list-devices", f.list_devices, "Print the Vulkan devices and exit");
   p.group("Prompt and generation");
   p.text("-p,--prompt", f.prompt, "TEXT",

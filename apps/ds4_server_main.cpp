@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
     if (!ds4::parse_backend(opt.backend, &eo.backend) || !ds4::has_backend(eo.backend))
       throw std::runtime_error("backend '" + opt.backend + "' is not available in this build");
     eo.device = opt.device;
+    eo.cpu_moe_layers = opt.cpu_moe_layers;
     eo.mtp_path = opt.mtp_path;
     engine = ds4::Engine::open(opt.model_path, eo);
     if (const std::string why = ds4::spec::unsupported_reason(*engine, opt.mtp_draft); !why.empty()) {

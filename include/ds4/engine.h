@@ -52,6 +52,10 @@ struct EngineOptions {
   bool pin_threads = true;      // one worker thread per CPU (DS4_PIN=0 also turns it off)
   Backend backend = Backend::Cpu;
   int device = 0;               // Vulkan: index into the device list (ds4 --list-devices)
+  // Vulkan hybrid MoE: the routed experts of the first cpu_moe_layers layers stay in host
+  // memory and run on the CPU, everything else on the device. 0: none; a value above
+  // n_layers (--cpu-moe) also covers the MTP block. The CPU backend ignores it.
+  int cpu_moe_layers = 0;
   std::string mtp_path;         // optional MTP sidecar GGUF; else mtp.0.* of the main file
   bool qat_simulation = true;   // FP8/FP4 simulation (test-only switch; the model needs it)
   int prefill_chunk = 256;      // tokens per prefill chunk (sync() default)
@@ -105,6 +109,14 @@ struct SyncOptions {
   // Test/perplexity hook: when set, the output head runs for every evaluated position and
   // this receives (absolute position, vocab logits) in position order.
   std::function<void(int pos, const float* logits)> on_logits;
+};
+
+// Work a device backend did since the engine was opened (zeros on the CPU backend), for
+// ds4-bench: command-buffer submissions, host waits for the device, forward passes.
+struct DeviceCounters {
+  uint64_t submits = 0;
+  uint64_t host_waits = 0;
+  uint64_t passes = 0;  // evaluations (eval, eval_batch, mtp_eval)
 };
 
 // Where evaluation time goes, for benchmarks (ds4-bench). Wall-clock seconds accumulated
@@ -245,6 +257,11 @@ class Engine {
   // Worker threads of the evaluation pool and whether they are pinned to CPUs.
   virtual int threads() const { return 1; }
   virtual bool threads_pinned() const { return false; }
+  // See DeviceCounters.
+  virtual DeviceCounters device_counters() const { return {}; }
+  // The device's memory bandwidth in GB/s (bytes read + written per second) measured by a
+  // copy shader over `bytes` (two buffers of that size); 0 on the CPU backend.
+  virtual double measure_device_bandwidth(size_t bytes) { (void)bytes; return 0; }
   virtual std::unique_ptr<Session> new_session(int ctx) = 0;
 
   // One forward pass over entries of several sessions of this engine (weights read once for

@@ -4,6 +4,7 @@
 // What a new backend must implement, and how to run the oracle suite on it: docs/backend.md.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -36,6 +37,11 @@ class Sequence {
     push();
   }
 };
+
+// Monotonic wall clock in seconds (the Batch timings).
+inline double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 // A fresh host state for `w`: rings of ring_cap rows, compressor undo logs of rewind_depth
 // steps (model::CompressorState::save_undo), the MTP block's ring when the model has one.
@@ -96,6 +102,9 @@ class Backend {
   virtual uint64_t scratch_bytes() const = 0;
   virtual int threads() const { return 1; }
   virtual bool threads_pinned() const { return false; }
+  // Device backends: see ds4::DeviceCounters and Engine::measure_device_bandwidth.
+  virtual DeviceCounters device_counters() const { return {}; }
+  virtual double measure_device_bandwidth(size_t bytes) { (void)bytes; return 0; }
 
   // ---- Test hooks (the oracle suite, ds4 check). Same numerics as eval(). ----
   // X (n x hc x dim) <- embedding of tokens copied into every stream.

@@ -12,9 +12,7 @@ namespace ds4::cpu {
 
 namespace {
 
-inline double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using backend::seconds_now;
 
 // The CPU evaluates directly on the host layout.
 class CpuSequence final : public backend::Sequence {

@@ -336,57 +336,15 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
 
 static inline float silu(float x) { return x / (1.f + std::exp(-x)); }
 
-void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t* tokens, int n,
-                           float* y, BlockTrace* trace) {
+// The routed experts' down projections of n rows of v for the chosen (token, slot) pairs,
+// each scaled by its routing weight inside the SwiGLU, and (shared non-null) the shared
+// expert's output; allocated in the caller's arena frame.
+Forward::ExpertRows Forward::expert_products(const LayerWeights& L, const float* v, int n, const int* chosen,
+                                             const float* weight, float* shared) {
   const ModelConfig& c = cfg_;
   const int D = c.dim, E = c.n_experts, K = c.n_experts_used, F = c.moe_inter_dim;
   const float lim = L.swiglu_limit;
-  Arena::Frame frame(arena_);
   const size_t nz = static_cast<size_t>(n);
-  float* logits = arena_.alloc<float>(nz * E);
-  matmul(pool_, arena_, L.router, v, n, D, logits, E);
-  int* chosen = arena_.alloc<int>(nz * K);
-  float* weight = arena_.alloc<float>(nz * K);
-  float* pi = arena_.alloc<float>(E);
-  float* biased = arena_.alloc<float>(E);
-  int* order = arena_.alloc<int>(E);
-  for (int t = 0; t < n; ++t) {
-    const float* lg = logits + static_cast<size_t>(t) * E;
-    for (int e = 0; e < E; ++e) pi[e] = std::sqrt(softplus(lg[e]));
-    int* ch = chosen + static_cast<size_t>(t) * K;
-    if (trace && trace->replay) {
-      if (trace->next_expert >= trace->experts.size() || trace->experts[trace->next_expert].size() != static_cast<size_t>(K))
-        throw std::runtime_error("replayed trace has no expert choice for this position");
-      std::copy_n(trace->experts[trace->next_expert++].begin(), K, ch);
-      for (int k = 0; k < K; ++k)
-        if (ch[k] < 0 || ch[k] >= E) throw std::runtime_error("replayed expert id out of range");
-    } else if (L.hash) {
-      for (int k = 0; k < K; ++k) {
-        int32_t id;
-        std::memcpy(&id, L.tid2eid + static_cast<size_t>(tokens[t]) * K + k, 4);
-        ch[k] = id;
-      }
-    } else {
-      for (int e = 0; e < E; ++e) biased[e] = pi[e] + (L.router_bias.empty() ? 0.f : L.router_bias[e]);
-      std::iota(order, order + E, 0);
-      std::partial_sort(order, order + K, order + E, [&](int a, int b) {
-        return biased[a] > biased[b] || (biased[a] == biased[b] && a < b);
-      });
-      for (int k = 0; k < K; ++k) ch[k] = order[k];
-    }
-    float sum = 0.f;
-    for (int k = 0; k < K; ++k) sum += pi[ch[k]];
-    float* wt = weight + static_cast<size_t>(t) * K;
-    for (int k = 0; k < K; ++k) {
-      float wk = c.weights_norm ? pi[ch[k]] / std::max(sum, 6.103515625e-05f) : pi[ch[k]];
-      wt[k] = wk * c.route_scale;
-    }
-    if (trace && !trace->replay) {
-      trace->experts.emplace_back(ch, ch + K);
-      trace->weights.emplace_back(wt, wt + K);
-    }
-  }
-
   // (token, slot) pairs grouped by expert: expert e's pairs are slots first[e]..first[e+1]
   // of the sorted order, so each expert is one matrix product over its tokens and its
   // weight rows are read once per chunk.
@@ -435,7 +393,7 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
 
   float* gbuf = arena_.alloc<float>(static_cast<size_t>(P) * F);
   float* ubuf = arena_.alloc<float>(static_cast<size_t>(P) * F);
-  const bool has_shared = L.sh_gate.valid();
+  const bool has_shared = shared != nullptr;
   float* sg = has_shared ? arena_.alloc<float>(nz * F) : nullptr;
   float* su = has_shared ? arena_.alloc<float>(nz * F) : nullptr;
   int n_used = 0;
@@ -495,7 +453,6 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
 
   // Down projections: every expert's and the shared expert's in one dispatch.
   float* dbuf = arena_.alloc<float>(static_cast<size_t>(P) * D);
-  float* shared = has_shared ? arena_.alloc<float>(nz * D) : nullptr;
   nj = 0;
   for (int e = 0; e < E; ++e) {
     const int m = first[e + 1] - first[e];
@@ -505,6 +462,75 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
   }
   if (has_shared) add(MatMul{L.sh_down, sg, F, n, shared, D});
   matmul_batch(pool_, arena_, jobs, nj);
+  return ExpertRows{dbuf, slot_of};
+}
+
+void Forward::routed_experts(const LayerWeights& L, const float* v, int n, const int32_t* chosen,
+                             const float* weight, float* pairs) {
+  const int D = cfg_.dim, E = cfg_.n_experts, K = cfg_.n_experts_used;
+  for (int i = 0; i < n * K; ++i)
+    if (chosen[i] < 0 || chosen[i] >= E) throw std::runtime_error("routed expert id out of range");
+  Arena::Frame frame(arena_);
+  const ExpertRows ex = expert_products(L, v, n, reinterpret_cast<const int*>(chosen), weight, nullptr);
+  pool_.parallel_for(static_cast<int64_t>(n) * K, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      std::copy_n(ex.rows + static_cast<size_t>(ex.slot_of[i]) * D, D, pairs + static_cast<size_t>(i) * D);
+  }, 8);
+}
+
+void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t* tokens, int n,
+                           float* y, BlockTrace* trace) {
+  const ModelConfig& c = cfg_;
+  const int D = c.dim, E = c.n_experts, K = c.n_experts_used;
+  Arena::Frame frame(arena_);
+  const size_t nz = static_cast<size_t>(n);
+  float* logits = arena_.alloc<float>(nz * E);
+  matmul(pool_, arena_, L.router, v, n, D, logits, E);
+  int* chosen = arena_.alloc<int>(nz * K);
+  float* weight = arena_.alloc<float>(nz * K);
+  float* pi = arena_.alloc<float>(E);
+  float* biased = arena_.alloc<float>(E);
+  int* order = arena_.alloc<int>(E);
+  for (int t = 0; t < n; ++t) {
+    const float* lg = logits + static_cast<size_t>(t) * E;
+    for (int e = 0; e < E; ++e) pi[e] = std::sqrt(softplus(lg[e]));
+    int* ch = chosen + static_cast<size_t>(t) * K;
+    if (trace && trace->replay) {
+      if (trace->next_expert >= trace->experts.size() || trace->experts[trace->next_expert].size() != static_cast<size_t>(K))
+        throw std::runtime_error("replayed trace has no expert choice for this position");
+      std::copy_n(trace->experts[trace->next_expert++].begin(), K, ch);
+      for (int k = 0; k < K; ++k)
+        if (ch[k] < 0 || ch[k] >= E) throw std::runtime_error("replayed expert id out of range");
+    } else if (L.hash) {
+      for (int k = 0; k < K; ++k) {
+        int32_t id;
+        std::memcpy(&id, L.tid2eid + static_cast<size_t>(tokens[t]) * K + k, 4);
+        ch[k] = id;
+      }
+    } else {
+      for (int e = 0; e < E; ++e) biased[e] = pi[e] + (L.router_bias.empty() ? 0.f : L.router_bias[e]);
+      std::iota(order, order + E, 0);
+      std::partial_sort(order, order + K, order + E, [&](int a, int b) {
+        return biased[a] > biased[b] || (biased[a] == biased[b] && a < b);
+      });
+      for (int k = 0; k < K; ++k) ch[k] = order[k];
+    }
+    float sum = 0.f;
+    for (int k = 0; k < K; ++k) sum += pi[ch[k]];
+    float* wt = weight + static_cast<size_t>(t) * K;
+    for (int k = 0; k < K; ++k) {
+      float wk = c.weights_norm ? pi[ch[k]] / std::max(sum, 6.103515625e-05f) : pi[ch[k]];
+      wt[k] = wk * c.route_scale;
+    }
+    if (trace && !trace->replay) {
+      trace->experts.emplace_back(ch, ch + K);
+      trace->weights.emplace_back(wt, wt + K);
+    }
+  }
+
+  const bool has_shared = L.sh_gate.valid();
+  float* shared = has_shared ? arena_.alloc<float>(nz * D) : nullptr;
+  const ExpertRows ex = expert_products(L, v, n, chosen, weight, shared);
 
   // Sum in slot order, then the shared expert, whatever the grouping above.
   pool_.parallel_for(n, [&](int64_t tb, int64_t te) {
@@ -512,7 +538,7 @@ void Forward::moe_sublayer(const LayerWeights& L, const float* v, const int32_t*
       float* yt = y + t * D;
       std::fill(yt, yt + D, 0.f);
       for (int k = 0; k < K; ++k) {
-        const float* ck = dbuf + static_cast<size_t>(slot_of[t * K + k]) * D;
+        const float* ck = ex.rows + static_cast<size_t>(ex.slot_of[t * K + k]) * D;
         for (int d = 0; d < D; ++d) yt[d] += ck[d];
       }
       if (has_shared) {

@@ -68,6 +68,13 @@ class Forward {
   // Output head for n states (n x hc x dim) -> logits (n x vocab).
   void head(const HeadWeights& H, const float* X, int n, float* logits);
 
+  // The routed experts alone, for a backend that routes elsewhere (hybrid MoE): for n rows of
+  // v (n x dim) and their chosen expert ids and routing weights (n x n_experts_used), pairs
+  // (n*n_experts_used x dim, pair t*K+k) <- expert chosen[t*K+k]'s down projection of its
+  // SwiGLU scaled by weight[t*K+k]: the terms moe_sublayer sums, bit for bit.
+  void routed_experts(const LayerWeights& L, const float* v, int n, const int32_t* chosen, const float* weight,
+                      float* pairs);
+
   // MTP block input (docs/forward-pass.md): X (hc x dim) from the main state hin and token tau.
   void mtp_input(const MtpWeights& M, const float* hin, int32_t token, float* X);
 
@@ -84,6 +91,14 @@ class Forward {
                        int64_t pos, bool indexer);
   void attention_sublayer(const LayerWeights& L, const BlockRows& rows, const float* a, float* y,
                           BlockTrace* trace);
+  // Routed experts' down projections in expert-sorted order (rows; pair t*K+k is row
+  // slot_of[t*K+k]) and, when shared is non-null, the shared expert's n x dim output.
+  struct ExpertRows {
+    const float* rows;
+    const int* slot_of;
+  };
+  ExpertRows expert_products(const LayerWeights& L, const float* v, int n, const int* chosen, const float* weight,
+                             float* shared);
   void moe_sublayer(const LayerWeights& L, const float* v, const int32_t* tokens, int n, float* y,
                     BlockTrace* trace);
 

@@ -36,9 +36,12 @@ void describe(args::Parser& p, ServerOptions& o) {
         o.backend = b;
       },
       "NAME",
-      "cpu (default) or vulkan (builds with Vulkan; for now the\n"
-      "embedding and output head on the GPU, the blocks on the CPU)");
+      "cpu (default) or vulkan (builds with Vulkan: the whole model\n"
+      "on the GPU)");
   p.integer("--device", o.device, 0, 1023, "N", "Vulkan device index (default 0)");
+  p.flag("--cpu-moe", [&o] { o.cpu_moe_layers = kIntMax; }, 
+         "Vulkan: routed experts stay in host memory and run on the CPU");
+  p.integer("--n-cpu-moe", o.cpu_moe_layers, 0, kIntMax, "N", "Vulkan: the same for the first N layers only");
   p.flag("--list-devices", o.list_devices, "print the Vulkan devices and exit");
   p.integer("--parallel", o.parallel, 1, 256, "N",
             "live sessions (slots) decoded together (default 1); each holds\n"

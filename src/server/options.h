@@ -19,6 +19,7 @@ struct ServerOptions {
   int threads = 0;
   std::string backend = "cpu";     // -b/--backend: cpu or vulkan (ds4::parse_backend)
   int device = 0;                  // --device (Vulkan)
+  int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)
   bool list_devices = false;       // --list-devices: print them and exit
   bool cors = false;
   std::string api_key;  // empty: no authentication

@@ -51,6 +51,7 @@ std::unique_ptr<Engine> Engine::open(const std::string& gguf_path, const EngineO
 EngineImpl::EngineImpl(const std::string& path, const EngineOptions& opt) : opt_(opt) {
   if (opt.prefill_chunk <= 0) fail(Error::Kind::InvalidArgument, "prefill_chunk must be positive");
   if (opt.threads < 0) fail(Error::Kind::InvalidArgument, "threads must be >= 0");
+  if (opt.cpu_moe_layers < 0) fail(Error::Kind::InvalidArgument, "cpu_moe_layers must be >= 0");
   if (opt.rewind_tokens < 0 || opt.rewind_tokens > 4096)
     fail(Error::Kind::InvalidArgument, "rewind_tokens must be in 0..4096");
   weights_ = model::Weights::load(path, opt.mtp_path);
@@ -164,11 +165,7 @@ std::unique_ptr<Session> EngineImpl::new_session(int ctx) {
 
 // ---------------------------------------------------------------------------------------
 
-namespace {
-inline double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
+using backend::seconds_now;
 
 void EngineImpl::run(std::span<const Item> items, const std::function<void(int, const float*)>& on_output) {
   const ModelConfig& c = weights_->config;

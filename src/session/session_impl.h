@@ -92,6 +92,8 @@ class EngineImpl final : public Engine {
   uint64_t decode_read_bytes(int layer, int64_t pos) const override;
   uint64_t scratch_bytes() const override { return backend_->scratch_bytes(); }
   int threads() const override { return backend_->threads(); }
+  DeviceCounters device_counters() const override { return backend_->device_counters(); }
+  double measure_device_bandwidth(size_t bytes) override { return backend_->measure_device_bandwidth(bytes); }
   bool threads_pinned() const override { return backend_->threads_pinned(); }
   void eval_batch(std::span<const BatchEntry> entries, BatchResult* out) override;
 

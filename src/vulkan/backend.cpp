@@ -19,9 +19,7 @@ namespace ds4::vulkan {
 
 namespace {
 
-inline double seconds_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using backend::seconds_now;
 
 size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -79,11 +77,14 @@ Buffer upload_floats(Context& ctx, const std::vector<float>& v) {
 
 // A device buffer kept between evaluations, grown to the largest request. Grown only before
 // an evaluation is recorded (a recorded dispatch keeps using the buffer it was given).
+// Host-visible ones (host = true) are read or written by the host in place, with no staging
+// copy on a discrete GPU: the results of a pass, and the hybrid MoE's exchange buffers.
 struct Scratchpad {
   Buffer buffer;
+  bool host = false;
   Buffer& at_least(Context& ctx, size_t bytes) {
     bytes = std::max<size_t>(bytes, 16);
-    if (buffer.size() < bytes) buffer = ctx.create_buffer(bytes);
+    if (buffer.size() < bytes) buffer = host ? ctx.create_host_buffer(bytes) : ctx.create_buffer(bytes);
     return buffer;
   }
   Range all() const { return Range{&buffer}; }
@@ -194,7 +195,9 @@ class VulkanBackend final : public backend::Backend {
         arena_(*ctx_),
         pool_(cpu::PoolOptions{opt.threads, opt.pin_threads}),
         ropes_(w.config),
-        qat_(opt.qat_simulation) {
+        qat_(opt.qat_simulation),
+        cpu_moe_layers_(opt.cpu_moe_layers) {
+    for (Scratchpad* s : {&hin_, &logits_, &hy_in_, &hy_ids_, &hy_wts_, &hy_out_}) s->host = true;
     const quant::Type et = w_.token_embd.type;
     if (et != quant::Type::F32 && et != quant::Type::F16 && et != quant::Type::Q8_0)
       throw Error(Error::Kind::BadModel, std::string("vulkan backend: token_embd.weight is stored as ") +
@@ -252,6 +255,7 @@ class VulkanBackend final : public backend::Backend {
     const int n_out = static_cast<int>(out_rows.size());
     const bool want = n_out > 0 && (b.logits || b.hidden);
     prepare(n, std::max(n_out, 1), 0, static_cast<int>(w_.layers.size()));
+    ++passes_;
     Recorder rec(*ctx_);
     Range x = record_embed(rec, tokens_.data(), n);
     for (size_t il = 0; il < w_.layers.size(); ++il) x = record_block(rec, static_cast<int>(il), x, nullptr);
@@ -283,16 +287,18 @@ class VulkanBackend final : public backend::Backend {
     pos_.assign(1, pos);
     runs_.assign(1, Run{&s, 0, 1});
     prepare(1, 1, il, il + 1);
+    ++passes_;
     mtp_hn_.at_least(*ctx_, hcD * 4);
     mtp_hp_.at_least(*ctx_, hcD * 4);
-    ctx_->upload(x_[1].buffer, hin, hcD * 4);
     Recorder rec(*ctx_);
+    Range hin_range;  // the main state, read by this submission from mapped memory
+    std::copy_n(hin, hcD, arena_.alloc<float>(hcD, &hin_range));
     int32_t* tp = arena_.alloc<int32_t>(1, &tokens_range_);
     *tp = token;
     ops_.embed(rec, embd_.m, tokens_range_, 1, 1, u_.all());
     ops_.rms_norm(rec, u_.all(), Range{&mtp_enorm_}, D, 1, D, a_.all(), D, c_.norm_eps);
     project(rec, mtp_e_proj_.m, a_.all(), D, 1, y_.all(), D);
-    ops_.rms_norm(rec, x_[1].all(), Range{&mtp_hnorm_}, D, hc, D, mtp_hn_.all(), D, c_.norm_eps);
+    ops_.rms_norm(rec, hin_range, Range{&mtp_hnorm_}, D, hc, D, mtp_hn_.all(), D, c_.norm_eps);
     project(rec, mtp_h_proj_.m, mtp_hn_.all(), D, hc, mtp_hp_.all(), D);
     ops_.copy_rows(rec, Rows{mtp_hp_.all(), 0, static_cast<size_t>(D)}, Rows{x_[0].all(), 0, static_cast<size_t>(D)},
                    D, hc, Rows{y_.all(), 0, 0});
@@ -306,6 +312,13 @@ class VulkanBackend final : public backend::Backend {
 
   uint64_t scratch_bytes() const override { return scratch_bytes_.load(std::memory_order_relaxed); }
   int threads() const override { return pool_.size(); }
+  DeviceCounters device_counters() const override {
+    return DeviceCounters{ctx_->submits(), ctx_->host_waits(), passes_.load(std::memory_order_relaxed)};
+  }
+  double measure_device_bandwidth(size_t bytes) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    return ops_.measure_bandwidth(bytes, 8);
+  }
   bool threads_pinned() const override { return pool_.pinned(); }
 
   void embed(const int32_t* tokens, int n, float* X) override {
@@ -346,8 +359,8 @@ class VulkanBackend final : public backend::Backend {
       const int K = c_.n_experts_used;
       std::vector<int32_t> ids(static_cast<size_t>(n) * K);
       std::vector<float> wts(ids.size());
-      ctx_->download(ids_.buffer, ids.data(), ids.size() * 4);
-      ctx_->download(wts_.buffer, wts.data(), wts.size() * 4);
+      ctx_->download(cpu_moe(layer) ? hy_ids_.buffer : ids_.buffer, ids.data(), ids.size() * 4);
+      ctx_->download(cpu_moe(layer) ? hy_wts_.buffer : wts_.buffer, wts.data(), wts.size() * 4);
       for (int t = 0; t < n; ++t) {
         trace->experts.emplace_back(ids.begin() + t * K, ids.begin() + (t + 1) * K);
         trace->weights.emplace_back(wts.begin() + t * K, wts.begin() + (t + 1) * K);
@@ -410,7 +423,10 @@ class VulkanBackend final : public backend::Backend {
   }
 
   void upload_weights(bool widen);
-  std::unique_ptr<DeviceLayer> upload_layer(const model::LayerWeights& L, bool widen);
+  std::unique_ptr<DeviceLayer> upload_layer(const model::LayerWeights& L, bool widen, bool experts);
+  // Layer il's routed experts stay in host memory and run on the CPU (hybrid MoE;
+  // il == n_layers is the MTP block).
+  bool cpu_moe(int il) const { return il < cpu_moe_layers_; }
   // Layer il's weights and a sequence's state for it; il == n_layers is the MTP block.
   const model::LayerWeights& lw(int il) const {
     return il < static_cast<int>(w_.layers.size()) ? w_.layers[il] : w_.mtp.block;
@@ -433,6 +449,7 @@ class VulkanBackend final : public backend::Backend {
   void record_compressor_run(Recorder& rec, int il, VulkanSequence& seq, int t0, int64_t p0, int len,
                              std::vector<int64_t>& n_comp);
   void record_moe(Recorder& rec, int il, int n);
+  void record_cpu_moe(Recorder& rec, int il, int n);
   void record_head(Recorder& rec, const DeviceHead& h, Range x, int n);
   void project(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride, int n, Range y, size_t y_stride,
                size_t y_off = 0);
@@ -452,16 +469,20 @@ class VulkanBackend final : public backend::Backend {
   cpu::ThreadPool pool_;
   cpu::Ropes ropes_;
   bool qat_;
+  int cpu_moe_layers_;
+  cpu::Scratch cpu_scratch_;  // the CPU's share of hybrid MoE layers
   std::mutex mu_;  // one evaluation (or state transfer) at a time; guards everything below
   // Per-evaluation device scratch, sized by prepare().
   Scratchpad x_[2], mix_, factor_, gates_, u_, a_, y_, operand_, qa_, cq_, kvraw_, k_, q_, qn_, o_, oq_, low_, ckv_,
       cg_, ikv_, ig_, iq_, iw_, pool_out_, z_, iscore_, att_scores_, rlogits_, ids_, wts_, eg_, eu_, eh_, pd_,
-      sg_, su_, sh_, sdo_, hin_, hmix_, hfac_, hgates_, hh_, hn_, logits_, mtp_hn_, mtp_hp_;
+      sg_, su_, sh_, sdo_, hin_, hmix_, hfac_, hgates_, hh_, hn_, logits_, mtp_hn_, mtp_hp_, hy_in_, hy_ids_,
+      hy_wts_, hy_out_;
   std::vector<int32_t> tokens_;
   std::vector<int64_t> pos_;
   std::vector<Run> runs_;
   Range tokens_range_;
   std::atomic<uint64_t> scratch_bytes_{0};
+  std::atomic<uint64_t> passes_{0};
 };
 
 void VulkanSequence::pull() { owner_.pull(*this); }
@@ -479,9 +500,10 @@ void VulkanBackend::upload_weights(bool widen) {
   head(head_, w_.head, "output_hc_fn.weight");
   upload_matrix(ctx, output_, w_.output, "output.weight", widen);
   layers_.clear();
-  for (const model::LayerWeights& L : w_.layers) layers_.push_back(upload_layer(L, widen));
+  const int nl = static_cast<int>(w_.layers.size());
+  for (int il = 0; il < nl; ++il) layers_.push_back(upload_layer(w_.layers[il], widen, !cpu_moe(il)));
   if (w_.has_mtp) {
-    layers_.push_back(upload_layer(w_.mtp.block, widen));
+    layers_.push_back(upload_layer(w_.mtp.block, widen, !cpu_moe(nl)));
     upload_matrix(ctx, mtp_e_proj_, w_.mtp.e_proj, "mtp e_proj", widen);
     upload_matrix(ctx, mtp_h_proj_, w_.mtp.h_proj, "mtp h_proj", widen);
     mtp_enorm_ = upload_floats(ctx, w_.mtp.enorm);
@@ -490,7 +512,7 @@ void VulkanBackend::upload_weights(bool widen) {
   }
 }
 
-std::unique_ptr<DeviceLayer> VulkanBackend::upload_layer(const model::LayerWeights& L, bool widen) {
+std::unique_ptr<DeviceLayer> VulkanBackend::upload_layer(const model::LayerWeights& L, bool widen, bool experts) {
   Context& ctx = *ctx_;
   {
     auto d = std::make_unique<DeviceLayer>();
@@ -531,9 +553,11 @@ std::unique_ptr<DeviceLayer> VulkanBackend::upload_layer(const model::LayerWeigh
       d->tid2eid = ctx.create_buffer(bytes);
       ctx.upload(d->tid2eid, L.tid2eid, bytes);
     }
-    d->gate_exps = upload_experts(ctx, L.gate_exps, p + "ffn_gate_exps", widen);
-    d->up_exps = upload_experts(ctx, L.up_exps, p + "ffn_up_exps", widen);
-    d->down_exps = upload_experts(ctx, L.down_exps, p + "ffn_down_exps", widen);
+    if (experts) {
+      d->gate_exps = upload_experts(ctx, L.gate_exps, p + "ffn_gate_exps", widen);
+      d->up_exps = upload_experts(ctx, L.up_exps, p + "ffn_up_exps", widen);
+      d->down_exps = upload_experts(ctx, L.down_exps, p + "ffn_down_exps", widen);
+    }
     return d;
   }
 }
@@ -738,6 +762,12 @@ void VulkanBackend::prepare(int n, int n_out, int layer_lo, int layer_hi) {
   hh_.at_least(ctx, O * D * 4);
   hn_.at_least(ctx, O * D * 4);
   logits_.at_least(ctx, O * c_.vocab * 4);
+  if (cpu_moe_layers_ > 0) {
+    hy_in_.at_least(ctx, N * D * 4);
+    hy_ids_.at_least(ctx, N * K * 4);
+    hy_wts_.at_least(ctx, N * K * 4);
+    hy_out_.at_least(ctx, N * K * D * 4);
+  }
 
   // Rows: staging for each run, compressed rows this batch may append, attention scores.
   int max_run = 1;
@@ -1040,6 +1070,10 @@ void VulkanBackend::record_attention(Recorder& rec, int il, int n, std::vector<I
 // The MoE sublayer of layer il: a_ -> y_ (cpu::Forward::moe_sublayer), expert ids and weights
 // staying on the device from the router to the combine.
 void VulkanBackend::record_moe(Recorder& rec, int il, int n) {
+  if (cpu_moe(il)) {
+    record_cpu_moe(rec, il, n);
+    return;
+  }
   const DeviceLayer& L = *layers_[il];
   const model::LayerWeights& Lw = lw(il);
   const int D = c_.dim, E = c_.n_experts, K = c_.n_experts_used, F = c_.moe_inter_dim;
@@ -1070,6 +1104,35 @@ void VulkanBackend::record_moe(Recorder& rec, int il, int n) {
   ops_.moe_combine(rec, pd_.all(), shared ? sdo_.all() : Range{}, D, K, n, y_.all());
 }
 
+// The MoE sublayer of a hybrid layer: routing and the shared expert on the device, the routed
+// experts on the CPU (cpu::Forward::routed_experts, from the weights in host memory). The
+// one host round trip of the layer: the recording is flushed once the normed input, expert
+// ids and weights are in host-visible memory, the CPU writes its per-pair outputs into
+// host-visible memory, and the combine (in moe_sublayer's order) goes on in the same pass.
+void VulkanBackend::record_cpu_moe(Recorder& rec, int il, int n) {
+  const DeviceLayer& L = *layers_[il];
+  const model::LayerWeights& Lw = lw(il);
+  const int D = c_.dim, E = c_.n_experts, K = c_.n_experts_used, F = c_.moe_inter_dim;
+  project(rec, L.router.m, a_.all(), D, n, rlogits_.all(), E);
+  ops_.route_topk(rec, rlogits_.all(), Lw.router_bias.empty() ? Range{} : Range{&L.router_bias}, E, K, n,
+                  c_.weights_norm, c_.route_scale, hy_ids_.all(), hy_wts_.all(), Lw.hash ? tokens_range_ : Range{},
+                  Lw.hash ? Range{&L.tid2eid} : Range{});
+  ops_.copy_rows(rec, Rows{a_.all(), 0, 0}, Rows{hy_in_.all(), 0, 0}, static_cast<size_t>(n) * D, 1);
+  const bool shared = L.sh_gate.buffer.size() > 0;
+  if (shared) {
+    project(rec, L.sh_gate.m, a_.all(), D, n, sg_.all(), F);
+    project(rec, L.sh_up.m, a_.all(), D, n, su_.all(), F);
+    ops_.swiglu(rec, sg_.all(), su_.all(), {}, F, n, F, sh_.all(), Lw.swiglu_limit);
+    project(rec, L.sh_down.m, sh_.all(), F, n, sdo_.all(), D);
+  }
+  rec.flush();
+  cpu::Forward(w_, pool_, ropes_, cpu_scratch_, qat_)
+      .routed_experts(Lw, static_cast<const float*>(hy_in_.buffer.mapped()), n,
+                      static_cast<const int32_t*>(hy_ids_.buffer.mapped()),
+                      static_cast<const float*>(hy_wts_.buffer.mapped()), static_cast<float*>(hy_out_.buffer.mapped()));
+  ops_.moe_combine(rec, hy_out_.all(), shared ? sdo_.all() : Range{}, D, K, n, y_.all());
+}
+
 // The output head (cpu::Forward::head's math) on n states in x -> logits_.
 void VulkanBackend::record_head(Recorder& rec, const DeviceHead& h, Range x, int n) {
   const int D = c_.dim, hc = c_.hc;
@@ -1083,12 +1146,12 @@ void VulkanBackend::record_head(Recorder& rec, const DeviceHead& h, Range x, int
 }
 
 void VulkanBackend::publish_scratch() {
-  uint64_t dev = arena_.bytes();
+  uint64_t dev = arena_.bytes() + cpu_scratch_.bytes();
   for (const Scratchpad* s :
        {&x_[0], &x_[1], &mix_, &factor_, &gates_, &u_, &a_, &y_, &operand_, &qa_, &cq_, &kvraw_, &k_, &q_, &qn_, &o_,
         &oq_, &low_, &ckv_, &cg_, &ikv_, &ig_, &iq_, &iw_, &pool_out_, &z_, &iscore_, &att_scores_, &rlogits_, &ids_,
         &wts_, &eg_, &eu_, &eh_, &pd_, &sg_, &su_, &sh_, &sdo_, &hin_, &hmix_, &hfac_, &hgates_, &hh_, &hn_,
-        &logits_, &mtp_hn_, &mtp_hp_})
+        &logits_, &mtp_hn_, &mtp_hp_, &hy_in_, &hy_ids_, &hy_wts_, &hy_out_})
     dev += s->buffer.size();
   scratch_bytes_.store(dev, std::memory_order_relaxed);
 }

@@ -352,10 +352,17 @@ void Context::copy_buffer(vk::Buffer src, vk::Buffer dst, size_t src_off, size_t
                      vk::PipelineStageFlagBits::eHost | vk::PipelineStageFlagBits::eComputeShader, {}, after, {}, {});
   cb.end();
   vk::Fence fence = device_.createFence({});
-  queue_.submit(vk::SubmitInfo{.commandBufferCount = 1, .pCommandBuffers = &cb}, fence);
-  (void)device_.waitForFences(fence, VK_TRUE, UINT64_MAX);
+  submit_and_wait(cb, fence);
   device_.destroyFence(fence);
   device_.freeCommandBuffers(cmd_pool_, cb);
+}
+
+void Context::submit_and_wait(vk::CommandBuffer cb, vk::Fence fence) {
+  queue_.submit(vk::SubmitInfo{.commandBufferCount = 1, .pCommandBuffers = &cb}, fence);
+  submits_.fetch_add(1, std::memory_order_relaxed);
+  (void)device_.waitForFences(fence, VK_TRUE, UINT64_MAX);
+  waits_.fetch_add(1, std::memory_order_relaxed);
+  device_.resetFences(fence);
 }
 
 void Context::upload(Buffer& dst, const void* src, size_t bytes, size_t offset) {

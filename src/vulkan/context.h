@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -115,6 +116,14 @@ class Context {
   const Pipeline& pipeline(std::string_view name, uint32_t n_bindings, uint32_t written_mask,
                            uint32_t push_bytes);
 
+  // Submits one command buffer and waits for it (every submission goes through here, so the
+  // counters below see them all).
+  void submit_and_wait(vk::CommandBuffer cb, vk::Fence fence);
+  // Command-buffer submissions and host waits for the device since the context was created
+  // (ds4-bench reports them per token).
+  uint64_t submits() const { return submits_.load(std::memory_order_relaxed); }
+  uint64_t host_waits() const { return waits_.load(std::memory_order_relaxed); }
+
   bool validation_enabled() const { return validation_; }
   // Warnings and errors reported by the validation layer since the context was created.
   uint64_t validation_messages() const;
@@ -139,6 +148,7 @@ class Context {
   bool validation_ = false;
   std::unique_ptr<struct ValidationCounter> counter_;
   std::map<std::string, std::unique_ptr<Pipeline>, std::less<>> pipelines_;
+  std::atomic<uint64_t> submits_{0}, waits_{0};
 };
 
 }  // namespace ds4::vulkan

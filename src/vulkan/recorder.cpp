@@ -13,6 +13,11 @@ bool contains(const std::vector<VkBuffer>& v, VkBuffer b) { return std::find(v.b
 }  // namespace
 
 Recorder::Recorder(Context& ctx) : ctx_(ctx) {
+  fence_ = ctx_.device().createFence({});
+  begin();
+}
+
+void Recorder::begin() {
   auto cbs = ctx_.device().allocateCommandBuffers(
       {.commandPool = ctx_.command_pool(), .level = vk::CommandBufferLevel::ePrimary, .commandBufferCount = 1});
   cb_ = cbs[0];
@@ -23,7 +28,19 @@ Recorder::Recorder(Context& ctx) : ctx_(ctx) {
                        .dstAccessMask = vk::AccessFlagBits::eShaderRead | vk::AccessFlagBits::eShaderWrite};
   cb_.pipelineBarrier(vk::PipelineStageFlagBits::eComputeShader | vk::PipelineStageFlagBits::eTransfer,
                       vk::PipelineStageFlagBits::eComputeShader, {}, mb, {}, {});
-  fence_ = ctx_.device().createFence({});
+  read_.clear();
+  written_.clear();
+  ended_ = false;
+}
+
+void Recorder::end() {
+  // Shader writes become visible to the host (and to the next submission's transfers).
+  vk::MemoryBarrier mb{.srcAccessMask = vk::AccessFlagBits::eShaderWrite,
+                       .dstAccessMask = vk::AccessFlagBits::eHostRead | vk::AccessFlagBits::eTransferRead};
+  cb_.pipelineBarrier(vk::PipelineStageFlagBits::eComputeShader,
+                      vk::PipelineStageFlagBits::eHost | vk::PipelineStageFlagBits::eTransfer, {}, mb, {}, {});
+  cb_.end();
+  ended_ = true;
 }
 
 Recorder::~Recorder() {
@@ -104,18 +121,16 @@ void Recorder::dispatch(const Pipeline& p, std::initializer_list<Range> bindings
 }
 
 void Recorder::submit_and_wait() {
-  if (!ended_) {
-    // Shader writes become visible to the host (and to the next submission's transfers).
-    vk::MemoryBarrier mb{.srcAccessMask = vk::AccessFlagBits::eShaderWrite,
-                         .dstAccessMask = vk::AccessFlagBits::eHostRead | vk::AccessFlagBits::eTransferRead};
-    cb_.pipelineBarrier(vk::PipelineStageFlagBits::eComputeShader,
-                        vk::PipelineStageFlagBits::eHost | vk::PipelineStageFlagBits::eTransfer, {}, mb, {}, {});
-    cb_.end();
-    ended_ = true;
-  }
-  ctx_.queue().submit(vk::SubmitInfo{.commandBufferCount = 1, .pCommandBuffers = &cb_}, fence_);
-  (void)ctx_.device().waitForFences(fence_, VK_TRUE, UINT64_MAX);
-  ctx_.device().resetFences(fence_);
+  if (!ended_) end();
+  ctx_.submit_and_wait(cb_, fence_);
+}
+
+void Recorder::flush() {
+  if (ended_) throw std::logic_error("Recorder: flush after submit");
+  end();
+  ctx_.submit_and_wait(cb_, fence_);
+  ctx_.device().freeCommandBuffers(ctx_.command_pool(), cb_);  // finished: the fence was waited on
+  begin();
 }
 
 }  // namespace ds4::vulkan

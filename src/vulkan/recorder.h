@@ -36,11 +36,18 @@ class Recorder {
   // recorded sequence once more.
   void submit_and_wait();
 
+  // Submits what was recorded so far, waits for it, and goes on recording into a new command
+  // buffer (a host round trip inside a pass: hybrid MoE). Barriers as at the start and end of
+  // a batch. A later submit_and_wait() re-runs only what was recorded after the last flush.
+  void flush();
+
   uint32_t dispatches() const { return dispatches_; }
   uint32_t barriers() const { return barriers_; }
 
  private:
   void new_pool();
+  void begin();
+  void end();
 
   Context& ctx_;
   vk::CommandBuffer cb_;

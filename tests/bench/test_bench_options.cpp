@@ -1,4 +1,5 @@
 // ds4-bench pieces: flags, the frontier schedule of ds4's sweep, CSV format, greedy pick.
+#include <climits>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -108,6 +109,10 @@ TEST(BenchOptions, BackendAndDevice) {
   }
   EXPECT_NE(parse_error({"--prompt-file", "a", "--device", "-1"}).find("--device"), std::string::npos);
   EXPECT_TRUE(parse({"--list-devices"}).list_devices);  // no prompt needed to list devices
+  EXPECT_EQ(parse({"--prompt-file", "a"}).cpu_moe_layers, 0);
+  EXPECT_EQ(parse({"--prompt-file", "a", "--cpu-moe"}).cpu_moe_layers, INT_MAX);
+  EXPECT_EQ(parse({"--prompt-file", "a", "--n-cpu-moe", "3"}).cpu_moe_layers, 3);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--n-cpu-moe", "-2"}).find("--n-cpu-moe"), std::string::npos);
 }
 
 TEST(BenchFrontiers, LinearSteps) {

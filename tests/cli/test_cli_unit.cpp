@@ -1,6 +1,7 @@
 // Unit tests of the CLI's pieces: option parsing, prompt rendering, the reply printer,
 // the JSON byte strings of --dump-logprobs, the generation loop on a scripted session and the
 // Ctrl+C flag.
+#include <climits>
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -108,6 +109,10 @@ TEST(ParseArgs, BackendDeviceAndDeviceList) {
   }
   EXPECT_EQ(parse({"--backend", "metal"}).exit_code, 2);
   EXPECT_EQ(parse({"--device", "-1"}).exit_code, 2);
+  EXPECT_EQ(parse({}).options.cpu_moe_layers, 0);
+  EXPECT_EQ(parse({"--cpu-moe"}).options.cpu_moe_layers, INT_MAX);
+  EXPECT_EQ(parse({"--n-cpu-moe", "5"}).options.cpu_moe_layers, 5);
+  EXPECT_EQ(parse({"--n-cpu-moe", "x"}).exit_code, 2);
   const ParseResult l = parse({"--list-devices"});
   EXPECT_EQ(l.exit_code, 0);
   EXPECT_EQ(l.message, describe_devices());

@@ -136,3 +136,72 @@ TEST_F(VulkanSession, BatchedSequencesEqualAlone_vulkan) {
   EXPECT_TRUE(same_bits(together[0], alone[0]));
   EXPECT_TRUE(same_bits(together[1], alone[1]));
 }
+
+namespace {
+
+// An engine of its own (not the shared cache: the options differ), closed by the test.
+std::unique_ptr<Engine> open_engine(const std::string& path, Backend b, int cpu_moe_layers) {
+  EngineOptions o;
+  o.threads = 2;
+  o.qat_simulation = false;
+  o.prefill_chunk = 64;
+  o.backend = b;
+  o.cpu_moe_layers = cpu_moe_layers;
+  return Engine::open(path, o);
+}
+
+double max_rel(const std::vector<float>& got, const std::vector<float>& want, int vocab) {
+  return compare_rows(got.data(), want.data(), static_cast<int>(want.size() / vocab), vocab).max_rel;
+}
+
+}  // namespace
+
+// Hybrid MoE (--cpu-moe / --n-cpu-moe): routed experts on the CPU from host memory, the rest
+// on the device. Greedy tokens equal to full GPU and full CPU (f32 recipe, prefix with the
+// indexer engaged and both hash layers); logits within the oracle gate of full GPU's (the
+// expert products differ only by the F32 dot's summation order); the MTP block's experts
+// too. A decode token takes one submission and one wait without hybrid layers, and one more
+// of each per hybrid layer (the layer's host round trip), nothing else.
+TEST_F(VulkanSession, CpuMoeSameGreedy_vulkan) {
+  const int k = 41, steps = 6, ctx = k + steps + 2, L = o_->n_layers;
+  auto c = cpu().new_session(ctx);
+  c->sync(prefix(k));
+  std::vector<float> lc;
+  const auto want = greedy(*c, steps, &lc);
+  auto gpu = vk().new_session(ctx);
+  gpu->sync(prefix(k));
+  std::vector<float> lg;
+  EXPECT_EQ(greedy(*gpu, steps, &lg), want) << "full gpu";
+  for (int hybrid : {L + 1, 2}) {  // every layer and the MTP block; layers 0-1 (the hash layers)
+    auto e = open_engine(path_, Backend::Vulkan, hybrid);
+    auto s = e->new_session(ctx);
+    s->sync(prefix(k));
+    std::vector<float> lh;
+    const DeviceCounters before = e->device_counters();
+    EXPECT_EQ(greedy(*s, steps, &lh), want) << "--n-cpu-moe " << hybrid;
+    const DeviceCounters after = e->device_counters();
+    const double rel = max_rel(lh, lg, o_->vocab);
+    std::printf("[tiny-a] --n-cpu-moe %d: greedy logits vs full gpu max rel %.3g, vs cpu %.3g\n", hybrid, rel,
+                max_rel(lh, lc, o_->vocab));
+    EXPECT_LE(rel, 1e-4);
+    // steps - 1 decode passes (the first logits came from the prefill), no row buffer growth
+    // at these positions (first at 64 compressed positions).
+    const uint64_t passes = after.passes - before.passes, layers = std::min(hybrid, L);
+    EXPECT_EQ(passes, static_cast<uint64_t>(steps));
+    EXPECT_EQ(after.submits - before.submits, passes * (1 + layers));
+    EXPECT_EQ(after.host_waits - before.host_waits, passes * (1 + layers));
+    // The MTP block on the main state after the prefix.
+    const std::vector<float> h = gpu->hidden();
+    auto g2 = vk().new_session(ctx);
+    const std::vector<float> mg = g2->mtp_eval(h.data(), want[0], k);
+    const std::vector<float> mh = s->mtp_eval(h.data(), want[0], k);
+    EXPECT_EQ(argmax(mh.data(), o_->vocab), argmax(mg.data(), o_->vocab));
+    EXPECT_LE(max_rel(mh, mg, o_->vocab), 1e-4);
+  }
+  // Without hybrid layers: one submission and one wait per decode token.
+  const DeviceCounters before = vk().device_counters();
+  gpu->eval(want.back());
+  const DeviceCounters after = vk().device_counters();
+  EXPECT_EQ(after.submits - before.submits, 1u);
+  EXPECT_EQ(after.host_waits - before.host_waits, 1u);
+}

@@ -15,7 +15,8 @@ let client;
 before(async () => {
   refEncode("warm up");  // loading the reference tokenizer takes seconds
   server = await startServer();
-  client = new OpenAI({ baseURL: server.baseURL, apiKey: "unused", maxRetries: 0, timeout: 60000 });
+  client = new OpenAI({ baseURL: server.baseURL, apiKey: "unused", maxRetries: 0,
+                       timeout: 60000 * Number(process.env.DS4_TEST_TIME_SCALE || 1) });
 });
 after(async () => {
   if (server) await server.stop();

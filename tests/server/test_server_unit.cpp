@@ -1,5 +1,6 @@
 // Server pieces without a model: request validation, prompt rendering, the worker's decode
 // loop (stop sequences, tool calls, cancellation, prefix reuse) over a fake session.
+#include <climits>
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -308,6 +309,17 @@ TEST_F(ServerWorker, StopAnswersQueuedJobs503AndCutsTheRunningOneShort) {
   } catch (const ApiError& e) {
     EXPECT_EQ(e.status, 503);
   }
+}
+
+TEST(ServerOptionsTest, HybridMoeFlags) {
+  ServerOptions o;
+  ASSERT_FALSE(parse_server_args({}, o).done());
+  EXPECT_EQ(o.cpu_moe_layers, 0);
+  ASSERT_FALSE(parse_server_args({"--cpu-moe"}, o).done());
+  EXPECT_EQ(o.cpu_moe_layers, INT_MAX);
+  ASSERT_FALSE(parse_server_args({"--n-cpu-moe", "4"}, o).done());
+  EXPECT_EQ(o.cpu_moe_layers, 4);
+  EXPECT_EQ(parse_server_args({"--n-cpu-moe", "-1"}, o).exit_code, 2);
 }
 
 TEST(ServerOptionsTest, ConnectionFlags) {
