@@ -18,14 +18,15 @@ constexpr const char* kAbout = R"(Converts DeepSeek V4 checkpoints (or random we
 Modes (exactly one):
   ds4-quantize --hf DIR --out FILE.gguf --recipe f32|q8|q2|q4 [options]
   ds4-quantize --synthetic CONFIG.json --out FILE.gguf --recipe f32|q8|q2|q4
-               [--layers N] [--seed S] [options]
+               [--layers N] [--seed S] [--sparse-experts] [options]
   ds4-quantize --inspect FILE.gguf
   ds4-quantize --dequantize IN.gguf OUT.gguf [--threads N]
 
 Conversion (--hf): DIR holds config.json (reference ModelArgs or Hugging Face names) and
 *.safetensors (model.safetensors.index.json when sharded) with the official tensor names.
 Synthetic (--synthetic): random weights for a ModelArgs-form config; --layers N keeps the
-first N layers of its schedule (plus the MTP block).)";
+first N layers of its schedule (plus the MTP block). --sparse-experts leaves the routed
+experts all zero, as holes of a sparse file: the full size to read, little disk (benchmarks).)";
 
 constexpr const char* kRecipes = R"(Recipes:
   f32  every float tensor F32 (exact copies, for tests)
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
   uint64_t seed = 1;
   uint32_t layers = 0;
   int threads = 0;
-  bool no_mtp = false, fallback = false, verbose = false;
+  bool no_mtp = false, fallback = false, verbose = false, sparse_experts = false;
   std::optional<Recipe> r;
 
   ds4::args::Parser p("ds4-quantize", "ds4-quantize MODE [options]", kAbout);
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
          "store tensors whose rows do not fit the recipe's block type as F16\n(default: such a tensor is an error)");
   p.text("--name", name, "NAME", "general.name");
   p.integer("--layers", layers, 1, 100000, "N", "keep the first N layers (--synthetic; default: all)");
+  p.flag("--sparse-experts", sparse_experts, "routed experts all zero, as holes of a sparse file (--synthetic)");
   p.unsigned_integer("--seed", seed, UINT64_MAX, "S", "random seed (--synthetic; default 1)");
   p.integer("--threads", threads, 1, 1024, "N", "worker threads (default: all cores)");
   p.flag("-v,--verbose", verbose, "print each tensor as it is written");
@@ -75,8 +77,8 @@ int main(int argc, char** argv) {
     if (recipe.empty()) throw ds4::args::UsageError("--recipe is required");
     r = parse_recipe(recipe);
     if (!r) throw ds4::args::UsageError("unknown recipe '" + recipe + "' (f32, q8, q2 or q4)");
-    if (!hf.empty() && (p.count("--layers") || p.count("--seed")))
-      throw ds4::args::UsageError("--layers and --seed apply to --synthetic only");
+    if (!hf.empty() && (p.count("--layers") || p.count("--seed") || sparse_experts))
+      throw ds4::args::UsageError("--layers, --seed and --sparse-experts apply to --synthetic only");
     if (no_mtp && !mtp_out.empty()) throw ds4::args::UsageError("--no-mtp and --mtp-out contradict each other");
   });
   if (parsed.done()) return ds4::args::finish(parsed);
@@ -114,6 +116,7 @@ int main(int argc, char** argv) {
       o.config_path = synthetic;
       o.layers = layers;
       o.seed = seed;
+      o.sparse_experts = sparse_experts;
       rep = write_synthetic(o);
     }
     for (const auto& f : rep.fallbacks) std::cerr << "note: stored as F16: " << f << "\n";

@@ -34,6 +34,9 @@ struct SyntheticOptions : OutputOptions {
   std::string config_path;  // ModelArgs-form config.json
   uint32_t layers = 0;      // 0 = all
   uint64_t seed = 1;
+  // Routed experts all zero, stored as holes: a full-size model (the bandwidth a decode reads)
+  // in little disk and write time, for benchmarks (scripts/vulkan_perf.sh).
+  bool sparse_experts = false;
 };
 
 struct ConvertReport {

@@ -285,7 +285,12 @@ ConvertReport write_synthetic(const SyntheticOptions& o) {
   SyntheticSource src(cfg, o.seed, threads);
   ModelWriter mw(o, cfg, vocab);
   mw.set_meta("ds4.synthetic.seed", gguf::Value::make_u64(o.seed));
-  for (const auto& p : plan) mw.add(p, src.producer(p));
+  for (const auto& p : plan) {
+    if (o.sparse_experts && p.spec.gguf_name.find("_exps.") != std::string::npos)
+      mw.add_zeros(p);
+    else
+      mw.add(p, src.producer(p));
+  }
   mw.write(report);
   return report;
 }

@@ -41,6 +41,14 @@ void ModelWriter::add(const PlannedTensor& p, gguf::Writer::Producer produce) {
   planned_.push_back(p);
 }
 
+void ModelWriter::add_zeros(const PlannedTensor& p) {
+  const bool to_sidecar = p.spec.mtp && !o_.mtp_out_path.empty();
+  (to_sidecar ? mtp_ : main_).add_tensor_zeros(p.spec.gguf_name, p.type, p.spec.dims);
+  (to_sidecar ? n_mtp_ : n_main_)++;
+  ++total_;
+  planned_.push_back(p);
+}
+
 void ModelWriter::write(ConvertReport& report) {
   if (!o_.mtp_out_path.empty() && n_mtp_ == 0)
     throw ConvertError("--mtp-out given but the model has no MTP block to write");

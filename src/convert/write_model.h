@@ -19,6 +19,8 @@ class ModelWriter {
   void note_imatrix(const Imatrix& im);
   void set_meta(std::string key, gguf::Value v) { main_.set(std::move(key), std::move(v)); }
   void add(const PlannedTensor& p, gguf::Writer::Producer produce);
+  // An all-zero tensor stored as a hole (gguf::Writer::add_tensor_zeros).
+  void add_zeros(const PlannedTensor& p);
   void write(ConvertReport& report);
 
  private:

@@ -796,6 +796,7 @@ struct Writer::PendingTensor {
   uint64_t nbytes = 0;
   std::vector<uint8_t> data;  // when not lazy
   Producer produce;           // when lazy
+  bool zeros = false;         // add_tensor_zeros: a hole in the file
 };
 
 namespace {
@@ -805,6 +806,8 @@ class Sink {
  public:
   virtual ~Sink() = default;
   virtual void put(const void* p, size_t n) = 0;
+  // n zero bytes that need not be stored (a file sink leaves a hole).
+  virtual void skip(uint64_t n) { zeros(n); }
   void zeros(uint64_t n) {
     static const uint8_t kZero[64] = {};
     while (n) {
@@ -851,6 +854,16 @@ class FdSink final : public Sink {
   void flush() {
     if (!buf_.empty()) write_all(buf_.data(), buf_.size());
     buf_.clear();
+  }
+  void skip(uint64_t n) override {
+    flush();
+    if (::lseek(fd_, static_cast<off_t>(n), SEEK_CUR) < 0) throw Error(path_ + ": seek failed: " + errno_text());
+  }
+  // After the last byte: a file ending in a hole gets its size.
+  void finish() {
+    flush();
+    const off_t end = ::lseek(fd_, 0, SEEK_CUR);
+    if (end < 0 || ::ftruncate(fd_, end) != 0) throw Error(path_ + ": cannot set the file size: " + errno_text());
   }
 
  private:
@@ -993,6 +1006,11 @@ void Writer::add_tensor_lazy(std::string name, quant::Type type, std::vector<uin
   tensors_.push_back(std::move(t));
 }
 
+void Writer::add_tensor_zeros(std::string name, quant::Type type, std::vector<uint64_t> dims) {
+  add_tensor_lazy(std::move(name), type, std::move(dims), [](uint8_t*, uint64_t) {});
+  tensors_.back()->zeros = true;
+}
+
 // Serialisation shared by write() and to_bytes(); reaches PendingTensor through the class.
 namespace {
 template <typename Tensor>
@@ -1047,7 +1065,10 @@ void serialise_impl(Sink& s, const std::vector<std::pair<std::string, Value>>& k
   std::vector<uint8_t> buffer;  // reused by every lazy tensor
   for (size_t k = 0; k < tensors.size(); ++k) {
     const auto& t = *tensors[k];
-    if (t.produce) {
+    if (t.zeros) {
+      s.skip(t.nbytes);
+      pos += t.nbytes;
+    } else if (t.produce) {
       buffer.resize(static_cast<size_t>(t.nbytes));
       // Deterministic output even if a producer leaves bytes untouched.
       std::fill(buffer.begin(), buffer.end(), uint8_t{0});
@@ -1079,7 +1100,7 @@ void Writer::write(const std::string& path) const {
   try {
     FdSink s(fd, tmp);
     serialise_impl(s, kv_, tensors_, alignment_);
-    s.flush();
+    s.finish();
     if (::fsync(fd) != 0) throw Error(tmp + ": fsync failed: " + errno_text());
     open = false;
     if (::close(fd) != 0) throw Error(tmp + ": close failed: " + errno_text());

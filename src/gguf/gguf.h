@@ -177,6 +177,9 @@ class Writer {
   using Producer = std::function<void(uint8_t* dst, uint64_t nbytes)>;
   void add_tensor_lazy(std::string name, quant::Type type, std::vector<uint64_t> dims,
                        Producer produce);
+  // A tensor of zero bytes (a valid all-zero tensor in every type), left as a hole by write()
+  // (sparse file: no disk blocks; reads give zeros). Benchmarks use it for full-size shapes.
+  void add_tensor_zeros(std::string name, quant::Type type, std::vector<uint64_t> dims);
 
   // Writes atomically: path.tmp.<pid>, fsync, rename. Lazy tensors are produced one at a
   // time into a single reused buffer (the producer must fill all nbytes). Throws Error; an

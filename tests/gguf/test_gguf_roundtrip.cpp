@@ -118,6 +118,30 @@ TEST(GgufWrite, MatchesHandAssembledBytes) {
   }
 }
 
+// Zero tensors are the same bytes as written-out zeros, but holes on disk: a 64 MiB one
+// (middle and end of the file) takes almost no blocks.
+TEST(GgufWrite, ZeroTensorsAreHoles) {
+  const uint64_t big = 64ull << 20;
+  Writer w, dense;
+  for (Writer* x : {&w, &dense}) x->add_tensor("head", quant::Type::F32, {4}, std::vector<uint8_t>(16, 7));
+  w.add_tensor_zeros("mid", quant::Type::Q8_0, {big / 34 * 32});
+  dense.add_tensor("mid", quant::Type::Q8_0, {big / 34 * 32}, std::vector<uint8_t>(big / 34 * 34, 0));
+  for (Writer* x : {&w, &dense}) x->add_tensor("tail_data", quant::Type::I32, {2}, std::vector<uint8_t>{1, 0, 0, 0, 2, 0, 0, 0});
+  w.add_tensor_zeros("end", quant::Type::F32, {big / 4});
+  dense.add_tensor("end", quant::Type::F32, {big / 4}, std::vector<uint8_t>(big, 0));
+  const std::string path = tmp_path("zeros.gguf");
+  w.write(path);
+  EXPECT_EQ(slurp(path), dense.to_bytes());
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_GT(static_cast<uint64_t>(st.st_size), 2 * big - 4096);
+  // The filesystem may round holes to its block size; far below the 128 MiB written as holes.
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 16ull << 20) << "not sparse";
+  auto f = File::open(path);
+  EXPECT_EQ(f->file_size(), static_cast<uint64_t>(st.st_size));
+  std::filesystem::remove(path);
+}
+
 std::vector<std::pair<std::string, Value>> every_value_type() {
   const float nan_payload = std::bit_cast<float>(0x7fa00001u);  // signalling NaN
   std::vector<std::pair<std::string, Value>> kv = {
