@@ -35,6 +35,7 @@ struct BenchOptions {
   bool list_devices = false;
   int prefill_chunk = 0; // 0: the engine's default
   bool warm_weights = false;
+  bool repack_iq2_xxs = false;
   bool quality = false;  // accepted for ds4 compatibility; the CPU kernels are exact already
 };
 

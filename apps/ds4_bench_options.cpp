@@ -43,6 +43,8 @@ void describe(args::Parser& p, BenchOptions& o) {
   p.flag("--list-devices", o.list_devices, "print the Vulkan devices and exit");
   p.integer("--prefill-chunk", o.prefill_chunk, 1, INT_MAX, "N", "tokens per prefill chunk (default: the engine's)");
   p.flag("--warm-weights", o.warm_weights, "read every mapped weight page before measuring");
+  p.flag("--repack-iq2", o.repack_iq2_xxs,
+         "CPU: re-encode IQ2_XXS weights in memory at load (lossless, faster kernels; model must fit in RAM)");
   p.flag("--quality", o.quality, "accepted for ds4 compatibility (kernels are exact)");
   p.group("Schedule");
   p.integer("--ctx-start", o.ctx_start, 1, INT_MAX, "N", "first frontier (default 2048)");

@@ -515,6 +515,76 @@ void BM_Prefill(benchmark::State& state, Type t) {
   state.counters["peak_frac"] = fracs.empty() ? 0.0 : fracs[fracs.size() / 2];
 }
 
+// IQ2_XXS as stored against the same rows re-encoded by iq2_xxs_repack (what ds4 runs with
+// EngineOptions::repack_iq2_xxs), one thread, thread CPU time, the two passes alternated in
+// order: `repacked_speedup` is the median of plain time / repacked time over the pass pairs
+// (the results are bit-identical; tests/quant checks that). rows 64 stay in L2 (compute
+// bound); the working set streams from memory; tile = the x32 prefill form.
+double thread_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+void BM_RepackAB(benchmark::State& state, bool streamed, bool tile) {
+  const Kernels& k = kernels();
+  const int64_t rows = streamed ? static_cast<int64_t>(g_working_set / *row_bytes(Type::IQ2_XXS, kRowLen)) : 64;
+  const auto m = make_matrix(Type::IQ2_XXS, rows);
+  const size_t bytes = m->row_bytes * static_cast<size_t>(rows);
+  Buffer packed(bytes);
+  std::memcpy(packed.data, m->weights->data, bytes);
+  iq2_xxs_repack(reinterpret_cast<block_iq2_xxs*>(packed.data), static_cast<int64_t>(bytes / sizeof(block_iq2_xxs)));
+  constexpr int kVectors = 32, kRowGroup = 4;
+  const int nx = tile ? kVectors : 1;
+  const size_t act_bytes = m->act.size();
+  std::vector<uint8_t> xs(act_bytes * nx);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> row(kRowLen);
+  for (int v = 0; v < nx; ++v) {
+    for (auto& x : row) x = g(rng);
+    quantize_activations(Type::IQ2_XXS, row.data(), xs.data() + act_bytes * v, kRowLen);
+  }
+  const auto* x = reinterpret_cast<const block_q8_K*>(xs.data());
+  const int64_t nb = kRowLen / QK_K;
+  std::vector<float> out(static_cast<size_t>(kRowGroup * nx));
+  auto pass = [&](const uint8_t* w, bool repacked) {
+    const double t0 = thread_seconds();
+    for (int64_t r = 0; r < rows; r += (tile ? kRowGroup : 1)) {
+      const auto* wr = reinterpret_cast<const block_iq2_xxs*>(w + r * m->row_bytes);
+      if (tile) {
+        (repacked ? k.dot_iq2_xxs_r_rows : k.dot_iq2_xxs_rows)(wr, nb, kRowGroup, x, nb, nx, kRowLen, out.data());
+      } else {
+        out[0] = (repacked ? k.dot_iq2_xxs_r : k.dot_iq2_xxs)(wr, x, kRowLen);
+      }
+      benchmark::DoNotOptimize(out.data());
+    }
+    return thread_seconds() - t0;
+  };
+  std::vector<double> ratios;
+  double plain_s = 0;
+  bool plain_first = true;
+  for (auto _ : state) {
+    double tp, tr;
+    if (plain_first) {
+      tp = pass(m->weights->data, false);
+      tr = pass(packed.data, true);
+    } else {
+      tr = pass(packed.data, true);
+      tp = pass(m->weights->data, false);
+    }
+    plain_first = !plain_first;
+    plain_s += tp;
+    if (tr > 0) ratios.push_back(tp / tr);
+  }
+  std::sort(ratios.begin(), ratios.end());
+  state.counters["repacked_speedup"] = ratios.empty() ? 0.0 : ratios[ratios.size() / 2];
+  state.counters["q1"] = ratios.empty() ? 0.0 : ratios[ratios.size() / 4];
+  state.counters["q3"] = ratios.empty() ? 0.0 : ratios[ratios.size() * 3 / 4];
+  state.counters["plain_GB/s"] =
+      plain_s > 0 ? static_cast<double>(bytes) * static_cast<double>(state.iterations()) / plain_s / 1e9 : 0.0;
+}
+
 void register_all() {
   const Type formats[] = {Type::IQ2_XXS, Type::Q2_K, Type::Q4_K, Type::Q8_0, Type::F16, Type::F32};
   std::vector<Isa> simd;
@@ -547,6 +617,9 @@ void register_all() {
     }
   }
   benchmark::RegisterBenchmark("peak/int8", BM_Int8Peak)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("repack/IQ2_XXS/cached", BM_RepackAB, false, false)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("repack/IQ2_XXS/streamed", BM_RepackAB, true, false)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("repack/IQ2_XXS/x32", BM_RepackAB, false, true)->Unit(benchmark::kMillisecond);
   for (Type t : {Type::IQ2_XXS, Type::Q2_K, Type::Q4_K, Type::Q8_0}) {
     benchmark::RegisterBenchmark(("x32/" + std::string(type_name(t))).c_str(), BM_Prefill, t)->Unit(benchmark::kMillisecond);
   }

@@ -62,6 +62,10 @@ struct EngineOptions {
   // How far back Session::rewind() goes without re-evaluating anything (each session keeps
   // this many steps of compressor undo log, raw rows and logits).
   int rewind_tokens = 16;
+  // CPU backend: re-encode the IQ2_XXS weights in memory at load (lossless, same size; the
+  // file is unchanged) for faster kernels. Reads all of them at load and keeps them as this
+  // process's pages (not evictable file cache), so the model must fit in RAM.
+  bool repack_iq2_xxs = false;
 };
 
 // Hyperparameters as read from the GGUF metadata (docs/gguf.md).

@@ -27,7 +27,9 @@ class CpuBackend final : public backend::Backend {
       : w_(w),
         pool_(PoolOptions{opt.threads, opt.pin_threads}),
         ropes_(w.config),
-        qat_(opt.qat_simulation) {}
+        qat_(opt.qat_simulation) {
+    if (opt.repack_iq2_xxs) w.repack_iq2_xxs();
+  }
 
   const char* name() const override { return "cpu"; }
 

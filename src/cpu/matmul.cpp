@@ -54,7 +54,15 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
     thread_local std::vector<float> wrow;
     wrow.resize(static_cast<size_t>(n));
     for (int64_t r = r0; r < r1; ++r) {
-      quant::dequantize_row(t, w.row(r), wrow.data(), n);
+      if (w.iq2_repacked) {
+        thread_local std::vector<quant::block_iq2_xxs> plain;
+        plain.resize(static_cast<size_t>(n / quant::QK_K));
+        std::memcpy(plain.data(), w.row(r), w.row_bytes);
+        quant::iq2_xxs_unpack(plain.data(), static_cast<int64_t>(plain.size()));
+        quant::dequantize_row(t, plain.data(), wrow.data(), n);
+      } else {
+        quant::dequantize_row(t, w.row(r), wrow.data(), n);
+      }
       for (int64_t v = 0; v < j.n_vec; ++v)
         j.y[v * j.y_stride + r] = k.dot_f32(wrow.data(), reinterpret_cast<const float*>(p.xq + v * p.xq_stride), n);
     }
@@ -72,7 +80,7 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
         const int nr = static_cast<int>(std::min<int64_t>(kRowGroup, r1 - r));
         const uint8_t* row = w.row(r);
         if (t == quant::Type::IQ2_XXS) {
-          k.dot_iq2_xxs_rows(reinterpret_cast<const quant::block_iq2_xxs*>(row),
+          (w.iq2_repacked ? k.dot_iq2_xxs_r_rows : k.dot_iq2_xxs_rows)(reinterpret_cast<const quant::block_iq2_xxs*>(row),
                              static_cast<int64_t>(w.row_bytes / sizeof(quant::block_iq2_xxs)), nr, xr,
                              p.x_stride_blocks, nx, n, group_out);
         } else if (t == quant::Type::Q2_K) {
@@ -117,8 +125,14 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
         case quant::Type::IQ2_XXS: {
           auto* wr = reinterpret_cast<const quant::block_iq2_xxs*>(row);
           auto* xr = reinterpret_cast<const quant::block_q8_K*>(xv);
-          if (nx == 1) out[0] = k.dot_iq2_xxs(wr, xr, n);
-          else k.dot_iq2_xxs_multi(wr, xr, p.x_stride_blocks, nx, n, out);
+          if (w.iq2_repacked) {
+            if (nx == 1) out[0] = k.dot_iq2_xxs_r(wr, xr, n);
+            else k.dot_iq2_xxs_r_multi(wr, xr, p.x_stride_blocks, nx, n, out);
+          } else if (nx == 1) {
+            out[0] = k.dot_iq2_xxs(wr, xr, n);
+          } else {
+            k.dot_iq2_xxs_multi(wr, xr, p.x_stride_blocks, nx, n, out);
+          }
           break;
         }
         case quant::Type::F32:

@@ -514,6 +514,26 @@ std::unique_ptr<File> File::from_memory(const void* data, size_t size, std::stri
   return f;
 }
 
+void File::rewrite_in_memory(const uint8_t* p, uint64_t n, const std::function<void(uint8_t*, uint64_t)>& fn) {
+  if (n == 0) return;
+  if (p < base_ || n > size_ || static_cast<uint64_t>(p - base_) > size_ - n)
+    throw Error(path_ + ": rewrite_in_memory: range outside the file image");
+  auto* q = const_cast<uint8_t*>(p);
+  if (!mapped_) {  // from_memory: the image is our own vector
+    fn(q, n);
+    return;
+  }
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(q) & ~(page - 1);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(q) + n + page - 1) & ~(page - 1);
+  void* start = reinterpret_cast<void*>(lo);
+  if (::mprotect(start, hi - lo, PROT_READ | PROT_WRITE) != 0)
+    throw Error(path_ + ": cannot make tensor pages writable: " + errno_text());
+  fn(q, n);
+  // Read-only again, as the rest of the mapping (a stray write must still fault).
+  ::mprotect(start, hi - lo, PROT_READ);
+}
+
 File::~File() {
   if (mapped_ && base_) ::munmap(const_cast<uint8_t*>(base_), static_cast<size_t>(size_));
 }

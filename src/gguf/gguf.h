@@ -1,6 +1,8 @@
 // GGUF v3 reader (mmap, fully validated) and writer.
 #pragma once
 
+#include <functional>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -135,6 +137,12 @@ class File {
   std::vector<std::string> get_string_array(std::string_view key) const;
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
+
+  // Rewrites bytes [p, p+n) of this file's image in memory with fn(ptr, n): the mapping is
+  // private, so written pages become this process's copies page by page (the file on disk
+  // never changes and no second copy of the range is made). p must point into the image.
+  // Used for load-time repacks that keep each tensor's size. Throws Error on failure.
+  void rewrite_in_memory(const uint8_t* p, uint64_t n, const std::function<void(uint8_t*, uint64_t)>& fn);
   const TensorInfo* find_tensor(std::string_view name) const;
   const TensorInfo& require_tensor(std::string_view name) const;
 

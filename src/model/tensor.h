@@ -19,6 +19,8 @@ struct MatView {
   // unrounded f32 activations instead of running the quantized kernels, so a quantized file
   // can be compared with its dequantized f32 twin without activation rounding.
   bool f32_activations = false;
+  // IQ2_XXS bytes re-encoded in memory by quant::iq2_xxs_repack (Weights::repack_iq2_xxs).
+  bool iq2_repacked = false;
 
   bool valid() const { return data != nullptr; }
   const uint8_t* row(int64_t r) const { return data + static_cast<uint64_t>(r) * row_bytes; }
@@ -38,6 +40,7 @@ struct ExpertsView {
   int64_t in = 0, out = 0, count = 0;
   uint64_t row_bytes = 0;
   bool f32_activations = false;  // see MatView
+  bool iq2_repacked = false;     // see MatView
   MatView expert(int64_t e) const {
     MatView m;
     m.data = data + static_cast<uint64_t>(e) * out * row_bytes;
@@ -46,6 +49,7 @@ struct ExpertsView {
     m.out = out;
     m.row_bytes = row_bytes;
     m.f32_activations = f32_activations;
+    m.iq2_repacked = iq2_repacked;
     return m;
   }
 };

@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <cstring>
+#include <set>
 
 #include "model/config.h"
 #include "quant/quant.h"
@@ -234,6 +235,36 @@ std::unique_ptr<Weights> Weights::load(const std::string& path, const std::strin
     throw Error(Error::Kind::BadModel, path + ": " + e.what());
   }
   return w;
+}
+
+void Weights::repack_iq2_xxs() {
+  // Views that share bytes (none in today's files) must not be re-encoded twice.
+  std::set<const uint8_t*> done;
+  auto repack = [&](const uint8_t* data, uint64_t bytes) {
+    if (!done.insert(data).second) return;
+    const gguf::File* f = file.get();
+    if (mtp_file && data >= mtp_file->base() && data < mtp_file->base() + mtp_file->file_size()) f = mtp_file.get();
+    const_cast<gguf::File*>(f)->rewrite_in_memory(data, bytes, [](uint8_t* p, uint64_t n) {
+      quant::iq2_xxs_repack(reinterpret_cast<quant::block_iq2_xxs*>(p),
+                            static_cast<int64_t>(n / sizeof(quant::block_iq2_xxs)));
+    });
+  };
+  auto layer = [&](LayerWeights& L) {
+    for (MatView* m : {&L.hc_attn_fn, &L.q_a, &L.q_b, &L.kv, &L.out_a, &L.out_b, &L.comp.kv, &L.comp.gate, &L.icomp.kv,
+                       &L.icomp.gate, &L.idx_q_b, &L.idx_proj, &L.hc_ffn_fn, &L.router, &L.sh_gate, &L.sh_up,
+                       &L.sh_down}) {
+      if (m->type != quant::Type::IQ2_XXS || m->iq2_repacked || !m->valid()) continue;
+      repack(m->data, m->bytes());
+      m->iq2_repacked = true;
+    }
+    for (ExpertsView* x : {&L.gate_exps, &L.up_exps, &L.down_exps}) {
+      if (x->type != quant::Type::IQ2_XXS || x->iq2_repacked || !x->data) continue;
+      repack(x->data, static_cast<uint64_t>(x->count * x->out) * x->row_bytes);
+      x->iq2_repacked = true;
+    }
+  };
+  for (auto& L : layers) layer(L);
+  if (has_mtp) layer(mtp.block);
 }
 
 void Weights::use_f32_activations() {

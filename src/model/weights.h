@@ -78,6 +78,12 @@ struct Weights {
   // and expert stack, the MTP block's included.
   void use_f32_activations();
 
+  // Re-encodes every IQ2_XXS matrix and expert stack in place in the mapping
+  // (quant::iq2_xxs_repack; the file on disk is unchanged) and flags the views, for the CPU
+  // kernels that read that layout. Only for backends whose every reader of these views
+  // honours the flag (the CPU matmul). Idempotent.
+  void repack_iq2_xxs();
+
   // Opens and binds everything; throws ds4::Error(BadModel) naming the offending tensor.
   static std::unique_ptr<Weights> load(const std::string& path, const std::string& mtp_path);
 };

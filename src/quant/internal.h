@@ -48,6 +48,13 @@ void dot_q2_K_rows_avx2(const block_q2_K* w, int64_t w_stride, int nr, const blo
 void dot_q4_K_rows_avx2(const block_q4_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx,
                         int64_t n, float* out);
 
+// IQ2_XXS on repacked rows (iq2_xxs_repack); the AVX-512 tables use these too.
+float dot_iq2_xxs_r_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t n);
+void dot_iq2_xxs_r_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                              float* out);
+void dot_iq2_xxs_r_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
+                             int64_t x_stride, int nx, int64_t n, float* out);
+
 // Per-ISA kernel tables; each returns nullptr when that ISA was not compiled in.
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();

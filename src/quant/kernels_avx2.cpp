@@ -336,6 +336,10 @@ struct Iq2Consts {
                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
   __m256i scale_bytes = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
   __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ull));
+  // Repacked layout: sign bits 0-6 as a prefix xor, bit 7 a scale bit.
+  __m256i m7f = _mm256_set1_epi8(0x7F);
+  __m256i low_bits = _mm256_set1_epi32(0x01010101);
+  __m256i gather_scale = _mm256_set1_epi32(0x10204080);
   __m256i bcast_signs[8];  // group g: byte 2g over 8 lanes, byte 2g+1 over the next 8
   __m256i bcast_scale[8];  // group g: byte g zero-extended into every int16 lane
   Iq2Consts() {
@@ -354,9 +358,27 @@ struct Iq2Block {
 };
 
 // No BMI2 here (not part of the AVX2 table's requirements): all of it in vector registers.
+// Repacked = the layout of iq2_xxs_repack(): the 32 sign bytes are one load, the signs one
+// and/shift/xor (bit 6 already holds the parity), the scale bits gathered by one multiply.
+template <bool Repacked>
 inline Iq2Block iq2_xxs_decode(const Iq2Consts& c, const block_iq2_xxs& wb) {
   prefetch_ahead(&wb);  // one request per 66-byte block reaches nearly every line ahead
   const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
+  if constexpr (Repacked) {
+    const __m256i t = load256(qs + 32);  // dword g: group g's four sign bytes
+    const __m256i t7 = _mm256_and_si256(t, c.m7f);
+    // Bit 7 of each byte is 0 in t7, so the 16-bit shift moves nothing across bytes.
+    const __m256i full = _mm256_xor_si256(t7, _mm256_slli_epi16(t7, 1));
+    Iq2Block r;
+    r.signs = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(full, c.lane_split), _MM_SHUFFLE(3, 1, 2, 0));
+    // Scale bit k sits at bit 8k of (t >> 7); the multiply moves bits 0,8,16,24 to 28..31
+    // (no other partial product reaches those bits), so >> 27 | 1 is 2s+1 as below.
+    const __m256i bits = _mm256_and_si256(_mm256_srli_epi32(t, 7), c.low_bits);
+    const __m256i sc = _mm256_or_si256(_mm256_srli_epi32(_mm256_mullo_epi32(bits, c.gather_scale), 27), c.one32);
+    const __m256i sc8 = _mm256_packus_epi16(_mm256_packus_epi32(sc, sc), _mm256_setzero_si256());
+    r.scales = _mm256_permutevar8x32_epi32(sc8, c.scale_bytes);
+    return r;
+  }
   // dword g = B word of group g.
   const __m256i b = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(load256(qs), c.odd_dwords),
                                        _mm256_permutevar8x32_epi32(load256(qs + 32), c.odd_dwords), 0xF0);
@@ -387,48 +409,53 @@ inline __m256i iq2_xxs_group(const Iq2Consts& c, const Iq2Block& d, int g, __m25
 }
 
 // Magnitudes of group g: four grid rows (vpgatherdq measured slower than four loads).
+template <bool Repacked>
 inline __m256i iq2_xxs_mags(const uint8_t* qs, int g) {
   const uint64_t* grid = tables::kIq2xxsGrid;
-  const uint8_t* a = qs + 8 * g;
+  const uint8_t* a = qs + (Repacked ? 4 : 8) * g;
   return _mm256_set_epi64x(static_cast<long long>(grid[a[3]]), static_cast<long long>(grid[a[2]]),
                            static_cast<long long>(grid[a[1]]), static_cast<long long>(grid[a[0]]));
 }
 
+template <bool Repacked>
 inline __m256i iq2_xxs_block_sum(const Iq2Consts& c, const Iq2Block& d, const block_iq2_xxs& wb, const int8_t* q8) {
   const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
   __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
 #pragma GCC unroll 8
   for (int g = 0; g < 8; g += 2) {
-    acc0 = _mm256_add_epi32(acc0, iq2_xxs_group(c, d, g, iq2_xxs_mags(qs, g), q8 + 32 * g));
-    acc1 = _mm256_add_epi32(acc1, iq2_xxs_group(c, d, g + 1, iq2_xxs_mags(qs, g + 1), q8 + 32 * g + 32));
+    acc0 = _mm256_add_epi32(acc0, iq2_xxs_group(c, d, g, iq2_xxs_mags<Repacked>(qs, g), q8 + 32 * g));
+    acc1 = _mm256_add_epi32(acc1, iq2_xxs_group(c, d, g + 1, iq2_xxs_mags<Repacked>(qs, g + 1), q8 + 32 * g + 32));
   }
   return _mm256_add_epi32(acc0, acc1);
 }
 
-float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
+template <bool Repacked>
+float dot_iq2_xxs_t(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
   const Iq2Consts c;
   const int64_t nb = n / QK_K;
   float sum = 0.0f;
   int64_t b = 0;
   const __m256i z = _mm256_setzero_si256();
   for (; b + 2 <= nb; b += 2) {
-    const Iq2Block d0 = iq2_xxs_decode(c, w[b]), d1 = iq2_xxs_decode(c, w[b + 1]);
-    __m256i s0 = iq2_xxs_block_sum(c, d0, w[b], x[b].qs);
+    const Iq2Block d0 = iq2_xxs_decode<Repacked>(c, w[b]), d1 = iq2_xxs_decode<Repacked>(c, w[b + 1]);
+    __m256i s0 = iq2_xxs_block_sum<Repacked>(c, d0, w[b], x[b].qs);
     finish_before_next(s0);
-    const __m256i s1 = iq2_xxs_block_sum(c, d1, w[b + 1], x[b + 1].qs);
+    const __m256i s1 = iq2_xxs_block_sum<Repacked>(c, d1, w[b + 1], x[b + 1].qs);
     alignas(16) float t[4];
     _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(s0, s1, z, z)));
     sum += _cvtsh_ss(w[b].d) * x[b].d * t[0];
     sum += _cvtsh_ss(w[b + 1].d) * x[b + 1].d * t[1];
   }
   if (b < nb) {
-    const Iq2Block d0 = iq2_xxs_decode(c, w[b]);
+    const Iq2Block d0 = iq2_xxs_decode<Repacked>(c, w[b]);
     alignas(16) float t[4];
-    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(iq2_xxs_block_sum(c, d0, w[b], x[b].qs), z, z, z)));
+    _mm_store_ps(t, _mm_cvtepi32_ps(hsum4_i32(iq2_xxs_block_sum<Repacked>(c, d0, w[b], x[b].qs), z, z, z)));
     sum += _cvtsh_ss(w[b].d) * x[b].d * t[0];
   }
   return 0.125f * sum;
 }
+
+float dot_iq2_xxs(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) { return dot_iq2_xxs_t<false>(w, x, n); }
 
 inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -681,17 +708,17 @@ void detail::dot_q4_K_multi_avx2(const block_q4_K* w, const block_q8_K* x, int64
 // Each block is decoded once (magnitudes, +-1 signs for vpsignb, scales) and then multiplied
 // with four vectors at a time, group by group, so a group's three decoded registers serve
 // four vectors before the next group is loaded.
-void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
-                                    int64_t n, float* out) {
+template <bool Repacked>
+void iq2_xxs_multi(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n, float* out) {
   const Iq2Consts c;
   const __m256i one8 = _mm256_set1_epi8(1);
   for (int v = 0; v < nx; ++v) out[v] = 0.0f;
   for (int64_t b = 0; b < n / QK_K; ++b) {
-    const Iq2Block d = iq2_xxs_decode(c, w[b]);
+    const Iq2Block d = iq2_xxs_decode<Repacked>(c, w[b]);
     const uint8_t* qs = reinterpret_cast<const uint8_t*>(w[b].qs);
     __m256i mags[8], signs[8], scales[8];
     for (int g = 0; g < 8; ++g) {
-      mags[g] = iq2_xxs_mags(qs, g);
+      mags[g] = iq2_xxs_mags<Repacked>(qs, g);
       const __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(d.signs, c.bcast_signs[g]), c.bit), c.bit);
       signs[g] = _mm256_or_si256(neg, one8);
       scales[g] = _mm256_shuffle_epi8(d.scales, c.bcast_scale[g]);
@@ -719,6 +746,15 @@ void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x,
   for (int v = 0; v < nx; ++v) out[v] *= 0.125f;
 }
 
+void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
+                                    int64_t n, float* out) {
+  iq2_xxs_multi<false>(w, x, x_stride, nx, n, out);
+}
+void detail::dot_iq2_xxs_r_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx,
+                                      int64_t n, float* out) {
+  iq2_xxs_multi<true>(w, x, x_stride, nx, n, out);
+}
+
 // The prefill tile: up to four rows at a time, blocks in order. Each row's block is decoded
 // into signed weights w (|w| <= 43) and int16 scales; the activations enter vpmaddubsw as
 // unsigned u = x + 128 (x ^ 0x80, formed once per block and vector for all four rows), so no
@@ -726,8 +762,9 @@ void detail::dot_iq2_xxs_multi_avx2(const block_iq2_xxs* w, const block_q8_K* x,
 // accumulator starts at -128*sum(w*s) (pairs 2*255*43 < 2^15: no saturation; all sums
 // exact). One activation block (256 bytes) then serves four rows from L1 instead of being
 // streamed from L2 once per row, the limit of the one-row multi-vector kernel.
-void detail::dot_iq2_xxs_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
-                                   int64_t x_stride, int nx, int64_t n, float* out) {
+template <bool Repacked>
+void iq2_xxs_rows(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx,
+                  int64_t n, float* out) {
   const Iq2Consts c;
   const __m256i one8 = _mm256_set1_epi8(1), bias = _mm256_set1_epi8(static_cast<char>(0x80));
   const int64_t nb = n / QK_K;
@@ -746,13 +783,13 @@ void detail::dot_iq2_xxs_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int
       for (int i = 0; i < kRows; ++i) {
         // Missing rows repeat the first one (their results are dropped).
         const block_iq2_xxs& wb = w[(r0 + (i < rows ? i : 0)) * w_stride + b];
-        const Iq2Block d = iq2_xxs_decode(c, wb);
+        const Iq2Block d = iq2_xxs_decode<Repacked>(c, wb);
         const uint8_t* qs = reinterpret_cast<const uint8_t*>(wb.qs);
         __m256i corr = _mm256_setzero_si256();
         for (int g = 0; g < 8; ++g) {
           const __m256i neg =
               _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(d.signs, c.bcast_signs[g]), c.bit), c.bit);
-          const __m256i wg = _mm256_sign_epi8(iq2_xxs_mags(qs, g), _mm256_or_si256(neg, one8));
+          const __m256i wg = _mm256_sign_epi8(iq2_xxs_mags<Repacked>(qs, g), _mm256_or_si256(neg, one8));
           const __m256i sg = _mm256_shuffle_epi8(d.scales, c.bcast_scale[g]);
           dec[i].weights[g] = wg;
           dec[i].scales[g] = sg;
@@ -786,6 +823,18 @@ void detail::dot_iq2_xxs_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int
   }
 }
 
+void detail::dot_iq2_xxs_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
+                                   int64_t x_stride, int nx, int64_t n, float* out) {
+  iq2_xxs_rows<false>(w, w_stride, nr, x, x_stride, nx, n, out);
+}
+void detail::dot_iq2_xxs_r_rows_avx2(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
+                                     int64_t x_stride, int nx, int64_t n, float* out) {
+  iq2_xxs_rows<true>(w, w_stride, nr, x, x_stride, nx, n, out);
+}
+float detail::dot_iq2_xxs_r_avx2(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
+  return dot_iq2_xxs_t<true>(w, x, n);
+}
+
 void detail::dot_q2_K_rows_avx2(const block_q2_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride,
                                 int nx, int64_t n, float* out) {
   kquant_rows<block_q2_K, decode_q2_K>(w, w_stride, nr, x, x_stride, nx, n, out);
@@ -803,7 +852,9 @@ const Kernels kTable = {"avx2",   dot_f32,  dot_f16,  dot_bf16,
                         detail::dot_iq2_xxs_multi_avx2, dot_q8_0_multi,
                         detail::dot_q2_K_multi_avx2, detail::dot_q4_K_multi_avx2,
                         detail::dot_iq2_xxs_rows_avx2, detail::dot_q2_K_rows_avx2,
-                        detail::dot_q4_K_rows_avx2};
+                        detail::dot_q4_K_rows_avx2,
+                        detail::dot_iq2_xxs_r_avx2, detail::dot_iq2_xxs_r_multi_avx2,
+                        detail::dot_iq2_xxs_r_rows_avx2};
 }  // namespace
 
 const Kernels* detail::avx2_kernels() { return &kTable; }

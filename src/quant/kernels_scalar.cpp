@@ -2,6 +2,7 @@
 // combine blocks in float in a fixed order; the SIMD versions of the K-quant and IQ2_XXS
 // kernels reproduce that order exactly, so their results are bit-identical.
 #include <cstring>
+#include <vector>
 
 #include "quant/internal.h"
 #include "quant/quant.h"
@@ -145,13 +146,38 @@ void rows_of(const Block* w, int64_t w_stride, int nr, const block_q8_K* x, int6
   }
 }
 
+// Repacked rows: the reference unpacks them and runs the plain kernels above.
+const block_iq2_xxs* unpacked_rows(const block_iq2_xxs* w, int64_t w_stride, int nr, int64_t nb) {
+  thread_local std::vector<block_iq2_xxs> buf;
+  buf.resize(static_cast<size_t>(nr * nb));
+  for (int r = 0; r < nr; ++r) std::memcpy(&buf[r * nb], w + r * w_stride, sizeof(block_iq2_xxs) * nb);
+  iq2_xxs_unpack(buf.data(), nr * nb);
+  return buf.data();
+}
+
+float dot_iq2_xxs_r(const block_iq2_xxs* w, const block_q8_K* x, int64_t n) {
+  return dot_iq2_xxs(unpacked_rows(w, 0, 1, n / QK_K), x, n);
+}
+
+void dot_iq2_xxs_r_multi(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                         float* out) {
+  dot_iq2_xxs_multi(unpacked_rows(w, 0, 1, n / QK_K), x, x_stride, nx, n, out);
+}
+
+void dot_iq2_xxs_r_rows(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride,
+                        int nx, int64_t n, float* out) {
+  dot_iq2_xxs_rows(unpacked_rows(w, w_stride, nr, n / QK_K), n / QK_K, nr, x, x_stride, nx, n, out);
+}
+
 const Kernels kTable = {"scalar",    dot_f32,  dot_f16,     dot_bf16,
                         dot_q8_0,    dot_q2_K, dot_q4_K,    dot_iq2_xxs,
                         detail::quantize_act_q8_0_scalar, detail::quantize_act_q8_K_scalar,
                         dot_iq2_xxs_multi, dot_q8_0_multi,
                         dot_q2_K_multi,    dot_q4_K_multi,
                         dot_iq2_xxs_rows,  rows_of<block_q2_K, dot_q2_K>,
-                        rows_of<block_q4_K, dot_q4_K>};
+                        rows_of<block_q4_K, dot_q4_K>,
+                        dot_iq2_xxs_r,     dot_iq2_xxs_r_multi,
+                        dot_iq2_xxs_r_rows};
 
 }  // namespace
 

@@ -63,6 +63,16 @@ void quantize_activations(Type weight_type, const float* x, void* dst, int64_t n
 void quantize_act_q8_0(const float* x, block_q8_0_act* dst, int64_t n);
 void quantize_act_q8_K(const float* x, block_q8_K* dst, int64_t n);
 
+// ---- IQ2_XXS repacked in memory --------------------------------------------------------
+// A lossless re-encoding of IQ2_XXS blocks in place (docs/quant.md): same 66 bytes per block
+// at the same offsets, so rows and experts are addressed as before. Per block: d, then the 32
+// grid indices (group g's four at qs bytes 4g..4g+3), then one byte per 8 weights (group g's
+// four at 32+4g..): bits 0-6 the prefix xor of the seven stored sign bits (bit 6 is then the
+// 8th sign, their parity) and bit 7 one bit of the group's 4-bit scale (byte k: bit k).
+// The *_r kernels below read this layout; unpack restores the GGUF bytes exactly.
+void iq2_xxs_repack(block_iq2_xxs* blocks, int64_t nblocks);
+void iq2_xxs_unpack(block_iq2_xxs* blocks, int64_t nblocks);
+
 // ---- dot products ---------------------------------------------------------------------
 // One kernel table per instruction set. All functions take n in values, a whole number of
 // blocks (not checked here; vec_dot checks). Activations must come from the quantizers
@@ -107,6 +117,13 @@ struct Kernels {
                         int64_t n, float* out);
   void (*dot_q4_K_rows)(const block_q4_K* w, int64_t w_stride, int nr, const block_q8_K* x, int64_t x_stride, int nx,
                         int64_t n, float* out);
+  // The three IQ2_XXS kernels for rows repacked by iq2_xxs_repack(): each result equals the
+  // one of the plain kernel on the unpacked row, bit for bit.
+  float (*dot_iq2_xxs_r)(const block_iq2_xxs* w, const block_q8_K* x, int64_t n);
+  void (*dot_iq2_xxs_r_multi)(const block_iq2_xxs* w, const block_q8_K* x, int64_t x_stride, int nx, int64_t n,
+                              float* out);
+  void (*dot_iq2_xxs_r_rows)(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
+                             int64_t x_stride, int nx, int64_t n, float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };

@@ -275,6 +275,28 @@ TEST_P(MatmulTest, PreQuantizedOperandsGiveTheSameResults) {
   EXPECT_EQ(0, std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float)));
 }
 
+// IQ2_XXS rows re-encoded by quant::iq2_xxs_repack and flagged in the view give the plain
+// products bit for bit: one vector (decode), a few and more than a vector tile (row tiles).
+TEST(Matmul, RepackedIQ2XXSEqualsPlain) {
+  std::mt19937 rng(23);
+  const int64_t in = 768, out = 45;
+  const Weights w = random_weights(quant::Type::IQ2_XXS, in, out, rng);
+  Weights r = w;
+  quant::iq2_xxs_repack(reinterpret_cast<quant::block_iq2_xxs*>(r.data.data()),
+                        static_cast<int64_t>(r.data.size() / sizeof(quant::block_iq2_xxs)));
+  MatView rv = r.view();
+  rv.iq2_repacked = true;
+  ThreadPool pool(PoolOptions{2, false});
+  Arena arena;
+  for (int64_t n_vec : {1, 5, 40}) {
+    const std::vector<float> x = random_vectors(n_vec, in, rng);
+    std::vector<float> ya(n_vec * out), yb(n_vec * out);
+    matmul(pool, arena, w.view(), x.data(), n_vec, in, ya.data(), out);
+    matmul(pool, arena, rv, x.data(), n_vec, in, yb.data(), out);
+    EXPECT_EQ(0, std::memcmp(ya.data(), yb.data(), ya.size() * sizeof(float))) << "n_vec " << n_vec;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, MatmulTest,
                          ::testing::Values(quant::Type::F32, quant::Type::F16, quant::Type::Q8_0, quant::Type::Q2_K,
                                            quant::Type::Q4_K, quant::Type::IQ2_XXS),

@@ -5,6 +5,12 @@
 #include "oracle_util.h"
 #include "session/debug.h"
 
+#include <cstring>
+#include <iterator>
+
+#include "gguf/gguf.h"
+#include "quant/types.h"
+
 using namespace ds4;
 using namespace ds4::test;
 
@@ -132,3 +138,47 @@ INSTANTIATE_TEST_SUITE_P(Quantized, QuantizedTest,
                                            OracleFile{"tiny-q", "q8"}, OracleFile{"tiny-q", "q2"},
                                            OracleFile{"tiny-q", "q4"}),
                          oracle_file_name);
+
+// The IQ2_XXS load-time repack (EngineOptions::repack_iq2_xxs): the same logits bit for bit
+// as the plain kernels, in prefill chunks (the row-tile kernels) and one token at a time (the
+// single-vector kernel), and the file on disk untouched.
+TEST(QuantizedRepack, IQ2RepackGivesIdenticalLogitsAndLeavesTheFile) {
+  DS4_SKIP_WITHOUT_ORACLE("tiny-q");
+  Oracle o("tiny-q");
+  const std::string q = oracle_gguf("tiny-q", "q2");
+  ASSERT_TRUE(file_exists(q)) << q << " is missing (convert_oracle_ggufs fixture)";
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  const std::string before = slurp(q);
+  {
+    auto f = gguf::File::open(q);
+    bool any = false;
+    for (const auto& t : f->tensors()) any = any || t.type == quant::Type::IQ2_XXS;
+    ASSERT_TRUE(any) << q << " has no IQ2_XXS tensor: the test would not exercise the repack";
+  }
+  EngineOptions opts;
+  opts.threads = 2;
+  opts.qat_simulation = false;
+  opts.prefill_chunk = 64;
+  opts.repack_iq2_xxs = true;
+  auto repacked = Engine::open(q, opts);
+  Engine& plain = engine_for(q, false);
+  const std::vector<int32_t> some(o.tokens.begin(), o.tokens.begin() + std::min<size_t>(o.tokens.size(), 24));
+  for (int chunk : {64, 1}) {
+    const auto& toks = chunk == 1 ? some : o.tokens;
+    auto want = all_logits(plain, toks, chunk);
+    auto got = all_logits(*repacked, toks, chunk);
+    ASSERT_EQ(want.size(), got.size());
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float))) << "chunk " << chunk;
+  }
+  // The f32-activation test hook dequantizes repacked rows through the unpack.
+  debug::use_f32_activations(*repacked);
+  auto exact = Engine::open(q, [&] { auto p = opts; p.repack_iq2_xxs = false; return p; }());
+  debug::use_f32_activations(*exact);
+  auto a = all_logits(*exact, some, 8), b = all_logits(*repacked, some, 8);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  repacked.reset();
+  EXPECT_TRUE(slurp(q) == before) << "the GGUF on disk changed";
+}

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "quant/quant.h"
+#include "quant/tables.h"
 #include "test_util.h"
 
 namespace ds4::quant {
@@ -424,6 +425,81 @@ TEST(Kernels, KQuantRowTilesEqualSingleDots) {
 // Constant bit patterns (uniform grid codes, all-negative or all-positive signs, extreme
 // scales) against activations at +-127, where the tile kernel's unsigned u = x + 128 reaches
 // 255: any saturation of its 16-bit pair sums would show as a difference.
+// The repack is lossless (random bytes, so every sign field, parity and scale) and its
+// layout is the documented one: grid indices first, then per 8 weights one byte whose bits
+// 0-6 xor their left neighbour give the signs (bit 7 of the signs = bit 6 of the byte) and
+// whose bit 7 is one scale bit. Checked against dequantize_row of the original bytes.
+TEST(IQ2XXSRepack, RoundTripAndLayout) {
+  std::mt19937 rng(91);
+  auto w = random_blocks<block_iq2_xxs>(37, rng);
+  for (auto& b : w) b.d = random_scale(rng);
+  auto r = w;
+  iq2_xxs_repack(r.data(), static_cast<int64_t>(r.size()));
+  ASSERT_NE(0, std::memcmp(r.data(), w.data(), w.size() * sizeof(block_iq2_xxs)));
+  std::vector<float> want(256);
+  for (size_t b = 0; b < w.size(); ++b) {
+    ASSERT_EQ(r[b].d, w[b].d);
+    dequantize_row(Type::IQ2_XXS, &w[b], want.data(), 256);
+    const auto* qs = reinterpret_cast<const uint8_t*>(r[b].qs);
+    const float d = f16_to_f32(r[b].d);
+    for (int g = 0; g < 8; ++g) {
+      int scale = 0;
+      for (int k = 0; k < 4; ++k) scale |= (qs[32 + 4 * g + k] >> 7) << k;
+      for (int k = 0; k < 4; ++k) {
+        const uint8_t t = qs[32 + 4 * g + k] & 0x7F;
+        const uint8_t signs = static_cast<uint8_t>(t ^ (t << 1));
+        for (int j = 0; j < 8; ++j) {
+          const float v = want[32 * g + 8 * k + j];
+          ASSERT_EQ((v < 0) != (d < 0), ((signs >> j) & 1) != 0) << "block " << b << " group " << g << " run " << k;
+          const float mag = std::fabs(v / (d * (0.5f + static_cast<float>(scale)) * 0.25f));
+          const uint64_t grid = tables::kIq2xxsGrid[qs[4 * g + k]];
+          ASSERT_NEAR(mag, static_cast<float>((grid >> (8 * j)) & 0xFF), 1e-3f * (mag + 1))
+              << "block " << b << " group " << g << " run " << k << " weight " << j;
+        }
+      }
+    }
+  }
+  iq2_xxs_unpack(r.data(), static_cast<int64_t>(r.size()));
+  EXPECT_EQ(0, std::memcmp(r.data(), w.data(), w.size() * sizeof(block_iq2_xxs)));
+}
+
+// The repacked kernels on every ISA equal the scalar plain kernels on the original rows.
+TEST(IQ2XXSRepack, KernelsEqualPlainScalar) {
+  std::mt19937 rng(93);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    const Kernels& k = kernels(isa);
+    const Kernels& s = scalar::kernels();
+    for (int64_t nb : {1, 2, 3, 16}) {
+      for (int nr : {1, 4, 6}) {
+        const int64_t w_stride = nb + 1;
+        auto w = random_blocks<block_iq2_xxs>(w_stride * nr, rng);
+        for (auto& b : w) b.d = random_scale(rng);
+        auto r = w;
+        iq2_xxs_repack(r.data(), static_cast<int64_t>(r.size()));
+        for (int nx : {1, 3, 5}) {
+          const int64_t stride = nb + 2;
+          const auto x = random_q8_K(stride * nx, rng);
+          const int64_t n = nb * QK_K;
+          std::vector<float> tile(static_cast<size_t>(nr * nx)), multi(static_cast<size_t>(nx));
+          k.dot_iq2_xxs_r_rows(r.data(), w_stride, nr, x.data(), stride, nx, n, tile.data());
+          for (int i = 0; i < nr; ++i) {
+            k.dot_iq2_xxs_r_multi(r.data() + i * w_stride, x.data(), stride, nx, n, multi.data());
+            for (int v = 0; v < nx; ++v) {
+              const float want = s.dot_iq2_xxs(w.data() + i * w_stride, x.data() + v * stride, n);
+              const float one = k.dot_iq2_xxs_r(r.data() + i * w_stride, x.data() + v * stride, n);
+              const auto bits = std::bit_cast<uint32_t>(want);
+              ASSERT_EQ(std::bit_cast<uint32_t>(one), bits) << isa_name(isa) << " nb " << nb << " row " << i;
+              ASSERT_EQ(std::bit_cast<uint32_t>(multi[v]), bits) << isa_name(isa) << " nb " << nb << " row " << i;
+              ASSERT_EQ(std::bit_cast<uint32_t>(tile[i * nx + v]), bits) << isa_name(isa) << " nb " << nb;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, IQ2_XXSRowTileExtremes) {
   for (Isa isa : simd_isas()) {
     const Kernels& k = kernels(isa);
