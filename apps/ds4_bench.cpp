@@ -189,6 +189,7 @@ int run(const BenchOptions& o) {
 
   EngineOptions eo;
   eo.threads = o.threads;
+  eo.layer_split = o.layer_split;
   eo.backend = o.backend;
   eo.device = o.device;
   eo.cpu_moe_layers = o.cpu_moe_layers;
@@ -341,6 +342,7 @@ int run(const BenchOptions& o) {
 
 int main(int argc, char** argv) {
   using namespace ds4::bench;
+  ds4::init_cluster(&argc, &argv);  // under mpirun: ranks other than 0 serve their stage
   BenchOptions o;
   const ds4::args::Outcome parsed = parse_options(argc, argv, o);
   if (parsed.done()) return ds4::args::finish(parsed);

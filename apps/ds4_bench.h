@@ -29,6 +29,7 @@ struct BenchOptions {
   int gen_tokens = 128;
   std::string csv_path;  // empty: stdout
   int threads = 0;       // 0: the engine's default
+  std::vector<int> layer_split;  // --layer-split (MPI)
   Backend backend = Backend::Cpu;  // -b/--backend
   int device = 0;                  // --device (Vulkan)
   int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N

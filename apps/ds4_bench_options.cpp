@@ -10,6 +10,7 @@
 
 #include "args/args.h"
 #include "ds4_bench.h"
+#include "model/stages.h"
 
 namespace ds4::bench {
 
@@ -28,6 +29,16 @@ void describe(args::Parser& p, BenchOptions& o) {
   p.group("Model and machine");
   p.text("-m,--model", o.model_path, "FILE", "GGUF model (default: ds4flash.gguf)");
   p.integer("-t,--threads", o.threads, 1, INT_MAX, "N", "CPU threads (default: all cores)");
+  p.value(
+      "--layer-split",
+      [&o](const std::string& v) {
+        try {
+          o.layer_split = model::parse_layer_split(v);
+        } catch (const std::invalid_argument& e) {
+          throw UsageError(e.what());
+        }
+      },
+      "A,B,...", "under mpirun: layers per rank (default: by bytes; docs/mpi.md)");
   p.value(
       "-b,--backend",
       [&o](const std::string& b) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "args/args.h"
+#include "model/stages.h"
 #include "ds4/engine.h"
 #include "session/debug.h"
 
@@ -20,8 +21,9 @@ namespace {
 struct CheckArgs {
   std::string model, tokens_file, dump_logits, dump_hidden, mtp_sidecar;
   std::string dump_mtp_logits, mtp_hidden;
+  std::vector<int> layer_split;
   int decode_from = -1, chunk = 0, threads = 0, ctx = 0, mtp_decode_from = -1;
-  bool qat = true, all_logits = false, verbose = false;
+  bool qat = true, all_logits = false, verbose = false, warm = false;
 };
 
 using args::UsageError;
@@ -53,6 +55,17 @@ void describe(args::Parser& p, CheckArgs& a) {
   p.integer("-t,--threads", a.threads, 0, 1 << 30, "N", "worker threads (default: all cores)");
   p.integer("-c,--ctx", a.ctx, 0, 1 << 30, "N", "session context (default: the token count + 1)");
   p.flag("-v,--verbose", a.verbose, "print timings");
+  p.flag("--warm-weights", a.warm, "make the weights resident first (under MPI each rank its own)");
+  p.value(
+      "--layer-split",
+      [&a](const std::string& v) {
+        try {
+          a.layer_split = model::parse_layer_split(v);
+        } catch (const std::invalid_argument& e) {
+          throw UsageError(e.what());
+        }
+      },
+      "A,B,...", "layers per MPI rank (docs/mpi.md)");
 }
 
 std::vector<int32_t> read_tokens(const std::string& path) {
@@ -120,9 +133,11 @@ int run(const CheckArgs& a) {
   eo.threads = a.threads;
   eo.qat_simulation = a.qat;
   eo.mtp_path = a.mtp_sidecar;
+  eo.layer_split = a.layer_split;
   if (a.chunk > 0) eo.prefill_chunk = a.chunk;
   auto t0 = std::chrono::steady_clock::now();
   auto engine = Engine::open(a.model, eo);
+  if (a.warm) debug::warm_weights(*engine);
   const ModelConfig& c = engine->config();
   std::vector<int32_t> toks = read_tokens(a.tokens_file);
   if (toks.empty()) throw std::runtime_error("tokens file holds no tokens");

@@ -155,6 +155,7 @@ int run_cli(int argc, char** argv) {
     eo.device = opt.device;
     eo.cpu_moe_layers = opt.cpu_moe_layers;
     eo.mtp_path = opt.mtp_path;
+    eo.layer_split = opt.layer_split;
     std::unique_ptr<Engine> engine;
     try {
       engine = Engine::open(opt.model_path, eo);

@@ -43,6 +43,7 @@ struct CliOptions {
   int ctx = 32768;
   bool ctx_given = false;  // the default is lowered to a smaller model's limit
   int threads = 0;  // 0: all cores
+  std::vector<int> layer_split;  // --layer-split (MPI)
   Backend backend = Backend::Cpu;  // -b/--backend
   int device = 0;                  // --device (Vulkan)
   int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "args/args.h"
+#include "model/stages.h"
 #include "ds4_cli.h"
 #include "grammar/grammar.h"
 #include "grammar/json_schema.h"
@@ -81,6 +82,16 @@ void describe(args::Parser& p, CliOptions& o, CliFlags& f) {
       },
       "N", "Context size of the session in tokens. Default: 32768");
   p.integer("-t,--threads", o.threads, 1, 4096, "N", "Worker threads. Default: all cores");
+  p.value(
+      "--layer-split",
+      [&o](const std::string& v) {
+        try {
+          o.layer_split = model::parse_layer_split(v);
+        } catch (const std::invalid_argument& e) {
+          throw UsageError(e.what());
+        }
+      },
+      "A,B,...", "Under mpirun: layers per rank (docs/mpi.md). Default: by bytes");
   p.value(
       "-b,--backend",
       [&o](const std::string& b) {

@@ -22,6 +22,7 @@
 
 int main(int argc, char** argv) {
   using namespace ds4::server;
+  ds4::init_cluster(&argc, &argv);  // under mpirun: ranks other than 0 serve their stage
   ServerOptions opt;
   const ds4::args::Outcome parsed = parse_server_args(std::vector<std::string>(argv + 1, argv + argc), opt);
   if (parsed.done()) return ds4::args::finish(parsed);
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
     eo.device = opt.device;
     eo.cpu_moe_layers = opt.cpu_moe_layers;
     eo.mtp_path = opt.mtp_path;
+    eo.layer_split = opt.layer_split;
     engine = ds4::Engine::open(opt.model_path, eo);
     if (const std::string why = ds4::spec::unsupported_reason(*engine, opt.mtp_draft); !why.empty()) {
       throw std::runtime_error(why);
@@ -166,5 +168,6 @@ int main(int argc, char** argv) {
   if (!http.drain(10000)) std::fprintf(stderr, "ds4-server: connections still open at exit\n");
   draining = false;
   std::fflush(stderr);
+  ds4::finalize_cluster();  // _Exit runs no atexit handler: the other MPI ranks end here
   std::_Exit(listener_failed ? 1 : 0);
 }

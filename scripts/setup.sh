@@ -10,6 +10,7 @@ PACKAGES=(
   python3 python3-numpy tmux curl ca-certificates iproute2 util-linux
   libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers
   json-schema-test-suite
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()

@@ -66,7 +66,22 @@ struct EngineOptions {
   // file is unchanged) for faster kernels. Reads all of them at load and keeps them as this
   // process's pages (not evictable file cache), so the model must fit in RAM.
   bool repack_iq2_xxs = false;
+  // Under mpirun with several ranks (docs/mpi.md): layers per rank, in rank order, adding up
+  // to the model's layer count; empty: split by bytes.
+  std::vector<int> layer_split;
 };
+
+// Pipeline parallelism over MPI (docs/mpi.md). Programs that open engines call this first
+// in main(). Started by mpirun with several ranks, it starts MPI: rank 0 returns and runs the
+// program (Engine::open then spreads the layers over the ranks), every other rank serves its
+// stage for rank 0 and exits when rank 0 ends, never returning. Otherwise it does nothing
+// (in a build without MPI, started by mpirun with several ranks, it says so and exits).
+void init_cluster(int* argc, char*** argv);
+// Ranks of the pipeline (1 without MPI or mpirun).
+int cluster_size();
+// Ends the other ranks and MPI now; done at exit too, but a program that leaves through
+// _Exit calls it first. No engine may be used afterwards.
+void finalize_cluster();
 
 // Hyperparameters as read from the GGUF metadata (docs/gguf.md).
 struct ModelConfig {

@@ -68,6 +68,14 @@ struct Entry {
 struct Batch {
   const Entry* entries = nullptr;
   int n = 0;
+  // A pipeline stage (docs/mpi.md) runs layers [first_layer, end_layer) (end_layer < 0: to
+  // the last). `in` (n x hc x dim) are the states entering first_layer, required when it is
+  // not 0 (else the tokens are embedded). With end_layer before the last layer, the states
+  // after it go to `out` (n x hc x dim, every entry) and the head does not run.
+  int first_layer = 0;
+  int end_layer = -1;
+  const float* in = nullptr;
+  float* out = nullptr;
   // Outputs of the entries with `output` set, in entry order: vocab logits and hc*dim
   // final HC states (the MTP input). Either may be null.
   float* logits = nullptr;
@@ -117,6 +125,9 @@ class Backend {
   virtual void head(const float* X, int n, float* logits) = 0;
   // Every quantized product in f32 against dequantized weight rows (model::MatView).
   virtual void use_f32_activations() = 0;
+  // Makes every weight page this backend evaluates with resident now (under MPI, each
+  // rank its own stage's): memory measurements, no first-token page faults.
+  virtual void warm_weights() {}
 };
 
 }  // namespace ds4::backend

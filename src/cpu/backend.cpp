@@ -44,6 +44,13 @@ class CpuBackend final : public backend::Backend {
     const size_t hcD = static_cast<size_t>(c.hc) * c.dim;
     const int n = b.n;
     if (n <= 0) return;
+    const int first = b.first_layer;
+    const int end = b.end_layer < 0 ? c.n_layers : b.end_layer;
+    if (first < w_.first_layer || end > w_.end_layer || first >= end || (first > 0 && !b.in))
+      throw Error(Error::Kind::InvalidArgument,
+                  "cpu backend: layers [" + std::to_string(first) + ", " + std::to_string(end) +
+                      ") are not all loaded in this process (it holds [" + std::to_string(w_.first_layer) + ", " +
+                      std::to_string(w_.end_layer) + "))");
     std::lock_guard<std::mutex> lk(mu_);
     Forward fw(w_, pool_, ropes_, scratch_, qat_);
     const double t_start = seconds_now();
@@ -56,15 +63,21 @@ class CpuBackend final : public backend::Backend {
     }
     std::vector<float>& X = scratch_.X;
     X.resize(n * hcD);
-    fw.embed(tokens_.data(), n, X.data());
+    if (b.in) std::copy_n(b.in, n * hcD, X.data());
+    else fw.embed(tokens_.data(), n, X.data());
     double t_prev = seconds_now();
     if (b.embed_s) *b.embed_s += t_prev - t_start;
-    for (size_t il = 0; il < w_.layers.size(); ++il) {
+    for (int il = first; il < end; ++il) {
       for (int t = 0; t < n; ++t) states_[t] = &b.entries[t].seq->host().layers[il];
       fw.block(w_.layers[il], BlockRows{states_.data(), pos_.data(), tokens_.data(), n}, X.data());
       const double now = seconds_now();
       if (b.layer_s) b.layer_s[il] += now - t_prev;
       t_prev = now;
+    }
+    if (end < c.n_layers) {
+      if (b.out) std::copy_n(X.data(), n * hcD, b.out);
+      publish_scratch();
+      return;
     }
     // The head over the entries that want outputs, gathered into consecutive rows.
     int n_out = 0;
@@ -113,6 +126,8 @@ class CpuBackend final : public backend::Backend {
     Forward(w_, pool_, ropes_, scratch_, qat_).head(w_.head, X, n, logits);
     publish_scratch();
   }
+
+  void warm_weights() override { w_.warm(); }
 
   void use_f32_activations() override {
     std::lock_guard<std::mutex> lk(mu_);

@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -37,6 +39,10 @@ std::string dims_str(const std::vector<uint64_t>& d) {
 
 struct Binder {
   const gguf::File& f;
+  // False for the layers of other pipeline stages: tensors are checked against the header
+  // and their views bound (sizes stay known) but no tensor data is read, so none of their
+  // pages become resident in this process.
+  bool touch = true;
 
   const gguf::TensorInfo& need(const std::string& name) const {
     const gguf::TensorInfo* t = f.find_tensor(name);
@@ -75,6 +81,7 @@ struct Binder {
     shape(t, dims);
     if (!compute_type(t.type))
       bad(f, "tensor " + name + " has unsupported type " + std::string(quant::type_name(t.type)));
+    if (!touch) return {};
     const int64_t row = static_cast<int64_t>(t.ne(0));
     const int64_t rows = static_cast<int64_t>(t.n_elements() / t.ne(0));
     std::vector<float> out(static_cast<size_t>(row * rows));
@@ -151,7 +158,7 @@ void bind_layer(const Binder& b, const ModelConfig& c, const std::string& prefix
     if (t.type != quant::Type::I32) bad(b.f, "tensor " + t.name + " must be I32");
     L.tid2eid = reinterpret_cast<const int32_t*>(t.data);
     // Validate the table once so routing never indexes out of range.
-    for (int64_t i = 0; i < static_cast<int64_t>(c.vocab) * c.n_experts_used; ++i) {
+    for (int64_t i = 0; b.touch && i < static_cast<int64_t>(c.vocab) * c.n_experts_used; ++i) {
       int32_t e;
       std::memcpy(&e, t.data + 4 * i, 4);
       if (e < 0 || e >= c.n_experts) bad(b.f, "tensor " + t.name + " holds an invalid expert id");
@@ -192,13 +199,20 @@ std::unique_ptr<gguf::File> open_file(const std::string& path) {
 
 }  // namespace
 
-std::unique_ptr<Weights> Weights::load(const std::string& path, const std::string& mtp_path) {
+std::unique_ptr<Weights> Weights::load(const std::string& path, const std::string& mtp_path, int first_layer,
+                                       int end_layer) {
   auto w = std::make_unique<Weights>();
   w->file = open_file(path);
   try {
     const gguf::File& f = *w->file;
     w->config = read_config(f);
     const ModelConfig& c = w->config;
+    if (end_layer < 0) end_layer = c.n_layers;
+    if (first_layer < 0 || first_layer >= end_layer || end_layer > c.n_layers)
+      bad(f, "layer range [" + std::to_string(first_layer) + ", " + std::to_string(end_layer) +
+                 ") is not within the model's " + std::to_string(c.n_layers) + " layers");
+    w->first_layer = first_layer;
+    w->end_layer = end_layer;
     Binder b{f};
     w->token_embd = b.mat("token_embd.weight", c.dim, c.vocab);
     w->output = b.mat("output.weight", c.dim, c.vocab);
@@ -206,7 +220,7 @@ std::unique_ptr<Weights> Weights::load(const std::string& path, const std::strin
               "output_norm.weight", w->head);
     w->layers.resize(c.n_layers);
     for (int il = 0; il < c.n_layers; ++il)
-      bind_layer(b, c, "blk." + std::to_string(il) + ".", c.compress_ratios[il], il < c.n_hash_layers,
+      bind_layer(Binder{f, il >= first_layer && il < end_layer}, c, "blk." + std::to_string(il) + ".", c.compress_ratios[il], il < c.n_hash_layers,
                  c.swiglu_limit[il], false, w->layers[il]);
 
     const gguf::File* mf = nullptr;
@@ -263,8 +277,25 @@ void Weights::repack_iq2_xxs() {
       x->iq2_repacked = true;
     }
   };
-  for (auto& L : layers) layer(L);
+  for (size_t il = 0; il < layers.size(); ++il)
+    if (holds_layer(static_cast<int>(il))) layer(layers[il]);  // another MPI rank's layers stay untouched
   if (has_mtp) layer(mtp.block);
+}
+
+uint64_t Weights::warm() const {
+  uint64_t covered = 0, sum = 0;
+  for (const gguf::TensorInfo& t : file->tensors()) {
+    const std::string& n = t.name;
+    bool mine = false;
+    if (n.rfind("blk.", 0) == 0) mine = holds_layer(std::atoi(n.c_str() + 4));
+    else if (n.rfind("token_embd.", 0) == 0) mine = first_layer == 0;
+    else if (n.rfind("output", 0) == 0) mine = end_layer == config.n_layers;
+    if (!mine || !t.data) continue;
+    for (uint64_t off = 0; off < t.nbytes; off += 4096) sum += t.data[off];
+    covered += t.nbytes;
+  }
+  if (sum == 1) std::fputc('\n', stderr);  // keeps the reads observable
+  return covered;
 }
 
 void Weights::use_f32_activations() {

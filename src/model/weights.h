@@ -73,6 +73,15 @@ struct Weights {
   std::vector<LayerWeights> layers;
   bool has_mtp = false;
   MtpWeights mtp;
+  // The layers this process evaluates (a pipeline stage, docs/mpi.md); the others are bound
+  // as views only (their small vectors empty, their data never read).
+  int first_layer = 0;
+  int end_layer = 0;
+  bool holds_layer(int il) const { return il >= first_layer && il < end_layer; }
+  // Reads one byte of every page of the tensors this process evaluates with (its layers,
+  // the embedding when it holds layer 0, the output head when it holds the last), so they
+  // are resident before the first token. Returns the bytes covered.
+  uint64_t warm() const;
 
   // Test hook (backend::Backend::use_f32_activations): sets f32_activations on every matrix
   // and expert stack, the MTP block's included.
@@ -85,7 +94,9 @@ struct Weights {
   void repack_iq2_xxs();
 
   // Opens and binds everything; throws ds4::Error(BadModel) naming the offending tensor.
-  static std::unique_ptr<Weights> load(const std::string& path, const std::string& mtp_path);
+  // Only layers [first_layer, end_layer) are read (end_layer < 0: to the last).
+  static std::unique_ptr<Weights> load(const std::string& path, const std::string& mtp_path, int first_layer = 0,
+                                       int end_layer = -1);
 };
 
 }  // namespace ds4::model

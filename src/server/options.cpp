@@ -1,6 +1,7 @@
 #include "server/options.h"
 
 #include "args/args.h"
+#include "model/stages.h"
 
 #include <limits>
 
@@ -29,6 +30,16 @@ void describe(args::Parser& p, ServerOptions& o) {
   p.integer("-c,--ctx", o.ctx, 1, kIntMax, "N", "context size in tokens (default 32768)");
   p.integer("-n,--tokens", o.default_max_tokens, 0, kIntMax, "N", "default max tokens per request (default 393216)");
   p.integer("-t,--threads", o.threads, 0, 4096, "N", "inference threads (default: all cores)");
+  p.value(
+      "--layer-split",
+      [&o](const std::string& v) {
+        try {
+          o.layer_split = model::parse_layer_split(v);
+        } catch (const std::invalid_argument& e) {
+          throw UsageError(e.what());
+        }
+      },
+      "A,B,...", "under mpirun: layers per rank (docs/mpi.md; default: by bytes)");
   p.value(
       "-b,--backend",
       [&o](const std::string& b) {

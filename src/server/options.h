@@ -17,6 +17,7 @@ struct ServerOptions {
   int ctx = 32768;
   int64_t default_max_tokens = 393216;  // -n: used when a request gives no limit
   int threads = 0;
+  std::vector<int> layer_split;  // --layer-split: layers per MPI rank
   std::string backend = "cpu";     // -b/--backend: cpu or vulkan (ds4::parse_backend)
   int device = 0;                  // --device (Vulkan)
   int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)

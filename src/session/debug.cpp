@@ -95,6 +95,8 @@ std::vector<float> prefill_logits(Engine& e, const std::vector<int32_t>& tokens,
 
 void use_f32_activations(Engine& e) { impl(e).backend().use_f32_activations(); }
 
+void warm_weights(Engine& e) { impl(e).backend().warm_weights(); }
+
 std::vector<float> head(Engine& e, const float* states, int n) {
   auto& E = impl(e);
   const ModelConfig& c = E.config();

@@ -33,6 +33,9 @@ std::vector<float> prefill_logits(Engine& e, const std::vector<int32_t>& tokens,
 // dequantized f32 twin, up to summation order. For comparisons only; slow.
 void use_f32_activations(Engine& e);
 
+// Makes the weights the engine evaluates with resident (under MPI each rank its own part).
+void warm_weights(Engine& e);
+
 // Output head on n states ([n][hc][dim]) -> [n][vocab].
 std::vector<float> head(Engine& e, const float* states, int n);
 

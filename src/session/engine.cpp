@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu/backend.h"
@@ -7,7 +8,11 @@
 #include "vulkan/backend.h"
 #include "vulkan/context.h"
 #endif
+#include "model/stages.h"
 #include "session/session_impl.h"
+#ifdef DS4_HAVE_MPI
+#include "mpi/pipeline.h"
+#endif
 
 namespace ds4 {
 
@@ -44,6 +49,36 @@ namespace {
 [[noreturn]] void fail(Error::Kind k, const std::string& msg) { throw Error(k, msg); }
 }  // namespace
 
+void init_cluster(int* argc, char*** argv) {
+#ifdef DS4_HAVE_MPI
+  mpi::init(argc, argv);
+#else
+  (void)argc;
+  (void)argv;
+  const char* n = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (!n) n = std::getenv("PMI_SIZE");
+  if (n && std::atoi(n) > 1) {
+    std::fprintf(stderr, "ds4: started by mpirun with %s ranks, but this build has no MPI support "
+                         "(install openmpi-bin and libopenmpi-dev and rebuild; docs/mpi.md)\n", n);
+    std::exit(1);
+  }
+#endif
+}
+
+void finalize_cluster() {
+#ifdef DS4_HAVE_MPI
+  mpi::finalize();
+#endif
+}
+
+int cluster_size() {
+#ifdef DS4_HAVE_MPI
+  return mpi::size();
+#else
+  return 1;
+#endif
+}
+
 std::unique_ptr<Engine> Engine::open(const std::string& gguf_path, const EngineOptions& opt) {
   return std::make_unique<EngineImpl>(gguf_path, opt);
 }
@@ -54,12 +89,29 @@ EngineImpl::EngineImpl(const std::string& path, const EngineOptions& opt) : opt_
   if (opt.cpu_moe_layers < 0) fail(Error::Kind::InvalidArgument, "cpu_moe_layers must be >= 0");
   if (opt.rewind_tokens < 0 || opt.rewind_tokens > 4096)
     fail(Error::Kind::InvalidArgument, "rewind_tokens must be in 0..4096");
-  weights_ = model::Weights::load(path, opt.mtp_path);
+  if (cluster_size() > 1) {
+    if (opt.backend != Backend::Cpu)
+      fail(Error::Kind::InvalidArgument, "under MPI every stage runs on the CPU backend (-b cpu)");
+#ifdef DS4_HAVE_MPI
+    mpi::Pipeline p = mpi::open_pipeline(path, opt);
+    weights_ = std::move(p.weights);
+    backend_ = std::move(p.backend);
+#endif
+  } else {
+    weights_ = model::Weights::load(path, opt.mtp_path);
+    if (!opt.layer_split.empty()) {
+      try {
+        model::split_from_counts(opt.layer_split, weights_->config.n_layers, 1);
+      } catch (const std::invalid_argument& e) {
+        fail(Error::Kind::InvalidArgument, std::string(e.what()) + " (one process: one rank)");
+      }
+    }
+  }
   const ModelConfig& c = weights_->config;
   if (weights_->has_mtp && c.compress_ratios[c.n_layers] != 0)
     fail(Error::Kind::BadModel, path + ": MTP blocks with a compressor (ratio " +
                                     std::to_string(c.compress_ratios[c.n_layers]) + ") are not supported");
-  switch (opt.backend) {
+  if (!backend_) switch (opt.backend) {
     case Backend::Cpu:
       backend_ = cpu::make_backend(*weights_, opt);
       break;

