@@ -5,6 +5,8 @@
 #include <span>
 #include <vector>
 
+#include "random/random.h"
+
 namespace ds4::sample {
 
 struct Params {
@@ -15,16 +17,8 @@ struct Params {
   uint64_t seed = 0;         // 0: pick one from the clock
 };
 
-// Deterministic 64-bit generator (xoshiro256**, seeded through splitmix64) so a seed gives
-// the same run on every platform and compiler.
-class Rng {
- public:
-  explicit Rng(uint64_t seed = 1);
-  uint64_t next();
-  double uniform();  // [0, 1) with 53 random bits
- private:
-  uint64_t s_[4];
-};
+// The seeded generator: a seed gives the same run on every platform and compiler.
+using Rng = random::Rng;
 
 struct TokenProb {
   int32_t id;

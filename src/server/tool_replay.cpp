@@ -1,6 +1,6 @@
 #include "server/tool_replay.h"
 
-#include <random>
+#include "random/random.h"
 
 namespace ds4::server {
 
@@ -86,17 +86,8 @@ void ToolReplay::clear() {
 }
 
 std::string ToolReplay::random_id(std::string_view prefix) {
-  // random_device reads the kernel's CSPRNG: ids must not be guessable by other clients.
-  static std::mutex rng_mu;
-  static std::random_device rng;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(prefix);
-  std::lock_guard<std::mutex> lock(rng_mu);
-  for (int i = 0; i < 4; ++i) {
-    uint32_t r = rng();
-    for (int k = 0; k < 8; ++k) id.push_back(kHex[(r >> (4 * k)) & 15]);
-  }
-  return id;
+  // Ids must not be guessable by other clients.
+  return random::unguessable_hex(prefix, 32);
 }
 
 std::string ToolReplay::new_id(std::string_view prefix) const {

@@ -1,6 +1,6 @@
 #include "text/dsml.h"
 
-#include <random>
+#include "random/random.h"
 
 #include "text/chat_json.h"
 
@@ -251,16 +251,7 @@ bool parse_attributes(std::string_view s, TagAttributes& out) {
   return true;
 }
 
-std::string random_call_id() {
-  static thread_local std::mt19937_64 rng{std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)};
-  static const char* const kHex = "0123456789abcdef";
-  std::string id = "call_";
-  for (int i = 0; i < 2; ++i) {
-    uint64_t r = rng();
-    for (int j = 0; j < 16; ++j) id.push_back(kHex[(r >> (4 * j)) & 15]);
-  }
-  return id;
-}
+std::string random_call_id() { return random::unguessable_hex("call_", 32); }
 
 }  // namespace
 

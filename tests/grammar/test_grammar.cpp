@@ -14,6 +14,7 @@
 #include "grammar/sampling.h"
 #include "text/dsml.h"
 #include "../server/real_tokenizer.h"
+#include "test_seed.h"
 
 namespace ds4::grammar {
 namespace {
@@ -169,7 +170,7 @@ void expect_mask_exact(Matcher& m, const Vocabulary& v, const std::string& where
 // Random walks through the grammar: at each step the mask must equal the brute force.
 void random_walks(const std::shared_ptr<CompiledGrammar>& g, int walks, int steps, uint32_t seed,
                   bool check_every_step = true) {
-  std::mt19937 rng(seed);
+  std::mt19937 rng(ds4::testdata::test_seed(seed));
   const Vocabulary& v = g->vocab();
   for (int w = 0; w < walks; ++w) {
     Matcher m(g);

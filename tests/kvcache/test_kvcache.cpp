@@ -23,6 +23,7 @@
 #include "kvcache/policy.h"
 #include "kvcache/store.h"
 #include "text/tokenizer.h"
+#include "test_seed.h"
 
 using namespace ds4;
 using namespace ds4::kvcache;
@@ -283,7 +284,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 std::string prose(int words, int seed) {
   static const char* w[] = {"river", "stone", "lamp", "orbit", "cedar", "violet", "quartz",
                             "meadow", "signal", "harbor", "ember", "tundra", "pixel", "ledger"};
-  std::mt19937 g(seed);
+  std::mt19937 g(ds4::testdata::test_seed(seed));
   std::string s;
   for (int i = 0; i < words; ++i) {
     s += w[g() % 14];
@@ -427,7 +428,7 @@ TEST_F(KvStore, TruncationsAndBitFlipsAreRejected) {
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   };
   auto cache = open_cache();
-  std::mt19937 g(5);
+  std::mt19937 g(ds4::testdata::test_seed(5));
   const size_t payload_at = kHeaderBytes + 4 + key.size();
   std::vector<size_t> cuts = {0, 3, 47, 48, 51, payload_at - 1, payload_at + 10, good.size() - 1,
                               good.size() - 20};

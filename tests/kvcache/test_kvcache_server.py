@@ -164,6 +164,17 @@ class Server:
         return rc
 
 
+def test_seed(default, where):
+    """The seed of a randomized step: `default`, or DS4_TEST_SEED mixed with it (as
+    tests/test_seed.h does), printed so a failure can be replayed."""
+    env = os.environ.get("DS4_TEST_SEED", "")
+    seed = default
+    if env:
+        seed = (((int(env, 0) + default) * 0x9E3779B97F4A7C15) % (1 << 64)) >> 32
+    print("[seed] %s seed %d (DS4_TEST_SEED=%s)" % (where, seed, env or "unset"), flush=True)
+    return seed
+
+
 def system_text(seed, n=40):
     rnd = random.Random(seed)
     words = ["alpha", "river", "stone", "orbit", "cedar", "quartz", "signal", "harbor", "ember"]
@@ -381,7 +392,7 @@ def test_corrupt_files_rejected():
     check(len(cold) == 1, "one cold file")
     path = os.path.join(d, cold[0])
     good = open(path, "rb").read()
-    rnd = random.Random(4)
+    rnd = random.Random(test_seed(4, "corrupt files"))
     cases = [("truncated", good[:len(good) // 2]), ("truncated header", good[:30]),
              ("truncated tail", good[:-1])]
     for _ in range(4):
@@ -432,7 +443,11 @@ def test_kill9_during_saves():
     msgs = [{"role": "system", "content": system_text(20)},
             {"role": "user", "content": "Count slowly."}]
     out = " ".join(str(i) for i in range(16))
-    rnd = random.Random(int(time.time()))
+    # Kill times differ per run unless DS4_TEST_SEED is set; the seed is printed either way.
+    env = os.environ.get("DS4_TEST_SEED", "")
+    seed = int(env, 0) if env else int(time.time())
+    print("[seed] kill times seed %d (replay: DS4_TEST_SEED=%d)" % (seed, seed), flush=True)
+    rnd = random.Random(seed)
     # One undisturbed run tells how long prefill + decode + saves take.
     s = Server(d, extra)
     t0 = time.time()

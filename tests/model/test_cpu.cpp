@@ -17,6 +17,7 @@
 #include "cpu/matmul.h"
 #include "cpu/thread_pool.h"
 #include "quant/quant.h"
+#include "test_seed.h"
 
 namespace ds4::cpu {
 namespace {
@@ -200,7 +201,7 @@ class MatmulTest : public ::testing::TestWithParam<quant::Type> {};
 
 TEST_P(MatmulTest, BatchMatchesScalarReferenceAndIsThreadIndependent) {
   const quant::Type t = GetParam();
-  std::mt19937 rng(7 + static_cast<int>(t));
+  std::mt19937 rng(ds4::testdata::test_seed(7 + static_cast<int>(t)));
   const int64_t in = 512;
   // Two products sharing one input (one quantization), a third with its own input, and a
   // range of batch sizes crossing the vector tile (32).
@@ -257,7 +258,7 @@ TEST_P(MatmulTest, BatchMatchesScalarReferenceAndIsThreadIndependent) {
 TEST_P(MatmulTest, PreQuantizedOperandsGiveTheSameResults) {
   const quant::Type t = GetParam();
   if (quant::activation_type(t) == quant::ActType::F32) GTEST_SKIP() << "float weights take f32 inputs";
-  std::mt19937 rng(11);
+  std::mt19937 rng(ds4::testdata::test_seed(11));
   const int64_t in = 256, n_vec = 9;
   const Weights w = random_weights(t, in, 40, rng);
   const std::vector<float> x = random_vectors(n_vec, in, rng);
@@ -307,7 +308,7 @@ INSTANTIATE_TEST_SUITE_P(Types, MatmulTest,
 // ---- attention --------------------------------------------------------------------------
 
 TEST(Attention, KernelMatchesReferenceAndDoubleMath) {
-  std::mt19937 rng(3);
+  std::mt19937 rng(ds4::testdata::test_seed(3));
   std::normal_distribution<float> g(0.f, 1.f);
   const int heads = 6, dim = 136;  // not a multiple of 64: exercises the tail
   for (int n_rows : {1, 5, 140}) {

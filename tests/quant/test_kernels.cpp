@@ -14,6 +14,7 @@
 #include "quant/quant.h"
 #include "quant/tables.h"
 #include "test_util.h"
+#include "test_seed.h"
 
 namespace ds4::quant {
 namespace {
@@ -134,7 +135,7 @@ TEST(Kernels, FloatDotsMatchScalar) {
 
 TEST(Kernels, Q8_0MatchesScalar) {
   const Kernels& ref = scalar::kernels();
-  std::mt19937 rng(11);
+  std::mt19937 rng(ds4::testdata::test_seed(11));
   for (Isa isa : simd_isas()) {
     const Kernels& k = kernels(isa);
     for (int64_t nb : {0, 1, 2, 3, 5, 8, 17, 128}) {
@@ -163,7 +164,7 @@ TEST(Kernels, Q8_0MatchesScalar) {
 TEST(Kernels, Q8_0ExactOnIntegerData) {
   // With power-of-two scales and small integers every partial sum is exact, so any
   // summation order gives the same float.
-  std::mt19937 rng(12);
+  std::mt19937 rng(ds4::testdata::test_seed(12));
   for (Isa isa : simd_isas()) {
     for (int64_t nb : {1, 3, 64}) {
       auto w = random_blocks<block_q8_0>(nb, rng);
@@ -181,7 +182,7 @@ TEST(Kernels, Q8_0ExactOnIntegerData) {
 
 template <typename Block, typename Fn>
 void check_k_kernel(const char* name, Fn pick, void (*fix)(Block&, std::mt19937&)) {
-  std::mt19937 rng(13);
+  std::mt19937 rng(ds4::testdata::test_seed(13));
   for (Isa isa : simd_isas()) {
     for (int64_t nb : {0, 1, 2, 3, 7, 16}) {
       for (int rep = 0; rep < 20; ++rep) {
@@ -320,7 +321,7 @@ TEST(Kernels, ActivationQuantizersMatchScalarBytes) {
 }
 
 TEST(Kernels, MultiVectorDotEqualsSingleDots) {
-  std::mt19937 rng(31);
+  std::mt19937 rng(ds4::testdata::test_seed(31));
   for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
     if (!isa_available(isa)) continue;
     const Kernels& k = kernels(isa);
@@ -344,7 +345,7 @@ TEST(Kernels, MultiVectorDotEqualsSingleDots) {
 // The row-tile kernel against the scalar single dot: random bit patterns (every sign field,
 // parity and scale), row counts around its four-row groups, padded strides.
 TEST(Kernels, IQ2_XXSRowTileEqualsSingleDots) {
-  std::mt19937 rng(37);
+  std::mt19937 rng(ds4::testdata::test_seed(37));
   for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
     if (!isa_available(isa)) continue;
     const Kernels& k = kernels(isa);
@@ -375,7 +376,7 @@ template <typename Block>
 void check_k_rows(const char* name,
                   void (*pick)(const Kernels&, const Block*, int64_t, int, const block_q8_K*, int64_t, int, int64_t, float*),
                   float (*single)(const Block*, const block_q8_K*, int64_t), void (*fix)(Block&, std::mt19937&)) {
-  std::mt19937 rng(39);
+  std::mt19937 rng(ds4::testdata::test_seed(39));
   for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
     if (!isa_available(isa)) continue;
     for (int64_t nb : {1, 2, 5}) {
@@ -531,7 +532,7 @@ TEST(Kernels, IQ2_XXSRowTileExtremes) {
 
 template <typename Block, typename Multi, typename Single>
 void check_k_multi(const char* name, Multi multi, Single single, void (*fix)(Block&, std::mt19937&)) {
-  std::mt19937 rng(33);
+  std::mt19937 rng(ds4::testdata::test_seed(33));
   for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
     if (!isa_available(isa)) continue;
     const Kernels& k = kernels(isa);
@@ -570,7 +571,7 @@ TEST(Kernels, KQuantMultiVectorEqualsSingleDots) {
 }
 
 TEST(Kernels, Q8_0MultiVectorEqualsSingleDots) {
-  std::mt19937 rng(32);
+  std::mt19937 rng(ds4::testdata::test_seed(32));
   std::uniform_int_distribution<int> q(-127, 127);
   for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
     if (!isa_available(isa)) continue;

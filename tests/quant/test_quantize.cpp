@@ -8,6 +8,7 @@
 
 #include "quant/quant.h"
 #include "test_util.h"
+#include "test_seed.h"
 
 namespace ds4::quant {
 namespace {
@@ -84,7 +85,7 @@ TEST(Quantize, ImportanceReducesWeightedError) {
   const auto x = gaussian(n, 4);
   // Strongly skewed importance: a few columns matter 100x more, like a real imatrix.
   std::vector<float> imp(n);
-  std::mt19937 rng(5);
+  std::mt19937 rng(ds4::testdata::test_seed(5));
   std::uniform_real_distribution<float> u(0.0f, 1.0f);
   for (auto& w : imp) w = u(rng) < 0.1f ? 100.0f : 1.0f;
   for (Type t : {Type::Q4_K, Type::Q2_K, Type::IQ2_XXS}) {

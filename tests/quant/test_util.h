@@ -9,11 +9,12 @@
 #include <cstdint>
 #include <random>
 #include <vector>
+#include "test_seed.h"
 
 namespace ds4::quant::test {
 
 inline std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
+  std::mt19937 rng(ds4::testdata::test_seed(seed));
   std::normal_distribution<float> dist(0.0f, sigma);
   std::vector<float> v(n);
   for (auto& x : v) x = dist(rng);

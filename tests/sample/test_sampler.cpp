@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "sample/sampler.h"
+#include "test_seed.h"
 
 using ds4::sample::Params;
 using ds4::sample::Sampler;
@@ -25,6 +28,30 @@ std::map<int, double> as_map(const std::vector<ds4::sample::TokenProb>& d) {
   std::map<int, double> m;
   for (const auto& t : d) m[t.id] = std::exp(t.logprob);
   return m;
+}
+
+// The one seeded generator against published vectors: splitmix64's outputs from seed 1234567
+// and xoshiro256**'s from the state {1, 2, 3, 4}.
+TEST(Rng, MatchesPublishedVectors) {
+  uint64_t x = 1234567;
+  const uint64_t splitmix[] = {6457827717110365317ull, 3203168211198807973ull, 9817491932198370423ull,
+                               4593380528125082431ull, 16408922859458223821ull};
+  for (uint64_t want : splitmix) EXPECT_EQ(ds4::random::splitmix64(x), want);
+  auto rng = ds4::random::Rng::with_state(1, 2, 3, 4);
+  const uint64_t xoshiro[] = {11520ull, 0ull, 1509978240ull, 1215971899390074240ull,
+                              1216172134540287360ull, 607988272756665600ull};
+  for (uint64_t want : xoshiro) EXPECT_EQ(rng.next(), want);
+}
+
+// Seeding fills the state with four splitmix64 outputs of the seed, so Rng(s) continues the
+// sequence of with_state on those four values.
+TEST(Rng, SeedingGoesThroughSplitmix) {
+  uint64_t x = 42;
+  const uint64_t a = ds4::random::splitmix64(x), b = ds4::random::splitmix64(x),
+                 c = ds4::random::splitmix64(x), d = ds4::random::splitmix64(x);
+  ds4::random::Rng seeded(42);
+  auto direct = ds4::random::Rng::with_state(a, b, c, d);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(seeded.next(), direct.next());
 }
 
 Params plain() {
@@ -103,6 +130,19 @@ TEST(Sampler, GreedyPicksLowestIdOnTiesAndSkipsNonFinite) {
   }
 }
 
+// Ids others must not guess: the prefix, then lower-case hex digits, never repeated.
+TEST(RandomIds, PrefixThenHexDigits) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string id = ds4::random::unguessable_hex("call_", 32);
+    ASSERT_EQ(id.size(), 37u);
+    EXPECT_EQ(id.substr(0, 5), "call_");
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef", 5), std::string::npos) << id;
+    EXPECT_TRUE(seen.insert(id).second) << id;
+  }
+  EXPECT_EQ(ds4::random::unguessable_hex("x", 12).size(), 13u);
+}
+
 TEST(Sampler, FixedSeedReproducesARun) {
   const auto l = logits_for({0.25, 0.25, 0.2, 0.2, 0.1});
   auto run = [&](uint64_t seed) {
@@ -147,7 +187,7 @@ TEST(Sampler, LogprobsAreLogSoftmaxOfRawLogits) {
 // fully sorted, filtered distribution picks with the same uniform number. The reference here
 // is written independently: softmax in double, full sort, min-p, top-p, walk.
 TEST(Sampler, SelectionDrawsWhatASortedWalkDraws) {
-  std::mt19937 gen(11);
+  std::mt19937 gen(ds4::testdata::test_seed(11));
   std::normal_distribution<float> normal(0.0f, 2.0f);
   // The kept tokens in order with their weights.
   auto reference = [](const std::vector<float>& l, const Params& p) {

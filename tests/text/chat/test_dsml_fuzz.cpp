@@ -10,6 +10,7 @@
 #include "dsml_test_util.h"
 #include "text/chat.h"
 #include "text/dsml.h"
+#include "test_seed.h"
 
 namespace ds4::text {
 namespace {
@@ -100,7 +101,7 @@ void check_event_invariants(const std::vector<DsmlEvent>& events, const std::str
 }
 
 TEST(DsmlFuzz, RandomMutationsNeverCrashAndAreChunkingIndependent) {
-  std::mt19937 rng(20260221);
+  std::mt19937 rng(ds4::testdata::test_seed(20260221));
   auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> base = seeds();
   size_t with_calls = 0, with_errors = 0;

@@ -8,6 +8,7 @@
 #include "golden_fixture.h"
 #include "text/chat.h"
 #include "text/dsml.h"
+#include "test_seed.h"
 
 namespace ds4::text {
 namespace {
@@ -504,7 +505,7 @@ TEST(DsmlChunking, EverySplitPointGivesTheSameEvents) {
 }
 
 TEST(DsmlChunking, ByteByByteAndRandomMultiSplits) {
-  std::mt19937 rng(1234);
+  std::mt19937 rng(ds4::testdata::test_seed(1234));
   for (bool thinking : {false, true}) {
     for (const std::string& text : chunking_corpus()) {
       auto whole = run_whole(text, counting_ids(thinking));
