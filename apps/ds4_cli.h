@@ -171,12 +171,11 @@ void log_reuse(const TurnStats& s);
 // "ds4: prefill: X t/s, generation: Y t/s".
 std::string speed_summary(const TurnStats& s);
 
-// --dump-logprobs: greedy continuation with the top-k alternatives per step, as JSON.
+// --dump-logprobs: greedy continuation with the top-k alternatives per step, as JSON (written
+// by text::dump_json, so a token's invalid UTF-8 "text" reads as U+FFFD; "bytes" is exact).
 void write_logprobs_json(std::FILE* out, Session& session, const text::Tokenizer& tok,
                          const std::vector<int32_t>& prompt, int top_k, int max_tokens,
                          int32_t eos);
-// JSON string of arbitrary bytes: valid UTF-8 kept, each invalid byte as \u00XX.
-std::string json_bytes_string(const std::string& bytes);
 
 // ---------------------------------------------------------------- interactive chat
 

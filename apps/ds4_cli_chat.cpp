@@ -13,6 +13,7 @@
 #include "grammar/sampling.h"
 #include "ds4_cli.h"
 #include "kvcache/hash.h"
+#include "text/json_writer.h"
 #include "text/tokenizer.h"
 
 namespace ds4::cli {
@@ -268,73 +269,20 @@ std::string speed_summary(const TurnStats& s) {
 
 // ---------------------------------------------------------------- logprob dump
 
-std::string json_bytes_string(const std::string& b) {
-  std::string out = "\"";
-  char esc[8];
-  size_t i = 0;
-  while (i < b.size()) {
-    const unsigned char c = static_cast<unsigned char>(b[i]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          if (c < 0x20 || c == 0x7f) {
-            std::snprintf(esc, sizeof esc, "\\u%04x", c);
-            out += esc;
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-      ++i;
-      continue;
-    }
-    // Length and validity of one UTF-8 sequence (no overlongs, surrogates or > U+10FFFF).
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) len = 2;
-    else if (c >= 0xe0 && c <= 0xef) { len = 3; if (c == 0xe0) lo = 0xa0; if (c == 0xed) hi = 0x9f; }
-    else if (c >= 0xf0 && c <= 0xf4) { len = 4; if (c == 0xf0) lo = 0x90; if (c == 0xf4) hi = 0x8f; }
-    bool valid = len > 0 && i + len <= b.size();
-    for (size_t k = 1; valid && k < len; ++k) {
-      const unsigned char cc = static_cast<unsigned char>(b[i + k]);
-      const unsigned char klo = k == 1 ? lo : 0x80, khi = k == 1 ? hi : 0xbf;
-      valid = cc >= klo && cc <= khi;
-    }
-    if (valid) {
-      out.append(b, i, len);
-      i += len;
-    } else {
-      std::snprintf(esc, sizeof esc, "\\u%04x", c);
-      out += esc;
-      ++i;
-    }
-  }
-  out += '"';
-  return out;
-}
-
 namespace {
 
-std::string json_token(const text::Tokenizer& tok, int32_t id) {
+// {"id", "text", "bytes"}: "text" goes through the one JSON writer (invalid UTF-8 as U+FFFD);
+// "bytes" keeps the token's exact bytes.
+nlohmann::ordered_json json_token(const text::Tokenizer& tok, int32_t id) {
   const std::string& bytes = tok.token_bytes(id);
-  std::string out = "{\"id\":" + std::to_string(id) + ",\"text\":" + json_bytes_string(bytes) +
-                    ",\"bytes\":[";
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    if (i) out += ',';
-    out += std::to_string(static_cast<unsigned char>(bytes[i]));
-  }
-  return out + "]}";
+  nlohmann::ordered_json raw = nlohmann::ordered_json::array();
+  for (char c : bytes) raw.push_back(static_cast<unsigned char>(c));
+  return {{"id", id}, {"text", bytes}, {"bytes", std::move(raw)}};
 }
 
-std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
+// Non-finite values have no JSON number: null (as the writer does for them).
+nlohmann::ordered_json json_number(float v) {
+  return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr);
 }
 
 }  // namespace
@@ -353,16 +301,15 @@ void write_logprobs_json(std::FILE* out, Session& session, const text::Tokenizer
     const std::vector<float>& logits = session.logits();
     const int32_t best = sample::argmax(logits);
     const auto top = sample::top_logprobs(logits, top_k);
-    std::string line = step ? ",\n" : "";
-    line += "    {\"step\":" + std::to_string(step) + ",\"selected\":" + json_token(tok, best) +
-            ",\"top_logprobs\":[";
-    for (size_t i = 0; i < top.size(); ++i) {
-      if (i) line += ',';
-      line += "{\"token\":" + json_token(tok, top[i].id) +
-              ",\"logit\":" + json_number(logits[static_cast<size_t>(top[i].id)]) +
-              ",\"logprob\":" + json_number(top[i].logprob) + "}";
+    nlohmann::ordered_json alternatives = nlohmann::ordered_json::array();
+    for (const auto& t : top) {
+      alternatives.push_back({{"token", json_token(tok, t.id)},
+                              {"logit", json_number(logits[static_cast<size_t>(t.id)])},
+                              {"logprob", json_number(t.logprob)}});
     }
-    line += "]}";
+    const nlohmann::ordered_json entry = {
+        {"step", step}, {"selected", json_token(tok, best)}, {"top_logprobs", std::move(alternatives)}};
+    const std::string line = (step ? ",\n    " : "    ") + text::dump_json(entry);
     std::fputs(line.c_str(), out);
     if (best == eos || step + 1 >= max_tokens) break;
     session.eval(best);

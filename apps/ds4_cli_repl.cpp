@@ -12,6 +12,7 @@
 
 #include "ds4_cli.h"
 #include "text/tokenizer.h"
+#include "text/unicode.h"
 
 namespace ds4::cli {
 
@@ -90,26 +91,21 @@ int read_char(EditLine*, wchar_t* out) {
     if (r < 0) errno = EINTR;
     return r;
   }
-  int extra = 0;
-  uint32_t cp = b;
-  if (b >= 0xf0 && b <= 0xf4) extra = 3, cp = b & 0x07;
-  else if (b >= 0xe0) extra = 2, cp = b & 0x0f;
-  else if (b >= 0xc2 && b <= 0xdf) extra = 1, cp = b & 0x1f;
-  else if (b >= 0x80) cp = 0xfffd;  // stray continuation or invalid lead byte
-  for (int k = 0; k < extra; ++k) {
-    unsigned char c = 0;
-    r = read_stdin_byte(c);
+  // Bytes are read until they form a character or cannot become one (then U+FFFD).
+  unsigned char seq[4] = {b};
+  size_t len = 1;
+  uint32_t cp = 0xFFFD;
+  int got;
+  while ((got = text::unicode::utf8_decode(seq, len, &cp)) == 0) {
+    r = read_stdin_byte(seq[len]);
     if (r <= 0) {
       *out = 0;
       if (r < 0) errno = EINTR;
       return r;
     }
-    if ((c & 0xc0) != 0x80) {
-      cp = 0xfffd;
-      break;
-    }
-    cp = (cp << 6) | (c & 0x3f);
+    ++len;
   }
+  if (got < 0) cp = 0xFFFD;
   *out = static_cast<wchar_t>(cp);
   return 1;
 }

@@ -6,6 +6,7 @@
 #include "convert/safetensors.h"
 #include "gguf/gguf.h"
 #include "text/hf_tokenizer.h"
+#include "text/unicode.h"
 
 namespace ds4::convert {
 
@@ -14,31 +15,10 @@ namespace {
 constexpr int32_t kNormal = 1;
 constexpr int32_t kControl = 3;
 
-std::string utf8(uint32_t cp) {
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    s += static_cast<char>(0xE0 | (cp >> 12));
-    s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
-
 }  // namespace
 
 std::string byte_token(uint8_t b) {
-  // Printable Latin-1 bytes stand for themselves; the others are shifted past 255 in order.
-  auto printable = [](uint32_t c) { return (c >= 0x21 && c <= 0x7E) || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE); };
-  if (printable(b)) return utf8(b);
-  uint32_t n = 0;
-  for (uint32_t c = 0; c < b; ++c)
-    if (!printable(c)) ++n;
-  return utf8(256 + n);
+  return text::unicode::utf8_encode(text::unicode::byte_to_codepoint(b));
 }
 
 const std::vector<SpecialToken>& ds4_special_tokens() {

@@ -22,54 +22,6 @@ struct Sym {
 };
 using Seq = std::vector<Sym>;
 
-// Splits a code point range (no surrogates) into sequences of byte ranges whose product is
-// exactly the UTF-8 encodings of the range.
-using ByteSeq = std::vector<std::pair<uint8_t, uint8_t>>;
-void utf8_sequences(uint32_t lo, uint32_t hi, std::vector<ByteSeq>& out) {
-  std::vector<Range> todo{{lo, hi}};
-  while (!todo.empty()) {
-    auto [s, e] = todo.back();
-    todo.pop_back();
-    bool split = false;
-    for (uint32_t max : {0x7Fu, 0x7FFu, 0xFFFFu}) {
-      if (s <= max && max < e) {
-        todo.emplace_back(max + 1, e);
-        todo.emplace_back(s, max);
-        split = true;
-        break;
-      }
-    }
-    if (split) continue;
-    if (e <= 0x7F) {
-      out.push_back({{static_cast<uint8_t>(s), static_cast<uint8_t>(e)}});
-      continue;
-    }
-    for (int i = 1; i < 4 && !split; ++i) {
-      const uint32_t m = (1u << (6 * i)) - 1;
-      if ((s & ~m) != (e & ~m)) {
-        if ((s & m) != 0) {
-          todo.emplace_back((s | m) + 1, e);
-          todo.emplace_back(s, s | m);
-          split = true;
-        } else if ((e & m) != m) {
-          todo.emplace_back(e & ~m, e);
-          todo.emplace_back(s, (e & ~m) - 1);
-          split = true;
-        }
-      }
-    }
-    if (split) continue;
-    std::string a, b;
-    text::unicode::utf8_append(a, s);
-    text::unicode::utf8_append(b, e);
-    ByteSeq seq;
-    for (size_t i = 0; i < a.size(); ++i) {
-      seq.emplace_back(static_cast<uint8_t>(a[i]), static_cast<uint8_t>(b[i]));
-    }
-    out.push_back(std::move(seq));
-  }
-}
-
 class Parser {
  public:
   explicit Parser(std::string_view text) : src_(text) {}
@@ -252,12 +204,9 @@ class Parser {
       }
     }
     // A UTF-8 sequence in the grammar text is one character.
-    uint32_t cp = 0;
-    const int n = text::unicode::utf8_decode(
-        reinterpret_cast<const unsigned char*>(src_.data()) + pos_, src_.size() - pos_, &cp);
-    if (n <= 0) fail("invalid UTF-8 in grammar");
-    pos_ += static_cast<size_t>(n);
-    return cp;
+    const auto cp = text::unicode::utf8_next(src_, pos_);
+    if (!cp) fail("invalid UTF-8 in grammar");
+    return *cp;
   }
 
   static Sym chars(Ranges r) {
@@ -429,8 +378,8 @@ class Parser {
     auto class_rule = [&](const Ranges& r) -> uint32_t {
       auto it = class_rules.find(r);
       if (it != class_rules.end()) return it->second;
-      std::vector<ByteSeq> seqs;
-      for (auto [lo, hi] : r) utf8_sequences(lo, hi, seqs);
+      std::vector<text::unicode::Utf8ByteRanges> seqs;
+      for (auto [lo, hi] : r) text::unicode::utf8_range_sequences(lo, hi, seqs);
       std::vector<std::vector<Grammar::Element>> alts;
       // Merge sequences that differ only in their first byte range: fewer alternatives.
       for (const auto& s : seqs) {

@@ -281,12 +281,9 @@ class RegexConverter {
   }
 
   uint32_t utf8_char() {
-    uint32_t cp = 0;
-    const int n = text::unicode::utf8_decode(
-        reinterpret_cast<const unsigned char*>(re_.data()) + pos_, re_.size() - pos_, &cp);
-    if (n <= 0) fail("invalid UTF-8");
-    pos_ += static_cast<size_t>(n);
-    return cp;
+    const auto cp = text::unicode::utf8_next(re_, pos_);
+    if (!cp) fail("invalid UTF-8");
+    return *cp;
   }
 
   static Ranges digit() { return {{'0', '9'}}; }

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "text/json_writer.h"
+
 namespace ds4::server {
 
 struct ApiError : std::runtime_error {
@@ -48,8 +50,6 @@ inline ApiError context_length_error(size_t prompt_tokens, int64_t n_ctx, const 
 }
 
 // Serialises for the wire: invalid UTF-8 from the model becomes U+FFFD instead of throwing.
-inline std::string dump_json(const nlohmann::ordered_json& j) {
-  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-}
+using text::dump_json;
 
 }  // namespace ds4::server

@@ -3,18 +3,11 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "text/unicode.h"
+
 namespace ds4::server {
 
 namespace {
-
-// Largest cut <= n that does not split a UTF-8 sequence of s.
-size_t utf8_cut(const std::string& s, size_t n) {
-  if (n >= s.size()) return s.size();
-  size_t cut = n;
-  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80 && n - cut < 3) --cut;
-  if ((static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) return n;  // not UTF-8 anyway
-  return cut;
-}
 
 text::DsmlParserOptions parser_options(const GenerationSpec& spec, ToolReplay* replay) {
   text::DsmlParserOptions popt;
@@ -151,7 +144,7 @@ std::optional<int32_t> OutputPipeline::step(std::span<const float> logits,
       return std::nullopt;
     }
     const size_t safe = raw_.size() >= max_stop_ - 1 ? raw_.size() - (max_stop_ - 1) : 0;
-    feed(utf8_cut(raw_, safe));
+    feed(text::unicode::utf8_cut(raw_, safe));
   } else {
     feed(raw_.size());
   }

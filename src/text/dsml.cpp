@@ -1,8 +1,8 @@
 #include "text/dsml.h"
 
 #include "random/random.h"
-
 #include "text/chat_json.h"
+#include "text/unicode.h"
 
 namespace ds4::text {
 
@@ -146,77 +146,9 @@ size_t whitespace_run_start(std::string_view s, size_t end) {
   return w;
 }
 
-// Length of a trailing UTF-8 sequence that is incomplete but could still become valid.
-size_t incomplete_utf8_tail(std::string_view s) {
-  size_t n = s.size();
-  for (size_t back = 1; back <= 3 && back <= n; ++back) {
-    unsigned char c = static_cast<unsigned char>(s[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
-    size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
-    if (need <= back || c < 0xC2 || c > 0xF4) return 0;
-    // Check the continuation bytes present so far, including the tighter second-byte ranges.
-    for (size_t j = 1; j < back; ++j) {
-      unsigned char cc = static_cast<unsigned char>(s[n - back + j]);
-      unsigned char lo = 0x80, hi = 0xBF;
-      if (j == 1) {
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-      }
-      if (cc < lo || cc > hi) return 0;
-    }
-    return back;
-  }
-  return 0;
-}
-
-// Replaces each maximal invalid UTF-8 subpart with U+FFFD.
-void append_sanitized_utf8(std::string& out, std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    }
-    size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-    if (need == 0) {
-      out += "\xEF\xBF\xBD";
-      ++i;
-      continue;
-    }
-    size_t j = 1;
-    for (; j < need && i + j < s.size(); ++j) {
-      unsigned char cc = static_cast<unsigned char>(s[i + j]);
-      unsigned char lo = 0x80, hi = 0xBF;
-      if (j == 1) {
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-      }
-      if (cc < lo || cc > hi) break;
-    }
-    if (j == need) {
-      out.append(s.substr(i, need));
-    } else {
-      out += "\xEF\xBF\xBD";
-    }
-    i += j;
-  }
-}
-
-std::string sanitized(std::string_view s) {
-  std::string out;
-  append_sanitized_utf8(out, s);
-  return out;
-}
-
 // JSON string body bytes (no quotes) with Python-style escaping of sanitized UTF-8.
 std::string escaped_string_body(std::string_view raw) {
-  std::string quoted = pyjson::dumps_string(sanitized(raw));
+  std::string quoted = pyjson::dumps_string(unicode::utf8_sanitized(raw));
   return quoted.substr(1, quoted.size() - 2);
 }
 
@@ -436,7 +368,7 @@ bool DsmlStreamParser::step_value(bool eof, std::vector<DsmlEvent>& out) {
     take = p;
   } else {
     take = partial_marker_start(buf_, {close});
-    if (value_is_string_ && !eof) take -= incomplete_utf8_tail(std::string_view(buf_).substr(0, take));
+    if (value_is_string_ && !eof) take -= unicode::utf8_incomplete_tail(std::string_view(buf_).substr(0, take));
   }
   std::string_view chunk = std::string_view(buf_).substr(0, take);
   if (value_is_string_) {
@@ -475,7 +407,7 @@ bool DsmlStreamParser::step_value(bool eof, std::vector<DsmlEvent>& out) {
     emit_args(out, json_value_);
   } else {
     // Not JSON after all: keep the bytes as a string so the arguments stay valid JSON.
-    emit_args(out, pyjson::dumps_string(sanitized(json_value_)));
+    emit_args(out, pyjson::dumps_string(unicode::utf8_sanitized(json_value_)));
   }
   json_value_.clear();
   consume_block(close.size());
@@ -578,7 +510,7 @@ bool DsmlStreamParser::step(bool eof, std::vector<DsmlEvent>& out) {
       if (state_ == State::BlockInvokeTag) {
         DsmlToolCall call;
         call.id = opt_.make_id ? opt_.make_id(next_call_index_) : random_call_id();
-        call.name = sanitized(*name);
+        call.name = unicode::utf8_sanitized(*name);
         DsmlEvent ev;
         ev.kind = DsmlEventKind::ToolCallStart;
         ev.index = next_call_index_;
@@ -594,7 +526,7 @@ bool DsmlStreamParser::step(bool eof, std::vector<DsmlEvent>& out) {
       }
       value_is_string_ = attrs.string_flag != "false";
       std::string head = params_in_invoke_ ? ", " : "";
-      head += pyjson::dumps_string(sanitized(*name));
+      head += pyjson::dumps_string(unicode::utf8_sanitized(*name));
       head += ": ";
       if (value_is_string_) head += "\"";
       emit_args(out, head);

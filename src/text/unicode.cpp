@@ -62,6 +62,117 @@ void utf8_append(std::string& out, uint32_t cp) {
   }
 }
 
+std::optional<uint32_t> utf8_next(std::string_view s, size_t& pos) {
+  if (pos >= s.size()) return std::nullopt;
+  uint32_t cp = 0;
+  const int n = utf8_decode(reinterpret_cast<const unsigned char*>(s.data()) + pos, s.size() - pos, &cp);
+  if (n <= 0) return std::nullopt;
+  pos += static_cast<size_t>(n);
+  return cp;
+}
+
+std::string utf8_encode(uint32_t cp) {
+  std::string out;
+  utf8_append(out, cp);
+  return out;
+}
+
+void utf8_append_sanitized(std::string& out, std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    if (p[i] < 0x80) {
+      out.push_back(static_cast<char>(p[i++]));
+      continue;
+    }
+    uint32_t cp = 0;
+    const int len = utf8_decode(p + i, n - i, &cp);
+    if (len > 0) {
+      out.append(s.substr(i, static_cast<size_t>(len)));
+      i += static_cast<size_t>(len);
+      continue;
+    }
+    // The maximal subpart: the longest prefix here that could still have become valid.
+    size_t bad = 1;
+    if (len == 0) {
+      bad = n - i;
+    } else {
+      while (i + bad < n && utf8_decode(p + i, bad + 1, &cp) == 0) ++bad;
+    }
+    out += "\xEF\xBF\xBD";
+    i += bad;
+  }
+}
+
+std::string utf8_sanitized(std::string_view s) {
+  std::string out;
+  utf8_append_sanitized(out, s);
+  return out;
+}
+
+size_t utf8_incomplete_tail(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t back = 1; back <= 3 && back <= n; ++back) {
+    if ((p[n - back] & 0xC0) == 0x80) continue;  // continuation byte: look further for the lead
+    uint32_t cp = 0;
+    return utf8_decode(p + n - back, back, &cp) == 0 ? back : 0;
+  }
+  return 0;
+}
+
+size_t utf8_cut(std::string_view s, size_t n) {
+  if (n >= s.size()) return s.size();
+  auto continuation = [&](size_t at) { return (static_cast<unsigned char>(s[at]) & 0xC0) == 0x80; };
+  size_t cut = n;
+  while (cut > 0 && continuation(cut) && n - cut < 3) --cut;
+  return continuation(cut) ? n : cut;
+}
+
+void utf8_range_sequences(uint32_t lo, uint32_t hi, std::vector<Utf8ByteRanges>& out) {
+  std::vector<std::pair<uint32_t, uint32_t>> todo{{lo, hi}};
+  while (!todo.empty()) {
+    auto [s, e] = todo.back();
+    todo.pop_back();
+    bool split = false;
+    // First split where the encoded length changes, then where the bytes below a position
+    // stop covering their whole range.
+    for (uint32_t max : {0x7Fu, 0x7FFu, 0xFFFFu}) {
+      if (s <= max && max < e) {
+        todo.emplace_back(max + 1, e);
+        todo.emplace_back(s, max);
+        split = true;
+        break;
+      }
+    }
+    if (split) continue;
+    if (e <= 0x7F) {
+      out.push_back({{static_cast<uint8_t>(s), static_cast<uint8_t>(e)}});
+      continue;
+    }
+    for (int i = 1; i < 4 && !split; ++i) {
+      const uint32_t m = (1u << (6 * i)) - 1;
+      if ((s & ~m) != (e & ~m)) {
+        if ((s & m) != 0) {
+          todo.emplace_back((s | m) + 1, e);
+          todo.emplace_back(s, s | m);
+          split = true;
+        } else if ((e & m) != m) {
+          todo.emplace_back(e & ~m, e);
+          todo.emplace_back(s, (e & ~m) - 1);
+          split = true;
+        }
+      }
+    }
+    if (split) continue;
+    const std::string a = utf8_encode(s), b = utf8_encode(e);
+    Utf8ByteRanges seq;
+    for (size_t i = 0; i < a.size(); ++i) seq.emplace_back(static_cast<uint8_t>(a[i]), static_cast<uint8_t>(b[i]));
+    out.push_back(std::move(seq));
+  }
+}
+
 namespace {
 
 bool is_white_space(uint32_t cp) {

@@ -1,11 +1,16 @@
-// The small amount of Unicode the tokenizer needs: strict UTF-8 decoding, the character
-// classes used by the DeepSeek pre-tokenizer regexes, and the GPT-2 byte <-> code point map.
+// The project's one UTF-8 module: strict decoding and encoding, the streaming helpers (cuts
+// and incomplete tails), the invalid-byte policy (U+FFFD per maximal invalid subpart), code
+// point ranges as UTF-8 byte ranges (grammars), the character classes used by the DeepSeek
+// pre-tokenizer regexes, and the GPT-2 byte <-> code point map.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace ds4::text::unicode {
 
@@ -15,8 +20,33 @@ namespace ds4::text::unicode {
 // when s[0] cannot start a valid sequence here (the caller treats s[0] as one invalid byte).
 int utf8_decode(const unsigned char* s, size_t n, uint32_t* cp);
 
+// Decodes the character at s[pos] and moves pos past it; nullopt (pos unchanged) when s[pos..]
+// does not start with a complete, valid sequence.
+std::optional<uint32_t> utf8_next(std::string_view s, size_t& pos);
+
 // Appends the UTF-8 encoding of cp (caller guarantees a valid scalar value).
 void utf8_append(std::string& out, uint32_t cp);
+// The UTF-8 encoding of cp (a valid scalar value).
+std::string utf8_encode(uint32_t cp);
+
+// Appends s with each maximal invalid subpart (Unicode's "best practice" for U+FFFD
+// substitution, which nlohmann::json's error_handler_t::replace follows too) replaced by U+FFFD;
+// an incomplete sequence at the end is one such subpart.
+void utf8_append_sanitized(std::string& out, std::string_view s);
+std::string utf8_sanitized(std::string_view s);
+
+// Length (0..3) of a sequence at the end of s that is incomplete but that more bytes could
+// still make valid: what a streamer holds back.
+size_t utf8_incomplete_tail(std::string_view s);
+
+// The largest cut <= n that does not split a UTF-8 sequence of s: it moves back over at most
+// three continuation bytes to their lead; where no lead is that close (not UTF-8), n itself.
+size_t utf8_cut(std::string_view s, size_t n);
+
+// A code point range [lo, hi] (no surrogates) as sequences of byte ranges whose products are
+// exactly the UTF-8 encodings of the range's code points (appended to `out`).
+using Utf8ByteRanges = std::vector<std::pair<uint8_t, uint8_t>>;
+void utf8_range_sequences(uint32_t lo, uint32_t hi, std::vector<Utf8ByteRanges>& out);
 
 // Character-class bits for the pre-tokenizer. A code point may carry several.
 enum CharClass : uint16_t {

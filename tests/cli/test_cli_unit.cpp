@@ -206,21 +206,6 @@ TEST(ReplyPrinter, TerminalReasoningIsDim) {
   EXPECT_EQ(print(true, true, {"cut"}), "\x1b[2mcut\x1b[0m\n");
 }
 
-// ------------------------------------------------------------------ JSON strings
-
-TEST(JsonBytes, EscapesControlsAndInvalidUtf8Only) {
-  EXPECT_EQ(json_bytes_string("a\"b\\c\n\t\r\x01\x7f"), "\"a\\\"b\\\\c\\n\\t\\r\\u0001\\u007f\"");
-  EXPECT_EQ(json_bytes_string("é中😀"), "\"é中😀\"");
-  EXPECT_EQ(json_bytes_string("\xe4\xbd"), "\"\\u00e4\\u00bd\"");  // partial character
-  EXPECT_EQ(json_bytes_string("\xc0\x80"), "\"\\u00c0\\u0080\"");  // overlong
-  EXPECT_EQ(json_bytes_string("\xed\xa0\x80"), "\"\\u00ed\\u00a0\\u0080\"");  // surrogate
-  EXPECT_EQ(json_bytes_string("\xff" "a"), "\"\\u00ffa\"");
-  for (const std::string s : {"x\xe4\xbd", "\xf0\x9f\x98", "ok é", "\x80\x80"}) {
-    const nlohmann::json j = nlohmann::json::parse(json_bytes_string(s));  // always valid JSON
-    EXPECT_TRUE(j.is_string());
-  }
-}
-
 // ------------------------------------------------------------------ generation loop
 
 // A session whose next-token logits are scripted: after token t comes script[t] (or EOS).
