@@ -18,6 +18,7 @@
 #include "grammar/matcher.h"
 #include "sample/sampler.h"
 #include "spec/speculative.h"
+#include "text/chat.h"
 
 namespace ds4::text {
 class Tokenizer;
@@ -31,8 +32,9 @@ int run_cli(int argc, char** argv);
 enum class ThinkMode { None, High, Max };
 const char* think_mode_name(ThinkMode m);
 
-// Think Max needs a context of at least this many tokens; below it High is used (docs/prompting.md).
-inline constexpr int kThinkMaxMinContext = 393216;
+// Think Max needs a context of at least this many tokens (the text layer's threshold, see
+// docs/prompting.md); below it High is used.
+inline constexpr int kThinkMaxMinContext = static_cast<int>(text::kThinkMaxMinContext);
 ThinkMode effective_think_mode(ThinkMode requested, int ctx);
 
 struct CliOptions {
@@ -83,27 +85,26 @@ bool read_text_file(const std::string& path, std::string& out, std::string& erro
 
 // ---------------------------------------------------------------- rendering (token level)
 
-// The Think-Max paragraph placed right after BOS (docs/prompting.md).
-extern const char* const kThinkMaxPrefix;
-
-// Builds chat prompts the way ds4's CLI does: control ids pushed directly, client text
-// BPE-encoded without special-token recognition (docs/prompting.md).
+// The CLI's prompts, rendered by the text layer's chat renderer (text/chat.h, docs/prompting.md) and tokenized
+// like the server's: control ids for markers, client text BPE-encoded without recognising
+// special-token strings. A conversation is a head, then turns appended to the token transcript
+// (the replies stay the tokens the model generated).
 class ChatRenderer {
  public:
   explicit ChatRenderer(const text::Tokenizer& tok) : tok_(tok) {}
-  // BOS + [Think-Max prefix] + system text (one BPE run, so no seam between them).
+  // BOS + [Think-Max prefix] + system text.
   std::vector<int32_t> head(ThinkMode effective, const std::string& system) const;
-  // <｜User｜> + text.
-  void append_user(std::vector<int32_t>& out, const std::string& text) const;
-  // <｜Assistant｜> + <think> (thinking) or </think> (no thinking).
-  void append_assistant_prefix(std::vector<int32_t>& out, bool thinking) const;
+  // <｜User｜> + text + <｜Assistant｜> + <think> (thinking) or </think> (no thinking).
+  void append_turn(std::vector<int32_t>& out, const std::string& user, ThinkMode effective) const;
   // One-shot prompt: a text starting with BOS is taken as already rendered (markers
-  // recognised); anything else becomes head + user turn + assistant prefix.
+  // recognised); anything else is the system and user messages with the generation prompt.
   std::vector<int32_t> one_shot(const std::string& prompt, const std::string& system,
                                 ThinkMode effective) const;
   const text::Tokenizer& tokenizer() const { return tok_; }
 
  private:
+  static text::RenderOptions options(ThinkMode effective);
+  std::vector<int32_t> tokens(const nlohmann::ordered_json& messages, const text::RenderOptions& o) const;
   const text::Tokenizer& tok_;
 };
 

@@ -13,25 +13,17 @@
 #include "grammar/sampling.h"
 #include "ds4_cli.h"
 #include "kvcache/hash.h"
+#include "text/chat.h"
+#include "text/chat_tokenize.h"
 #include "text/json_writer.h"
 #include "text/tokenizer.h"
 
 namespace ds4::cli {
 
-const char* const kThinkMaxPrefix =
-    "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
-    "You MUST be very thorough in your thinking and comprehensively decompose the problem to "
-    "resolve the root cause, rigorously stress-testing your logic against all potential paths, "
-    "edge cases, and adversarial scenarios.\n"
-    "Explicitly write out your entire deliberation process, documenting every intermediate "
-    "step, considered alternative, and rejected hypothesis to ensure absolutely no assumption "
-    "is left unchecked.\n\n";
-
 static_assert(std::is_same_v<int, int32_t>, "token ids are shared between int and int32_t vectors");
 
 namespace {
 
-constexpr std::string_view kBosText = "<｜begin▁of▁sentence｜>";
 constexpr std::string_view kThinkCloseText = "</think>";
 constexpr const char* kDim = "\x1b[2m";
 constexpr const char* kReset = "\x1b[0m";
@@ -45,34 +37,44 @@ double now_s() {
 
 // ---------------------------------------------------------------- rendering
 
+// The CLI's modes as the text layer's render options; `effective` already accounts for the
+// context size (effective_think_mode).
+text::RenderOptions ChatRenderer::options(ThinkMode effective) {
+  text::RenderOptions o;
+  o.thinking_mode = effective == ThinkMode::None ? text::ThinkingMode::Chat : text::ThinkingMode::Thinking;
+  o.reasoning_effort = effective == ThinkMode::Max ? text::ReasoningEffort::Max : text::ReasoningEffort::High;
+  return o;
+}
+
+std::vector<int32_t> ChatRenderer::tokens(const nlohmann::ordered_json& messages,
+                                          const text::RenderOptions& o) const {
+  const std::vector<int> ids = text::tokenize_prompt(tok_, text::render_chat_segments(messages, o));
+  return std::vector<int32_t>(ids.begin(), ids.end());
+}
+
 std::vector<int32_t> ChatRenderer::head(ThinkMode effective, const std::string& system) const {
-  std::vector<int32_t> out{tok_.bos_id()};
-  std::string text = effective == ThinkMode::Max ? std::string(kThinkMaxPrefix) : std::string();
-  text += system;
-  tok_.encode_append(text, out, /*parse_special=*/false);
-  return out;
+  text::RenderOptions o = options(effective);
+  o.add_generation_prompt = false;
+  return tokens(nlohmann::ordered_json::array({{{"role", "system"}, {"content", system}}}), o);
 }
 
-void ChatRenderer::append_user(std::vector<int32_t>& out, const std::string& text) const {
-  out.push_back(tok_.user_id());
-  tok_.encode_append(text, out, /*parse_special=*/false);
-}
-
-void ChatRenderer::append_assistant_prefix(std::vector<int32_t>& out, bool thinking) const {
-  out.push_back(tok_.assistant_id());
-  out.push_back(thinking ? tok_.think_open_id() : tok_.think_close_id());
+void ChatRenderer::append_turn(std::vector<int32_t>& out, const std::string& user, ThinkMode effective) const {
+  // A user message on its own: no BOS, and no Think-Max prefix (it belongs to the head).
+  text::RenderOptions o = options(effective == ThinkMode::Max ? ThinkMode::High : effective);
+  o.add_bos = false;
+  const std::vector<int32_t> turn = tokens(nlohmann::ordered_json::array({{{"role", "user"}, {"content", user}}}), o);
+  out.insert(out.end(), turn.begin(), turn.end());
 }
 
 std::vector<int32_t> ChatRenderer::one_shot(const std::string& prompt, const std::string& system,
                                             ThinkMode effective) const {
-  if (prompt.compare(0, kBosText.size(), kBosText) == 0) {
+  if (prompt.starts_with(text::kBosToken)) {
     std::vector<int> ids = tok_.encode(prompt, /*parse_special=*/true);
     return std::vector<int32_t>(ids.begin(), ids.end());
   }
-  std::vector<int32_t> out = head(effective, system);
-  append_user(out, prompt);
-  append_assistant_prefix(out, effective != ThinkMode::None);
-  return out;
+  return tokens(nlohmann::ordered_json::array({{{"role", "system"}, {"content", system}},
+                                               {{"role", "user"}, {"content", prompt}}}),
+                options(effective));
 }
 
 // ---------------------------------------------------------------- output
@@ -429,8 +431,7 @@ bool Conversation::turn(const std::string& user_text, std::FILE* out,
   const ThinkMode eff = effective_think_mode(opt_.think, ctx());
   const bool thinking = eff != ThinkMode::None;
   const size_t rollback = turns_.size();
-  renderer_.append_user(turns_, user_text);
-  renderer_.append_assistant_prefix(turns_, thinking);
+  renderer_.append_turn(turns_, user_text, eff);
   const std::vector<int32_t> prompt = transcript();
   if (disk_ && session_->n_tokens() == 0) {
     // A fresh session (after /ctx or /clear): a stored prefix saves the prefill.

@@ -192,18 +192,18 @@ bool is_command(const std::string& line, const std::string& name, std::string* r
 }
 
 void print_commands() {
-  std::fputs(
+  std::printf(
       "Commands:\n"
       "  /help          Show this help.\n"
       "  /think         Thinking mode (reasoning, then the answer).\n"
-      "  /think-max     Think Max (needs a context of at least 393216 tokens).\n"
+      "  /think-max     Think Max (needs a context of at least %d tokens).\n"
       "  /nothink       Answer directly.\n"
       "  /ctx N         New session of N tokens; the conversation is re-evaluated.\n"
       "  /read FILE     Send the contents of FILE as the next message.\n"
       "  /clear         Start a new conversation.\n"
       "  /quit, /exit   Leave (so does Ctrl+D).\n"
       "  Ctrl+C         Stop a generation; at the prompt, clear the line.\n",
-      stdout);
+      kThinkMaxMinContext);
   std::fflush(stdout);
 }
 

@@ -155,9 +155,28 @@ TEST(ChatRenderer, ControlIdsMatchTheRenderedText) {
   EXPECT_EQ(r.one_shot(user, "", ThinkMode::High),
             ids("<｜begin▁of▁sentence｜><｜User｜>" + user + "<｜Assistant｜><think>"));
   EXPECT_EQ(r.one_shot(user, sys, ThinkMode::Max),
-            ids("<｜begin▁of▁sentence｜>" + std::string(kThinkMaxPrefix) + sys + "<｜User｜>" +
+            ids("<｜begin▁of▁sentence｜>" + std::string(text::kThinkMaxPrefix) + sys + "<｜User｜>" +
                 user + "<｜Assistant｜><think>"));
-  EXPECT_EQ(std::string(kThinkMaxPrefix).rfind("Reasoning Effort: Absolute maximum", 0), 0u);
+  EXPECT_EQ(std::string(text::kThinkMaxPrefix).rfind("Reasoning Effort: Absolute maximum", 0), 0u);
+}
+
+// The REPL builds its transcript as a head and then turns; the first turn must be exactly the
+// one-shot prompt, in every mode (the Think-Max prefix only once, after BOS).
+TEST(ChatRenderer, HeadPlusTurnIsTheOneShotPrompt) {
+  const ChatRenderer r(tok());
+  const std::string sys = "You are a helpful assistant", user = "hi there";
+  for (ThinkMode m : {ThinkMode::None, ThinkMode::High, ThinkMode::Max}) {
+    std::vector<int32_t> all = r.head(m, sys);
+    r.append_turn(all, user, m);
+    EXPECT_EQ(all, r.one_shot(user, sys, m)) << think_mode_name(m);
+  }
+  std::vector<int32_t> two = r.head(ThinkMode::High, sys);
+  r.append_turn(two, "a", ThinkMode::High);
+  const size_t first = two.size();
+  r.append_turn(two, "b", ThinkMode::High);
+  const std::vector<int32_t> second(two.begin() + static_cast<std::ptrdiff_t>(first), two.end());
+  std::vector<int> expect = tok().encode("<｜User｜>b<｜Assistant｜><think>", true);
+  EXPECT_EQ(second, std::vector<int32_t>(expect.begin(), expect.end()));
 }
 
 TEST(ChatRenderer, UserTextIsNotParsedForMarkers) {
