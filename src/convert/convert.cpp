@@ -44,7 +44,7 @@ std::vector<float> column_sum_squares(const float* w, uint64_t rows, uint64_t co
 class CheckpointSource {
  public:
   CheckpointSource(const Checkpoint& ck, const ModelConfig& cfg, const Imatrix* im, int threads)
-      : ck_(ck), cfg_(cfg), im_(im), threads_(threads) {}
+      : ck_(ck), cfg_(cfg), im_(im), pool_(converter_pool(threads)) {}
 
   // Checks every source exists with the right shape before anything is written.
   void preflight(const PlannedTensor& p, std::set<std::string>& used) const {
@@ -88,7 +88,7 @@ class CheckpointSource {
     if (is_expert(s.role)) {
       const std::vector<uint64_t> shape = s.hf_shape();
       const uint64_t rows = shape[0];
-      parallel_for(s.n_experts, threads_, [&](size_t e) {
+      parallel_for(pool_, s.n_experts, [&](size_t e) {
         std::vector<float> w(rows * cols);
         read_weight_f32(resolve_weight(ck_, s.expert_hf_name(static_cast<uint32_t>(e)), shape), shape, w.data());
         const float* imp = im_ ? im_->find(s.gguf_name, s.hf_name, cols, static_cast<uint32_t>(e), s.n_experts) : nullptr;
@@ -113,7 +113,7 @@ class CheckpointSource {
     }
     constexpr uint64_t kChunk = 256;
     const uint64_t chunks = (rows + kChunk - 1) / kChunk;
-    parallel_for(chunks, threads_, [&](size_t c) {
+    parallel_for(pool_, chunks, [&](size_t c) {
       const uint64_t r0 = c * kChunk, n = std::min(kChunk, rows - r0);
       encode_rows(p.type, w.data() + r0 * cols, n, cols, dst + r0 * rb, imp);
     });
@@ -122,7 +122,7 @@ class CheckpointSource {
   const Checkpoint& ck_;
   const ModelConfig& cfg_;
   const Imatrix* im_;
-  int threads_;
+  mutable cpu::ThreadPool pool_;
 };
 
 }  // namespace
@@ -145,8 +145,7 @@ ConvertReport convert_checkpoint(const ConvertOptions& o) {
   const auto plan = plan_tensors(build_catalogue(cfg, mtp), o.recipe, o.f16_fallback, &report.fallbacks);
   Imatrix im;
   if (!o.imatrix_path.empty()) im = Imatrix::load(o.imatrix_path);
-  const int threads = o.threads > 0 ? o.threads : default_threads();
-  CheckpointSource src(ck, cfg, o.imatrix_path.empty() ? nullptr : &im, threads);
+  CheckpointSource src(ck, cfg, o.imatrix_path.empty() ? nullptr : &im, o.threads);
   std::set<std::string> used;
   for (const auto& p : plan) {
     try {

@@ -160,7 +160,8 @@ float unit_stddev(quant::Type t) {
 
 class SyntheticSource {
  public:
-  SyntheticSource(const ModelConfig& c, uint64_t seed, int threads) : cfg_(c), seed_(seed), threads_(threads) {}
+  SyntheticSource(const ModelConfig& c, uint64_t seed, int threads)
+      : cfg_(c), seed_(seed), pool_(converter_pool(threads)) {}
 
   gguf::Writer::Producer producer(const PlannedTensor& p) const {
     return [this, p](uint8_t* dst, uint64_t nbytes) {
@@ -199,7 +200,7 @@ class SyntheticSource {
       const auto info = quant::type_info(static_cast<uint32_t>(p.type));
       const float d = dist.stddev / unit_stddev(p.type);
       const uint64_t blocks_per_row = cols / info->block_elems;
-      parallel_for(chunks, threads_, [&](size_t c) {
+      parallel_for(pool_, chunks, [&](size_t c) {
         Rng rng(chunk_seed(seed_, s.gguf_name, c));
         const uint64_t r0 = c * chunk_rows, n = std::min(chunk_rows, rows - r0);
         uint8_t* out = dst + r0 * rb;
@@ -207,7 +208,7 @@ class SyntheticSource {
       });
       return;
     }
-    parallel_for(chunks, threads_, [&](size_t c) {
+    parallel_for(pool_, chunks, [&](size_t c) {
       Rng rng(chunk_seed(seed_, s.gguf_name, c));
       const uint64_t r0 = c * chunk_rows, n = std::min(chunk_rows, rows - r0);
       std::vector<float> w(n * cols);
@@ -220,7 +221,7 @@ class SyntheticSource {
 
   const ModelConfig& cfg_;
   uint64_t seed_;
-  int threads_;
+  mutable cpu::ThreadPool pool_;
 };
 
 }  // namespace
@@ -237,10 +238,9 @@ ConvertReport write_synthetic(const SyntheticOptions& o) {
   const auto plan = plan_tensors(build_catalogue(cfg, mtp), o.recipe, o.f16_fallback, &report.fallbacks);
   const Vocab vocab = o.tokenizer_path.empty() ? make_synthetic_vocab(cfg.vocab_size)
                                                 : load_tokenizer_vocab(o.tokenizer_path, cfg.vocab_size);
-  const int threads = o.threads > 0 ? o.threads : default_threads();
   for (const auto& p : plan)
     if (is_block_type(p.type)) (void)unit_stddev(p.type);
-  SyntheticSource src(cfg, o.seed, threads);
+  SyntheticSource src(cfg, o.seed, o.threads);
   ModelWriter mw(o, cfg, vocab);
   mw.set_meta("ds4.synthetic.seed", gguf::Value::make_u64(o.seed));
   for (const auto& p : plan) {

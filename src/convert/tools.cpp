@@ -82,7 +82,7 @@ void dequantize_gguf(const std::string& in_path, const std::string& out_path, in
   for (const auto& [k, v] : f->metadata())
     if (k != "general.alignment") w.set(k, v);
   w.set("quantize.dequantized_from", gguf::Value::make_string(in_path));
-  const int nt = threads > 0 ? threads : default_threads();
+  cpu::ThreadPool pool(converter_pool(threads));
   for (const auto& t : f->tensors()) {
     const bool keep = t.type == quant::Type::F32 || t.type == quant::Type::I32 || t.type == quant::Type::I8 ||
                       t.type == quant::Type::I16 || t.type == quant::Type::I64 || t.type == quant::Type::F64;
@@ -95,11 +95,11 @@ void dequantize_gguf(const std::string& in_path, const std::string& out_path, in
     if (!info || !info->engine_supported)
       throw ConvertError(in_path + ": tensor " + t.name + " has type " + std::string(quant::type_name(t.type)) +
                          " which cannot be dequantized");
-    w.add_tensor_lazy(t.name, quant::Type::F32, t.dims, [ti, nt](uint8_t* dst, uint64_t n) {
+    w.add_tensor_lazy(t.name, quant::Type::F32, t.dims, [ti, &pool](uint8_t* dst, uint64_t n) {
       const uint64_t cols = ti->ne(0), rows = ti->n_elements() / std::max<uint64_t>(1, cols);
       if (n != rows * cols * 4) throw ConvertError(ti->name + ": unexpected dequantized size");
       const uint64_t rb = ti->row_bytes();
-      parallel_for(rows, nt, [&](size_t r) {
+      parallel_for(pool, rows, [&](size_t r) {
         quant::dequantize_row(ti->type, ti->data + r * rb, reinterpret_cast<float*>(dst) + r * cols,
                               static_cast<int64_t>(cols));
       });

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "quant/isa.h"
 #include "quant/quant.h"
 
 namespace ds4::cpu {
@@ -43,9 +44,9 @@ void attend_heads_scalar(const float* q, int h0, int h1, int dim, const float* c
 AttendFn attend_heads() {
   static const AttendFn fn = [] {
 #if defined(DS4_CPU_HAVE_AVX2)
-    const char* isa = std::getenv("DS4_ISA");
-    const bool forced_scalar = isa && std::strcmp(isa, "scalar") == 0;
-    if (!forced_scalar && quant::isa_available(quant::Isa::AVX2)) return &attend_heads_avx2;
+    if (quant::chosen_isa() != quant::Isa::Scalar && quant::isa_available(quant::Isa::AVX2)) {
+      return &attend_heads_avx2;
+    }
 #endif
     return &attend_heads_scalar;
   }();

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "quant/internal.h"
+#include "quant/isa.h"
 #include "quant/quant.h"
 
 namespace ds4::quant {
@@ -70,8 +71,8 @@ Isa best_isa() {
   return Isa::Scalar;
 }
 
-// An unusable DS4_ISA value must not stop the engine: warn once and use the best ISA.
-Isa chosen_isa() {
+// An unusable DS4_ISA value must not stop the engine: warn and use the best ISA.
+Isa isa_from_environment() {
   const char* env = std::getenv("DS4_ISA");
   if (!env || !*env) return best_isa();
   const std::string_view want(env);
@@ -89,6 +90,11 @@ Isa chosen_isa() {
 }
 
 }  // namespace
+
+Isa chosen_isa() {
+  static const Isa chosen = isa_from_environment();
+  return chosen;
+}
 
 const char* isa_name(Isa isa) {
   switch (isa) {
