@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ds4_cli.h"
+#include "fake_session.h"
 #include "text/hf_tokenizer.h"
 #include "text/tokenizer.h"
 
@@ -227,65 +228,10 @@ TEST(ReplyPrinter, TerminalReasoningIsDim) {
 
 // ------------------------------------------------------------------ generation loop
 
-// A session whose next-token logits are scripted: after token t comes script[t] (or EOS).
-class ScriptedSession : public Session {
- public:
-  ScriptedSession(int ctx, int vocab, std::vector<int32_t> next)
-      : Session(ctx), vocab_(vocab), next_(std::move(next)) {}
-  int n_tokens() const override { return static_cast<int>(toks_.size()); }
-  const std::vector<int32_t>& tokens() const override { return toks_; }
-  int sync(const std::vector<int32_t>& t, const SyncOptions& opt) override {
-    if (static_cast<int>(t.size()) > ctx_) throw Error(Error::Kind::ContextOverflow, "full");
-    size_t common = 0;
-    while (common < t.size() && common < toks_.size() && t[common] == toks_[common]) ++common;
-    if (common == t.size() && common > 0) common = t.size() - 1;
-    toks_.assign(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(common));
-    const int todo = static_cast<int>(t.size() - common);
-    for (int i = 0; i < todo; ++i) {
-      if (cancelled()) throw Error(Error::Kind::Cancelled, "cancelled");
-      push(t[common + static_cast<size_t>(i)]);
-      if (opt.progress) opt.progress(i + 1, todo);
-    }
-    return static_cast<int>(common);
-  }
-  void eval(int32_t token) override {
-    ++evals;
-    push(token);
-  }
-  const std::vector<float>& logits() const override { return logits_; }
-  const std::vector<float>& hidden() const override { return empty_; }
-  void rewind(int pos) override { toks_.resize(static_cast<size_t>(pos)); }
-  bool can_rewind_cheaply(int) const override { return true; }
-  void reset() override { toks_.clear(); }
-  std::vector<uint8_t> save_snapshot() const override { return {}; }
-  void save_snapshot(std::FILE*) const override {}
-  void save_snapshot(std::ostream&) const override {}
-  void load_snapshot(const uint8_t*, size_t) override {}
-  void load_snapshot(std::FILE*) override {}
-  void load_snapshot(std::istream&) override {}
-  bool has_mtp() const override { return false; }
-  const std::vector<float>& mtp_eval(const float*, int32_t, int) override { return empty_; }
-  const std::vector<float>& mtp_hidden() const override { return empty_; }
-  void mtp_reset() override {}
-
-  int evals = 0;
-
- private:
-  void push(int32_t t) {
-    toks_.push_back(t);
-    logits_.assign(static_cast<size_t>(vocab_), 0.f);
-    const int32_t n = t < static_cast<int32_t>(next_.size()) ? next_[static_cast<size_t>(t)] : 1;
-    logits_[static_cast<size_t>(n)] = 50.f;  // certain even when sampled
-  }
-  int vocab_;
-  std::vector<int32_t> next_;
-  std::vector<int32_t> toks_;
-  std::vector<float> logits_, empty_;
-};
 
 TEST(Generate, StopsAtEosAndCountsReuse) {
   // 2 -> 3 -> 4 -> 5 -> EOS(1)
-  ScriptedSession s(100, 10, {1, 1, 3, 4, 5, 1});
+  FakeSession s(100, 10, {1, 1, 3, 4, 5, 1});
   sample::Sampler sampler(sample::Params{});
   GenerateOptions g;
   g.max_tokens = 50;
@@ -297,7 +243,7 @@ TEST(Generate, StopsAtEosAndCountsReuse) {
   EXPECT_FALSE(st.interrupted);
   EXPECT_EQ(st.reused, 0);
   EXPECT_EQ(st.evaluated, 2);
-  EXPECT_EQ(s.evals, 3);
+  EXPECT_EQ(s.eval_calls.load(), 3);
   // The next prompt extends the state: only the suffix is evaluated.
   out.clear();
   st = generate(s, {0, 2, 3, 4, 5, 1, 7, 8}, sampler, g, out);
@@ -310,7 +256,7 @@ TEST(Generate, LimitsToRoomAndTokensAndDoesNotEvaluateTheLast) {
   for (int i = 0; i < 20; ++i) chain[static_cast<size_t>(i)] = i + 1 < 20 ? i + 1 : 2;
   chain[0] = 2;
   chain[1] = 2;
-  ScriptedSession s(10, 20, chain);
+  FakeSession s(10, 20, chain);
   sample::Sampler sampler(sample::Params{});
   GenerateOptions g;
   g.max_tokens = 1000;
@@ -318,13 +264,13 @@ TEST(Generate, LimitsToRoomAndTokensAndDoesNotEvaluateTheLast) {
   std::vector<int32_t> out;
   TurnStats st = generate(s, {0, 2, 3}, sampler, g, out);
   EXPECT_EQ(st.generated, 10 - 3 - 1);  // room minus one
-  EXPECT_EQ(s.evals, st.generated - 1);
-  ScriptedSession s2(100, 20, chain);
+  EXPECT_EQ(s.eval_calls.load(), st.generated - 1);
+  FakeSession s2(100, 20, chain);
   g.max_tokens = 4;
   out.clear();
   st = generate(s2, {0, 2}, sampler, g, out);
   EXPECT_EQ(out, (std::vector<int32_t>{3, 4, 5, 6}));
-  EXPECT_EQ(s2.evals, 3);
+  EXPECT_EQ(s2.eval_calls.load(), 3);
 }
 
 TEST(Generate, CancelStopsDecodingAndPrefill) {
@@ -332,7 +278,7 @@ TEST(Generate, CancelStopsDecodingAndPrefill) {
   for (int i = 0; i < 30; ++i) chain[static_cast<size_t>(i)] = i + 1 < 30 ? i + 1 : 2;
   chain[0] = 2;
   chain[1] = 2;
-  ScriptedSession s(100, 30, chain);
+  FakeSession s(100, 30, chain);
   sample::Sampler sampler(sample::Params{});
   std::atomic<bool> cancel{false};
   GenerateOptions g;
