@@ -1,4 +1,4 @@
-// The HTTP layer: routes, authentication, CORS, limits, SSE. No tensors here: generation
+// The HTTP layer: routes (by protocol, routes.h), authentication, CORS, limits, SSE. No tensors here: generation
 // goes through the Worker, text through the tokenizer and chat renderer.
 #pragma once
 
@@ -14,6 +14,7 @@ namespace ds4::server {
 
 class ConnectionServer;
 class RequestEngine;
+struct Routes;
 
 class HttpServer {
  public:
@@ -41,7 +42,7 @@ class HttpServer {
   std::unique_ptr<RequestEngine> svr_;
   std::unique_ptr<ConnectionServer> conns_;
   std::atomic<uint64_t> next_id_{1};
-  size_t max_token_bytes_;  // for the early prompt-size bound (request_fields.h)
+  std::unique_ptr<Routes> routes_;  // what the route handlers use (routes.h)
 };
 
 }  // namespace ds4::server
