@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
   wo.prefill_chunk = engine->options().prefill_chunk;
   wo.engine = engine.get();
   wo.mtp_draft = opt.mtp_draft;
+  wo.mtp_adaptive = opt.mtp_adaptive;
   // A decode step of several slots is one forward pass: the weights are read once for all.
   wo.eval_batch = [&engine](const std::vector<ds4::Session*>& sessions,
                             const std::vector<int32_t>& tokens) {

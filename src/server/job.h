@@ -49,6 +49,8 @@ struct GenerationSpec {
   // Test hooks (only set when the server runs with --test-hooks).
   std::optional<std::vector<int32_t>> forced_tokens;
   bool forced_then_sample = false;  // after the forced tokens, sample instead of EOS
+  // With --mtp-draft: the draft of the i-th answer token (replaces the MTP block's).
+  std::optional<std::vector<int32_t>> drafts;
   int test_delay_ms = 0;
 };
 

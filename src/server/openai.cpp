@@ -293,19 +293,23 @@ void parse_test_hooks(const OJ& body, const ServerContext& ctx, GenerationSpec& 
       auto ids = ctx.tok.encode(*forced, /*parse_special=*/true);
       spec.forced_tokens = std::vector<int32_t>(ids.begin(), ids.end());
     }
-    if (const OJ* ids = field(body, "ds4_test_output_tokens")) {
-      // Exact token ids, e.g. a BPE split a fresh tokenization would not produce.
-      if (!ids->is_array()) throw bad_request("'ds4_test_output_tokens' must be an array");
-      std::vector<int32_t> forced;
+    auto token_ids = [&](const char* name) -> std::optional<std::vector<int32_t>> {
+      const OJ* ids = field(body, name);
+      if (!ids) return std::nullopt;
+      if (!ids->is_array()) throw bad_request(std::string("'") + name + "' must be an array");
+      std::vector<int32_t> out;
       for (const auto& t : *ids) {
         if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
             t.get<int64_t>() >= static_cast<int64_t>(ctx.tok.vocab_size())) {
-          throw bad_request("'ds4_test_output_tokens' must hold token ids");
+          throw bad_request(std::string("'") + name + "' must hold token ids");
         }
-        forced.push_back(t.get<int32_t>());
+        out.push_back(t.get<int32_t>());
       }
-      spec.forced_tokens = std::move(forced);
-    }
+      return out;
+    };
+    // Exact token ids, e.g. a BPE split a fresh tokenization would not produce.
+    if (auto ids = token_ids("ds4_test_output_tokens")) spec.forced_tokens = std::move(ids);
+    spec.drafts = token_ids("ds4_test_drafts");
     if (auto prefix = get_string(body, "ds4_test_output_prefix")) {
       // Forced first tokens, then normal sampling (e.g. reasoning ending in </think>).
       auto ids = ctx.tok.encode(*prefix, /*parse_special=*/true);

@@ -27,6 +27,8 @@ void describe(args::Parser& p, ServerOptions& o) {
   p.integer("--mtp-draft", o.mtp_draft, 0, 4, "N",
             "speculative decoding: up to N (1..4) MTP drafts verified in one\n"
             "pass, same output as plain decode; adaptive (default 0 = off)");
+  p.flag("--mtp-fixed", [&o] { o.mtp_adaptive = false; },
+         "keep N fixed (no adaptive controller; for benchmarks)");
   p.integer("-c,--ctx", o.ctx, 1, kIntMax, "N", "context size in tokens (default 32768)");
   p.integer("-n,--tokens", o.default_max_tokens, 0, kIntMax, "N", "default max tokens per request (default 393216)");
   p.integer("-t,--threads", o.threads, 0, 4096, "N", "inference threads (default: all cores)");
@@ -131,7 +133,10 @@ void describe(args::Parser& p, ServerOptions& o) {
   p.flag("--test-hooks", o.test_hooks,
          "honour the request fields \"ds4_test_output\" (a text whose tokens\n"
          "replace the sampled ones; the model still evaluates each token)\n"
-         "or \"ds4_test_output_tokens\" (the same with token ids), and\n"
+         "or \"ds4_test_output_tokens\" (the same with token ids),\n"
+         "\"ds4_test_output_prefix\" (forced first tokens, then sampling),\n"
+         "\"ds4_test_drafts\" (token ids: with --mtp-draft, the draft of the\n"
+         "i-th answer token is the i-th id instead of the MTP block's) and\n"
          "\"ds4_test_delay_ms\" (sleep per generated token)");
   p.footer(kFooter);
 }

@@ -26,6 +26,7 @@ struct ServerOptions {
   std::string api_key;  // empty: no authentication
   std::string mtp_path;
   int mtp_draft = 0;  // speculative decoding with up to N MTP drafts (src/spec); 0 = off
+  bool mtp_adaptive = true;  // false (--mtp-fixed): always N drafts, for benchmarks and tests
   // Limits on what a client may send.
   size_t max_body_bytes = 64u << 20;
   int max_json_depth = 256;

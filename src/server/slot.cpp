@@ -412,10 +412,18 @@ void Slot::prefill_chunk() {
   out_ = std::make_unique<OutputPipeline>(*job_, shared_.tok, shared_.tool_replay, shared_.log,
                                           max_new);
   max_new_ = max_new;
-  // (Drafts are not masked: a grammar-constrained answer decodes plainly.)
-  if (shared_.mtp_draft > 0 && shared_.engine && !job_->spec.forced_tokens && !job_->spec.grammar) {
+  // (Drafts are not masked: a grammar-constrained answer decodes plainly. Forced test
+  // outputs are committed like any other token: rejected drafts are rewound.)
+  if (shared_.mtp_draft > 0 && shared_.engine && !job_->spec.grammar) {
     spec_ = std::make_unique<spec::Decoder>(*shared_.engine, s, out_->sampler(),
-                                            spec::Options{shared_.mtp_draft, true});
+                                            spec::Options{shared_.mtp_draft, shared_.mtp_adaptive});
+    if (job_->spec.drafts) {
+      // Test hook: the draft of the i-th answer token (absolute position prompt + i).
+      spec_->set_draft_source([drafts = *job_->spec.drafts, first = s.n_tokens()](int pos) {
+        const int i = pos - first;
+        return i >= 0 && i < static_cast<int>(drafts.size()) ? drafts[static_cast<size_t>(i)] : -1;
+      });
+    }
   }
   continued_at_ =
       shared_.disk ? kvcache::continued_target(shared_.disk->options(), last_frontier_) : 0;

@@ -66,6 +66,7 @@ struct SlotShared {
   int32_t user_id = -1, assistant_id = -1;
   Engine* engine = nullptr;  // for speculative verify batches
   int mtp_draft = 0;         // 0: plain decode
+  bool mtp_adaptive = true;  // false: always mtp_draft drafts (--mtp-fixed)
 };
 
 class Slot {

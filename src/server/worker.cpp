@@ -50,7 +50,7 @@ Worker::Worker(std::vector<std::unique_ptr<Session>> sessions, const text::Token
       ctx_(sessions.empty() ? 0 : sessions.front()->context_size()), disk_(std::move(disk)),
       shared_{tok, metrics, disk_.get(), nullptr, options.log, options.prefill_chunk,
               find_id(tok, "<｜User｜>"), find_id(tok, "<｜Assistant｜>"), options.engine,
-              options.mtp_draft} {
+              options.mtp_draft, options.mtp_adaptive} {
   if (sessions.empty()) throw std::invalid_argument("Worker: no sessions");
   for (size_t i = 0; i < sessions.size(); ++i) {
     slots_.push_back(std::make_unique<Slot>(static_cast<int>(i), std::move(sessions[i]), shared_));

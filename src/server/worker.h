@@ -33,6 +33,7 @@ struct WorkerOptions {
   // Speculative decoding (src/spec): the sessions' engine and the most drafts per verify.
   Engine* engine = nullptr;
   int mtp_draft = 0;
+  bool mtp_adaptive = true;
   // Evaluates one token for each of several sessions in one forward pass (the engine's
   // eval_batch); unset: one Session::eval after another.
   std::function<void(const std::vector<Session*>&, const std::vector<int32_t>&)> eval_batch;

@@ -119,6 +119,7 @@ class Args(unittest.TestCase):
             (["--dump-tokens"], "--dump-tokens needs -p"),
             (["--backend", "metal"], "unknown backend 'metal'"),
             (["--device", "-1"], "invalid value for --device"),
+            (["--mtp-draft", "5"], "invalid value for --mtp-draft"),
             (["--server"], "ds4-server"),
         ]
         for args, message in cases:
@@ -207,12 +208,16 @@ class OneShot(unittest.TestCase):
         self.assertNotIn("processing", a.stderr.decode())  # no progress bar off a terminal
 
     def test_mtp_draft_greedy_matches_plain(self):
-        # Speculative decoding with the synthetic model's MTP block: same output as plain.
+        # Speculative decoding with the synthetic model's MTP block: same output as plain,
+        # N = 1..4 fixed (every step verifies drafts) and N = 4 under the adaptive controller.
         plain = self.gen("--temp", "0", "-n", "24")
-        for n in ("1", "4"):
+        for n in ("1", "2", "3", "4"):
             spec = self.gen("--temp", "0", "-n", "24", "--mtp-draft", n, "--mtp-fixed")
             self.assertEqual(plain.stdout, spec.stdout, n)
             self.assertRegex(spec.stderr.decode(), r"ds4: mtp: [1-9][0-9]* verify passes")
+        spec = self.gen("--temp", "0", "-n", "24", "--mtp-draft", "4")
+        self.assertEqual(plain.stdout, spec.stdout, "adaptive")
+        self.assertRegex(spec.stderr.decode(), r"ds4: mtp: [0-9]+ verify passes")
 
     def test_json_schema_constrains_the_answer(self):
         # The random-weight model knows no JSON; the grammar alone makes the answer valid.

@@ -2,6 +2,7 @@
 #   ${OUT}/oracle/<config>-<recipe>.gguf      f32 and q8 for every oracle config, q2/q4 for tiny-q
 #   ${OUT}/oracle/<config>-<recipe>-deq.gguf  the same with every tensor dequantized to F32
 #   ${OUT}/synth/tiny-real-vocab.gguf         tiny synthetic model (q8) with the real tokenizer
+#   ${OUT}/synth/tiny-a-real-vocab.gguf       random weights of tiny-a's shapes, real tokenizer
 # tiny-b's q_lora_rank 48 and moe_inter_dim 16 do not fit Q8_0 blocks, so its q8 file stores
 # those tensors as F16 (--f16-fallback).
 # tiny-a is in the repository (DATA); tiny-b and tiny-q come from the extended data (SHARED) and
@@ -40,3 +41,11 @@ foreach(cfg tiny-a tiny-b tiny-q)
 endforeach()
 run(${QUANTIZE} --synthetic ${CONFIGS}/tiny-synth.json --out ${OUT}/synth/tiny-real-vocab.gguf
     --recipe q8 --tokenizer ${TOKENIZER} --seed 7)
+# tiny-a's configuration with the real vocabulary and a 4096-token context: a second model
+# with an MTP block for the server's speculative-decoding check.
+file(READ ${DATA}/oracle/tiny-a/config.json tiny_a_config)
+string(JSON tiny_a_config SET "${tiny_a_config}" vocab_size 129280)
+string(JSON tiny_a_config SET "${tiny_a_config}" max_seq_len 4096)
+file(WRITE ${OUT}/synth/tiny-a-real-vocab.json "${tiny_a_config}")
+run(${QUANTIZE} --synthetic ${OUT}/synth/tiny-a-real-vocab.json --out ${OUT}/synth/tiny-a-real-vocab.gguf
+    --recipe q8 --f16-fallback --tokenizer ${TOKENIZER} --seed 11)
