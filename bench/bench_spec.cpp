@@ -1,15 +1,19 @@
 // Speculative decoding benchmark (docs/speculative.md), through the public engine API:
-//   bench_spec MODEL [--mtp FILE] [--prompt-len P] [--tokens T] [--rounds R] [-t N]
+//   bench_spec MODEL [--mtp FILE] [--prompt-len P] [--tokens T] [--rounds R] [--reps N]
+//              [--extra 0|1] [-t N]
 // Per round, interleaved:
 // (1) the verify-cost curve: one MTP draft, one decode step and one verify batch of k+1
 //     positions, k = 1..4, on the same session (rewound after each), several times;
 // (2) greedy decode of T tokens: each speculative run right after a plain run of the same
 //     prompt (ratio = its tokens/s over that plain run's): MTP drafts (adaptive controller),
-//     perfect drafts (the plain run's own tokens, fixed k = 1..4) and always-wrong drafts
-//     (adaptive controller, drafting free).
-// Reported: medians over rounds, of wall time and of process CPU time. On a shared machine a
-// pass longer than the scheduler's time slice is often preempted, so wall-time medians of
-// long passes jump by a whole slice; CPU time shows the work itself.
+//     perfect drafts (the plain run's own tokens, fixed k = 1..4), always-wrong drafts
+//     (adaptive controller, drafting free) and MTP drafts at a fixed k = 1 (no controller).
+//     On a model with random weights (the synthetic Flash slice) the MTP block's drafts are
+//     random too: the "MTP drafts" runs are then random drafts that cost a real draft.
+// Reported: per round (each round's curve is the median of its repetitions), then the median
+// over rounds with the range (min-max), of wall time and of process CPU time. On a shared
+// machine a pass longer than the scheduler's time slice is often preempted, so wall-time
+// medians of long passes jump by a whole slice; CPU time shows the work itself.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -46,7 +50,17 @@ Clock since(const Clock& t0) {
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// "median (min-max)" of per-round values.
+std::string spread(const std::vector<double>& v, const char* fmt = "%.2f") {
+  if (v.empty()) return "-";
+  char a[32], b[32], c[32];
+  std::snprintf(a, sizeof a, fmt, median(v));
+  std::snprintf(b, sizeof b, fmt, *std::min_element(v.begin(), v.end()));
+  std::snprintf(c, sizeof c, fmt, *std::max_element(v.begin(), v.end()));
+  return std::string(a) + " (" + b + "-" + c + ")";
 }
 
 // Wall and CPU samples of one quantity.
@@ -85,11 +99,16 @@ std::string describe(const spec::Stats& x) {
 
 int main(int argc, char** argv) {
   if (argc < 2 || argc % 2 != 0) {
-    std::fprintf(stderr, "usage: bench_spec MODEL [--mtp FILE] [--prompt-len P] [--tokens T] [--rounds R] [-t N]\n");
+    std::fprintf(stderr,
+                 "usage: bench_spec MODEL [--mtp FILE] [--prompt-len P] [--tokens T] [--rounds R] [--reps N] "
+                 "[--extra 0|1] [-t N]\n"
+                 "  --reps N   repetitions of the verify-cost curve per round (default 4)\n"
+                 "  --extra 0  leave out the always-wrong and fixed-k=1 MTP runs (slow models)\n");
     return 2;
   }
   EngineOptions eo;
-  int prompt_len = 64, T = 48, rounds = 5;
+  int prompt_len = 64, T = 48, rounds = 5, reps = 4;
+  bool extra = true;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--mtp") {
@@ -100,6 +119,10 @@ int main(int argc, char** argv) {
       T = std::atoi(argv[i + 1]);
     } else if (a == "--rounds") {
       rounds = std::atoi(argv[i + 1]);
+    } else if (a == "--reps") {
+      reps = std::atoi(argv[i + 1]);
+    } else if (a == "--extra") {
+      extra = std::atoi(argv[i + 1]) != 0;
     } else if (a == "-t") {
       eo.threads = std::atoi(argv[i + 1]);
     } else {
@@ -107,8 +130,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (prompt_len < 1 || T < 2 || rounds < 1) {
-    std::fprintf(stderr, "bench_spec: --prompt-len >= 1, --tokens >= 2 and --rounds >= 1 please\n");
+  if (prompt_len < 1 || T < 2 || rounds < 1 || reps < 1) {
+    std::fprintf(stderr, "bench_spec: --prompt-len >= 1, --tokens >= 2, --rounds >= 1 and --reps >= 1 please\n");
     return 2;
   }
   auto e = Engine::open(argv[1], eo);
@@ -123,17 +146,19 @@ int main(int argc, char** argv) {
   sample::Params greedy;
   greedy.temperature = 0;
 
-  Samples step, draft, verify[spec::kMaxDraft + 1];
+  // Per round: verify(k+1) / step and draft / step, each the ratio of that round's medians.
+  Samples verify_ratio[spec::kMaxDraft + 1], draft_ratio;
   // Per round: speculative tokens/s over the plain run just before it (wall, CPU).
-  Samples mtp_ratio, wrong_ratio, perfect_ratio[spec::kMaxDraft + 1];
+  Samples mtp_ratio, wrong_ratio, mtp1_ratio, perfect_ratio[spec::kMaxDraft + 1];
   std::vector<double> plain_tps;
   spec::Stats mtp_st, wrong_st;
   for (int r = 0; r < rounds; ++r) {
     // (1) verify-cost curve on one session: eval then rewind (cheap), interleaved.
     {
+      Samples step, draft, verify[spec::kMaxDraft + 1];
       auto s = e->new_session(ctx);
       s->sync(prompt);
-      for (int rep = 0; rep < 4; ++rep) {
+      for (int rep = 0; rep < reps; ++rep) {
         Clock t0 = now();
         s->mtp_eval(s->hidden().data(), 1, prompt_len - 1);
         draft.add(since(t0));
@@ -151,6 +176,16 @@ int main(int argc, char** argv) {
           s->rewind(prompt_len);
         }
       }
+      const double sw = median(step.wall), sc = median(step.cpu);
+      draft_ratio.add({median(draft.wall) / sw, median(draft.cpu) / sc});
+      std::printf("round %d: step %.1f ms wall, %.1f ms CPU; draft/step %.2f CPU; verify(k+1)/step CPU:", r + 1,
+                  sw * 1e3, sc * 1e3, draft_ratio.cpu.back());
+      for (int k = 1; k <= spec::kMaxDraft; ++k) {
+        verify_ratio[k].add({median(verify[k].wall) / sw, median(verify[k].cpu) / sc});
+        std::printf(" %.2f", verify_ratio[k].cpu.back());
+      }
+      std::printf("\n");
+      std::fflush(stdout);
     }
     // (2) decode runs: (tokens/s wall, tokens/s CPU).
     auto run = [&](const spec::Options& so, std::function<int32_t(int)> drafts, std::vector<int32_t>* out,
@@ -184,27 +219,42 @@ int main(int argc, char** argv) {
     auto wrong = [&](int pos) { return (ref[std::min<int>(pos - prompt_len, T - 1)] + 1) % V; };
     paired(mtp_ratio, {spec::kMaxDraft, true}, {}, &mtp_st);
     for (int k = 1; k <= spec::kMaxDraft; ++k) paired(perfect_ratio[k], {k, false}, perfect, nullptr);
-    paired(wrong_ratio, {spec::kMaxDraft, true}, wrong, &wrong_st);
+    if (extra) {
+      paired(wrong_ratio, {spec::kMaxDraft, true}, wrong, &wrong_st);
+      paired(mtp1_ratio, {1, false}, {}, nullptr);
+    }
+    std::printf("round %d: plain %.2f tokens/s wall; CPU ratios: perfect k=1..4", r + 1, plain_tps.back());
+    for (int k = 1; k <= spec::kMaxDraft; ++k) std::printf(" %.2f", perfect_ratio[k].cpu.back());
+    std::printf(", MTP adaptive %.3f", mtp_ratio.cpu.back());
+    if (extra)
+      std::printf(", always-wrong adaptive %.3f, MTP fixed k=1 %.3f", wrong_ratio.cpu.back(), mtp1_ratio.cpu.back());
+    std::printf("\n");
+    std::fflush(stdout);
   }
 
-  const double st_w = median(step.wall), st_c = median(step.cpu);
-  const double dr_w = median(draft.wall) / st_w, dr_c = median(draft.cpu) / st_c;
-  std::printf("threads %d, prompt %d tokens, %d tokens per decode run, %d rounds\n", e->threads(), prompt_len, T,
-              rounds);
-  std::printf("decode step: %.3f ms wall, %.3f ms CPU; one MTP draft: %.2f steps wall, %.2f CPU\n", st_w * 1e3,
-              st_c * 1e3, dr_w, dr_c);
-  std::printf("k | verify(k+1)/step wall, CPU | break-even acceptance: free drafts, MTP drafts (CPU) | "
-              "perfect-draft speedup wall, CPU\n");
+  std::printf("\nthreads %d, prompt %d tokens, %d tokens per decode run, %d rounds; median (min-max) over rounds\n",
+              e->threads(), prompt_len, T, rounds);
+  std::printf("one MTP draft / decode step: %s wall, %s CPU\n", spread(draft_ratio.wall).c_str(),
+              spread(draft_ratio.cpu).c_str());
+  const double dr_c = median(draft_ratio.cpu);
+  std::printf("k | verify(k+1)/step wall | CPU | break-even acceptance (CPU): free drafts, MTP drafts | "
+              "perfect-draft speedup wall | CPU\n");
   for (int k = 1; k <= spec::kMaxDraft; ++k) {
-    const double cw = median(verify[k].wall) / st_w, cc = median(verify[k].cpu) / st_c;
-    std::printf("%d | %.2f, %.2f | %s, %s | %.2fx, %.2fx\n", k, cw, cc, acceptance_text(break_even(k, cc)).c_str(),
-                acceptance_text(break_even(k, cc + k * dr_c)).c_str(), median(perfect_ratio[k].wall),
-                median(perfect_ratio[k].cpu));
+    const double cc = median(verify_ratio[k].cpu);
+    std::printf("%d | %s | %s | %s, %s | %s | %s\n", k, spread(verify_ratio[k].wall).c_str(),
+                spread(verify_ratio[k].cpu).c_str(), acceptance_text(break_even(k, cc)).c_str(),
+                acceptance_text(break_even(k, cc + k * dr_c)).c_str(), spread(perfect_ratio[k].wall).c_str(),
+                spread(perfect_ratio[k].cpu).c_str());
   }
-  std::printf("plain decode: %.1f tokens/s (median wall)\n", median(plain_tps));
-  std::printf("MTP drafts (adaptive, N=4): %.3fx wall, %.3fx CPU of plain (last round: %s)\n", median(mtp_ratio.wall),
-              median(mtp_ratio.cpu), describe(mtp_st).c_str());
-  std::printf("always-wrong drafts (adaptive, N=4, drafting free): %.3fx wall, %.3fx CPU (last round: %s)\n",
-              median(wrong_ratio.wall), median(wrong_ratio.cpu), describe(wrong_st).c_str());
+  std::printf("plain decode: %s tokens/s (wall)\n", spread(plain_tps, "%.2f").c_str());
+  std::printf("MTP drafts (adaptive, N=4), of plain: %s wall, %s CPU (last round: %s)\n",
+              spread(mtp_ratio.wall, "%.3f").c_str(), spread(mtp_ratio.cpu, "%.3f").c_str(), describe(mtp_st).c_str());
+  if (extra) {
+    std::printf("always-wrong drafts (adaptive, N=4, drafting free), of plain: %s wall, %s CPU (last round: %s)\n",
+                spread(wrong_ratio.wall, "%.3f").c_str(), spread(wrong_ratio.cpu, "%.3f").c_str(),
+                describe(wrong_st).c_str());
+    std::printf("MTP drafts (fixed k=1, no controller), of plain: %s wall, %s CPU\n",
+                spread(mtp1_ratio.wall, "%.3f").c_str(), spread(mtp1_ratio.cpu, "%.3f").c_str());
+  }
   return 0;
 }

@@ -123,7 +123,7 @@ int32_t Decoder::sample(std::span<const float> target, bool greedy) {
   const auto p = sample::filtered_distribution(target, sampler_.params());
   overlap_ = overlap(p, q_[j_]);  // the expectation of the outcome: less noise than it
   bool acc;
-  return accept_or_resample(p, q_[j_], d, sampler_.rng(), &acc);
+  return accept_or_resample(p, q_[j_], d, sampler_.rng(), &acc, opt_.rule);
 }
 
 void Decoder::Acceptance::add(double hit) {
@@ -201,8 +201,9 @@ int Decoder::choose_k(int lim) {
 
 bool Decoder::probe_now(int lim) {
   if (lim <= 0 || !opt_.adaptive) return false;
+  const bool budget = probe_seconds_ <= kProbeShare * decode_seconds_;
   if (!probing_) {
-    if (base_ < next_burst_at_) return false;
+    if (base_ < next_burst_at_ || !budget) return false;
     probing_ = true;
     burst_ = 0;
     burst_hits_ = 0;
@@ -219,6 +220,7 @@ bool Decoder::probe_now(int lim) {
     interval_ = std::min(2 * interval_, kMaxInterval);
     return false;
   }
+  if (!budget) return false;  // the burst goes on once decode has paid for its probes
   ++burst_;
   return true;
 }
@@ -263,12 +265,17 @@ void Decoder::advance(int32_t token, int more) {
       const double td = now_s();
       h_ = s_.hidden();
       probe_draft_ = draft_one(h_.data(), token, base_ - 1, &probe_q_);
-      observe_draft(now_s() - td);
+      const double dt = now_s() - td;
+      observe_draft(dt);
+      probe_seconds_ += pinned_ ? pinned_->draft : dt;
+      decode_seconds_ += pinned_ ? pinned_->draft : dt;
       ++stats_.probes;
     }
     const double t0 = now_s();
     s_.eval(token);
-    observe_pass(0, now_s() - t0);
+    const double dt = now_s() - t0;
+    observe_pass(0, dt);
+    decode_seconds_ += pinned_ ? pinned_->verify[0] : dt;
     ++stats_.singles;
     ++base_;
     return;
@@ -302,7 +309,9 @@ void Decoder::advance(int32_t token, int more) {
   batch.push_back({&s_, token, base_, true});
   for (int i = 0; i < k; ++i) batch.push_back({&s_, drafts_[i], base_ + 1 + i, true});
   e_.eval_batch(batch, &rows_);
-  observe_pass(k, now_s() - t0);
+  const double t1 = now_s();
+  observe_pass(k, t1 - t0);
+  decode_seconds_ += pinned_ ? pinned_->verify[k] + k * pinned_->draft : t1 - td;
   if (k > 0) {
     ++stats_.verifies;
     stats_.drafted += k;

@@ -28,9 +28,14 @@
 
 namespace ds4::spec {
 
+// The acceptance rule of sampled drafts: Rule::Exact, or Rule::Wrong, a deliberately broken
+// rule (always accepts) that the statistical tests must reject.
+enum class Rule { Exact, Wrong };
+
 struct Options {
   int max_draft = 0;      // N: drafts per verify (0: plain decode), at most kMaxDraft
   bool adaptive = true;   // lower N (down to 0) when speculation does not pay
+  Rule rule = Rule::Exact;  // tests only
 };
 inline constexpr int kMaxDraft = 4;
 
@@ -45,9 +50,7 @@ struct Stats {
 
 // The acceptance rule, exposed for tests. `p` and `q` are filtered distributions (as from
 // sample::filtered_distribution); `drafted` was drawn from q. Returns the token to emit and
-// sets *accepted. Rule::Wrong is a deliberately broken rule (always accepts) that the
-// statistical test must reject.
-enum class Rule { Exact, Wrong };
+// sets *accepted.
 int32_t accept_or_resample(const std::vector<sample::TokenProb>& p, const std::vector<sample::TokenProb>& q,
                            int32_t drafted, sample::Rng& rng, bool* accepted, Rule rule = Rule::Exact);
 
@@ -137,8 +140,14 @@ class Decoder {
   // Probing at k = 0: one draft per step, compared with the token the step then yields
   // (costs a draft, no verify), in bursts while acceptance could still make drafting pay;
   // bursts start `interval_` committed tokens apart, the interval doubling up to kMaxInterval
-  // while the controller stays at k = 0 (back to kFirstInterval when it drafts again).
+  // while the controller stays at k = 0 (back to kFirstInterval when it drafts again). All
+  // probes together cost at most kProbeShare of the decode time so far (the first excepted):
+  // a draft as costly as half a step (a model whose head is a large part of a step) is then
+  // probed every ~50 tokens at most, a cheap one every few tokens.
   static constexpr int kFirstInterval = 16, kMaxInterval = 512, kMaxBurst = 16;
+  static constexpr double kProbeShare = 0.01;
+  double probe_seconds_ = 0;      // time of all probes (pinned costs: in their units)
+  double decode_seconds_ = 0;     // time of all passes and drafts
   bool probing_ = true;           // a burst is running (the first one starts at once)
   int burst_ = 0;                 // probes in this burst
   double burst_hits_ = 0;         // accepted probe drafts in this burst

@@ -2,10 +2,11 @@
 // GGUFs (all three tiny configurations carry an MTP block; tiny-q also quantized to q2):
 // greedy token sequences and every next-token logit vector are bit-identical for N = 1..4,
 // with MTP drafts, perfect drafts and wrong drafts; rejected drafts re-evaluate nothing; the
-// sampling rule reproduces the target distribution (chi-square at p = 0.001) and a wrong rule
-// is caught by the same test.
+// sampling rule, alone and through the whole decoder, reproduces the target distribution
+// (chi-square at p = 0.001) and a wrong rule is caught by the same tests.
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 
 #include "oracle_util.h"
@@ -235,6 +236,105 @@ TEST(SpecSampling, RuleReproducesTargetDistributionOnTinyB) {
   }
 }
 
+// The whole decoder, sampling (temperature 1.5, top-k 8) on tiny-a: 20k answers of four
+// tokens each, every answer from the same prompt with its own draws of one generator. The
+// tokens at answer positions 1, 2 and 3 (the speculated ones; position 0 is always sampled
+// plainly) are compared with their exact marginal distributions under plain sampling,
+// computed by evaluating every prefix of the filtered supports (8 + 64 + 512 evaluations):
+// chi-square at p = 0.001. Drafts: the MTP block's (sampled from q), and forced ones that
+// are often wrong (a token of the support chosen by the answer's number, a point mass q: the
+// residual draw runs most of the time). The always-accept rule must fail the same test.
+TEST(SpecSampling, DecoderSamplesTheTargetDistribution) {
+  const std::string path = oracle_gguf("tiny-a", "f32");
+  ASSERT_TRUE(file_exists(path)) << path << " is missing (written by the convert_oracle_ggufs fixture)";
+  // One thread: the passes are tiny, and 60k answers pay the workers' wake-ups otherwise.
+  EngineOptions eo;
+  eo.threads = 1;
+  eo.qat_simulation = true;
+  auto engine = Engine::open(path, eo);
+  Engine& e = *engine;
+  ASSERT_TRUE(e.has_mtp());
+  Oracle o("tiny-a");
+  sample::Params sp;
+  sp.temperature = 1.5f;
+  sp.top_k = 8;
+  sp.min_p = 0.0f;
+  const std::vector<int32_t> prompt(o.tokens.begin(), o.tokens.begin() + 10);
+  const int n0 = static_cast<int>(prompt.size());
+  auto s = e.new_session(n0 + 16);
+  s->sync(prompt);
+
+  // Exact marginals of positions 1..3 under plain sampling: walk the tree of supports.
+  constexpr int kDepth = 3;
+  std::vector<std::map<int32_t, double>> marginal(kDepth + 1);
+  std::vector<int32_t> support0;
+  std::function<void(int, double)> walk = [&](int depth, double mass) {
+    const auto dist = sample::filtered_distribution(s->logits(), sp);
+    for (const auto& t : dist) {
+      const double m = mass * std::exp(static_cast<double>(t.logprob));
+      marginal[depth][t.id] += m;
+      if (depth == 0) support0.push_back(t.id);
+      if (depth == kDepth) continue;
+      s->eval(t.id);
+      walk(depth + 1, m);
+      s->rewind(n0 + depth);
+    }
+  };
+  walk(0, 1.0);
+  ASSERT_EQ(s->n_tokens(), n0);
+  ASSERT_EQ(static_cast<int>(support0.size()), 8);
+
+  struct Case {
+    const char* name;
+    int n;
+    bool forced;
+    spec::Rule rule;
+    int runs;  // the wrong rule fails with far fewer
+  };
+  constexpr int kAnswer = kDepth + 1;
+  for (const Case c : {Case{"MTP drafts, N=2", 2, false, spec::Rule::Exact, 20000},
+                       Case{"often-wrong drafts, N=2", 2, true, spec::Rule::Exact, 20000},
+                       Case{"always-accept rule", 2, true, spec::Rule::Wrong, 2000}}) {
+    const int runs = c.runs;
+    sp.seed = 4242;
+    sample::Sampler sampler(sp);
+    std::vector<std::map<int32_t, int>> counts(kDepth + 1);
+    int64_t drafted = 0, accepted = 0;
+    for (int run = 0; run < runs; ++run) {
+      spec::Decoder d(e, *s, sampler, {c.n, false, c.rule});
+      if (c.forced) d.set_draft_source([&](int pos) { return support0[(run * 5 + pos * 3) % support0.size()]; });
+      for (int i = 0; i < kAnswer; ++i) {
+        const int32_t t = d.sample(d.logits());
+        if (i <= kDepth) ++counts[i][t];
+        if (i + 1 < kAnswer) d.advance(t, kAnswer - 1 - i);
+      }
+      d.settle();
+      drafted += d.stats().drafted;
+      accepted += d.stats().accepted;
+      s->rewind(n0);
+    }
+    ASSERT_GT(drafted, runs) << c.name;
+    bool any_rejects = false;
+    for (int i = 1; i <= kDepth; ++i) {
+      std::vector<sample::TokenProb> p;
+      for (const auto& [id, m] : marginal[i]) p.push_back({id, static_cast<float>(std::log(m))});
+      double stat = 0;
+      const bool rejects = chi_square_rejects(counts[i], p, runs, &stat);
+      any_rejects |= rejects;
+      if (c.rule == spec::Rule::Exact) {
+        EXPECT_FALSE(rejects) << c.name << ", position " << i << ": chi-square " << stat << " over "
+                              << marginal[i].size() << " tokens (acceptance " << double(accepted) / drafted << ")";
+      }
+    }
+    if (c.rule == spec::Rule::Exact) {
+      EXPECT_LT(accepted, drafted * 3 / 4) << c.name << ": drafts must be often wrong for the test to mean anything";
+      EXPECT_GT(accepted, 0) << c.name;
+    } else {
+      EXPECT_TRUE(any_rejects) << c.name << ": the wrong rule passed";
+    }
+  }
+}
+
 // ---- The adaptive controller, with pinned costs (its decisions then depend only on the
 // drafts' outcomes, not on this machine's timing). Costs in decode steps.
 
@@ -294,6 +394,26 @@ TEST_F(ControllerTest, WrongDraftsCostAtMostThreePercent) {
   EXPECT_LE(st.verifies, 3) << "the controller must stop verifying drafts that are always rejected";
   const double overhead = modeled_cost(st, 0.1, 0.05) / (kSteps - 1) - 1.0;
   EXPECT_LE(overhead, 0.03) << st.verifies << " verifies, " << st.probes << " probes, " << st.drafted << " drafted";
+}
+
+// Drafts as costly as half a step (the MTP block's head is a large part of a step, as on a
+// few-layer slice of Flash) and always wrong: probes stay within their budget (1% of the
+// decode time, the first probe excepted), so even a short answer of 60 tokens loses at most
+// 2%; without the budget the back-off alone spent 3.4% here (4 probes).
+TEST_F(ControllerTest, CostlyProbesStayWithinBudget) {
+  const auto costs = linear_costs(0.05, 0.5);
+  const int steps = 60;
+  Trace want;
+  want.tokens.assign(plain_.tokens.begin(), plain_.tokens.begin() + steps);
+  want.logits.assign(plain_.logits.begin(), plain_.logits.begin() + static_cast<size_t>(steps) * 1024);
+  spec::Stats st;
+  const Trace r = spec_run(engine(), prompt_, steps, greedy_, {spec::kMaxDraft, true},
+                           [&](int pos) { return wrong_token(pos); }, &st, nullptr, &costs);
+  expect_same(want, r, "costly wrong drafts");
+  EXPECT_EQ(st.verifies, 0);
+  const double overhead = modeled_cost(st, 0.05, 0.5) / (steps - 1) - 1.0;
+  EXPECT_LE(overhead, 0.02) << st.probes << " probes";
+  EXPECT_GE(st.probes, 1);
 }
 
 // Same costs, perfect drafts: the controller drafts the most it may (N = 4) nearly all along.
