@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/hparams.h"
+
 namespace ds4 {
 
 // The one exception type of the engine. kind() lets callers react without parsing text.
@@ -83,43 +85,9 @@ int cluster_size();
 // _Exit calls it first. No engine may be used afterwards.
 void finalize_cluster();
 
-// Hyperparameters as read from the GGUF metadata (docs/gguf.md).
-struct ModelConfig {
-  std::string name;
-  int n_layers = 0;
-  int dim = 0;
-  int vocab = 0;
-  int n_heads = 0;
-  int head_dim = 0;       // = value width
-  int rope_dim = 0;       // rotary dims, the tail of each row
-  int q_lora_rank = 0;
-  int o_lora_rank = 0;
-  int o_groups = 0;
-  int n_experts = 0;
-  int n_experts_used = 0;
-  int moe_inter_dim = 0;
-  int n_shared_experts = 0;
-  int n_hash_layers = 0;
-  int window = 0;
-  int index_heads = 0;
-  int index_head_dim = 0;
-  int index_topk = 0;
-  int hc = 0;
-  int sinkhorn_iters = 0;
-  float hc_eps = 1e-6f;
-  float norm_eps = 1e-6f;
-  std::vector<int> compress_ratios;  // n_layers + 1 entries (last: MTP block)
-  std::vector<float> swiglu_limit;   // n_layers + 1 entries (0: no clamp)
-  float rope_base = 10000.f;
-  float compress_rope_base = 160000.f;
-  float yarn_factor = 1.f;
-  int64_t yarn_orig_ctx = 0;
-  float yarn_beta_fast = 32.f;
-  float yarn_beta_slow = 1.f;
-  float route_scale = 1.f;
-  bool weights_norm = true;
-  int64_t context_length = 0;  // declared maximum (display)
-};
+// Hyperparameters as read from the GGUF metadata (docs/gguf.md); defined with the model
+// description (src/model/hparams.h).
+using ModelConfig = model::ModelConfig;
 
 struct SyncOptions {
   int chunk = 0;  // 0: the engine's prefill_chunk
@@ -261,7 +229,8 @@ class Engine {
   virtual int32_t find_token(std::string_view text) const = 0;
   virtual bool has_mtp() const = 0;
 
-  // Bytes one session of `ctx` tokens holds in caches and compressor states (docs/forward-pass.md).
+  // Bytes one session of `ctx` tokens holds: caches, compressor states and undo logs, and
+  // the logits kept for rewinds (docs/backend.md, "Memory per session").
   virtual uint64_t session_memory_bytes(int ctx) const = 0;
 
   // Bytes a decode step must read at position `pos` (bench/README.md): weights of

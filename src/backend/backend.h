@@ -95,14 +95,15 @@ class Backend {
   // rewind_depth steps (model::CompressorState::save_undo).
   virtual std::unique_ptr<Sequence> new_sequence(int ring_cap, int rewind_depth) = 0;
 
-  // The forward pass over a batch (docs/forward-pass.md). Batch invariance: an entry's outputs are
-  // bit-identical whatever else is in the batch and however a sequence is chunked.
+  // The forward pass over a batch (docs/forward-pass.md). Batch invariance: an entry's
+  // outputs are bit-identical whatever else is in the batch and however a sequence is chunked.
   // Evaluations are serialised by the backend; sequences not in the running batch may be
   // created, read and destroyed from other threads meanwhile.
   virtual void eval(const Batch& batch) = 0;
 
-  // MTP block (docs/forward-pass.md) on `seq`'s MTP ring: input state hin (hc x dim), token, position;
-  // rows of positions >= pos are dropped first. Writes vocab logits and hc*dim output state.
+  // The MTP block (docs/forward-pass.md) on `seq`'s MTP ring: input state hin (hc x dim),
+  // token, position; rows of positions >= pos are dropped first. Writes vocab logits and
+  // hc*dim output state.
   virtual void mtp_eval(Sequence& seq, const float* hin, int32_t token, int64_t pos, float* logits,
                         float* hidden) = 0;
 

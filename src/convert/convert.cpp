@@ -77,9 +77,9 @@ class CheckpointSource {
     if (s.role == Role::Tid2eid) {
       const std::vector<int32_t> ids = read_int_tensor(ck_.require(s.hf_name), s.hf_shape());
       for (size_t i = 0; i < ids.size(); ++i)
-        if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= cfg_.n_routed_experts)
+        if (ids[i] < 0 || ids[i] >= cfg_.n_experts)
           throw ConvertError(s.hf_name + ": expert id " + std::to_string(ids[i]) + " at element " + std::to_string(i) +
-                             " is outside 0.." + std::to_string(cfg_.n_routed_experts - 1));
+                             " is outside 0.." + std::to_string(cfg_.n_experts - 1));
       std::memcpy(dst, ids.data(), ids.size() * sizeof(int32_t));
       return;
     }
@@ -135,9 +135,9 @@ ConvertReport convert_checkpoint(const ConvertOptions& o) {
   ModelConfig cfg = load_model_config(config_path.string());
   if (!o.name.empty())
     cfg.name = o.name;
-  else if (cfg.name == ModelConfig().name)
+  else if (cfg.name == kDefaultModelName)
     cfg.name = fs::absolute(dir).lexically_normal().filename().string();
-  if (cfg.name.empty()) cfg.name = "DeepSeek-V4";
+  if (cfg.name.empty()) cfg.name = kDefaultModelName;
   const Checkpoint ck = Checkpoint::open(o.hf_dir);
 
   const bool mtp = o.include_mtp && cfg.n_mtp_layers > 0;
@@ -157,8 +157,8 @@ ConvertReport convert_checkpoint(const ConvertOptions& o) {
   }
   for (const auto& n : ck.names())
     if (!used.count(n)) report.unused_sources.push_back(n);
-  const Vocab vocab = o.tokenizer_path.empty() ? make_synthetic_vocab(cfg.vocab_size)
-                                                : load_tokenizer_vocab(o.tokenizer_path, cfg.vocab_size);
+  const Vocab vocab = o.tokenizer_path.empty() ? make_synthetic_vocab(cfg.vocab)
+                                                : load_tokenizer_vocab(o.tokenizer_path, cfg.vocab);
   ModelWriter mw(o, cfg, vocab);
   if (!o.imatrix_path.empty()) mw.note_imatrix(im);
   for (const auto& p : plan) mw.add(p, src.producer(p));

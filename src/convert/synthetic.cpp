@@ -175,11 +175,11 @@ class SyntheticSource {
     const TensorSpec& s = p.spec;
     if (s.role == Role::Tid2eid) {
       // Each token gets k distinct experts (partial Fisher-Yates).
-      const uint32_t k = cfg_.n_activated_experts, E = cfg_.n_routed_experts;
+      const uint32_t k = cfg_.n_experts_used, E = cfg_.n_experts;
       Rng rng(chunk_seed(seed_, s.gguf_name, 0));
-      std::vector<int32_t> ids(static_cast<size_t>(k) * cfg_.vocab_size);
+      std::vector<int32_t> ids(static_cast<size_t>(k) * cfg_.vocab);
       std::vector<int32_t> perm(E);
-      for (uint32_t t = 0; t < cfg_.vocab_size; ++t) {
+      for (uint32_t t = 0; t < static_cast<uint32_t>(cfg_.vocab); ++t) {
         for (uint32_t e = 0; e < E; ++e) perm[e] = static_cast<int32_t>(e);
         for (uint32_t j = 0; j < k; ++j) {
           const uint32_t pick = j + static_cast<uint32_t>(rng.next() % (E - j));
@@ -231,13 +231,13 @@ ConvertReport write_synthetic(const SyntheticOptions& o) {
   if (o.layers > 0) cfg = truncate_layers(cfg, o.layers);
   if (!o.name.empty())
     cfg.name = o.name;
-  else if (cfg.name == ModelConfig().name)
+  else if (cfg.name == kDefaultModelName)
     cfg.name = "synthetic-" + std::filesystem::path(o.config_path).stem().string();
   const bool mtp = o.include_mtp && cfg.n_mtp_layers > 0;
   ConvertReport report;
   const auto plan = plan_tensors(build_catalogue(cfg, mtp), o.recipe, o.f16_fallback, &report.fallbacks);
-  const Vocab vocab = o.tokenizer_path.empty() ? make_synthetic_vocab(cfg.vocab_size)
-                                                : load_tokenizer_vocab(o.tokenizer_path, cfg.vocab_size);
+  const Vocab vocab = o.tokenizer_path.empty() ? make_synthetic_vocab(cfg.vocab)
+                                                : load_tokenizer_vocab(o.tokenizer_path, cfg.vocab);
   for (const auto& p : plan)
     if (is_block_type(p.type)) (void)unit_stddev(p.type);
   SyntheticSource src(cfg, o.seed, o.threads);

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include "model/catalogue.h"
 #include "model/schema.h"
 
 #include <algorithm>
@@ -82,14 +83,14 @@ ModelConfig read_config(const gguf::File& f) {
   c.dim = r.positive(schema::key::embedding_length);
   if (f.has(schema::key_name(schema::key::vocab_size))) {
     c.vocab = r.positive(schema::key::vocab_size);
-  } else if (const auto* t = f.find_tensor("token_embd.weight"); t && t->dims.size() == 2) {
+  } else if (const auto* t = f.find_tensor(tensor_name(Tensor::TokenEmbd)); t && t->dims.size() == 2) {
     c.vocab = static_cast<int>(t->dims[1]);
   } else {
     bad(f.path(), "missing metadata key " + schema::key_name(schema::key::vocab_size));
   }
   c.n_heads = r.positive(schema::key::attention_head_count);
-  int kv_heads = r.positive(schema::key::attention_head_count_kv);
-  if (kv_heads != 1) bad(f.path(), schema::key_name(schema::key::attention_head_count_kv) + " must be 1 (single KV head)");
+  c.n_kv_heads = r.positive(schema::key::attention_head_count_kv);
+  if (c.n_kv_heads != 1) bad(f.path(), schema::key_name(schema::key::attention_head_count_kv) + " must be 1 (single KV head)");
   c.head_dim = r.positive(schema::key::attention_key_length);
   int vlen = r.positive(schema::key::attention_value_length);
   if (vlen != c.head_dim)
@@ -103,6 +104,7 @@ ModelConfig read_config(const gguf::File& f) {
   c.moe_inter_dim = r.positive(schema::key::expert_feed_forward_length);
   c.n_shared_experts = r.nonneg(schema::key::expert_shared_count, 1, false);
   c.n_hash_layers = r.nonneg(schema::key::hash_layer_count, 0, false);
+  c.n_mtp_layers = r.nonneg(schema::key::nextn_predict_layers, 0, true);
   if (r.nonneg(schema::key::expert_group_count, 0, true) != 0 || r.nonneg(schema::key::expert_group_used_count, 0, true) != 0)
     bad(f.path(), "grouped expert routing (" + schema::key_name(schema::key::expert_group_count) + ") is not supported");
   c.window = r.positive(schema::key::attention_sliding_window);

@@ -1,4 +1,5 @@
-// Reading and validating the model hyperparameters from GGUF metadata (docs/gguf.md).
+// Reading and validating the model hyperparameters (hparams.h) from GGUF metadata
+// (docs/gguf.md).
 #pragma once
 
 #include "ds4/engine.h"

@@ -1,6 +1,7 @@
-// The GGUF schema of a DeepSeek V4 model (docs/gguf.md): the architecture name and every
-// metadata key, defined once for the loader (model/config.cpp) and the converter
-// (convert/model_config.cpp, ds4-quantize).
+// The GGUF metadata schema of a DeepSeek V4 model (docs/gguf.md): the architecture name and
+// every metadata key, defined once for the loader (model/config.cpp) and the converter
+// (convert/model_config.cpp, ds4-quantize). The tensors are in catalogue.h, the values in
+// hparams.h.
 #pragma once
 
 #include <string>

@@ -4,7 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <stdexcept>
 
+#include "model/catalogue.h"
 #include "model/config.h"
 #include "quant/quant.h"
 
@@ -104,57 +106,75 @@ struct Binder {
     e.row_bytes = t.row_bytes();
     return e;
   }
+  // The same, with the name and shape of a catalogue entry.
+  MatView mat(const TensorSpec& s) const {
+    return mat(s.gguf_name, static_cast<int64_t>(s.dims.at(0)), static_cast<int64_t>(s.dims.at(1)));
+  }
+  std::vector<float> vec(const TensorSpec& s) const { return vec(s.gguf_name, s.dims); }
+  ExpertsView experts(const TensorSpec& s) const {
+    return experts(s.gguf_name, static_cast<int64_t>(s.dims.at(0)), static_cast<int64_t>(s.dims.at(1)),
+                   static_cast<int64_t>(s.dims.at(2)));
+  }
 };
 
-void bind_compressor(const Binder& b, const std::string& p, int ratio, int d, int dim,
+// One block's catalogue entries, looked up by tensor.
+struct BlockSpecs {
+  std::vector<TensorSpec> specs;
+  const TensorSpec& operator[](Tensor t) const {
+    for (const auto& s : specs)
+      if (s.id == t) return s;
+    throw std::logic_error("tensor catalogue has no entry for a tensor the block needs");
+  }
+};
+
+void bind_compressor(const Binder& b, const BlockSpecs& s, Tensor kv, Tensor gate, Tensor ape, Tensor norm,
                      CompressorWeights& c) {
-  const int w = (ratio == 4 ? 2 : 1) * d;
-  c.kv = b.mat(p + "_kv.weight", dim, w);
-  c.gate = b.mat(p + "_gate.weight", dim, w);
-  c.ape = b.vec(p + "_ape.weight", {static_cast<uint64_t>(w), static_cast<uint64_t>(ratio)});
-  c.norm = b.vec(p + "_norm.weight", {static_cast<uint64_t>(d)});
+  c.kv = b.mat(s[kv]);
+  c.gate = b.mat(s[gate]);
+  c.ape = b.vec(s[ape]);
+  c.norm = b.vec(s[norm]);
 }
 
-void bind_layer(const Binder& b, const ModelConfig& c, const std::string& prefix, int ratio,
-                bool hash, float limit, bool mtp, LayerWeights& L) {
-  const int64_t D = c.dim, hcD = static_cast<int64_t>(c.hc) * c.dim;
-  const int64_t mix = static_cast<int64_t>(2 + c.hc) * c.hc;
-  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
-  const std::string& p = prefix;
-  L.prefix = prefix;
+// Main layer `block` or MTP block `block` (mtp).
+void bind_layer(const Binder& b, const ModelConfig& c, int block, bool mtp, LayerWeights& L) {
+  const BlockSpecs s{block_tensors(c, block, mtp)};
+  const int ratio = c.ratio(mtp ? c.n_layers + block : block);
+  const bool hash = !mtp && block < c.n_hash_layers;
+  L.prefix = block_prefix(block, mtp);
   L.ratio = ratio;
   L.hash = hash;
-  L.swiglu_limit = limit;
-  L.hc_attn_fn = b.mat(p + "hc_attn_fn.weight", hcD, mix);
-  L.hc_attn_scale = b.vec(p + "hc_attn_scale.weight", {3});
-  L.hc_attn_base = b.vec(p + "hc_attn_base.weight", {u(mix)});
-  L.attn_norm = b.vec(p + "attn_norm.weight", {u(D)});
-  L.q_a = b.mat(p + "attn_q_a.weight", D, c.q_lora_rank);
-  L.q_a_norm = b.vec(p + "attn_q_a_norm.weight", {u(c.q_lora_rank)});
-  L.q_b = b.mat(p + "attn_q_b.weight", c.q_lora_rank, static_cast<int64_t>(c.n_heads) * c.head_dim);
-  L.kv = b.mat(p + "attn_kv.weight", D, c.head_dim);
-  L.kv_norm = b.vec(p + "attn_kv_a_norm.weight", {u(c.head_dim)});
-  L.sinks = b.vec(p + "attn_sinks.weight", {u(c.n_heads)});
-  const int64_t group_in = static_cast<int64_t>(c.n_heads / c.o_groups) * c.head_dim;
-  L.out_a = b.mat(p + "attn_output_a.weight", group_in, static_cast<int64_t>(c.o_groups) * c.o_lora_rank);
-  L.out_b = b.mat(p + "attn_output_b.weight", static_cast<int64_t>(c.o_groups) * c.o_lora_rank, D);
+  L.swiglu_limit = c.swiglu_limit[mtp ? c.n_layers + block : block];
+  L.hc_attn_fn = b.mat(s[Tensor::HcAttnFn]);
+  L.hc_attn_scale = b.vec(s[Tensor::HcAttnScale]);
+  L.hc_attn_base = b.vec(s[Tensor::HcAttnBase]);
+  L.attn_norm = b.vec(s[Tensor::AttnNorm]);
+  L.q_a = b.mat(s[Tensor::AttnQA]);
+  L.q_a_norm = b.vec(s[Tensor::AttnQANorm]);
+  L.q_b = b.mat(s[Tensor::AttnQB]);
+  L.kv = b.mat(s[Tensor::AttnKv]);
+  L.kv_norm = b.vec(s[Tensor::AttnKvNorm]);
+  L.sinks = b.vec(s[Tensor::AttnSinks]);
+  L.out_a = b.mat(s[Tensor::AttnOutputA]);
+  L.out_b = b.mat(s[Tensor::AttnOutputB]);
   if (ratio != 0) {
-    bind_compressor(b, p + "attn_compressor", ratio, c.head_dim, c.dim, L.comp);
+    bind_compressor(b, s, Tensor::AttnCompressorKv, Tensor::AttnCompressorGate, Tensor::AttnCompressorApe,
+                    Tensor::AttnCompressorNorm, L.comp);
     if (ratio == 4) {
-      bind_compressor(b, p + "indexer_compressor", ratio, c.index_head_dim, c.dim, L.icomp);
-      L.idx_q_b = b.mat(p + "indexer.attn_q_b.weight", c.q_lora_rank,
-                        static_cast<int64_t>(c.index_heads) * c.index_head_dim);
-      L.idx_proj = b.mat(p + "indexer.proj.weight", D, c.index_heads);
+      bind_compressor(b, s, Tensor::IndexerCompressorKv, Tensor::IndexerCompressorGate,
+                      Tensor::IndexerCompressorApe, Tensor::IndexerCompressorNorm, L.icomp);
+      L.idx_q_b = b.mat(s[Tensor::IndexerQB]);
+      L.idx_proj = b.mat(s[Tensor::IndexerProj]);
     }
   }
-  L.hc_ffn_fn = b.mat(p + "hc_ffn_fn.weight", hcD, mix);
-  L.hc_ffn_scale = b.vec(p + "hc_ffn_scale.weight", {3});
-  L.hc_ffn_base = b.vec(p + "hc_ffn_base.weight", {u(mix)});
-  L.ffn_norm = b.vec(p + "ffn_norm.weight", {u(D)});
-  L.router = b.mat(p + "ffn_gate_inp.weight", D, c.n_experts);
+  L.hc_ffn_fn = b.mat(s[Tensor::HcFfnFn]);
+  L.hc_ffn_scale = b.vec(s[Tensor::HcFfnScale]);
+  L.hc_ffn_base = b.vec(s[Tensor::HcFfnBase]);
+  L.ffn_norm = b.vec(s[Tensor::FfnNorm]);
+  L.router = b.mat(s[Tensor::Router]);
   if (hash) {
-    const auto& t = b.need(p + "ffn_gate_tid2eid.weight");
-    b.shape(t, {u(c.n_experts_used), u(c.vocab)});
+    const TensorSpec& spec = s[Tensor::RouterTid2eid];
+    const auto& t = b.need(spec.gguf_name);
+    b.shape(t, spec.dims);
     if (t.type != quant::Type::I32) bad(b.f, "tensor " + t.name + " must be I32");
     L.tid2eid = reinterpret_cast<const int32_t*>(t.data);
     // Validate the table once so routing never indexes out of range.
@@ -164,27 +184,28 @@ void bind_layer(const Binder& b, const ModelConfig& c, const std::string& prefix
       if (e < 0 || e >= c.n_experts) bad(b.f, "tensor " + t.name + " holds an invalid expert id");
     }
   } else {
-    std::string bias = p + "exp_probs_b.bias";
-    if (mtp || b.f.find_tensor(bias)) L.router_bias = b.vec(bias, {u(c.n_experts)});
+    // The MTP block needs its bias; main layers may come without one.
+    const TensorSpec& bias = s[Tensor::RouterBias];
+    if (mtp || b.f.find_tensor(bias.gguf_name)) L.router_bias = b.vec(bias);
   }
-  L.gate_exps = b.experts(p + "ffn_gate_exps.weight", D, c.moe_inter_dim, c.n_experts);
-  L.up_exps = b.experts(p + "ffn_up_exps.weight", D, c.moe_inter_dim, c.n_experts);
-  L.down_exps = b.experts(p + "ffn_down_exps.weight", c.moe_inter_dim, D, c.n_experts);
+  L.gate_exps = b.experts(s[Tensor::ExpertsGate]);
+  L.up_exps = b.experts(s[Tensor::ExpertsUp]);
+  L.down_exps = b.experts(s[Tensor::ExpertsDown]);
   if (L.gate_exps.type != L.up_exps.type)
-    bad(b.f, p + "ffn_gate_exps and ffn_up_exps must share a type");
+    bad(b.f, L.prefix + "ffn_gate_exps and ffn_up_exps must share a type");
   if (c.n_shared_experts > 0) {
-    L.sh_gate = b.mat(p + "ffn_gate_shexp.weight", D, c.moe_inter_dim);
-    L.sh_up = b.mat(p + "ffn_up_shexp.weight", D, c.moe_inter_dim);
-    L.sh_down = b.mat(p + "ffn_down_shexp.weight", c.moe_inter_dim, D);
+    L.sh_gate = b.mat(s[Tensor::SharedGate]);
+    L.sh_up = b.mat(s[Tensor::SharedUp]);
+    L.sh_down = b.mat(s[Tensor::SharedDown]);
   }
 }
 
-void bind_head(const Binder& b, const ModelConfig& c, const std::string& fn, const std::string& scale,
-               const std::string& base, const std::string& norm, HeadWeights& h) {
-  h.hc_fn = b.mat(fn, static_cast<int64_t>(c.hc) * c.dim, c.hc);
-  h.hc_scale = b.vec(scale, {1});
-  h.hc_base = b.vec(base, {static_cast<uint64_t>(c.hc)});
-  h.norm = b.vec(norm, {static_cast<uint64_t>(c.dim)});
+void bind_head(const Binder& b, const TensorSpec& fn, const TensorSpec& scale, const TensorSpec& base,
+               const TensorSpec& norm, HeadWeights& h) {
+  h.hc_fn = b.mat(fn);
+  h.hc_scale = b.vec(scale);
+  h.hc_base = b.vec(base);
+  h.norm = b.vec(norm);
 }
 
 std::unique_ptr<gguf::File> open_file(const std::string& path) {
@@ -214,33 +235,33 @@ std::unique_ptr<Weights> Weights::load(const std::string& path, const std::strin
     w->first_layer = first_layer;
     w->end_layer = end_layer;
     Binder b{f};
-    w->token_embd = b.mat("token_embd.weight", c.dim, c.vocab);
-    w->output = b.mat("output.weight", c.dim, c.vocab);
-    bind_head(b, c, "output_hc_fn.weight", "output_hc_scale.weight", "output_hc_base.weight",
-              "output_norm.weight", w->head);
+    const BlockSpecs head{head_tensors(c)};
+    w->token_embd = b.mat(head[Tensor::TokenEmbd]);
+    w->output = b.mat(head[Tensor::Output]);
+    bind_head(b, head[Tensor::OutputHcFn], head[Tensor::OutputHcScale], head[Tensor::OutputHcBase],
+              head[Tensor::OutputNorm], w->head);
     w->layers.resize(c.n_layers);
     for (int il = 0; il < c.n_layers; ++il)
-      bind_layer(Binder{f, il >= first_layer && il < end_layer}, c, "blk." + std::to_string(il) + ".", c.compress_ratios[il], il < c.n_hash_layers,
-                 c.swiglu_limit[il], false, w->layers[il]);
+      bind_layer(Binder{f, il >= first_layer && il < end_layer}, c, il, false, w->layers[il]);
 
     const gguf::File* mf = nullptr;
     if (!mtp_path.empty()) {
       w->mtp_file = open_file(mtp_path);
       mf = w->mtp_file.get();
-    } else if (f.find_tensor("mtp.0.e_proj.weight")) {
+    } else if (f.find_tensor(tensor_name(Tensor::MtpEProj, 0, true))) {
       mf = &f;
     }
     if (mf) {
       Binder mb{*mf};
       MtpWeights& m = w->mtp;
-      bind_layer(mb, c, "mtp.0.", c.compress_ratios[c.n_layers], false, c.swiglu_limit[c.n_layers],
-                 true, m.block);
-      m.e_proj = mb.mat("mtp.0.e_proj.weight", c.dim, c.dim);
-      m.h_proj = mb.mat("mtp.0.h_proj.weight", c.dim, c.dim);
-      m.enorm = mb.vec("mtp.0.enorm.weight", {static_cast<uint64_t>(c.dim)});
-      m.hnorm = mb.vec("mtp.0.hnorm.weight", {static_cast<uint64_t>(c.dim)});
-      bind_head(mb, c, "mtp.0.hc_head_fn.weight", "mtp.0.hc_head_scale.weight",
-                "mtp.0.hc_head_base.weight", "mtp.0.norm.weight", m.head);
+      bind_layer(mb, c, 0, true, m.block);
+      const BlockSpecs s{block_tensors(c, 0, true)};
+      m.e_proj = mb.mat(s[Tensor::MtpEProj]);
+      m.h_proj = mb.mat(s[Tensor::MtpHProj]);
+      m.enorm = mb.vec(s[Tensor::MtpENorm]);
+      m.hnorm = mb.vec(s[Tensor::MtpHNorm]);
+      bind_head(mb, s[Tensor::MtpHcHeadFn], s[Tensor::MtpHcHeadScale], s[Tensor::MtpHcHeadBase], s[Tensor::MtpNorm],
+                m.head);
       w->has_mtp = true;
     }
   } catch (const gguf::Error& e) {

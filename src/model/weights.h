@@ -1,5 +1,6 @@
-// Binding of GGUF tensors to the model's weights (docs/gguf.md). Matrices stay in the mmap in
-// their stored format; only small vectors (norms, biases, HC scale/base, APE) are widened.
+// Binding of GGUF tensors to the model's weights, by the tensor catalogue (catalogue.h,
+// docs/gguf.md). Matrices stay in the mmap in their stored format; only small vectors
+// (norms, biases, HC scale/base, APE) are widened.
 #pragma once
 
 #include <memory>

@@ -3,12 +3,16 @@
 
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "convert/convert.h"
 #include "convert/imatrix.h"
 #include "convert/safetensors.h"
 #include "convert/vocab.h"
 #include "gguf/gguf.h"
+#include "model/catalogue.h"
+#include "model/config.h"
+#include "model/weights.h"
 #include "quant/quant.h"
 #include "test_util.h"
 
@@ -148,8 +152,9 @@ TEST(Synthetic, LayersKeepsTheScheduleHeadAndTheMtpEntry) {
   EXPECT_NE(f->find_tensor("mtp.0.e_proj.weight"), nullptr);
   EXPECT_EQ(f->find_tensor("blk.3.attn_norm.weight"), nullptr);
   const auto cfg = convert::truncate_layers(convert::load_model_config(configs_dir() + "/flash.json"), 4);
-  EXPECT_EQ(cfg.compress_ratios, (std::vector<uint32_t>{0, 0, 4, 128, 0}));
-  EXPECT_EQ(cfg.n_hash_layers, 3u);
+  EXPECT_EQ(cfg.compress_ratios, (std::vector<int>{0, 0, 4, 128, 0}));
+  EXPECT_EQ(cfg.swiglu_limit.size(), 5u);
+  EXPECT_EQ(cfg.n_hash_layers, 3);
   const auto full = convert::load_model_config(configs_dir() + "/flash.json");
   EXPECT_EQ(full.compress_ratios.size(), 44u);
   // docs/gguf.md: 6 + 43·24 + 41·4 + 21·6 = 1328 main tensors.
@@ -358,3 +363,35 @@ TEST(Imatrix, LegacyAndGgufFormatsAreReadAndSteerTheQuantizerOnTinyQ) {
 }
 
 }  // namespace
+
+// The converter and the loader share one schema: what ds4-quantize writes, the loader reads
+// back as the same hyperparameters, and the file holds exactly the catalogue's tensors.
+TEST(Synthetic, LoaderReadsBackWhatTheConverterWrote) {
+  const std::string config = configs_dir() + "/tiny-synth.json";
+  const std::string path = synth(config, "f32", 0, 5, "schema-roundtrip");
+  convert::ModelConfig want = convert::load_model_config(config);
+  auto f = gguf::File::open(path);
+  want.name = f->get_string_or("general.name", "");
+  EXPECT_EQ(want.name, "synthetic-tiny-synth");
+  const model::ModelConfig got = model::read_config(*f);
+  const auto fields = [](const model::ModelConfig& c) {
+    return std::tie(c.name, c.n_layers, c.n_mtp_layers, c.dim, c.vocab, c.n_heads, c.n_kv_heads, c.head_dim,
+                    c.rope_dim, c.q_lora_rank, c.o_lora_rank, c.o_groups, c.n_experts, c.n_experts_used,
+                    c.moe_inter_dim, c.n_shared_experts, c.n_hash_layers, c.window, c.index_heads, c.index_head_dim,
+                    c.index_topk, c.hc, c.sinkhorn_iters, c.hc_eps, c.norm_eps, c.compress_ratios, c.swiglu_limit,
+                    c.rope_base, c.compress_rope_base, c.yarn_factor, c.yarn_orig_ctx, c.yarn_beta_fast,
+                    c.yarn_beta_slow, c.route_scale, c.weights_norm, c.context_length);
+  };
+  EXPECT_TRUE(fields(got) == fields(want)) << "loader and converter disagree on the hyperparameters";
+  EXPECT_EQ(got.n_mtp_layers, 1);
+  EXPECT_EQ(got.compress_ratios, want.compress_ratios);
+  EXPECT_EQ(got.swiglu_limit, want.swiglu_limit);
+
+  std::set<std::string> in_file, in_catalogue;
+  for (const auto& t : f->tensors()) in_file.insert(t.name);
+  for (const auto& t : model::build_catalogue(got, true)) in_catalogue.insert(t.gguf_name);
+  EXPECT_EQ(in_file, in_catalogue);
+  const auto w = model::Weights::load(path, "");
+  EXPECT_TRUE(w->has_mtp);
+  EXPECT_EQ(static_cast<int>(w->layers.size()), got.n_layers);
+}
