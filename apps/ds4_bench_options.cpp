@@ -9,8 +9,8 @@
 #include <string_view>
 
 #include "args/args.h"
+#include "args/engine_options.h"
 #include "ds4_bench.h"
-#include "model/stages.h"
 
 namespace ds4::bench {
 
@@ -27,31 +27,8 @@ void describe(args::Parser& p, BenchOptions& o) {
          "system prompt for --chat-prompt-file\n(default: \"You are a helpful assistant.\")");
   p.alias("-sys", "--system", true);
   p.group("Model and machine");
-  p.text("-m,--model", o.model_path, "FILE", "GGUF model (default: ds4flash.gguf)");
-  p.integer("-t,--threads", o.threads, 1, INT_MAX, "N", "CPU threads (default: all cores)");
-  p.value(
-      "--layer-split",
-      [&o](const std::string& v) {
-        try {
-          o.layer_split = model::parse_layer_split(v);
-        } catch (const std::invalid_argument& e) {
-          throw UsageError(e.what());
-        }
-      },
-      "A,B,...", "under mpirun: layers per rank (default: by bytes; docs/mpi.md)");
-  p.value(
-      "-b,--backend",
-      [&o](const std::string& b) {
-        if (!parse_backend(b, &o.backend)) throw UsageError("unknown backend '" + b + "' (cpu or vulkan)");
-        if (!has_backend(o.backend)) throw UsageError("backend '" + b + "' is not available in this build");
-      },
-      "NAME",
-      "cpu (default) or vulkan (builds with Vulkan)");
-  p.flag("--cpu", [&o] { o.backend = Backend::Cpu; }, "same as --backend cpu");
-  p.integer("--device", o.device, 0, INT_MAX, "N", "Vulkan device index (default 0)");
-  p.flag("--cpu-moe", [&o] { o.cpu_moe_layers = INT_MAX; }, "Vulkan: routed experts in host memory, run on the CPU");
-  p.integer("--n-cpu-moe", o.cpu_moe_layers, 0, INT_MAX, "N", "Vulkan: the same for the first N layers only");
-  p.flag("--list-devices", o.list_devices, "print the Vulkan devices and exit");
+  args::add_engine_options(p, {o.model_path, o.threads, o.layer_split, o.backend, o.device, o.cpu_moe_layers,
+                               o.list_devices});
   p.integer("--prefill-chunk", o.prefill_chunk, 1, INT_MAX, "N", "tokens per prefill chunk (default: the engine's)");
   p.flag("--warm-weights", o.warm_weights, "read every mapped weight page before measuring");
   p.flag("--repack-iq2", o.repack_iq2_xxs,

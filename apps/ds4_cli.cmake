@@ -11,6 +11,6 @@ if(NOT TARGET ds4_cli)
     ${CMAKE_SOURCE_DIR}/apps/ds4_cli_repl.cpp
   )
   target_include_directories(ds4_cli PUBLIC ${CMAKE_SOURCE_DIR}/apps ${DS4_LIBEDIT_INCLUDE_DIR})
-  target_link_libraries(ds4_cli PUBLIC ds4_args ds4_engine ds4_text ds4_gguf ds4_sample ds4_spec ds4_grammar ds4_kvcache
+  target_link_libraries(ds4_cli PUBLIC ds4_args_engine ds4_engine ds4_text ds4_gguf ds4_sample ds4_spec ds4_grammar ds4_kvcache
                         ${DS4_LIBEDIT_LIBRARY} Threads::Threads)
 endif()

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "args/args.h"
-#include "model/stages.h"
+#include "args/engine_options.h"
 #include "ds4_cli.h"
 #include "grammar/grammar.h"
 #include "grammar/json_schema.h"
@@ -67,13 +67,9 @@ struct CliFlags {
 // Every flag of ds4, bound to `o` and `f`.
 void describe(args::Parser& p, CliOptions& o, CliFlags& f) {
   p.group("Model and runtime");
-  p.text("-m,--model", o.model_path, "FILE", "GGUF model. Default: ./ds4flash.gguf");
-  p.text("--mtp", o.mtp_path, "FILE", "Optional MTP sidecar GGUF. Default: none");
-  p.integer("--mtp-draft", o.mtp_draft, 0, spec::kMaxDraft, "N",
-            "Speculative decoding: draft up to N (1..4) tokens with the MTP\n"
-            "block, verify them in one pass; same output as plain decode.\n"
-            "An adaptive controller lowers N when it does not pay. Default: 0");
-  p.flag("--mtp-fixed", [&o] { o.mtp_adaptive = false; }, "Keep N fixed (no adaptive controller; for benchmarks)");
+  args::add_engine_options(p, {o.model_path, o.threads, o.layer_split, o.backend, o.device, o.cpu_moe_layers,
+                               f.list_devices});
+  args::add_mtp_options(p, {o.mtp_path, o.mtp_draft, o.mtp_adaptive});
   p.value(
       "-c,--ctx",
       [&o](const std::string& v) {
@@ -81,34 +77,6 @@ void describe(args::Parser& p, CliOptions& o, CliFlags& f) {
         o.ctx_given = true;
       },
       "N", "Context size of the session in tokens. Default: 32768");
-  p.integer("-t,--threads", o.threads, 1, 4096, "N", "Worker threads. Default: all cores");
-  p.value(
-      "--layer-split",
-      [&o](const std::string& v) {
-        try {
-          o.layer_split = model::parse_layer_split(v);
-        } catch (const std::invalid_argument& e) {
-          throw UsageError(e.what());
-        }
-      },
-      "A,B,...", "Under mpirun: layers per rank (docs/mpi.md). Default: by bytes");
-  p.value(
-      "-b,--backend",
-      [&o](const std::string& b) {
-        if (!parse_backend(b, &o.backend)) throw UsageError("unknown backend '" + b + "' (cpu or vulkan)");
-        if (!has_backend(o.backend)) {
-          throw UsageError("backend '" + b + "' is not available in this build (configure with -DDS4_VULKAN=ON)");
-        }
-      },
-      "NAME",
-      "cpu or vulkan (builds with Vulkan: the whole model on the GPU).\n"
-      "Default: cpu");
-  p.flag("--cpu", [&o] { o.backend = Backend::Cpu; }, "Same as --backend cpu");
-  p.integer("--device", o.device, 0, 1023, "N", "Vulkan device index (see --list-devices). Default: 0");
-  p.flag("--cpu-moe", [&o] { o.cpu_moe_layers = INT_MAX; }, 
-         "Vulkan: routed experts stay in host memory and run on the CPU");
-  p.integer("--n-cpu-moe", o.cpu_moe_layers, 0, INT_MAX, "N", "Vulkan: the same for the first N layers only");
-  p.flag("--list-devices", f.list_devices, "Print the Vulkan devices and exit");
   p.group("Prompt and generation");
   p.text("-p,--prompt", f.prompt, "TEXT",
          "Answer TEXT and exit. A text starting with\n"

@@ -53,8 +53,7 @@ int main(int argc, char** argv) {
     file.reset();
     ds4::EngineOptions eo;
     eo.threads = opt.threads;
-    if (!ds4::parse_backend(opt.backend, &eo.backend) || !ds4::has_backend(eo.backend))
-      throw std::runtime_error("backend '" + opt.backend + "' is not available in this build");
+    eo.backend = opt.backend;
     eo.device = opt.device;
     eo.cpu_moe_layers = opt.cpu_moe_layers;
     eo.mtp_path = opt.mtp_path;

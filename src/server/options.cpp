@@ -1,7 +1,7 @@
 #include "server/options.h"
 
 #include "args/args.h"
-#include "model/stages.h"
+#include "args/engine_options.h"
 
 #include <limits>
 
@@ -22,40 +22,11 @@ constexpr const char* kFooter =
 // Every flag of ds4-server, bound to `o`.
 void describe(args::Parser& p, ServerOptions& o) {
   p.group("Model and runtime");
-  p.text("-m,--model", o.model_path, "FILE", "GGUF model (default ds4flash.gguf)");
-  p.text("--mtp", o.mtp_path, "FILE", "optional MTP sidecar GGUF");
-  p.integer("--mtp-draft", o.mtp_draft, 0, 4, "N",
-            "speculative decoding: up to N (1..4) MTP drafts verified in one\n"
-            "pass, same output as plain decode; adaptive (default 0 = off)");
-  p.flag("--mtp-fixed", [&o] { o.mtp_adaptive = false; },
-         "keep N fixed (no adaptive controller; for benchmarks)");
+  args::add_engine_options(p, {o.model_path, o.threads, o.layer_split, o.backend, o.device, o.cpu_moe_layers,
+                               o.list_devices});
+  args::add_mtp_options(p, {o.mtp_path, o.mtp_draft, o.mtp_adaptive});
   p.integer("-c,--ctx", o.ctx, 1, kIntMax, "N", "context size in tokens (default 32768)");
   p.integer("-n,--tokens", o.default_max_tokens, 0, kIntMax, "N", "default max tokens per request (default 393216)");
-  p.integer("-t,--threads", o.threads, 0, 4096, "N", "inference threads (default: all cores)");
-  p.value(
-      "--layer-split",
-      [&o](const std::string& v) {
-        try {
-          o.layer_split = model::parse_layer_split(v);
-        } catch (const std::invalid_argument& e) {
-          throw UsageError(e.what());
-        }
-      },
-      "A,B,...", "under mpirun: layers per rank (docs/mpi.md; default: by bytes)");
-  p.value(
-      "-b,--backend",
-      [&o](const std::string& b) {
-        if (b != "cpu" && b != "vulkan") throw UsageError("unknown backend '" + b + "' (cpu or vulkan)");
-        o.backend = b;
-      },
-      "NAME",
-      "cpu (default) or vulkan (builds with Vulkan: the whole model\n"
-      "on the GPU)");
-  p.integer("--device", o.device, 0, 1023, "N", "Vulkan device index (default 0)");
-  p.flag("--cpu-moe", [&o] { o.cpu_moe_layers = kIntMax; }, 
-         "Vulkan: routed experts stay in host memory and run on the CPU");
-  p.integer("--n-cpu-moe", o.cpu_moe_layers, 0, kIntMax, "N", "Vulkan: the same for the first N layers only");
-  p.flag("--list-devices", o.list_devices, "print the Vulkan devices and exit");
   p.integer("--parallel", o.parallel, 1, 256, "N",
             "live sessions (slots) decoded together (default 1); each holds\n"
             "its own KV state of --ctx tokens (the size is printed at start)");

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "args/args.h"
+#include "ds4/engine.h"
 #include "kvcache/policy.h"
 
 namespace ds4::server {
@@ -18,7 +19,7 @@ struct ServerOptions {
   int64_t default_max_tokens = 393216;  // -n: used when a request gives no limit
   int threads = 0;
   std::vector<int> layer_split;  // --layer-split: layers per MPI rank
-  std::string backend = "cpu";     // -b/--backend: cpu or vulkan (ds4::parse_backend)
+  Backend backend = Backend::Cpu;  // -b/--backend
   int device = 0;                  // --device (Vulkan)
   int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)
   bool list_devices = false;       // --list-devices: print them and exit

@@ -74,6 +74,34 @@ class Binaries(unittest.TestCase):
                 self.check_usage_error(path, prefix + ["--threads"],
                                        "%s: missing value for --threads" % name)
 
+    def test_engine_flags_alike(self):
+        # The binaries that open a model describe the engine flags with the same lines
+        # (src/args/engine_options.cpp); only the default model path may differ.
+        engine = ["--model", "--threads", "--layer-split", "--backend", "--cpu", "--device",
+                  "--cpu-moe", "--n-cpu-moe", "--list-devices"]
+        seen = {}
+        for name, path, prefix in BINARIES:
+            if prefix or name not in ("ds4", "ds4-server", "ds4-bench"):
+                continue
+            lines = run(path, ["--help"]).stdout.splitlines()
+            entries = []
+            for flag in engine:
+                starts = [i for i, l in enumerate(lines)
+                          if l.startswith("  ") and not l.startswith(" " * 26) and
+                          flag in l[:26].replace(",", " ").split()]
+                self.assertEqual(len(starts), 1, "%s --help: %s" % (name, flag))
+                i = starts[0]
+                entry = [lines[i]]
+                while i + 1 < len(lines) and lines[i + 1].startswith(" " * 26):
+                    i += 1
+                    entry.append(lines[i])
+                entries.append(entry)
+            seen[name] = entries
+        self.assertGreaterEqual(len(seen), 2, "fewer than two engine binaries were given")
+        first = next(iter(seen.values()))
+        for name, entries in seen.items():
+            self.assertEqual(entries[1:], first[1:], name)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -361,7 +361,7 @@ TEST(ServerOptionsTest, EveryKindOfFlag) {
   EXPECT_EQ(o.model_path, "m.gguf");
   EXPECT_EQ(o.parallel, 3);
   EXPECT_EQ(o.mtp_draft, 2);
-  EXPECT_EQ(o.backend, "cpu");
+  EXPECT_EQ(o.backend, ds4::Backend::Cpu);
   EXPECT_EQ(o.device, 1);
   EXPECT_EQ(o.host, "127.0.0.1");
   EXPECT_EQ(o.port, 0);
