@@ -7,20 +7,20 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <source_location>
 
 namespace ds4::testdata {
 
-inline uint32_t test_seed(uint32_t fallback,
-                          std::source_location where = std::source_location::current()) {
+// The call site comes from __builtin_FILE/__builtin_LINE (GCC and Clang): the clang 14 of the
+// sanitizer builds has no std::source_location with libstdc++.
+inline uint32_t test_seed(uint32_t fallback, const char* file = __builtin_FILE(),
+                          unsigned line = __builtin_LINE()) {
   const char* env = std::getenv("DS4_TEST_SEED");
   uint32_t seed = fallback;
   if (env && *env) {
     const uint64_t mixed = (std::strtoull(env, nullptr, 0) + fallback) * 0x9E3779B97F4A7C15ull;
     seed = static_cast<uint32_t>(mixed >> 32);
   }
-  std::printf("[seed] %s:%u seed %u (DS4_TEST_SEED=%s)\n", where.file_name(),
-              static_cast<unsigned>(where.line()), static_cast<unsigned>(seed),
+  std::printf("[seed] %s:%u seed %u (DS4_TEST_SEED=%s)\n", file, line, static_cast<unsigned>(seed),
               env && *env ? env : "unset");
   return seed;
 }
