@@ -42,6 +42,10 @@ int g_rank = 0, g_size = 1;
 // Held by every exchange that waits for replies (open, close, eval, pull, push): replies
 // carry no request id, so one exchange at a time.
 std::mutex g_rpc;
+// Rank 0's evaluations, printed when the pipeline shuts down (under g_rpc).
+struct {
+  int64_t evaluations = 0, micro_batches = 0, sessions_spread = 0;
+} g_stats;
 
 std::string host_name() {
   char h[256] = {0};
@@ -411,14 +415,13 @@ class PipelineBackend final : public backend::Backend {
       throw Error(Error::Kind::InvalidArgument, "MPI pipeline: only whole-model evaluations");
     std::lock_guard<std::mutex> lk(g_rpc);
     Comm& comm = Comm::get();
-    // Micro-batches: enough of them that every stage works at once (S stages, 2S pieces),
-    // none below 16 entries so the weights are still read once for many tokens.
     const int S = comm.size();
-    const int pieces = std::max(1, std::min(2 * S, n / 16));
-    const int step = (n + pieces - 1) / pieces;
+    const std::vector<int> cuts = micro_batches(b, S);
+    ++g_stats.evaluations;
+    g_stats.micro_batches += static_cast<int64_t>(cuts.size()) - 1;
     std::vector<int> outs_in_piece;
-    for (int lo = 0; lo < n; lo += step) {
-      const int hi = std::min(n, lo + step);
+    for (size_t pc = 0; pc + 1 < cuts.size(); ++pc) {
+      const int lo = cuts[pc], hi = cuts[pc + 1];
       Writer w;
       Header h;
       h.op = kEval;
@@ -463,6 +466,35 @@ class PipelineBackend final : public backend::Backend {
       auto& layers = b.entries[i].seq->host().layers;
       for (int il = bounds_[1]; il < c.n_layers; ++il) mirror_step(layers[il], b.entries[i].pos);
     }
+  }
+
+  // Where eval cuts a batch into micro-batches (cut points, first 0, last b.n), so that every
+  // stage works at once. A long batch (prefill) goes in 2S pieces of at least 16 entries, so
+  // each piece still reads the weights once for many tokens. A short batch of several
+  // sequences (decode steps of parallel sessions, docs/mpi.md) goes in up to S pieces cut
+  // between sequences: one session's step is on stage 1 while the next one's is on stage 0.
+  // Batch invariance keeps every split bit-identical to one pass.
+  std::vector<int> micro_batches(const backend::Batch& b, int S) {
+    const int n = b.n;
+    std::vector<int> cuts{0};
+    const int long_pieces = std::min(2 * S, n / 16);
+    if (long_pieces >= 2) {
+      const int step = (n + long_pieces - 1) / long_pieces;
+      for (int lo = step; lo < n; lo += step) cuts.push_back(lo);
+    } else {
+      std::vector<int> runs;  // where each sequence's run of entries starts (after the first)
+      for (int i = 1; i < n; ++i)
+        if (b.entries[i].seq != b.entries[i - 1].seq) runs.push_back(i);
+      const int pieces = std::min(S, static_cast<int>(runs.size()) + 1);
+      if (pieces >= 2) {
+        ++g_stats.sessions_spread;
+        // An equal number of sequences in each piece.
+        const int seqs = static_cast<int>(runs.size()) + 1;
+        for (int p = 1; p < pieces; ++p) cuts.push_back(runs[static_cast<size_t>(seqs * p / pieces - 1)]);
+      }
+    }
+    cuts.push_back(n);
+    return cuts;
   }
 
   void mtp_eval(backend::Sequence&, const float*, int32_t, int64_t, float*, float*) override {
@@ -515,6 +547,10 @@ void PipeSequence::truncate(int64_t n, int64_t pos) {
 void at_exit() {
   Comm& comm = Comm::get();
   if (comm.finalized()) return;
+  if (g_stats.evaluations > 0)
+    std::fprintf(stderr, "ds4: MPI pipeline: %lld evaluations in %lld micro-batches, %lld of them batches of "
+                 "several sessions spread over the stages\n", static_cast<long long>(g_stats.evaluations),
+                 static_cast<long long>(g_stats.micro_batches), static_cast<long long>(g_stats.sessions_spread));
   Header h;
   h.op = kShutdown;
   comm.send(1, kChain, header_only(h));

@@ -293,6 +293,37 @@ def test_live_reuse(a):
               "%d ranks: logprobs of the continued conversation equal a fresh 1-process run" % ranks)
 
 
+def test_parallel_sessions(a):
+    """Two sessions decoded together (--parallel 2) under 2 ranks: each decode batch is cut
+    between the sessions so both stages work at once; every answer's logprobs equal the same
+    request run alone in one process."""
+    convs = [[{"role": "system", "content": system_text(10 + i)}, {"role": "user", "content": q}]
+             for i, q in enumerate(["Count to five.", "Name three rivers."])]
+    outs = ["One, two, three, four, five, and that is all.", "The Nile, the Amazon and the Danube."]
+    plain = Server(a, 1)
+    refs = [plain.chat(request(c, o, logprobs=True)) for c, o in zip(convs, outs)]
+    plain.stop()
+    s = Server(a, 2, extra=("--parallel", "2"))
+    got = [None, None]
+
+    def run(i):
+        got[i] = s.chat(request(convs[i], outs[i], logprobs=True))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300 * TIME_SCALE)
+    rc = s.stop()
+    for i in range(2):
+        check(got[i] is not None and got[i]["choices"][0]["logprobs"]["content"] ==
+              refs[i]["choices"][0]["logprobs"]["content"],
+              "2 ranks, 2 parallel sessions: answer %d's logprobs equal a 1-process run alone" % i)
+    m = re.search(r"(\d+) evaluations in (\d+) micro-batches, (\d+) of them batches of several sessions", s.log())
+    check(rc == 0 and m is not None and int(m.group(3)) > 0,
+          "decode batches of the two sessions were spread over the stages (%s)" % (m.group(0) if m else s.log()[-1500:]))
+
+
 def test_resident_memory(a):
     """The weights each rank keeps resident (its mapping of the model file), model split in
     two, against one process; the whole process's peak is printed beside it (Open MPI itself
@@ -423,7 +454,8 @@ def main():
         setattr(a, k, os.path.abspath(getattr(a, k)))
     os.makedirs(a.tmp, exist_ok=True)
     a.server_model = a.server_model or os.path.join(a.oracle, "..", "synth", "tiny-real-vocab.gguf")
-    tests = [test_identity, test_disk_cache_crosses, test_live_reuse, test_resident_memory, test_rank_cannot_load,
+    tests = [test_identity, test_disk_cache_crosses, test_live_reuse, test_parallel_sessions, test_resident_memory,
+             test_rank_cannot_load,
              test_kill_rank_mid_request]
     for t in tests:
         if a.only and a.only not in t.__name__:
