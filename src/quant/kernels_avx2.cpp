@@ -148,8 +148,13 @@ void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stri
 
 // Lane totals of four int32 vectors, {sum(a), sum(b), sum(c), sum(d)}: one reduction for
 // several blocks instead of a horizontal sum per block.
+// Built from unpacks and adds: vphaddd costs two cycles of throughput on Zen 3 (three in
+// this reduction per call), an unpack half a cycle.
 inline __m128i hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d) {
-  const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  // {a0+a2, b0+b2, a1+a3, b1+b3 | same for lanes 4-7}, and the same for c, d.
+  const __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+  const __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+  const __m256i abcd = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
   return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
 }
 
@@ -161,46 +166,6 @@ inline void finish_before_next(__m256i& a) { __asm__ volatile("" : "+x"(a)); }
 // The K-quant and IQ2_XXS dots below compute each block's integer sums exactly (two blocks
 // per pass, reduced together) and then combine the blocks in float in the scalar order,
 // with the scalar expressions, so their results equal the scalar reference bit for bit.
-
-// Q2_K block b: integer dot of the scaled 2-bit quants (isum) and of the mins with the
-// activation's 16-value sums (msum), as 8 int32 lanes each.
-struct Q2KConsts {
-  __m256i m3 = _mm256_set1_epi8(3);
-  __m128i m4 = _mm_set1_epi8(0xF);
-  // Control k spreads scale bytes 2k (low lane) and 2k+1 (high lane) over 8 int16 lanes
-  // each: lanes 0-7 of a vpmaddubsw result cover elements 0-15 of a 32-value run, lanes
-  // 8-15 elements 16-31, and those halves have separate scales.
-  __m256i spread[8];
-  Q2KConsts() {
-    for (int k = 0; k < 8; ++k) {
-      spread[k] = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(0x8000 | (2 * k + 1))),
-                                   _mm_set1_epi16(static_cast<short>(0x8000 | (2 * k))));
-    }
-  }
-};
-
-inline void q2_K_block_sums(const Q2KConsts& c, const block_q2_K& wb, const block_q8_K& xb, __m256i* isum,
-                            __m256i* msum) {
-  // One request per 84-byte block: every line ahead is asked for, but a few (one in four)
-  // only by the hardware prefetcher; measured no slower streaming and 1% faster in cache.
-  prefetch_ahead(&wb);
-  const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
-  *msum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), c.m4)), load256(xb.bsums));
-  const __m256i scales = _mm256_broadcastsi128_si256(_mm_and_si128(sc, c.m4));
-  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-  for (int h = 0; h < 2; ++h) {
-    const __m256i q = load256(wb.qs + 32 * h);
-    for (int j = 0; j < 4; j += 2) {
-      const __m256i q0 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), c.m3);
-      const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j + 2), c.m3);
-      const __m256i p0 = _mm256_maddubs_epi16(q0, load256(xb.qs + 128 * h + 32 * j));
-      const __m256i p1 = _mm256_maddubs_epi16(q1, load256(xb.qs + 128 * h + 32 * j + 32));
-      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, _mm256_shuffle_epi8(scales, c.spread[4 * h + j])));
-      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, _mm256_shuffle_epi8(scales, c.spread[4 * h + j + 1])));
-    }
-  }
-  *isum = _mm256_add_epi32(acc0, acc1);
-}
 
 // Adds the K-quant terms (xd*d)*isum - (xd*dmin)*msum of two blocks to sum, in block order,
 // from totals = {isum0, msum0, isum1, msum1} and each block's (d, dmin) f16 pair read as
@@ -226,24 +191,131 @@ inline float add_kquant_term(float sum, __m128i totals, const uint16_t* dd, floa
   return sum + _mm_cvtss_f32(_mm_hsub_ps(t, t));
 }
 
+// Q2_K decode kernel, per 32-weight run: the 2-bit field, vpmaddubsw with the activations,
+// and vpmaddwd with the two sub-block scales spread over the int16 lanes. The fields at bits
+// 2-3 and 6-7 of a byte are masked in place (read as 4q; products stay far from int16
+// saturation) and the other two fields are met with 4x their scale instead, so the lanes
+// hold 4*isum, divided back exactly after the reduction: one shift per 64 quant bytes
+// instead of three.
+struct Q2KConsts {
+  __m256i m3 = _mm256_set1_epi8(3);
+  __m256i m12 = _mm256_set1_epi8(12);
+  __m256i m15 = _mm256_set1_epi8(15);
+  // Zero-extends bytes 0-7 (low lane) and 8-15 (high lane) of the broadcast scales to int16.
+  __m256i widen = _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, 7, -1, 8, -1, 9, -1, 10, -1, 11, -1,
+                                   12, -1, 13, -1, 14, -1, 15, -1);
+  // Spreads scale bytes 0 (low lane) and 1 (high lane) over 8 int16 lanes each; adding 2k to
+  // every int16 lane gives the control for bytes 2k and 2k+1 (run k).
+  __m256i spread0 = _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(0x8001)), _mm_set1_epi16(static_cast<short>(0x8000)));
+};
+
+inline void q2_K_block_sums_x4(const Q2KConsts& c, const block_q2_K& wb, const block_q8_K& xb, __m256i* isum4,
+                               __m256i* msum) {
+  prefetch_ahead(&wb);
+  // The 16 scale bytes in both lanes, straight from memory (vbroadcasti128 from a register,
+  // like every op that crosses the 128-bit lanes, runs at one per cycle on Zen 3).
+  const __m256i sc = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales)));
+  // mins: bytes 0-7 (low lane), 8-15 (high lane) zero-extended to int16, high nibble.
+  *msum = _mm256_madd_epi16(_mm256_srli_epi16(_mm256_shuffle_epi8(sc, c.widen), 4), load256(xb.bsums));
+  const __m256i s1 = _mm256_and_si256(sc, c.m15);
+  const __m256i s4 = _mm256_slli_epi16(s1, 2);  // bytes <= 60: nothing crosses into the next byte
+  // The spread controls are stepped with adds instead of being eight constants, which do not
+  // fit in the registers next to the block's data.
+  __m256i spread = c.spread0;
+  __asm__("" : "+x"(spread));
+  const __m256i two = _mm256_set1_epi16(2);
+  __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+  for (int h = 0; h < 2; ++h) {
+    const __m256i q = load256(wb.qs + 32 * h);
+    const __m256i hq = _mm256_srli_epi16(q, 4);
+    const int8_t* xq = xb.qs + 128 * h;
+    // The empty asm statements keep GCC from re-associating the adds into a tree at the end
+    // of the block, which holds all eight products live and spills them.
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, c.m3), load256(xq)),
+                                                    _mm256_shuffle_epi8(s4, spread)));
+    spread = _mm256_add_epi16(spread, two);
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, c.m12), load256(xq + 32)),
+                                                    _mm256_shuffle_epi8(s1, spread)));
+    spread = _mm256_add_epi16(spread, two);
+    finish_before_next(acc0, acc1);
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(hq, c.m3), load256(xq + 64)),
+                                                    _mm256_shuffle_epi8(s4, spread)));
+    spread = _mm256_add_epi16(spread, two);
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(hq, c.m12), load256(xq + 96)),
+                                                    _mm256_shuffle_epi8(s1, spread)));
+    spread = _mm256_add_epi16(spread, two);
+    finish_before_next(acc0, acc1);
+    __asm__("" : "+x"(spread));
+  }
+  *isum4 = _mm256_add_epi32(acc0, acc1);
+}
+
+// {isum0, msum0, isum1, msum1, isum2, msum2, isum3, msum3}: the lane totals of four blocks'
+// sums (unpacks and adds, as hsum4_i32, with the two 128-bit halves added last).
+inline __m256i block_totals4(__m256i i0, __m256i m0, __m256i i1, __m256i m1, __m256i i2, __m256i m2, __m256i i3,
+                             __m256i m3) {
+  auto pair = [](__m256i a, __m256i b) {
+    return _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+  };
+  const __m256i ab = pair(i0, m0), cd = pair(i1, m1), ef = pair(i2, m2), gh = pair(i3, m3);
+  const __m256i lo = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+  const __m256i hi = _mm256_add_epi32(_mm256_unpacklo_epi64(ef, gh), _mm256_unpackhi_epi64(ef, gh));
+  // [lo.low | hi.high] + [lo.high | hi.low]: one lane-crossing op (one per cycle on Zen 3).
+  return _mm256_add_epi32(_mm256_blend_epi32(lo, hi, 0xF0), _mm256_permute2x128_si256(lo, hi, 0x21));
+}
+
+// sum + the four blocks' terms (xd*d)*isum - (xd*dmin)*msum, in block order: the scalar
+// reference's expressions evaluated lane-wise, then four dependent adds (the only part that
+// must stay sequential; everything else overlaps with the next blocks' integer work).
+template <typename Block>
+inline float add_kquant_terms4(float sum, __m256i totals, const Block* w, const block_q8_K* x) {
+  // Gathered with broadcast loads (no ALU work) and blends.
+  auto dword = [](const Block& b) {
+    return _mm_castps_si128(_mm_broadcast_ss(reinterpret_cast<const float*>(&b.d)));
+  };
+  const __m128i dd = _mm_blend_epi32(_mm_blend_epi32(dword(w[0]), dword(w[1]), 0x2),
+                                     _mm_blend_epi32(dword(w[2]), dword(w[3]), 0x8), 0xC);
+  const __m256 wd = _mm256_cvtph_ps(dd);
+  const __m256 xd = _mm256_blend_ps(_mm256_blend_ps(_mm256_broadcast_ss(&x[0].d), _mm256_broadcast_ss(&x[1].d), 0x0C),
+                                    _mm256_blend_ps(_mm256_broadcast_ss(&x[2].d), _mm256_broadcast_ss(&x[3].d), 0xC0),
+                                    0xF0);
+  const __m256 p = _mm256_mul_ps(_mm256_mul_ps(xd, wd), _mm256_cvtepi32_ps(totals));
+  const __m256 terms = _mm256_sub_ps(p, _mm256_movehdup_ps(p));  // lanes 0, 2, 4, 6
+  const __m128 lo = _mm256_castps256_ps128(terms), hi = _mm256_extractf128_ps(terms, 1);
+  sum += _mm_cvtss_f32(lo);
+  sum += _mm_cvtss_f32(_mm_movehl_ps(lo, lo));
+  sum += _mm_cvtss_f32(hi);
+  return sum + _mm_cvtss_f32(_mm_movehl_ps(hi, hi));
+}
+
 float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
   static_assert(offsetof(block_q2_K, dmin) == offsetof(block_q2_K, d) + 2);
   const Q2KConsts c;
+  const __m128i unfold = _mm_setr_epi32(2, 0, 2, 0);  // {4*isum0, msum0, 4*isum1, msum1} >> it
+  const __m256i unfold4 = _mm256_setr_epi32(2, 0, 2, 0, 2, 0, 2, 0);
   const int64_t nb = n / QK_K;
   float sum = 0.0f;
   int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    __m256i i0, m0, i1, m1, i2, m2, i3, m3;
+    q2_K_block_sums_x4(c, w[b], x[b], &i0, &m0);
+    q2_K_block_sums_x4(c, w[b + 1], x[b + 1], &i1, &m1);
+    q2_K_block_sums_x4(c, w[b + 2], x[b + 2], &i2, &m2);
+    q2_K_block_sums_x4(c, w[b + 3], x[b + 3], &i3, &m3);
+    sum = add_kquant_terms4(sum, _mm256_srav_epi32(block_totals4(i0, m0, i1, m1, i2, m2, i3, m3), unfold4), w + b, x + b);
+  }
   for (; b + 2 <= nb; b += 2) {
     __m256i i0, m0, i1, m1;
-    q2_K_block_sums(c, w[b], x[b], &i0, &m0);
-    finish_before_next(i0, m0);
-    q2_K_block_sums(c, w[b + 1], x[b + 1], &i1, &m1);
-    sum = add_kquant_terms(sum, hsum4_i32(i0, m0, i1, m1), &w[b].d, x[b].d, &w[b + 1].d, x[b + 1].d);
+    q2_K_block_sums_x4(c, w[b], x[b], &i0, &m0);
+    q2_K_block_sums_x4(c, w[b + 1], x[b + 1], &i1, &m1);
+    sum = add_kquant_terms(sum, _mm_srav_epi32(hsum4_i32(i0, m0, i1, m1), unfold), &w[b].d, x[b].d, &w[b + 1].d,
+                           x[b + 1].d);
   }
   if (b < nb) {
     __m256i i0, m0;
-    q2_K_block_sums(c, w[b], x[b], &i0, &m0);
+    q2_K_block_sums_x4(c, w[b], x[b], &i0, &m0);
     const __m256i z = _mm256_setzero_si256();
-    sum = add_kquant_term(sum, hsum4_i32(i0, m0, z, z), &w[b].d, x[b].d);
+    sum = add_kquant_term(sum, _mm_srav_epi32(hsum4_i32(i0, m0, z, z), unfold), &w[b].d, x[b].d);
   }
   return sum;
 }
