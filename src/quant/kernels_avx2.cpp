@@ -325,9 +325,14 @@ struct Q4KConsts {
   __m256i m4 = _mm256_set1_epi8(0xF);
   // Control k picks int16 lane k of a 128-bit lane into all 8 int16 lanes.
   __m256i pick[8];
-  // Duplicates each of bytes 8..15 (the mins) so one min meets both 16-value bsums of its
-  // 32-value sub-block.
-  __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+  // Zero-extends each min (bytes 8-11 in the low lane, 12-15 in the high lane) to int16
+  // twice, so one min meets both 16-value bsums of its 32-value sub-block.
+  __m256i dup_mins = _mm256_setr_epi8(8, -1, 8, -1, 9, -1, 9, -1, 10, -1, 10, -1, 11, -1, 11, -1,
+                                      12, -1, 12, -1, 13, -1, 13, -1, 14, -1, 14, -1, 15, -1, 15, -1);
+  __m256i low_shift = _mm256_set_epi32(4, 0, 0, 0, 4, 0, 0, 0);
+  __m256i low_mask = _mm256_set_epi32(0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F,
+                                      0x0F0F0F0F, 0x3F3F3F3F);
+  __m256i high_mask = _mm256_set_epi32(0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0);
   Q4KConsts() {
     for (int k = 0; k < 8; ++k) pick[k] = _mm256_set1_epi16(static_cast<short>((2 * k + 1) << 8 | (2 * k)));
   }
@@ -343,14 +348,15 @@ inline void q4_K_block_sums(const Q4KConsts& c, const block_q4_K& wb, const bloc
   // values as detail::q4k_scale_min:
   //   scales 0-3 = w0 & 0x3F..., scales 4-7 = (w2 & 0x0F...) | ((w0 >> 2) & 0x30...),
   //   mins   0-3 = w1 & 0x3F..., mins   4-7 = ((w2 >> 4) & 0x0F...) | ((w1 >> 2) & 0x30...).
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales));
-  const __m128i low = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(raw, _MM_SHUFFLE(2, 1, 2, 0)), _mm_set_epi32(4, 0, 0, 0)),
-                                    _mm_set_epi32(0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F));
-  const __m128i high = _mm_and_si128(_mm_srli_epi32(_mm_shuffle_epi32(raw, _MM_SHUFFLE(1, 1, 0, 0)), 2),
-                                     _mm_set_epi32(0x30303030, 0, 0x30303030, 0));
-  const __m128i packed = _mm_or_si128(low, high);
-  *msum = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_shuffle_epi8(packed, c.dup_mins)), load256(xb.bsums));
-  const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
+  // Done in both 128-bit lanes of a broadcast load: widening or broadcasting a register
+  // crosses lanes, and such ops run at one per cycle on Zen 3.
+  const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.scales)));
+  const __m256i low = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi32(raw, _MM_SHUFFLE(2, 1, 2, 0)), c.low_shift),
+                                       c.low_mask);
+  const __m256i high = _mm256_and_si256(_mm256_srli_epi32(_mm256_shuffle_epi32(raw, _MM_SHUFFLE(1, 1, 0, 0)), 2), c.high_mask);
+  const __m256i packed = _mm256_or_si256(low, high);
+  *msum = _mm256_madd_epi16(_mm256_shuffle_epi8(packed, c.dup_mins), load256(xb.bsums));
+  const __m256i scales = _mm256_unpacklo_epi8(packed, _mm256_setzero_si256());
   __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
   for (int k = 0; k < 4; ++k) {
     const __m256i q = load256(wb.qs + 32 * k);
@@ -370,6 +376,17 @@ float dot_q4_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
   const int64_t nb = n / QK_K;
   float sum = 0.0f;
   int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    __m256i i0, m0, i1, m1, i2, m2, i3, m3;
+    q4_K_block_sums(c, w[b], x[b], &i0, &m0);
+    finish_before_next(i0, m0);
+    q4_K_block_sums(c, w[b + 1], x[b + 1], &i1, &m1);
+    finish_before_next(i1, m1);
+    q4_K_block_sums(c, w[b + 2], x[b + 2], &i2, &m2);
+    finish_before_next(i2, m2);
+    q4_K_block_sums(c, w[b + 3], x[b + 3], &i3, &m3);
+    sum = add_kquant_terms4(sum, block_totals4(i0, m0, i1, m1, i2, m2, i3, m3), w + b, x + b);
+  }
   for (; b + 2 <= nb; b += 2) {
     __m256i i0, m0, i1, m1;
     q4_K_block_sums(c, w[b], x[b], &i0, &m0);
