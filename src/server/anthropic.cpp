@@ -194,15 +194,11 @@ OJ convert_messages(const OJ& messages, const ServerOptions& o, const ToolMap& t
 // out of the tools block until a tool_reference loads them (so adding one never changes the
 // prompt's prefix); every function tool lands in `by_name`.
 OJ convert_tools(const OJ& tools, ToolMap& by_name) {
-  if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
   OJ out = OJ::array();
-  for (size_t i = 0; i < tools.size(); ++i) {
-    const OJ& t = tools[i];
-    std::string where = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) throw bad_request(where + " must be an object", "tools");
+  for_each_tool(tools, [&](const OJ& t, const std::string& where) {
     std::string type = t.value("type", std::string("custom"));
     const OJ* schema = field(t, "input_schema");
-    if (type != "custom" && !schema) continue;
+    if (type != "custom" && !schema) return;
     auto name = get_string(t, "name");
     if (!name || name->empty()) throw bad_request(where + ": 'name' must be a non-empty string", "tools");
     if (schema && !schema->is_object()) throw bad_request(where + ": 'input_schema' must be an object", "tools");
@@ -212,9 +208,9 @@ OJ convert_tools(const OJ& tools, ToolMap& by_name) {
     const OJ* deferred = field(t, "defer_loading");
     if (deferred && !deferred->is_boolean()) throw bad_request(where + ": 'defer_loading' must be a boolean", "tools");
     by_name[*name] = fn;
-    if (deferred && deferred->get<bool>()) continue;
+    if (deferred && deferred->get<bool>()) return;
     out.push_back({{"type", "function"}, {"function", std::move(fn)}});
-  }
+  });
   return out;
 }
 

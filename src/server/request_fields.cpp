@@ -70,13 +70,12 @@ std::optional<std::string> get_string(const OJ& body, const char* key) {
   return v->get<std::string>();
 }
 
-// Content as one string: a string, null, or an array of text parts (concatenated).
-std::string flatten_content(const OJ& content, const std::string& where) {
+std::string join_text_parts(const OJ& content, const std::string& where, const char* param,
+                            std::initializer_list<std::string_view> text_types, const char* untyped) {
   if (content.is_null()) return "";
   if (content.is_string()) return content.get<std::string>();
   if (!content.is_array()) {
-    throw bad_request(where + ": 'content' must be a string, null or an array of parts",
-                      "messages");
+    throw bad_request(where + ": 'content' must be a string, null or an array of parts", param);
   }
   std::string out;
   for (const auto& part : content) {
@@ -84,21 +83,29 @@ std::string flatten_content(const OJ& content, const std::string& where) {
       out += part.get<std::string>();
       continue;
     }
-    if (!part.is_object()) throw bad_request(where + ": content part must be an object", "messages");
-    std::string type = part.value("type", std::string("text"));
-    if (type == "text" || type == "input_text") {
-      auto t = part.find("text");
-      if (t == part.end() || !t->is_string()) {
-        throw bad_request(where + ": text part without a string 'text'", "messages");
-      }
-      out += t->get<std::string>();
-    } else {
-      throw bad_request(where + ": content part type '" + type +
-                            "' is not supported (text only)",
-                        "messages");
+    if (!part.is_object()) throw bad_request(where + ": content part must be an object", param);
+    const std::string type = part.value("type", std::string(untyped));
+    if (std::find(text_types.begin(), text_types.end(), type) == text_types.end()) {
+      throw bad_request(where + ": content part type '" + type + "' is not supported (text only)", param);
     }
+    const OJ* t = field(part, "text");
+    if (!t || !t->is_string()) throw bad_request(where + ": text part without a string 'text'", param);
+    out += t->get<std::string>();
   }
   return out;
+}
+
+std::string flatten_content(const OJ& content, const std::string& where) {
+  return join_text_parts(content, where, "messages", {"text", "input_text"}, "text");
+}
+
+void for_each_tool(const OJ& tools, const std::function<void(const OJ& tool, const std::string& where)>& visit) {
+  if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const std::string where = "tools[" + std::to_string(i) + "]";
+    if (!tools[i].is_object()) throw bad_request(where + " must be an object", "tools");
+    visit(tools[i], where);
+  }
 }
 
 Thinking resolve_thinking_mode(std::optional<bool> explicit_on,
@@ -311,12 +318,8 @@ void place_system_messages(OJ& messages) {
 }
 
 OJ validate_tools(const OJ& tools) {
-  if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
   OJ out = OJ::array();
-  for (size_t i = 0; i < tools.size(); ++i) {
-    const OJ& t = tools[i];
-    std::string where = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) throw bad_request(where + " must be an object", "tools");
+  for_each_tool(tools, [&out](const OJ& t, const std::string& where) {
     std::string type = t.value("type", std::string("function"));
     if (type != "function") {
       throw bad_request(where + ": tool type '" + type + "' is not supported", "tools");
@@ -328,7 +331,7 @@ OJ validate_tools(const OJ& tools) {
       throw bad_request(where + ": function.name must be a non-empty string", "tools");
     }
     out.push_back({{"type", "function"}, {"function", *fn}});
-  }
+  });
   return out;
 }
 

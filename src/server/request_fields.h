@@ -2,8 +2,11 @@
 // field access with 400 errors, thinking mode resolution, sampling, stop lists, test hooks.
 #pragma once
 
+#include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -22,9 +25,17 @@ std::optional<int64_t> get_int(const nlohmann::ordered_json& body, const char* k
 std::optional<bool> get_bool(const nlohmann::ordered_json& body, const char* key);
 std::optional<std::string> get_string(const nlohmann::ordered_json& body, const char* key);
 
-// Content as one string: a string, null, or an array of text parts (concatenated); other
-// part types are a 400 naming `where`.
+// Content as one string: a string, null, or an array of strings and text parts
+// ({"type": T, "text": "..."} with T one of `text_types`; a part without "type" has type
+// `untyped`), concatenated; anything else is a 400 naming `where`, for the parameter `param`.
+std::string join_text_parts(const nlohmann::ordered_json& content, const std::string& where,
+                            const char* param, std::initializer_list<std::string_view> text_types,
+                            const char* untyped);
+// Chat message content: text and input_text parts, untyped parts are text (param "messages").
 std::string flatten_content(const nlohmann::ordered_json& content, const std::string& where);
+// `tools` must be an array of objects (400s for "tools"); calls visit(tool, "tools[i]") on each.
+void for_each_tool(const nlohmann::ordered_json& tools,
+                   const std::function<void(const nlohmann::ordered_json& tool, const std::string& where)>& visit);
 
 struct Thinking {
   bool enabled = true;

@@ -16,28 +16,8 @@ std::string item_id(const char* prefix) { return ToolReplay::random_id(prefix).s
 
 // Text of a message item's content: a string, null, or text-like blocks.
 std::string item_text(const OJ& content, const std::string& where) {
-  if (content.is_null()) return "";
-  if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) throw bad_request(where + ": 'content' must be a string or an array", "input");
-  std::string out;
-  for (const auto& part : content) {
-    if (part.is_string()) {
-      out += part.get<std::string>();
-      continue;
-    }
-    if (!part.is_object()) throw bad_request(where + ": content parts must be objects", "input");
-    std::string type = part.value("type", std::string());
-    if (type == "input_text" || type == "output_text" || type == "text" || type == "summary_text" ||
-        type == "reasoning_text") {
-      const OJ* t = field(part, "text");
-      if (!t || !t->is_string()) throw bad_request(where + ": text part without a string 'text'", "input");
-      out += t->get<std::string>();
-    } else {
-      throw bad_request(where + ": content part type '" + type + "' is not supported (text only)",
-                        "input");
-    }
-  }
-  return out;
+  return join_text_parts(content, where, "input",
+                         {"input_text", "output_text", "text", "summary_text", "reasoning_text"}, "");
 }
 
 // A tool output: a string, or content parts (text only).
@@ -150,7 +130,6 @@ struct Converter {
 };
 
 OJ convert_tools(const OJ& tools, ResponsesRequest& rr) {
-  if (!tools.is_array()) throw bad_request("'tools' must be an array", "tools");
   OJ out = OJ::array();
   auto add_function = [&](const OJ& t, const std::string& prefix, const std::string& where) {
     auto name = get_string(t, "name");
@@ -172,10 +151,7 @@ OJ convert_tools(const OJ& tools, ResponsesRequest& rr) {
     if (!prefix.empty()) rr.namespaced[prefix + *name] = {prefix, *name};
     out.push_back({{"type", "function"}, {"function", std::move(fn)}});
   };
-  for (size_t i = 0; i < tools.size(); ++i) {
-    const OJ& t = tools[i];
-    std::string where = "tools[" + std::to_string(i) + "]";
-    if (!t.is_object()) throw bad_request(where + " must be an object", "tools");
+  for_each_tool(tools, [&](const OJ& t, const std::string& where) {
     std::string type = t.value("type", std::string("function"));
     if (type == "function" || type == "custom") {
       add_function(t, "", where);
@@ -193,7 +169,7 @@ OJ convert_tools(const OJ& tools, ResponsesRequest& rr) {
     }
     // Hosted tools (web_search, file_search, image_generation, ...) run on OpenAI's side; a
     // local model cannot call them, so they are left out of the prompt.
-  }
+  });
   return out;
 }
 

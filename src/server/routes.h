@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -67,6 +68,32 @@ struct WireFormatter {
   // A failure after the SSE headers went out.
   virtual std::string stream_error(const ApiError& e) { return sse(e.to_json()); }
   virtual nlohmann::ordered_json error_body(const ApiError& e) const { return e.to_json(); }
+};
+
+// A WireFormatter over a protocol's formatter F (constructed in place from `args`):
+// F::stream_event fills a list of Event, each written as one SSE frame by Frame; collect and
+// the non-streaming answer go to F as they are.
+template <class F, class Event, std::string (*Frame)(const Event&)>
+struct FormatterWire : WireFormatter {
+  template <class... Args>
+  explicit FormatterWire(Args&&... args) : f(std::forward<Args>(args)...) {}
+  F f;
+  void stream_event(const GenEvent& ev, std::string& out) override {
+    events.clear();
+    f.stream_event(ev, events);
+    out += frames();
+  }
+  void collect(const GenEvent& ev) override { f.collect(ev); }
+  nlohmann::ordered_json final_response() override { return f.final_response(); }
+
+ protected:
+  // The SSE text of `events`.
+  std::string frames() const {
+    std::string out;
+    for (const Event& e : events) out += Frame(e);
+    return out;
+  }
+  std::vector<Event> events;
 };
 
 // Builds a job's spec and its wire formatter from the request body (throws ApiError).

@@ -10,17 +10,10 @@ using OJ = nlohmann::ordered_json;
 
 namespace {
 
-struct AnthropicWire final : WireFormatter {
-  explicit AnthropicWire(AnthropicFormatter f) : f(std::move(f)) {}
-  AnthropicFormatter f;
-  std::vector<NamedEvent> events;
-  void stream_event(const GenEvent& ev, std::string& out) override {
-    events.clear();
-    f.stream_event(ev, events);
-    for (const auto& [name, data] : events) out += named_sse(name, data);
-  }
-  void collect(const GenEvent& ev) override { f.collect(ev); }
-  json final_response() override { return f.final_response(); }
+std::string named_frame(const NamedEvent& e) { return named_sse(e.first, e.second); }
+
+struct AnthropicWire final : FormatterWire<AnthropicFormatter, NamedEvent, named_frame> {
+  using FormatterWire::FormatterWire;
   // Claude Code's stream watchdog counts events, not SSE comments.
   std::string keepalive(bool) const override { return named_sse("ping", {{"type", "ping"}}); }
   std::string stream_error(const ApiError& e) override {
@@ -34,9 +27,8 @@ struct AnthropicWire final : WireFormatter {
 void install_anthropic_routes(httplib::Server& svr, Routes& r) {
   Prepare messages = [](const OJ& body, const ServerContext& ctx, RequestInfo& info) {
     GenerationSpec spec = build_messages_spec(body, ctx, info);
-    AnthropicFormatter f(ToolReplay::random_id("msg_").substr(0, 28), info.model);
-    return std::make_pair(std::move(spec),
-                          std::unique_ptr<WireFormatter>(new AnthropicWire(std::move(f))));
+    return std::make_pair(std::move(spec), std::unique_ptr<WireFormatter>(new AnthropicWire(
+                                               ToolReplay::random_id("msg_").substr(0, 28), info.model)));
   };
   svr.Post("/v1/messages", generation_handler(r, messages, true));
   svr.Post("/messages", generation_handler(r, messages, true));

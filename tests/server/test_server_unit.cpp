@@ -9,6 +9,7 @@
 #include "real_tokenizer.h"
 #include "server/openai.h"
 #include "server/options.h"
+#include "server/request_fields.h"
 #include "server/worker.h"
 #include "text/hf_tokenizer.h"
 
@@ -119,6 +120,38 @@ TEST_F(ServerWorker, ValidationErrors) {
     EXPECT_EQ(e.code, "context_length_exceeded");
     EXPECT_EQ(e.to_json()["error"]["n_ctx"], 512);
   }
+}
+
+// Message content as text: strings and the protocol's text parts joined; other parts, a
+// part that is not an object and a text part without a string are 400s for the parameter.
+TEST(RequestFields, TextPartsJoinedOthersRefused) {
+  const OJ parts = OJ::parse(R"(["a", {"type":"input_text","text":"b"}, {"text":"c"}])");
+  EXPECT_EQ(flatten_content(parts, "messages[0]"), "abc");  // untyped parts are text in chat
+  EXPECT_EQ(flatten_content(OJ(), "m"), "");
+  auto error = [](const std::function<void()>& f) -> std::pair<std::string, std::string> {
+    try {
+      f();
+    } catch (const ApiError& e) {
+      return {e.param, e.what()};
+    }
+    return {"", "no error"};
+  };
+  // Responses: an untyped part is not text; the error names "input".
+  const auto untyped = error([&] { join_text_parts(parts, "input[0]", "input", {"input_text", "text"}, ""); });
+  EXPECT_EQ(untyped.first, "input");
+  EXPECT_NE(untyped.second.find("content part type '' is not supported"), std::string::npos) << untyped.second;
+  const auto image = error([] { flatten_content(OJ::parse(R"([{"type":"image_url"}])"), "messages[1]"); });
+  EXPECT_EQ(image.first, "messages");
+  EXPECT_NE(image.second.find("messages[1]: content part type 'image_url'"), std::string::npos) << image.second;
+  EXPECT_EQ(error([] { flatten_content(OJ::parse("[3]"), "m"); }).first, "messages");
+  EXPECT_EQ(error([] { flatten_content(OJ::parse(R"([{"type":"text","text":1}])"), "m"); }).first, "messages");
+  EXPECT_EQ(error([] { flatten_content(OJ::parse("{}"), "m"); }).first, "messages");
+  // Tools: an array of objects, each checked where it stands.
+  EXPECT_EQ(validate_tools(OJ::parse(R"([{"function":{"name":"f"}}])")).dump(),
+            R"([{"type":"function","function":{"name":"f"}}])");
+  EXPECT_NE(error([] { validate_tools(OJ::parse(R"([{"function":{"name":"f"}}, 1])")); }).second.find("tools[1] must be an object"),
+            std::string::npos);
+  EXPECT_EQ(error([] { validate_tools(OJ::parse("{}")); }).first, "tools");
 }
 
 TEST_F(ServerWorker, ForcedOutputStopAndUsage) {
