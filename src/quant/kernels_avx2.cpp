@@ -42,6 +42,13 @@ constexpr int kPrefetchBytes = 4096;
 inline void prefetch_ahead(const void* p) {
   _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
 }
+// The 16-bit float dots stream 2 bytes per weight with little work per line: there 1 KiB
+// ahead beat 4 KiB by 1.15-1.2x (interleaved A/B against ggml, 1 and 2 threads; 512 B-1 KiB
+// alike, 2 KiB in between); the compute-bound quant kernels showed no difference.
+constexpr int kPrefetchBytes16 = 1024;
+inline void prefetch_ahead16(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes16, _MM_HINT_T0);
+}
 
 // Shared driver for the float-weight dots: Load(i) gives 8 widened weights at i, Prefetch(i)
 // requests the weights of a 32-value step ahead of time.
@@ -76,7 +83,7 @@ float dot_f32(const float* w, const float* x, int64_t n) {
 float dot_f16(const uint16_t* w, const float* x, int64_t n) {
   return dot_float_rows(
       [w](int64_t i) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))); },
-      [w](int64_t i) { return f16_to_f32(w[i]); }, [w](int64_t i) { prefetch_ahead(w + i); }, x, n);
+      [w](int64_t i) { return f16_to_f32(w[i]); }, [w](int64_t i) { prefetch_ahead16(w + i); }, x, n);
 }
 
 float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
@@ -85,7 +92,7 @@ float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
         const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
         return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
       },
-      [w](int64_t i) { return bf16_to_f32(w[i]); }, [w](int64_t i) { prefetch_ahead(w + i); }, x, n);
+      [w](int64_t i) { return bf16_to_f32(w[i]); }, [w](int64_t i) { prefetch_ahead16(w + i); }, x, n);
 }
 
 // 8 int32 partial sums of one 32-byte block product.
