@@ -10,12 +10,10 @@ the same greedy reply as an uninterrupted chat.
 Env: DS4_SERVER_BIN, DS4_BIN (optional), DS4_TEST_MODEL, DS4_KV_TMP.
 """
 import hashlib
-import json
 import os
 import random
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -23,8 +21,8 @@ import threading
 import time
 import urllib.request
 
-# Sanitizer builds run slower (scripts/sanitize.sh): waits are scaled by this.
-TIME_SCALE = float(os.environ.get("DS4_TEST_TIME_SCALE", "1"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from server_process import TIME_SCALE, ServerProcess, request, system_text  # noqa: E402  (tests/server_process.py)
 
 BIN = os.environ["DS4_SERVER_BIN"]
 CLI = os.environ.get("DS4_BIN", "")
@@ -118,50 +116,14 @@ def read_kv(path, verify_crc=True):
 
 # ---- server driving
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, kv_dir=None, extra=(), threads=1):
         args = [BIN, "-m", MODEL, "--port", "0", "--ctx", "4096", "--threads", str(threads),
                 "--test-hooks"]
         if kv_dir:
             args += ["--kv-disk-dir", kv_dir, "--kv-cache-min-tokens", "64"]
         args += list(extra)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        self.lines = []
-        self.port = None
-        ready = threading.Event()
-
-        def pump():
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                self.lines.append(line)
-                m = re.search(r"listening on http://[^:]+:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-                    ready.set()
-            ready.set()
-
-        self.pump = threading.Thread(target=pump, daemon=True)
-        self.pump.start()
-        ready.wait(60)
-        if self.port is None:
-            raise RuntimeError("server did not start:\n" + "\n".join(self.lines))
-
-    def log(self):
-        return "\n".join(self.lines)
-
-    def chat(self, body, timeout=120):
-        req = urllib.request.Request("http://127.0.0.1:%d/v1/chat/completions" % self.port,
-                                     data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout * TIME_SCALE) as r:
-            return json.loads(r.read())
-
-    def stop(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-        rc = self.proc.wait(60)
-        self.pump.join(10)
-        return rc
+        super().__init__(args, start_timeout=60)
 
 
 def test_seed(default, where):
@@ -173,21 +135,6 @@ def test_seed(default, where):
         seed = (((int(env, 0) + default) * 0x9E3779B97F4A7C15) % (1 << 64)) >> 32
     print("[seed] %s seed %d (DS4_TEST_SEED=%s)" % (where, seed, env or "unset"), flush=True)
     return seed
-
-
-def system_text(seed, n=40):
-    rnd = random.Random(seed)
-    words = ["alpha", "river", "stone", "orbit", "cedar", "quartz", "signal", "harbor", "ember"]
-    return " ".join("%s %d." % (rnd.choice(words), i) for i in range(n))
-
-
-def request(messages, output, logprobs=False):
-    body = {"messages": messages, "thinking": False, "max_tokens": 64,
-            "ds4_test_output": output}
-    if logprobs:
-        body["logprobs"] = True
-        body["top_logprobs"] = 5
-    return body
 
 
 def saved(lines_text, reason):

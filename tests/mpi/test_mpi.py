@@ -23,7 +23,10 @@ import threading
 import time
 import urllib.request
 
-TIME_SCALE = float(os.environ.get("DS4_TEST_TIME_SCALE", "1"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import server_process  # noqa: E402  (tests/server_process.py)
+from server_process import TIME_SCALE, ServerProcess, system_text  # noqa: E402
+
 MPIEXEC = os.environ["DS4_MPIEXEC"]
 FAILURES = []
 
@@ -160,71 +163,26 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, a, ranks, extra=(), model=None):
         argv = [os.path.join(a.bin_dir, "ds4-server"), "-m", model or a.server_model, "--port", "0",
                 "--ctx", "4096", "--threads", "1", "--test-hooks", *extra]
         self.ranks = ranks
-        self.proc = subprocess.Popen(argv if ranks == 1 else mpirun(ranks, argv), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines = []
-        self.port = None
-        ready = threading.Event()
-
-        def pump():
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                self.lines.append(line)
-                m = re.search(r"listening on http://[^:]+:(\d+)", line)
-                if m:
-                    self.port = int(m.group(1))
-                    ready.set()
-            ready.set()
-
-        self.pump = threading.Thread(target=pump, daemon=True)
-        self.pump.start()
-        ready.wait(120 * TIME_SCALE)
-        if self.port is None:
-            raise RuntimeError("server did not start:\n" + self.log())
-
-    def log(self):
-        return "\n".join(self.lines)
+        super().__init__(argv if ranks == 1 else mpirun(ranks, argv), start_timeout=120)
 
     def pids(self):
         return {0: self.proc.pid} if self.ranks == 1 else rank_pids(self.proc.pid)
 
     def chat(self, body, timeout=300):
-        req = urllib.request.Request("http://127.0.0.1:%d/v1/chat/completions" % self.port,
-                                     data=json.dumps(body).encode(), headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout * TIME_SCALE) as r:
-            return json.loads(r.read())
+        return super().chat(body, timeout)
 
     def stop(self):
         # SIGTERM to rank 0: the server shuts down as usual and the other ranks follow it.
-        pid = self.pids().get(0)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-        try:
-            rc = self.proc.wait(120 * TIME_SCALE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = "hang"
-        self.pump.join(10)
-        return rc
-
-
-def system_text(seed, n=40):
-    rnd = random.Random(seed)
-    words = ["alpha", "river", "stone", "orbit", "cedar", "quartz", "signal", "harbor", "ember"]
-    return " ".join("%s %d." % (rnd.choice(words), i) for i in range(n))
+        return super().stop(timeout=120, pid=self.pids().get(0, 0))
 
 
 def request(messages, output, logprobs=False):
-    body = {"messages": messages, "thinking": False, "max_tokens": 48, "ds4_test_output": output}
-    if logprobs:
-        body["logprobs"] = True
-        body["top_logprobs"] = 5
-    return body
+    return server_process.request(messages, output, logprobs, max_tokens=48)
 
 
 def test_disk_cache_crosses(a):
