@@ -520,47 +520,17 @@ std::string StreamDecoder::push(int id) { return push_bytes(tok_->token_bytes(id
 
 std::string StreamDecoder::push_bytes(std::string_view bytes) {
   pending_.append(bytes);
-  std::string out;
-  const auto* s = reinterpret_cast<const unsigned char*>(pending_.data());
-  const size_t n = pending_.size();
-  size_t i = 0;
-  size_t run = 0;  // start of the run of valid bytes not yet copied
-  while (i < n) {
-    if (s[i] < 0x80) {
-      ++i;
-      continue;
-    }
-    uint32_t cp = 0;
-    const int len = unicode::utf8_decode(s + i, n - i, &cp);
-    if (len > 0) {
-      i += static_cast<size_t>(len);
-    } else if (len == 0) {
-      break;  // incomplete tail: hold it
-    } else {
-      out.append(pending_, run, i - run);
-      if (mode_ == InvalidBytes::kReplace) {
-        out += "\xEF\xBF\xBD";
-      } else {
-        out.push_back(static_cast<char>(s[i]));
-      }
-      ++i;
-      run = i;
-    }
-  }
-  out.append(pending_, run, i - run);
-  pending_.erase(0, i);
+  // Everything but a tail that more bytes could still complete; that tail starts at a lead
+  // byte, which never continues an earlier invalid subpart, so the cut changes no replacement.
+  const size_t ready = pending_.size() - unicode::utf8_incomplete_tail(pending_);
+  const std::string_view done = std::string_view(pending_).substr(0, ready);
+  std::string out = mode_ == InvalidBytes::kReplace ? unicode::utf8_sanitized(done) : std::string(done);
+  pending_.erase(0, ready);
   return out;
 }
 
 std::string StreamDecoder::flush() {
-  std::string out;
-  for (char c : pending_) {
-    if (mode_ == InvalidBytes::kReplace) {
-      out += "\xEF\xBF\xBD";
-    } else {
-      out.push_back(c);
-    }
-  }
+  std::string out = mode_ == InvalidBytes::kReplace ? unicode::utf8_sanitized(pending_) : pending_;
   pending_.clear();
   return out;
 }

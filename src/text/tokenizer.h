@@ -95,8 +95,9 @@ class Tokenizer {
 // Incremental decoder for streaming output: never emits a partial UTF-8 sequence.
 // push() returns the bytes that became complete; up to 3 trailing bytes of an incomplete
 // sequence are held until the next push or flush(). Bytes that cannot be part of valid
-// UTF-8 are emitted as U+FFFD (one per byte) with kReplace, or unchanged with kRaw (then
-// the concatenated output equals Tokenizer::decode of all ids byte for byte).
+// UTF-8 are emitted with kReplace as unicode::utf8_sanitized does (one U+FFFD per maximal
+// invalid subpart, so the stream reads as the whole text decoded at once), or unchanged with
+// kRaw (then the concatenated output equals Tokenizer::decode of all ids byte for byte).
 class StreamDecoder {
  public:
   enum class InvalidBytes { kReplace, kRaw };

@@ -12,9 +12,11 @@
 #include <vector>
 
 #include "text/hf_tokenizer.h"
+#include "text/unicode.h"
 #include "test_data.h"
 #include "tokenizer_fixture.h"
 #include "test_seed.h"
+#include "utf8_replace_vectors.h"
 
 namespace ds4::text {
 namespace {
@@ -184,11 +186,11 @@ TEST(Tokenizer, StreamDecoderHoldsIncompleteSequences) {
   EXPECT_EQ(d.pending(), 0u);
   EXPECT_EQ(d.push_bytes("ab\xE6\xAF"), "ab");
   EXPECT_EQ(d.push_bytes("\x95" "c"), "\xE6\xAF\x95" "c");
-  // Invalid bytes: replaced one by one; an incomplete tail at flush too.
+  // Invalid bytes: one U+FFFD per maximal invalid subpart; an incomplete tail at flush is one.
   EXPECT_EQ(d.push_bytes("x\xFFy\xE6"), "x\xEF\xBF\xBDy");
   EXPECT_EQ(d.push_bytes("z"), "\xEF\xBF\xBDz");  // E6 then 'z' cannot complete
   EXPECT_EQ(d.push_bytes("\xE6\xAF"), "");
-  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");
   EXPECT_EQ(d.flush(), "");
 
   StreamDecoder raw(t, StreamDecoder::InvalidBytes::kRaw);
@@ -196,6 +198,40 @@ TEST(Tokenizer, StreamDecoderHoldsIncompleteSequences) {
   EXPECT_EQ(raw.push_bytes("\x41"), "\xE6\x41");
   EXPECT_EQ(raw.push_bytes("\xE6\xAF"), "");
   EXPECT_EQ(raw.flush(), "\xE6\xAF");
+}
+
+// However the bytes are split into pushes, the stream reads as Python's
+// bytes.decode("utf-8", "replace") of the whole (vectors from gen_utf8_replace_vectors.py);
+// kRaw passes the bytes through unchanged.
+TEST(Tokenizer, StreamDecoderReplacesAsPythonDecodesWhateverTheSplit) {
+  const Tokenizer& t = v4_tokenizer();
+  for (const auto& v : ds4::test::kUtf8ReplaceVectors) {
+    const std::string in(v.input, v.input_size);
+    const std::string expected = v.replaced;
+    SCOPED_TRACE(::testing::PrintToString(in));
+    EXPECT_EQ(unicode::utf8_sanitized(in), expected);
+    auto stream = [&](const std::vector<size_t>& cuts, StreamDecoder::InvalidBytes mode) {
+      StreamDecoder d(t, mode);
+      std::string out;
+      size_t at = 0;
+      for (size_t cut : cuts) {
+        out += d.push_bytes(in.substr(at, cut - at));
+        at = cut;
+      }
+      out += d.push_bytes(in.substr(at));
+      out += d.flush();
+      EXPECT_EQ(d.pending(), 0u);
+      return out;
+    };
+    EXPECT_EQ(stream({}, StreamDecoder::InvalidBytes::kReplace), expected);
+    std::vector<size_t> every;
+    for (size_t i = 1; i < in.size(); ++i) every.push_back(i);
+    EXPECT_EQ(stream(every, StreamDecoder::InvalidBytes::kReplace), expected) << "byte by byte";
+    EXPECT_EQ(stream(every, StreamDecoder::InvalidBytes::kRaw), in);
+    for (size_t i = 1; i < in.size(); ++i) {
+      EXPECT_EQ(stream({i}, StreamDecoder::InvalidBytes::kReplace), expected) << "split at " << i;
+    }
+  }
 }
 
 TEST(Tokenizer, StreamDecoderRawEqualsDecode) {
