@@ -95,7 +95,8 @@ void describe(args::Parser& p, CliOptions& o, CliFlags& f) {
                      "Sampling seed for reproducible runs; 0 picks one. Default: 0");
   p.flag("--think", [&o] { o.think = ThinkMode::High; },
          "Thinking mode (reasoning before the answer). This is the default.");
-  p.flag("--think-max", [&o] { o.think = ThinkMode::Max; }, "Think Max; needs --ctx >= 393216, else normal thinking.");
+  p.flag("--think-max", [&o] { o.think = ThinkMode::Max; },
+         "Think Max; needs --ctx >= " + std::to_string(kThinkMaxMinContext) + ", else normal thinking.");
   p.flag("--nothink", [&o] { o.think = ThinkMode::None; }, "Answer directly without reasoning.");
   p.text("--grammar", f.grammar, "FILE",
          "Constrain the answer to the GBNF grammar in FILE (llama.cpp's\n"

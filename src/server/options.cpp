@@ -26,7 +26,8 @@ void describe(args::Parser& p, ServerOptions& o) {
                                o.list_devices});
   args::add_mtp_options(p, {o.mtp_path, o.mtp_draft, o.mtp_adaptive});
   p.integer("-c,--ctx", o.ctx, 1, kIntMax, "N", "context size in tokens (default 32768)");
-  p.integer("-n,--tokens", o.default_max_tokens, 0, kIntMax, "N", "default max tokens per request (default 393216)");
+  p.integer("-n,--tokens", o.default_max_tokens, 0, kIntMax, "N", 
+            "default max tokens per request (default " + std::to_string(o.default_max_tokens) + ")");
   p.integer("--parallel", o.parallel, 1, 256, "N",
             "live sessions (slots) decoded together (default 1); each holds\n"
             "its own KV state of --ctx tokens (the size is printed at start)");
