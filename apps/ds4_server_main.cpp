@@ -110,17 +110,9 @@ int main(int argc, char** argv) {
   wo.engine = engine.get();
   wo.mtp_draft = opt.mtp_draft;
   wo.mtp_adaptive = opt.mtp_adaptive;
-  // A decode step of several slots is one forward pass: the weights are read once for all.
-  wo.eval_batch = [&engine](const std::vector<ds4::Session*>& sessions,
-                            const std::vector<int32_t>& tokens) {
-    std::vector<ds4::BatchEntry> entries(sessions.size());
-    for (size_t i = 0; i < sessions.size(); ++i) {
-      entries[i].session = sessions[i];
-      entries[i].token = tokens[i];
-      entries[i].pos = sessions[i]->n_tokens();
-    }
-    engine->eval_batch(entries);
-  };
+  // A decode step of several slots (with a prefill chunk) is one forward pass: the weights
+  // are read once for all.
+  wo.eval_batch = [&engine](std::span<const ds4::BatchEntry> entries) { engine->eval_batch(entries); };
   Worker worker(std::move(sessions), *tok, metrics, wo, std::move(disk));
   worker.set_tool_replay(&tool_replay);
   HttpServer http(opt, *tok, worker, metrics);

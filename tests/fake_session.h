@@ -6,7 +6,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <thread>
 #include <vector>
 
 #include "ds4/engine.h"
@@ -38,6 +40,7 @@ class FakeSession : public Session {
   }
   void eval(int32_t token) override {
     if (n_tokens() >= ctx_) throw Error(Error::Kind::ContextOverflow, "ctx");
+    if (eval_delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(eval_delay_us.load()));
     ++eval_calls;
     push(token);
   }
@@ -60,6 +63,7 @@ class FakeSession : public Session {
   int32_t favourite = 300;          // the next token without a script
   std::atomic<int> evaluated{0};    // tokens evaluated by sync() and eval()
   std::atomic<int> eval_calls{0};   // eval() calls alone
+  std::atomic<int> eval_delay_us{0};  // a slow model: each eval() takes this long
 
  private:
   void push(int32_t t) {

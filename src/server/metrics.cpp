@@ -58,6 +58,9 @@ std::string Metrics::render_prometheus() const {
   metric("ds4_decode_step_rows_total", "counter",
          "Tokens evaluated by decode steps (rows / steps = mean batch size).",
          decode_step_rows.load());
+  metric("ds4_batched_prefill_tokens_total", "counter",
+         "Prompt tokens evaluated in the same forward pass as decode steps' rows.",
+         batched_prefill_rows.load());
   std::lock_guard<std::mutex> lock(mu_);
   metric("ds4_prefill_tokens_total", "counter", "Prompt tokens evaluated (not reused).",
          prefill_tokens_);

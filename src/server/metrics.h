@@ -27,6 +27,7 @@ class Metrics {
   std::atomic<uint64_t> refused_connections{0};  // over a connection cap
   std::atomic<uint64_t> decode_steps{0};     // scheduler decode steps (one pass each when batched)
   std::atomic<uint64_t> decode_step_rows{0}; // tokens evaluated by them
+  std::atomic<uint64_t> batched_prefill_rows{0};  // prompt tokens evaluated in a decode step's pass
 
   void add_prefill(uint64_t tokens, double seconds);
   void add_decode(uint64_t tokens, double seconds);

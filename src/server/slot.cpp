@@ -342,52 +342,78 @@ void Slot::begin(std::shared_ptr<Job> job) {
   }
 }
 
+std::optional<Slot::Piece> Slot::next_piece() {
+  if (job_->cancelled) {
+    prefill_failed(Error(Error::Kind::Cancelled, "cancelled"));
+    return std::nullopt;
+  }
+  const int n = static_cast<int>(tokens_.size());
+  const int pos = session_->n_tokens();
+  Piece p{pos, pos, false};
+  if (pos < n) {
+    const int chunk = std::max(1, shared_.prefill_chunk);
+    p.to = std::min(n, piece_start_ + ((pos - piece_start_) / chunk + 1) * chunk);
+    p.at_stop = next_stop_ < stops_.size() && stops_[next_stop_].first <= p.to;
+    if (p.at_stop) p.to = stops_[next_stop_].first;
+  }
+  return p;
+}
+
+void Slot::prefill_failed(const std::exception& ex) {
+  session_->set_cancel_flag(nullptr);
+  const auto* e = dynamic_cast<const Error*>(&ex);
+  if ((e && e->kind() == Error::Kind::Cancelled) || job_->cancelled) {
+    metrics().cancelled_jobs++;
+    ++totals_.cancelled;
+    fail_job(ApiError(499, "request cancelled", "cancelled"));
+  } else if (e && e->kind() == Error::Kind::ContextOverflow) {
+    fail_job(context_length_error(tokens_.size(), ctx_));
+  } else {
+    fail_job(ApiError(500, std::string("prefill failed: ") + ex.what(), "server_error"));
+  }
+}
+
 void Slot::prefill_chunk() {
+  const std::optional<Piece> p = next_piece();
+  if (!p) return;
+  if (p->to > p->from) {
+    Session& s = *session_;
+    try {
+      SyncOptions so;
+      so.chunk = std::max(1, shared_.prefill_chunk);
+      s.set_cancel_flag(&job_->cancelled);
+      s.sync(std::vector<int32_t>(tokens_.begin(), tokens_.begin() + p->to), so);
+      s.set_cancel_flag(nullptr);
+    } catch (const std::exception& e) {
+      prefill_failed(e);
+      return;
+    }
+  }
+  piece_done(*p);
+}
+
+void Slot::piece_done(const Piece& p) {
   Session& s = *session_;
   const int n = static_cast<int>(tokens_.size());
-  try {
-    if (job_->cancelled) throw Error(Error::Kind::Cancelled, "cancelled");
-    const int pos = s.n_tokens();
-    if (pos < n) {
-      const int chunk = std::max(1, shared_.prefill_chunk);
-      int target = std::min(n, piece_start_ + ((pos - piece_start_) / chunk + 1) * chunk);
-      const bool at_stop = next_stop_ < stops_.size() && stops_[next_stop_].first <= target;
-      if (at_stop) target = stops_[next_stop_].first;
-      SyncOptions so;
-      so.chunk = chunk;
-      s.set_cancel_flag(&job_->cancelled);
-      s.sync(std::vector<int32_t>(tokens_.begin(), tokens_.begin() + target), so);
-      s.set_cancel_flag(nullptr);
-      if (at_stop) {
-        if (s.n_tokens() == target) {
-          shared_.disk->save(s, live_text(static_cast<size_t>(target)), stops_[next_stop_].second,
+  if (p.from < n) {
+    try {
+      if (p.at_stop) {
+        if (s.n_tokens() == p.to) {
+          shared_.disk->save(s, live_text(static_cast<size_t>(p.to)), stops_[next_stop_].second,
                              tool_entries());
-          last_frontier_ = std::max(last_frontier_, target);
+          last_frontier_ = std::max(last_frontier_, p.to);
         }
         ++next_stop_;
-        piece_start_ = target;
+        piece_start_ = p.to;
       }
-      GenEvent ev{GenEvent::Kind::Progress};
-      ev.a = target - prefill_start_;
-      ev.b = n - prefill_start_;
-      job_->push(std::move(ev));
+    } catch (const std::exception& e) {
+      prefill_failed(e);
+      return;
     }
-  } catch (const Error& e) {
-    s.set_cancel_flag(nullptr);
-    if (e.kind() == Error::Kind::Cancelled || job_->cancelled) {
-      metrics().cancelled_jobs++;
-      ++totals_.cancelled;
-      fail_job(ApiError(499, "request cancelled", "cancelled"));
-    } else if (e.kind() == Error::Kind::ContextOverflow) {
-      fail_job(context_length_error(tokens_.size(), ctx_));
-    } else {
-      fail_job(ApiError(500, std::string("prefill failed: ") + e.what(), "server_error"));
-    }
-    return;
-  } catch (const std::exception& e) {
-    s.set_cancel_flag(nullptr);
-    fail_job(ApiError(500, std::string("prefill failed: ") + e.what(), "server_error"));
-    return;
+    GenEvent ev{GenEvent::Kind::Progress};
+    ev.a = p.to - prefill_start_;
+    ev.b = n - prefill_start_;
+    job_->push(std::move(ev));
   }
   if (s.n_tokens() < n) return;
 

@@ -89,9 +89,24 @@ class Slot {
   // Admission: decides the tokens (live / disk reuse), plans the prefill. Errors (context
   // overflow, disk trouble) are sent to the job as Failed and leave the slot idle.
   void begin(std::shared_ptr<Job> job);
-  // Evaluates the next prefill chunk (or checkpoint piece). Sends progress; at the end sends
-  // Started and switches to Decode. Failures end the job.
+  // Evaluates the next prefill chunk (or checkpoint piece) on its own: next_piece(), the
+  // session synced to its end, piece_done(). Failures end the job.
   void prefill_chunk();
+  // The prompt tokens [from, to) that the next prefill step evaluates, at positions from..to-1
+  // (from = the session's length; from == to when nothing is left to evaluate), so the
+  // scheduler can put them in a batch with other slots' rows. A cancelled job ends here
+  // (nullopt; the slot is idle).
+  struct Piece {
+    int from = 0, to = 0;
+    bool at_stop = false;  // ends at a disk checkpoint
+  };
+  std::optional<Piece> next_piece();
+  const std::vector<int32_t>& prompt_tokens() const { return tokens_; }
+  // After the piece was evaluated (the session holds tokens [0, to)): its disk checkpoint,
+  // progress; at the prompt's end the Started event and the switch to Decode.
+  void piece_done(const Piece& p);
+  // The piece was not evaluated: the job fails (499 when cancelled), the slot is idle.
+  void prefill_failed(const std::exception& e);
   // Decode, first half: the next token to evaluate, or nullopt when the answer is over
   // (then call finish()). Cancellation is checked here.
   std::optional<int32_t> next_token();

@@ -192,12 +192,9 @@ bool Worker::admit() {
   return any;
 }
 
-bool Worker::decode_step() {
+void Worker::gather_decode(Step& st) {
   const auto now = Clock::now();
   const bool shutting_down = stopping();
-  std::vector<Slot*> batch;
-  std::vector<int32_t> tokens;
-  bool any = false;
   // The test hook's pause (ds4_test_delay_ms) stands for a slow model: a step waits for
   // every generating slot, as one batched pass would. Cancelled slots do not wait.
   bool waiting = false;
@@ -210,7 +207,7 @@ bool Worker::decode_step() {
     Slot& s = *sp;
     if (s.state() != Slot::State::Decode) continue;
     if (waiting && !s.job()->cancelled) continue;
-    any = true;
+    st.any = true;
     int32_t next = -1;  // -1: the answer is over
     try {
       if (auto tok = s.next_token()) {
@@ -225,48 +222,13 @@ bool Worker::decode_step() {
       release(s);
       continue;
     }
-    batch.push_back(&s);
-    tokens.push_back(next);
+    st.rows.push_back(&s);
+    st.tokens.push_back(next);
+    st.before.push_back(s.session().n_tokens());
   }
-  if (batch.empty()) return any;
-  // One token per generating slot, all in one forward pass when the engine can.
-  std::vector<int> before;  // each session's length before the step
-  for (Slot* s : batch) before.push_back(s->session().n_tokens());
-  std::vector<Session*> sessions;  // slots without speculation share one pass
-  std::vector<int32_t> plain;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (batch[i]->speculating()) continue;
-    sessions.push_back(&batch[i]->session());
-    plain.push_back(tokens[i]);
-  }
-  if (opt_.eval_batch && sessions.size() > 1) {
-    try {
-      opt_.eval_batch(sessions, plain);
-    } catch (const std::exception&) {
-      // The batch failed (the engine validates before it evaluates): the sessions it did
-      // not advance evaluate one by one below, so only the slot at fault fails.
-    }
-  }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Slot& s = *batch[i];
-    try {
-      if (s.speculating()) {
-        s.eval_next(tokens[i]);  // its own verify pass (drafts)
-      } else if (s.session().n_tokens() == before[i]) {
-        s.session().eval(tokens[i]);
-      }
-      s.after_eval();
-    } catch (const std::exception& e) {
-      s.fail(e);
-      release(s);
-    }
-  }
-  metrics_.decode_steps++;
-  metrics_.decode_step_rows += batch.size();
-  return any;
 }
 
-bool Worker::prefill_step() {
+Slot* Worker::oldest_prefill() {
   Slot* oldest = nullptr;
   for (auto& sp : slots_) {
     if (sp->state() != Slot::State::Prefill) continue;
@@ -278,10 +240,95 @@ bool Worker::prefill_step() {
     }
     if (!oldest || sp->job()->serial < oldest->job()->serial) oldest = sp.get();
   }
-  if (!oldest) return false;
-  oldest->prefill_chunk();
-  if (oldest->state() == Slot::State::Idle) release(*oldest);
-  return true;
+  return oldest;
+}
+
+void Worker::evaluate(Step& st) {
+  std::vector<BatchEntry> entries;
+  for (size_t i = 0; i < st.rows.size(); ++i) {
+    if (st.rows[i]->speculating()) continue;  // its own verify pass (drafts), below
+    Session& s = st.rows[i]->session();
+    entries.push_back(BatchEntry{&s, st.tokens[i], s.n_tokens(), false});
+  }
+  const size_t decode_rows = entries.size();
+  if (st.prefill) {
+    Session& s = st.prefill->session();
+    const auto& prompt = st.prefill->prompt_tokens();
+    for (int p = st.piece.from; p < st.piece.to; ++p) {
+      entries.push_back(BatchEntry{&s, prompt[static_cast<size_t>(p)], p, false});
+    }
+  }
+  // One forward pass when the engine can and more than one session takes part; a lone
+  // decode row is a plain Session::eval (the single-slot path).
+  const bool shared = decode_rows > 1 || (decode_rows > 0 && entries.size() > decode_rows);
+  if (opt_.eval_batch && shared) {
+    try {
+      opt_.eval_batch(entries);
+    } catch (const std::exception&) {
+      // The batch failed (the engine validates before it evaluates): the sessions it did
+      // not advance evaluate on their own below, so only the slot at fault fails.
+    }
+  }
+}
+
+void Worker::after_decode(Step& st) {
+  for (size_t i = 0; i < st.rows.size(); ++i) {
+    Slot& s = *st.rows[i];
+    try {
+      if (s.speculating()) {
+        s.eval_next(st.tokens[i]);
+      } else if (s.session().n_tokens() == st.before[i]) {
+        s.session().eval(st.tokens[i]);
+      }
+      s.after_eval();
+    } catch (const std::exception& e) {
+      s.fail(e);
+      release(s);
+    }
+  }
+  if (!st.rows.empty()) {
+    metrics_.decode_steps++;
+    metrics_.decode_step_rows += st.rows.size();
+  }
+}
+
+void Worker::after_prefill(Step& st) {
+  Slot& s = *st.prefill;
+  if (s.session().n_tokens() == st.piece.to) {
+    metrics_.batched_prefill_rows += static_cast<uint64_t>(st.piece.to - st.piece.from);
+    s.piece_done(st.piece);
+  } else {
+    s.prefill_chunk();  // the pass did not take it: on its own
+  }
+  if (s.state() == Slot::State::Idle) release(s);
+}
+
+bool Worker::step() {
+  Step st;
+  gather_decode(st);
+  Slot* prefill = oldest_prefill();
+  bool plain_rows = false;
+  for (Slot* s : st.rows) plain_rows |= !s->speculating();
+  if (prefill && plain_rows && opt_.eval_batch) {
+    // The prefill chunk rides in the decode rows' pass: one weight read for both, and the
+    // streams still wait at most one chunk.
+    if (auto piece = prefill->next_piece()) {
+      st.prefill = prefill;
+      st.piece = *piece;
+    } else {
+      release(*prefill);  // cancelled
+    }
+    prefill = nullptr;
+  }
+  evaluate(st);
+  after_decode(st);
+  if (st.prefill) after_prefill(st);
+  if (prefill) {
+    // No decode rows to share a pass with: the chunk alone.
+    prefill->prefill_chunk();
+    if (prefill->state() == Slot::State::Idle) release(*prefill);
+  }
+  return st.any || st.prefill || prefill;
 }
 
 Clock::time_point Worker::next_ready() const {
@@ -320,8 +367,7 @@ void Worker::publish(bool rehash) {
 void Worker::loop() {
   while (true) {
     bool worked = admit();
-    worked = decode_step() || worked;
-    worked = prefill_step() || worked;
+    worked = step() || worked;
     publish(false);
     if (worked) continue;
     std::unique_lock<std::mutex> lock(mu_);

@@ -1,8 +1,8 @@
 // The inference scheduler: one thread owns every slot (live session) and serves the jobs.
-// Each step of its loop admits waiting jobs to idle slots, decodes the next token of every
-// generating slot, then evaluates one prefill chunk of one admitted request, so a running
-// stream never waits longer than one prefill chunk. Jobs wait in a bounded FIFO queue while
-// every slot is busy.
+// Each step of its loop admits waiting jobs to idle slots, then evaluates the next token of
+// every generating slot together with one prefill chunk of the oldest admitted request, in
+// one forward pass, so a running stream never waits longer than one prefill chunk. Jobs
+// wait in a bounded FIFO queue while every slot is busy.
 #pragma once
 
 #include <chrono>
@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,9 +35,10 @@ struct WorkerOptions {
   Engine* engine = nullptr;
   int mtp_draft = 0;
   bool mtp_adaptive = true;
-  // Evaluates one token for each of several sessions in one forward pass (the engine's
-  // eval_batch); unset: one Session::eval after another.
-  std::function<void(const std::vector<Session*>&, const std::vector<int32_t>&)> eval_batch;
+  // Evaluates entries of several sessions in one forward pass (the engine's eval_batch):
+  // a decode step's one token per generating slot, plus the next chunk of a prefill.
+  // Unset: one Session::eval after another, prefill chunks on their own.
+  std::function<void(std::span<const BatchEntry>)> eval_batch;
 };
 
 // What /slots shows of one slot.
@@ -84,10 +86,26 @@ class Worker {
 
  private:
   void loop();
-  // Scheduler stages.
+  // Scheduler stages. A round of loop(): admit(), then step(): gather_decode() runs each
+  // generating slot's output pipeline (sample, detokenize, stop strings, DSML events; see
+  // OutputPipeline) to get its next token, oldest_prefill() picks the prefill whose next
+  // chunk goes now, evaluate() runs the decode rows and that chunk in one forward pass,
+  // after_decode() / after_prefill() finish the rows (checkpoints, the switch to decode).
+  struct Step {
+    std::vector<Slot*> rows;        // generating slots, each with its next token
+    std::vector<int32_t> tokens;
+    std::vector<int> before;        // each row's session length before the pass
+    Slot* prefill = nullptr;        // the prefill whose piece rides in the pass
+    Slot::Piece piece;
+    bool any = false;               // a generating slot was served (or finished)
+  };
   bool admit();          // queued jobs -> idle slots (routing); true if any was taken
-  bool decode_step();    // the next token of every generating slot
-  bool prefill_step();   // one chunk of the oldest admitted prefill
+  bool step();           // one decode step of every generating slot + one prefill chunk
+  void gather_decode(Step& st);
+  Slot* oldest_prefill();  // (cancelled prefills are freed here)
+  void evaluate(Step& st);
+  void after_decode(Step& st);
+  void after_prefill(Step& st);
   void job_ended(Job& job);  // the job is over (its gauge share goes, if not already)
   void release(Slot& s); // a job left its slot
   void publish(bool rehash);  // slot states for /slots and /metrics

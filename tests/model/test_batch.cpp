@@ -67,6 +67,46 @@ TEST_P(BatchTest, FourSessionsTogetherEqualAlone) {
   }
 }
 
+// The server's step: three sessions' decode rows and a fourth session's prefill chunk in one
+// pass (the chunk's rows after the decode rows). Every session's logits equal it alone.
+TEST_P(BatchTest, DecodeRowsWithAPrefillChunkEqualAlone) {
+  Engine& e = engine();
+  const int V = e.n_vocab(), ctx = 40;
+  std::vector<std::vector<int32_t>> prompts = {slice(0, 12), slice(5, 10), slice(9, 14)};
+  const std::vector<int32_t> chunked = slice(2, 20);  // 8 tokens, then a chunk of 12
+  const std::vector<int32_t> head(chunked.begin(), chunked.begin() + 8);
+
+  std::vector<int32_t> next;
+  std::vector<std::vector<float>> alone;
+  std::vector<std::unique_ptr<Session>> ss;
+  for (const auto& p : prompts) {
+    auto s = e.new_session(ctx);
+    s->sync(p);
+    next.push_back(argmax(s->logits().data(), V));
+    ss.push_back(e.new_session(ctx));
+    ss.back()->sync(p);
+    s->eval(next.back());
+    alone.push_back(s->logits());
+  }
+  {
+    auto s = e.new_session(ctx);
+    s->sync(head);
+    s->sync(chunked);
+    alone.push_back(s->logits());
+    ss.push_back(e.new_session(ctx));
+    ss.back()->sync(head);
+  }
+  std::vector<BatchEntry> batch;
+  for (int i = 0; i < 3; ++i) batch.push_back({ss[i].get(), next[i], ss[i]->n_tokens(), false});
+  for (int t = 8; t < 20; ++t) batch.push_back({ss[3].get(), chunked[t], t, false});
+  e.eval_batch(batch);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(ss[i]->logits().size(), static_cast<size_t>(V));
+    EXPECT_TRUE(same_bits(ss[i]->logits().data(), alone[i].data(), V)) << "session " << i;
+  }
+  EXPECT_EQ(ss[3]->tokens(), chunked);
+}
+
 // A verify batch of k+1 positions of one session gives the logits of k+1 single decodes,
 // and rewinding to any accepted prefix continues exactly like the single decodes.
 TEST_P(BatchTest, VerifyBatchEqualsSingleDecodes) {

@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <set>
 #include <mutex>
 #include <thread>
 
@@ -75,8 +77,7 @@ struct Slots : ::testing::Test {
   std::vector<FakeSession*> sessions;
   std::unique_ptr<Worker> worker;
 
-  void start(int parallel, int max_queue = 64,
-             std::function<void(const std::vector<Session*>&, const std::vector<int32_t>&)> batch = {}) {
+  void start(int parallel, int max_queue = 64, std::function<void(std::span<const BatchEntry>)> batch = {}) {
     options.test_hooks = true;
     std::vector<std::unique_ptr<Session>> v;
     for (int i = 0; i < parallel; ++i) {
@@ -147,14 +148,16 @@ TEST_F(Slots, TwoStreamsDecodeTogether) {
 TEST_F(Slots, GeneratingSlotsShareOneBatch) {
   std::mutex mu;
   size_t widest = 0, calls = 0;
-  start(3, 64, [&](const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      widest = std::max(widest, sessions.size());
-      ++calls;
+  start(3, 64, [&](std::span<const BatchEntry> entries) {
+    std::set<Session*> sessions;
+    for (const BatchEntry& e : entries) {
+      ASSERT_EQ(e.pos, e.session->n_tokens());  // each session's next position, in order
+      e.session->eval(e.token);
+      sessions.insert(e.session);
     }
-    ASSERT_EQ(sessions.size(), tokens.size());
-    for (size_t i = 0; i < sessions.size(); ++i) sessions[i]->eval(tokens[i]);
+    std::lock_guard<std::mutex> lock(mu);
+    widest = std::max(widest, sessions.size());
+    ++calls;
   });
   std::vector<std::shared_ptr<Job>> jobs;
   std::vector<std::string> texts;
@@ -168,6 +171,74 @@ TEST_F(Slots, GeneratingSlotsShareOneBatch) {
   EXPECT_GT(calls, 10u);
   // Rows per step: every step with a batch evaluated several slots' tokens at once.
   EXPECT_GT(metrics.decode_step_rows.load(), metrics.decode_steps.load());
+}
+
+TEST_F(Slots, PrefillChunksRideWithDecodeRows) {
+  // Every pass the scheduler makes: rows per session.
+  std::mutex mu;
+  std::vector<std::map<Session*, int>> passes;
+  start(2, 64, [&](std::span<const BatchEntry> entries) {
+    std::map<Session*, int> rows;
+    for (const BatchEntry& e : entries) {
+      ASSERT_EQ(e.pos, e.session->n_tokens());
+      e.session->eval(e.token);
+      ++rows[e.session];
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    passes.push_back(rows);
+  });
+  // A slow model (1 ms a token): the first stream is still generating while the second
+  // one prefills.
+  for (FakeSession* s : sessions) s->eval_delay_us = 1000;
+  std::string a_text;
+  for (int i = 0; i < 150; ++i) {
+    a_text += ' ';
+    a_text += std::to_string(i);
+  }
+  auto a = worker->submit(chat(scripted("first", a_text)));
+  std::vector<GenEvent> a_events;
+  auto seen = [&](GenEvent::Kind kind) {
+    for (const auto& e : a_events) if (e.kind == kind) return true;
+    return false;
+  };
+  while (!seen(GenEvent::Kind::Started)) a->wait_events(a_events, 1000ms);
+  // A prompt of many 8-token chunks (wo.prefill_chunk = 8).
+  std::string long_prompt;
+  for (int i = 0; i < 40; ++i) long_prompt += "word" + std::to_string(i) + " ";
+  auto b = worker->submit(chat(scripted(long_prompt, "second answer")));
+  auto eb = drain(*b);
+  if (!seen(GenEvent::Kind::Done) && !seen(GenEvent::Kind::Failed)) {
+    auto rest = drain(*a);
+    a_events.insert(a_events.end(), rest.begin(), rest.end());
+  }
+  EXPECT_EQ(content(a_events), a_text);
+  EXPECT_EQ(content(eb), "second answer");
+  ASSERT_EQ(eb.back().kind, GenEvent::Kind::Done);
+  const int64_t prompt_tokens = eb.back().usage.prompt_tokens;
+  ASSERT_GT(prompt_tokens, 40);
+  // Passes that carried a prefill chunk (several rows of one session) next to a decode row;
+  // no pass carried more than one chunk, so a stream waited at most one chunk.
+  int mixed = 0;
+  int64_t chunk_rows = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& rows : passes) {
+    int chunks = 0, singles = 0;
+    for (const auto& [session, n] : rows) {
+      EXPECT_LE(n, 8);
+      if (n > 1) {
+        ++chunks;
+        chunk_rows += n;
+      } else {
+        ++singles;
+      }
+    }
+    EXPECT_LE(chunks, 1);
+    if (chunks == 1 && singles == 1) ++mixed;
+  }
+  EXPECT_GE(mixed, 3);
+  EXPECT_GT(metrics.batched_prefill_rows.load(), 0u);
+  EXPECT_LE(metrics.batched_prefill_rows.load(), static_cast<uint64_t>(prompt_tokens));
+  EXPECT_GE(static_cast<int64_t>(metrics.batched_prefill_rows.load()), chunk_rows);
 }
 
 TEST_F(Slots, FullQueueAnswers429WithRetryAfter) {
