@@ -121,38 +121,56 @@ float dot_q8_0(const block_q8_0* w, const block_q8_0_act* x, int64_t n) {
   return hsum(_mm256_add_ps(acc0, acc1));
 }
 
-// Up to 4 vectors per pass over the row; per vector the same two accumulators and block
-// order as dot_q8_0, so each result is bit-identical to it.
+// NV (1-4) vectors in one pass over the row; per vector the same two accumulators and block
+// order as dot_q8_0, so each result is bit-identical to it. `stream`: the row comes from
+// memory (first pass), so it is prefetched ahead as in dot_q8_0.
+template <int NV>
+void dot_q8_0_pass(const block_q8_0* w, const block_q8_0_act* const* xv, int64_t nb, bool stream, float* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc0[NV], acc1[NV];
+  for (int v = 0; v < NV; ++v) acc0[v] = acc1[v] = _mm256_setzero_ps();
+  auto step = [&](int64_t b, __m256* acc) {
+    const __m256i wq = load256(w[b].qs);
+    const __m256i wabs = _mm256_sign_epi8(wq, wq);
+    // dw*xd as a vector product of two broadcasts (the activation scale's straight from
+    // memory): the same float as the scalar product, without a register broadcast per
+    // vector, which crosses lanes and runs at one per cycle on Zen 3.
+    const __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+    for (int v = 0; v < NV; ++v) {  // fixed trip count keeps acc in registers
+      const __m256i p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load256(xv[v][b].qs), wq));
+      const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(&xv[v][b].d));
+      acc[v] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), acc[v]);
+    }
+  };
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    if (stream) {
+      prefetch_ahead(w + b);
+      prefetch_ahead(w + b + 1);
+    }
+    step(b, acc0);
+    step(b + 1, acc1);
+  }
+  if (b < nb) step(b, acc0);
+  for (int v = 0; v < NV; ++v) out[v] = hsum(_mm256_add_ps(acc0[v], acc1[v]));
+}
+
+// Up to 4 vectors per pass over the row (a batch of decode rows, a prefill tile); a last
+// group of fewer vectors does only their work.
 void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stride, int nx, int64_t n,
                     float* out) {
   const int64_t nb = n / QK8_0;
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int v0 = 0; v0 < nx; v0 += 4) {
     const int nv = nx - v0 < 4 ? nx - v0 : 4;
     const block_q8_0_act* xv[4];
-    for (int v = 0; v < 4; ++v) xv[v] = x + (v0 + (v < nv ? v : 0)) * x_stride;
-    __m256 acc0[4], acc1[4];
-    for (int v = 0; v < 4; ++v) acc0[v] = acc1[v] = _mm256_setzero_ps();
-    auto step = [&](int64_t b, __m256* acc) {
-      const __m256i wq = load256(w[b].qs);
-      const __m256i wabs = _mm256_sign_epi8(wq, wq);
-      // dw*xd as a vector product of two broadcasts (the activation scale's straight from
-      // memory): the same float as the scalar product, without a register broadcast per
-      // vector, which crosses lanes and runs at one per cycle on Zen 3.
-      const __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
-      for (int v = 0; v < 4; ++v) {  // fixed trip count keeps acc in registers
-        const __m256i p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load256(xv[v][b].qs), wq));
-        const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(&xv[v][b].d));
-        acc[v] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), acc[v]);
-      }
-    };
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-      step(b, acc0);
-      step(b + 1, acc1);
+    for (int v = 0; v < nv; ++v) xv[v] = x + (v0 + v) * x_stride;
+    const bool stream = v0 == 0;  // later groups find the row in cache
+    switch (nv) {
+      case 4: dot_q8_0_pass<4>(w, xv, nb, stream, out + v0); break;
+      case 3: dot_q8_0_pass<3>(w, xv, nb, stream, out + v0); break;
+      case 2: dot_q8_0_pass<2>(w, xv, nb, stream, out + v0); break;
+      default: dot_q8_0_pass<1>(w, xv, nb, stream, out + v0); break;
     }
-    if (b < nb) step(b, acc0);
-    for (int v = 0; v < nv; ++v) out[v0 + v] = hsum(_mm256_add_ps(acc0[v], acc1[v]));
   }
 }
 

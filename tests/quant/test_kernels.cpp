@@ -579,7 +579,7 @@ TEST(Kernels, Q8_0MultiVectorEqualsSingleDots) {
     for (int64_t nb : {1, 2, 5, 128}) {
       auto w = random_blocks<block_q8_0>(nb, rng);
       for (auto& b : w) b.d = random_scale(rng);
-      for (int nx : {1, 3, 4, 7, 9}) {
+      for (int nx : {1, 2, 3, 4, 6, 7, 9}) {
         const int64_t stride = nb + 2;
         std::vector<block_q8_0_act> x(stride * nx);
         for (auto& b : x) {
