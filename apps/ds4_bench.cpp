@@ -14,6 +14,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -174,6 +176,134 @@ uint64_t proc_kb(const char* file, const char* field) {
   return 0;
 }
 
+// Per-pass engine time of one N's decode loop, per layer and for the head (ms).
+std::string pass_profile(const EvalStats& st, int n_layers) {
+  if (st.decode.passes + st.prefill.passes == 0) return "";
+  // A batched step is a one-token pass for each of its sessions (decode phase).
+  const EvalStats::Phase& ph = st.decode.passes > 0 ? st.decode : st.prefill;
+  const double passes = static_cast<double>(ph.passes);
+  std::string s;
+  char buf[64];
+  for (int l = 0; l < n_layers; ++l) {
+    std::snprintf(buf, sizeof buf, " L%d %.1f", l, ph.layer_s[static_cast<size_t>(l)] / passes * 1e3);
+    s += buf;
+  }
+  std::snprintf(buf, sizeof buf, " head %.1f, pass %.1f", ph.head_s / passes * 1e3, ph.total_s / passes * 1e3);
+  s += buf;
+  return s;
+}
+
+// --parallel: N sequences decoded together, one Engine::eval_batch row each per step, for
+// every N of the list, in interleaved rounds; each round's aggregate rate over that round's
+// N = 1 rate. The sequences differ (shared start, then each its own slice of the text), so
+// their routed experts differ as they would for different conversations.
+int run_parallel(const BenchOptions& o, Engine& engine, const std::vector<int32_t>& prompt, int eos, int threads,
+                 std::FILE* out) {
+  const ModelConfig& cfg = engine.config();
+  const int ctx = o.ctx_start;
+  const int tail = parallel_tail_tokens(ctx);
+  const int largest = o.parallel.back();
+  const int head_len = ctx - tail;
+  // Sequence i: prompt[0, head_len) + prompt[head_len + i*tail, head_len + (i+1)*tail).
+  std::vector<std::unique_ptr<Session>> sessions;
+  std::vector<std::vector<uint8_t>> start;  // each sequence's state at ctx tokens
+  const auto p0 = Clock::now();
+  {
+    const std::unique_ptr<Session> base = engine.new_session(o.ctx_alloc);
+    if (head_len > 0) base->sync(std::vector<int32_t>(prompt.begin(), prompt.begin() + head_len));
+    const std::vector<uint8_t> shared = base->save_snapshot();
+    for (int i = 0; i < largest; ++i) {
+      sessions.push_back(engine.new_session(o.ctx_alloc));
+      Session& s = *sessions.back();
+      s.load_snapshot(shared.data(), shared.size());
+      std::vector<int32_t> toks(prompt.begin(), prompt.begin() + head_len);
+      const auto from = prompt.begin() + head_len + static_cast<ptrdiff_t>(i) * tail;
+      toks.insert(toks.end(), from, from + tail);
+      s.sync(toks);
+      start.push_back(s.save_snapshot());
+    }
+  }
+  std::fprintf(stderr, "ds4-bench: --parallel: %d sequences of %d tokens (%d shared, %d each their own) prefilled in %.1f s\n",
+               largest, ctx, head_len, tail, seconds_since(p0));
+
+  // One measurement: N sequences from their start states, gen_tokens batched steps.
+  std::vector<std::string> profile(o.parallel.size());
+  // Returns {aggregate tokens per wall second, per CPU second x threads}: on a shared machine
+  // the CPU-time rate is what the work costs when the process has its threads to itself
+  // (memory stalls count as CPU time).
+  auto measure = [&](int n, int gen, std::string* prof) -> std::pair<double, double> {
+    for (int i = 0; i < n; ++i) {
+      sessions[static_cast<size_t>(i)]->load_snapshot(start[static_cast<size_t>(i)].data(), start[static_cast<size_t>(i)].size());
+      sessions[static_cast<size_t>(i)]->reset_stats();
+    }
+    std::vector<BatchEntry> entries(static_cast<size_t>(n));
+    const double c0 = process_cpu_seconds();
+    const auto g0 = Clock::now();
+    for (int step = 0; step < gen; ++step) {
+      for (int i = 0; i < n; ++i) {
+        Session& s = *sessions[static_cast<size_t>(i)];
+        const int token = argmax_excluding(s.logits(), eos);
+        if (token < 0) throw std::runtime_error("no token to choose (logits empty or NaN)");
+        entries[static_cast<size_t>(i)] = BatchEntry{&s, token, s.n_tokens(), false};
+      }
+      if (n == 1) {
+        sessions[0]->eval(entries[0].token);  // the plain single-stream decode step
+      } else {
+        engine.eval_batch(entries);
+      }
+    }
+    const double secs = seconds_since(g0);
+    const double cpu = process_cpu_seconds() - c0;
+    if (prof) *prof = pass_profile(sessions[0]->stats(), cfg.n_layers);
+    const double tokens = static_cast<double>(n) * gen;
+    return {secs > 0 ? tokens / secs : 0.0, cpu > 0 ? tokens * threads / cpu : 0.0};
+  };
+  // Untimed: every weight page and the largest batch's scratch are in place before round 1.
+  measure(largest, std::min(2, o.gen_tokens), nullptr);
+
+  const size_t kinds = o.parallel.size();
+  std::vector<std::vector<double>> rate(kinds), ratio(kinds), cpu_rate(kinds), cpu_ratio(kinds);
+  const double cpu0 = process_cpu_seconds();
+  const auto w0 = Clock::now();
+  for (int r = 0; r < o.rounds; ++r) {
+    std::vector<double> this_round(kinds, 0.0), this_cpu(kinds, 0.0);
+    for (int n : round_order(o.parallel, r)) {
+      const size_t k = static_cast<size_t>(std::find(o.parallel.begin(), o.parallel.end(), n) - o.parallel.begin());
+      std::tie(this_round[k], this_cpu[k]) = measure(n, o.gen_tokens, &profile[k]);
+      rate[k].push_back(this_round[k]);
+      cpu_rate[k].push_back(this_cpu[k]);
+    }
+    for (size_t k = 0; k < kinds; ++k) {
+      ratio[k].push_back(this_round[0] > 0 ? this_round[k] / this_round[0] : 0.0);
+      cpu_ratio[k].push_back(this_cpu[0] > 0 ? this_cpu[k] / this_cpu[0] : 0.0);
+    }
+    std::fprintf(stderr, "ds4-bench: --parallel round %d:", r + 1);
+    for (size_t k = 0; k < kinds; ++k)
+      std::fprintf(stderr, " N=%d %.2f t/s (x%.2f; CPU time x%.2f)", o.parallel[k], this_round[k], ratio[k].back(),
+                   cpu_ratio[k].back());
+    std::fprintf(stderr, ", load average %s\n", load_average().c_str());
+  }
+  const double wall = seconds_since(w0);
+  std::fprintf(stderr, "ds4-bench: --parallel: CPU use %.0f%% of %d threads over the rounds\n",
+               wall > 0 ? 100.0 * (process_cpu_seconds() - cpu0) / (wall * threads) : 0.0, threads);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+  };
+  std::fprintf(out, "%s\n", parallel_csv_header().c_str());
+  for (size_t k = 0; k < kinds; ++k) {
+    const auto [lo, hi] = std::minmax_element(ratio[k].begin(), ratio[k].end());
+    std::fprintf(out, "%s\n",
+                 parallel_csv_row(o.parallel[k], ctx, o.gen_tokens, median(rate[k]), median(ratio[k]), *lo, *hi,
+                                  median(cpu_rate[k]), median(cpu_ratio[k])).c_str());
+    // The last round's engine time per batched pass (what one step of N rows costs where).
+    std::fprintf(stderr, "ds4-bench: --parallel N=%d: ms per pass:%s\n", o.parallel[k], profile[k].c_str());
+  }
+  std::fflush(out);
+  return 0;
+}
+
 int run(const BenchOptions& o) {
   std::unique_ptr<gguf::File> file = gguf::File::open(o.model_path);
   if (!file->has("tokenizer.ggml.tokens") || !file->has("tokenizer.ggml.merges")) {
@@ -181,6 +311,11 @@ int run(const BenchOptions& o) {
   }
   const text::Tokenizer tok(*file);
   const std::vector<int32_t> prompt = tokenize_input(o, tok);
+  if (!o.parallel.empty() && static_cast<int64_t>(prompt.size()) < parallel_prompt_tokens(o)) {
+    std::fprintf(stderr, "ds4-bench: the prompt has %zu tokens, --parallel %d at --ctx-start %d needs at least %lld\n",
+                 prompt.size(), o.parallel.back(), o.ctx_start, static_cast<long long>(parallel_prompt_tokens(o)));
+    return 1;
+  }
   if (static_cast<int64_t>(prompt.size()) < o.ctx_max) {
     std::fprintf(stderr, "ds4-bench: the prompt has %zu tokens, --ctx-max %d needs at least that many\n",
                  prompt.size(), o.ctx_max);
@@ -239,13 +374,21 @@ int run(const BenchOptions& o) {
       return 1;
     }
   }
+  int rc = 0;
+  if (!o.parallel.empty()) {
+    rc = run_parallel(o, *engine, prompt, tok.eos_id(), threads, out);
+    if (out != stdout && std::fclose(out) != 0) {
+      std::fprintf(stderr, "ds4-bench: error writing %s\n", o.csv_path.c_str());
+      rc = 1;
+    }
+    return rc;
+  }
   std::fprintf(out, "%s\n", csv_header().c_str());
   std::fflush(out);
 
   const std::unique_ptr<Session> session = engine->new_session(o.ctx_alloc);
   const int eos = tok.eos_id();
   int previous = 0;
-  int rc = 0;
   for (int frontier : frontiers(o)) {
     const std::vector<int32_t> prefix(prompt.begin(), prompt.begin() + frontier);
     const auto p0 = Clock::now();

@@ -38,6 +38,10 @@ struct BenchOptions {
   bool warm_weights = false;
   bool repack_iq2_xxs = false;
   bool quality = false;  // accepted for ds4 compatibility; the CPU kernels are exact already
+  // --parallel: aggregate decode speed of N sequences evaluated together (one
+  // Engine::eval_batch row each per step) for every N listed, against N = 1 in the same run.
+  std::vector<int> parallel;  // ascending, distinct, 1 included; empty: the frontier sweep
+  int rounds = 3;             // interleaved rounds of the --parallel measurement
 };
 
 // Parses argv (argv[0] is skipped) into `o`. The outcome is done() after --help/--version
@@ -55,6 +59,19 @@ std::vector<int> frontiers(const BenchOptions& o);
 std::string csv_header();
 std::string csv_row(int ctx_tokens, int prefill_tokens, double prefill_seconds, int gen_tokens,
                     double gen_seconds, uint64_t kvcache_bytes);
+
+// --parallel: the CSV header and one row (N, aggregate tokens/s, median ratio to N = 1 and
+// the range of the per-round ratios; then the same rate and ratio from process CPU time).
+std::string parallel_csv_header();
+std::string parallel_csv_row(int n, int ctx_tokens, int gen_tokens, double agg_tps, double ratio,
+                             double ratio_min, double ratio_max, double cpu_agg_tps, double cpu_ratio);
+// The order of the N values in round `round` (rotated, so no N always runs first or last).
+std::vector<int> round_order(const std::vector<int>& parallel, int round);
+// Tokens by which the N sequences of --parallel differ: each is the shared start of the text
+// plus its own slice of this many tokens (sequence i takes the i-th slice after the start).
+int parallel_tail_tokens(int ctx_tokens);
+// Tokens of text --parallel needs: ctx_tokens + (largest N - 1) * tail.
+int64_t parallel_prompt_tokens(const BenchOptions& o);
 
 // Index of the largest logit other than `excluded` (lowest index on ties); -1 if none.
 int argmax_excluding(const std::vector<float>& logits, int excluded);

@@ -1,4 +1,5 @@
 // ds4-bench option parsing, frontier schedule and CSV formatting (no engine needed).
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -44,6 +45,32 @@ void describe(args::Parser& p, BenchOptions& o) {
       "F", "multiplicative frontier step, >= 1 (default 1)");
   p.integer("-n,--gen-tokens", o.gen_tokens, 0, INT_MAX, "N", "greedy tokens per frontier (default 128)");
   p.alias("--tokens", "--gen-tokens", true);
+  p.group("Several sequences decoded together");
+  p.value(
+      "--parallel",
+      [&o](const std::string& v) {
+        o.parallel.clear();
+        size_t at = 0;
+        while (true) {
+          const size_t comma = v.find(',', at);
+          const std::string item = v.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+          o.parallel.push_back(static_cast<int>(args::Parser::parse_integer(item, 1, 256)));
+          if (comma == std::string::npos) break;
+          at = comma + 1;
+        }
+      },
+      "N[,N...]",
+      "instead of the sweep: for each N (1-256), N sequences of --ctx-start\n"
+      "tokens (a shared start, then each its own slice of the text) decode\n"
+      "--gen-tokens greedy tokens together, one batched forward pass per step;\n"
+      "N = 1 is always measured too. CSV:\n"
+      "parallel,ctx_tokens,gen_tokens,agg_tps,ratio,ratio_min,ratio_max,\n"
+      "cpu_agg_tps,cpu_ratio (aggregate tokens/s of the N sequences; ratio =\n"
+      "median over the rounds of that round's aggregate over its N = 1 rate;\n"
+      "cpu_* the same from process CPU time x threads, what the work costs on\n"
+      "a machine shared with other load)");
+  p.alias("-np", "--parallel", true);
+  p.integer("--rounds", o.rounds, 1, INT_MAX, "N", "interleaved rounds of --parallel (default 3)");
   p.group("Output");
   p.text("--csv", o.csv_path, "FILE", "write the CSV there instead of stdout");
 }
@@ -73,6 +100,16 @@ args::Outcome parse_options(int argc, const char* const* argv, BenchOptions& o) 
     if (o.list_devices) return;
     if (o.prompt_path.empty() == o.chat_prompt_path.empty()) {
       throw UsageError("give exactly one of --prompt-file or --chat-prompt-file");
+    }
+    if (!o.parallel.empty()) {
+      // One frontier: --ctx-start (--ctx-max, if given, must agree).
+      if (p.count("--ctx-max") > 0 && o.ctx_max != o.ctx_start) {
+        throw UsageError("--parallel measures at --ctx-start; drop --ctx-max");
+      }
+      o.ctx_max = o.ctx_start;
+      o.parallel.push_back(1);
+      std::sort(o.parallel.begin(), o.parallel.end());
+      o.parallel.erase(std::unique(o.parallel.begin(), o.parallel.end()), o.parallel.end());
     }
     if (o.ctx_start > o.ctx_max) throw UsageError("--ctx-start must be <= --ctx-max");
     if (o.step_mul < 1.0) throw UsageError("--step-mul must be >= 1");
@@ -106,6 +143,31 @@ std::vector<int> frontiers(const BenchOptions& o) {
     if (f >= o.ctx_max) break;
   }
   return out;
+}
+
+std::string parallel_csv_header() {
+  return "parallel,ctx_tokens,gen_tokens,agg_tps,ratio,ratio_min,ratio_max,cpu_agg_tps,cpu_ratio";
+}
+
+std::string parallel_csv_row(int n, int ctx_tokens, int gen_tokens, double agg_tps, double ratio,
+                             double ratio_min, double ratio_max, double cpu_agg_tps, double cpu_ratio) {
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%d,%d,%d,%.2f,%.3f,%.3f,%.3f,%.2f,%.3f", n, ctx_tokens, gen_tokens, agg_tps,
+                ratio, ratio_min, ratio_max, cpu_agg_tps, cpu_ratio);
+  return buf;
+}
+
+std::vector<int> round_order(const std::vector<int>& parallel, int round) {
+  std::vector<int> out(parallel);
+  if (!out.empty()) std::rotate(out.begin(), out.begin() + (round % static_cast<int>(out.size())), out.end());
+  return out;
+}
+
+int parallel_tail_tokens(int ctx_tokens) { return std::clamp(ctx_tokens / 4, 1, 32); }
+
+int64_t parallel_prompt_tokens(const BenchOptions& o) {
+  const int largest = o.parallel.empty() ? 1 : o.parallel.back();
+  return static_cast<int64_t>(o.ctx_start) + static_cast<int64_t>(largest - 1) * parallel_tail_tokens(o.ctx_start);
 }
 
 std::string csv_header() { return "ctx_tokens,prefill_tokens,prefill_tps,gen_tokens,gen_tps,kvcache_bytes"; }

@@ -98,6 +98,41 @@ TEST(BenchOptions, ClearErrors) {
   EXPECT_NE(parse_error({"--prompt-file", "a", "--backend", "metal"}).find("unknown backend 'metal'"), std::string::npos);
 }
 
+TEST(BenchParallel, ListsAndSchedule) {
+  const BenchOptions o = parse({"--prompt-file", "a", "--ctx-start", "256", "-n", "8", "--parallel", "8,2,4,2"});
+  // Sorted, distinct, N = 1 added as the baseline; the one frontier is --ctx-start.
+  EXPECT_EQ(o.parallel, (std::vector<int>{1, 2, 4, 8}));
+  EXPECT_EQ(o.ctx_max, 256);
+  EXPECT_EQ(o.ctx_alloc, 256 + 8 + 1);
+  EXPECT_EQ(o.rounds, 3);
+  EXPECT_EQ(parse({"--prompt-file", "a", "--ctx-start", "64", "-np", "3", "--rounds", "5"}).rounds, 5);
+  EXPECT_TRUE(parse({"--prompt-file", "a"}).parallel.empty());
+  // Each sequence owns a slice of the text after the shared start: 32 tokens, or a quarter
+  // of a short context; the text must hold the largest N's slices.
+  EXPECT_EQ(parallel_tail_tokens(256), 32);
+  EXPECT_EQ(parallel_tail_tokens(40), 10);
+  EXPECT_EQ(parallel_tail_tokens(2), 1);
+  EXPECT_EQ(parallel_prompt_tokens(o), 256 + 7 * 32);
+  // Rounds rotate the order, so no N always runs first.
+  EXPECT_EQ(round_order(o.parallel, 0), (std::vector<int>{1, 2, 4, 8}));
+  EXPECT_EQ(round_order(o.parallel, 1), (std::vector<int>{2, 4, 8, 1}));
+  EXPECT_EQ(round_order(o.parallel, 5), (std::vector<int>{2, 4, 8, 1}));
+  EXPECT_EQ(parallel_csv_header(), "parallel,ctx_tokens,gen_tokens,agg_tps,ratio,ratio_min,ratio_max,cpu_agg_tps,cpu_ratio");
+  EXPECT_EQ(parallel_csv_row(4, 256, 8, 3.14159, 2.0, 1.5, 2.25, 7.5, 2.5), "4,256,8,3.14,2.000,1.500,2.250,7.50,2.500");
+}
+
+TEST(BenchParallel, ClearErrors) {
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel", "0"}).find("--parallel"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel", "2,,4"}).find("--parallel"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel", "4x"}).find("--parallel"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel", "1000"}).find("between 1 and 256"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel"}).find("missing value for --parallel"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel", "2", "--rounds", "0"}).find("--rounds"), std::string::npos);
+  EXPECT_NE(parse_error({"--prompt-file", "a", "--parallel", "2", "--ctx-start", "64", "--ctx-max", "128"})
+                .find("--parallel measures at --ctx-start"),
+            std::string::npos);
+}
+
 TEST(BenchOptions, BackendAndDevice) {
   EXPECT_EQ(parse({"--prompt-file", "a"}).backend, ds4::Backend::Cpu);
   if (ds4::has_backend(ds4::Backend::Vulkan)) {

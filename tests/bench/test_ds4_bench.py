@@ -96,6 +96,37 @@ class Ds4BenchSweep(unittest.TestCase):
         self.assertEqual([int(r["prefill_tokens"]) for r in rows], [30, 30, 40])
 
 
+class Ds4BenchParallel(unittest.TestCase):
+    PAR_COLUMNS = ["parallel", "ctx_tokens", "gen_tokens", "agg_tps", "ratio", "ratio_min", "ratio_max",
+                   "cpu_agg_tps", "cpu_ratio"]
+
+    def test_rows_per_n_and_baseline(self):
+        prompt = text_file("bench-parallel.txt", 120)
+        res = run(["-m", MODEL, "--prompt-file", prompt, "--ctx-start", "48", "-n", "3", "--parallel", "3,2",
+                   "--rounds", "2", "-t", "2"])
+        self.assertEqual(res.returncode, 0, res.stderr)
+        header, rows = parse_csv(res.stdout)
+        self.assertEqual(header, self.PAR_COLUMNS)
+        self.assertEqual([int(r["parallel"]) for r in rows], [1, 2, 3])  # N = 1 added, ascending
+        for r in rows:
+            self.assertEqual(int(r["ctx_tokens"]), 48)
+            self.assertEqual(int(r["gen_tokens"]), 3)
+            self.assertGreater(float(r["agg_tps"]), 0.0)
+            self.assertGreater(float(r["cpu_agg_tps"]), 0.0)
+            self.assertLessEqual(float(r["ratio_min"]), float(r["ratio"]))
+            self.assertLessEqual(float(r["ratio"]), float(r["ratio_max"]))
+        self.assertEqual(rows[0]["ratio"], "1.000")
+        self.assertEqual(rows[0]["cpu_ratio"], "1.000")
+        self.assertEqual(res.stderr.count("--parallel round"), 2)
+        self.assertIn("--parallel N=3: ms per pass: L0", res.stderr)
+
+    def test_text_too_short_for_the_slices(self):
+        prompt = text_file("bench-parallel-short.txt", 12)
+        res = run(["-m", MODEL, "--prompt-file", prompt, "--ctx-start", "40", "-n", "1", "--parallel", "8"])
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("--parallel 8 at --ctx-start 40 needs at least", res.stderr)
+
+
 class Ds4BenchErrors(unittest.TestCase):
     def test_help(self):
         res = run(["--help"])
