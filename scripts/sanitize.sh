@@ -37,8 +37,8 @@ if [[ "$MODE" == asan || "$MODE" == all ]]; then
 fi
 if [[ "$MODE" == tsan || "$MODE" == all ]]; then
   configure_and_build "$ROOT/build-tsan" "-fsanitize=thread"
-  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp" \
     ctest --test-dir "$ROOT/build-tsan" --output-on-failure -j"$(nproc)" \
-    -R "${DS4_TSAN_TESTS:-ThreadPool|Pool|Arena|Batched|server|kvcache|KvCache|DiskCache|Concurrent}" "$@" || status=1
+    -R "${DS4_TSAN_TESTS:-ThreadPool|Pool|Arena|Batch|Rewind|EngineThreads|server|kvcache|KvCache|DiskCache|Concurrent}" "$@" || status=1
 fi
 exit $status
