@@ -147,36 +147,46 @@ test("alternating conversations on --parallel 2 reuse their whole previous turn"
 });
 
 test("a disconnect mid-stream frees its slot; the other streams finish unchanged", async () => {
+  // Streams 0 and 2 are the model's own greedy answers (with logprobs), decoded in one batch
+  // with stream 1, which the client drops after 5 chunks; truth: each of them run alone.
+  const bodies = [0, 1, 2].map((i) => ({
+    model: "deepseek-chat", messages: [{ role: "user", content: `Stream ${i}: describe the weather.` }],
+    temperature: 0, max_tokens: 24, logprobs: true,
+  }));
+  const single = await start(["--parallel", "1"]);
+  const alone = {};
+  for (const i of [0, 2]) alone[i] = await streamOne(clientOf(single), bodies[i], 0);
+  assert.ok(alone[0].completion_tokens > 5 && alone[2].completion_tokens > 5, "long enough to overlap the cut");
+
   const server = await start(["--parallel", "3"]);
   const client = clientOf(server);
-  const texts = [0, 1, 2].map((i) => `stream ${i} says ` + "word ".repeat(30).trim());
   const controller = new AbortController();
-  const run = async (i) => {
+  const cut = async () => {
     const stream = await client.chat.completions.create(
-      { model: "deepseek-chat", messages: [{ role: "user", content: `stream ${i}` }], stream: true,
-        ds4_test_output: texts[i], ds4_test_delay_ms: 30 },
-      i === 1 ? { signal: controller.signal } : {});
-    let text = "";
+      { ...bodies[1], max_tokens: 200, stream: true, ds4_test_delay_ms: 30 }, { signal: controller.signal });
     let chunks = 0;
     try {
-      for await (const chunk of stream) {
-        text += chunk.choices[0]?.delta?.content ?? "";
-        if (i === 1 && ++chunks === 5) controller.abort();
-      }
+      for await (const chunk of stream) if (chunk.choices[0] && ++chunks === 5) controller.abort();
     } catch (e) {
-      if (i !== 1) throw e;
+      if (!controller.signal.aborted) throw e;
     }
-    return i === 1 && controller.signal.aborted ? null : text;
+    return controller.signal.aborted;
   };
   const cancelledBefore = await metric(server.base, "ds4_cancelled_total");
-  const results = await Promise.all([0, 1, 2].map(run));
-  assert.equal(results[0], texts[0]);
-  assert.equal(results[2], texts[2]);
-  assert.equal(results[1], null);
+  const [r0, aborted, r2] = await Promise.all([streamOne(client, bodies[0], 30), cut(), streamOne(client, bodies[2], 30)]);
+  assert.equal(aborted, true);
+  assert.deepEqual(r0, alone[0]);
+  assert.deepEqual(r2, alone[2]);
+  // The streams were decoded together (several rows per step), and the cut one's slot freed.
+  const steps = await metric(server.base, "ds4_decode_steps_total");
+  const rows = await metric(server.base, "ds4_decode_step_rows_total");
+  assert.ok(rows > 1.5 * steps, `rows ${rows} steps ${steps}`);
   assert.ok(await waitFor(async () => (await slots(server)).every((s) => s.state === "idle")));
   assert.equal(await metric(server.base, "ds4_cancelled_total"), cancelledBefore + 1);
   const s = await slots(server);
   assert.equal(s.reduce((a, x) => a + x.cancelled, 0), 1);
+  // The freed slot serves again.
+  assert.deepEqual(await streamOne(client, bodies[0], 0), alone[0]);
 });
 
 test("a full queue answers 429 with Retry-After and the server stays healthy", async () => {
