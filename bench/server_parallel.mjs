@@ -7,8 +7,12 @@
 //        [--parallel 4] [--tokens 32] [--rounds 3] [--threads 2] [--ctx 4096]
 //
 // Prints per round the wall seconds of both arms and the ratio together / one-by-one
-// (lower is better; 1.0 = no gain), then the median ratio and aggregate decode tokens/s.
+// (lower is better; 1.0 = no gain), the same from the server process's CPU time (what the
+// work costs on a shared machine) and the load average, then the medians and aggregate
+// decode tokens/s.
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import os from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,26 +59,38 @@ async function stream(k) {
   for await (const c of s) if (c.choices[0]?.delta?.content) n++;
   return n;
 }
+// The server's user + system CPU seconds (/proc/PID/stat fields 14 and 15, in clock ticks
+// of 1/100 s on Linux).
+function serverCpu() {
+  const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+// {wall, cpu} seconds of fn.
 async function timed(fn) {
+  const c0 = serverCpu();
   const t0 = process.hrtime.bigint();
   await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+  return { wall: Number(process.hrtime.bigint() - t0) / 1e9, cpu: serverCpu() - c0 };
 }
 
 await stream(-1);  // warm-up: weights paged in, scratch grown
-const ratios = [];
+const ratios = [], cpuRatios = [];
 let seqTotal = 0, parTotal = 0;
+const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 for (let r = 0; r < ROUNDS; r++) {
   const seq = await timed(async () => { for (let k = 0; k < N; k++) await stream(k); });
   const par = await timed(() => Promise.all(Array.from({ length: N }, (_, k) => stream(k))));
-  seqTotal += seq;
-  parTotal += par;
-  ratios.push(par / seq);
-  console.log(`round ${r}: one-by-one ${seq.toFixed(2)} s, together ${par.toFixed(2)} s, ratio ${(par / seq).toFixed(3)}`);
+  seqTotal += seq.wall;
+  parTotal += par.wall;
+  ratios.push(par.wall / seq.wall);
+  cpuRatios.push(par.cpu / seq.cpu);
+  console.log(`round ${r}: one-by-one ${seq.wall.toFixed(2)} s (CPU ${seq.cpu.toFixed(2)} s), together ` +
+              `${par.wall.toFixed(2)} s (CPU ${par.cpu.toFixed(2)} s), ratio ${(par.wall / seq.wall).toFixed(3)} ` +
+              `(CPU time ${(par.cpu / seq.cpu).toFixed(3)}), load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")}`);
 }
-ratios.sort((a, b) => a - b);
 const tok = N * (TOKENS + 1) * ROUNDS;
-console.log(`median ratio together / one-by-one: ${ratios[Math.floor(ratios.length / 2)].toFixed(3)} ` +
-            `(N=${N}, ${TOKENS + 1} tokens per stream, ${ROUNDS} rounds); aggregate decode ` +
+console.log(`median ratio together / one-by-one: ${median(ratios).toFixed(3)} wall, ${median(cpuRatios).toFixed(3)} ` +
+            `CPU time (N=${N}, ${TOKENS + 1} tokens per stream, ${ROUNDS} rounds); aggregate decode ` +
             `${(tok / seqTotal).toFixed(2)} t/s one-by-one vs ${(tok / parTotal).toFixed(2)} t/s together (incl. prefill)`);
 child.kill("SIGTERM");
