@@ -93,6 +93,11 @@ void Ops::matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride,
                  size_t y_off) {
   const char* mod = matmul_module(w.type);
   if (!mod) throw std::invalid_argument("Vulkan matmul: no kernel for weight type " + std::string(quant::type_name(w.type)));
+  const bool flt = w.type == Type::F32 || w.type == Type::F16;
+  // Rows of at most 4 blocks: the block shader's 16-rows-per-workgroup variant.
+  const bool short_rows = !flt && w.cols <= 4 * (w.type == Type::Q8_0 ? quant::QK8_0 : quant::QK_K);
+  const std::string short_mod = std::string("matmul_short_") + (mod + 7);
+  if (short_rows) mod = short_mod.c_str();
   const auto rb = quant::row_bytes(w.type, static_cast<uint64_t>(w.cols));
   if (!rb || *rb != w.row_bytes) throw std::invalid_argument("Vulkan matmul: row size does not match the type");
   if (w.rows <= 0 || nvec <= 0) return;
@@ -113,9 +118,9 @@ void Ops::matmul(Recorder& rec, const DeviceMatrix& w, Range x, size_t x_stride,
                   u32(y_stride, "y stride"),  u32(y_off + r0, "y off")};
     // The binding must cover whole words.
     const size_t bound = std::min<size_t>((bytes + 3) / 4 * 4, w.buffer->size() - bind);
-    // The block shader covers 4 rows per workgroup, the float shader one.
-    const uint64_t groups = (w.type == Type::F32 || w.type == Type::F16) ? static_cast<uint64_t>(nr)
-                                                                          : (static_cast<uint64_t>(nr) + 3) / 4;
+    // The block shader covers 4 rows per workgroup (its short-row variant 16), the float one.
+    const uint64_t rows_per_group = flt ? 1 : short_rows ? 16 : 4;
+    const uint64_t groups = (static_cast<uint64_t>(nr) + rows_per_group - 1) / rows_per_group;
     uint32_t gx, gy;
     grid(groups, &gx, &gy);
     Range wr{w.buffer, bind, bound};

@@ -307,7 +307,12 @@ INSTANTIATE_TEST_SUITE_P(
                       MatCase{Type::Q4_K, 37, 512, 1, 0, 0}, MatCase{Type::Q4_K, 17, 2048, 9, 144, 0},
                       MatCase{Type::IQ2_XXS, 37, 512, 1, 66, 0}, MatCase{Type::IQ2_XXS, 17, 4096, 10, 2, 0},
                       // Rows split over several dispatches with unaligned binding offsets.
-                      MatCase{Type::IQ2_XXS, 29, 1024, 1, 66, 4200}, MatCase{Type::Q8_0, 29, 256, 1, 34, 2048}),
+                      MatCase{Type::IQ2_XXS, 29, 1024, 1, 66, 4200}, MatCase{Type::Q8_0, 29, 256, 1, 34, 2048},
+                      // Rows of at most 4 blocks (the short-row variant), row counts not a
+                      // multiple of its 16 rows, vector groups of 4, a split.
+                      MatCase{Type::Q8_0, 37, 64, 1, 34, 0}, MatCase{Type::Q8_0, 53, 128, 9, 0, 0},
+                      MatCase{Type::Q2_K, 37, 256, 5, 84, 0}, MatCase{Type::Q4_K, 19, 1024, 3, 0, 0},
+                      MatCase{Type::IQ2_XXS, 21, 768, 2, 66, 0}, MatCase{Type::Q8_0, 45, 64, 2, 34, 1024}),
     [](const auto& info) {
       return std::string(quant::type_name(info.param.type)) + "_" + std::to_string(info.param.rows) + "x" +
              std::to_string(info.param.cols) + "_v" + std::to_string(info.param.nvec) +

@@ -9,13 +9,22 @@
 // integer sums and float term alone, so a pass covers 16 consecutive blocks of each row
 // (adjacent invocations read adjacent blocks), and one invocation per (row, vector) then adds
 // the pass's terms in block order. Vectors are processed in groups of up to 8.
+// SHORT_ROWS (rows of at most 4 blocks, e.g. a small model's 64-wide vocabulary head): 16
+// rows of 4 blocks per workgroup instead, vectors in groups of 4 (the same sums in the same
+// order; a quarter of the workgroups, none of them mostly idle).
 #include "common.glsl"
 #include "matmul_push.glsl"
 
 #define WG 64u
+#ifdef SHORT_ROWS
+#define RPW 16u
+#define BPR 4u
+#define MAXV 4u
+#else
 #define RPW 4u   // weight rows per workgroup
 #define BPR 16u  // blocks of a row in flight (one per invocation)
 #define MAXV 8u  // vectors per group (at most BPR)
+#endif
 layout(local_size_x = 64) in;
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 1) readonly buffer X { uint x[]; };
