@@ -322,12 +322,7 @@ int run(const BenchOptions& o) {
     return 1;
   }
 
-  EngineOptions eo;
-  eo.threads = o.threads;
-  eo.layer_split = o.layer_split;
-  eo.backend = o.backend;
-  eo.device = o.device;
-  eo.cpu_moe_layers = o.cpu_moe_layers;
+  EngineOptions eo = o.engine_options();
   eo.repack_iq2_xxs = o.repack_iq2_xxs;
   if (o.prefill_chunk > 0) eo.prefill_chunk = o.prefill_chunk;
   const std::unique_ptr<Engine> engine = Engine::open(o.model_path, eo);

@@ -12,11 +12,12 @@
 #include <vector>
 
 #include "args/args.h"
+#include "args/engine_options.h"
 #include "ds4/engine.h"
 
 namespace ds4::bench {
 
-struct BenchOptions {
+struct BenchOptions : args::EngineFlags {
   std::string model_path = "ds4flash.gguf";
   std::string prompt_path;       // raw text, tokenised as is (no BOS, no special tokens)
   std::string chat_prompt_path;  // or: a user message rendered as a non-thinking chat prompt
@@ -28,12 +29,6 @@ struct BenchOptions {
   int step_incr = 2048;
   int gen_tokens = 128;
   std::string csv_path;  // empty: stdout
-  int threads = 0;       // 0: the engine's default
-  std::vector<int> layer_split;  // --layer-split (MPI)
-  Backend backend = Backend::Cpu;  // -b/--backend
-  int device = 0;                  // --device (Vulkan)
-  int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N
-  bool list_devices = false;
   int prefill_chunk = 0; // 0: the engine's default
   bool warm_weights = false;
   bool repack_iq2_xxs = false;

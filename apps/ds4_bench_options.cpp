@@ -28,8 +28,7 @@ void describe(args::Parser& p, BenchOptions& o) {
          "system prompt for --chat-prompt-file\n(default: \"You are a helpful assistant.\")");
   p.alias("-sys", "--system", true);
   p.group("Model and machine");
-  args::add_engine_options(p, {o.model_path, o.threads, o.layer_split, o.backend, o.device, o.cpu_moe_layers,
-                               o.list_devices});
+  args::add_engine_options(p, o.model_path, o);
   p.integer("--prefill-chunk", o.prefill_chunk, 1, INT_MAX, "N", "tokens per prefill chunk (default: the engine's)");
   p.flag("--warm-weights", o.warm_weights, "read every mapped weight page before measuring");
   p.flag("--repack-iq2", o.repack_iq2_xxs,

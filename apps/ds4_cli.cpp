@@ -149,13 +149,8 @@ int run_cli(int argc, char** argv) {
       return 0;
     }
 
-    EngineOptions eo;
-    eo.threads = opt.threads;
-    eo.backend = opt.backend;
-    eo.device = opt.device;
-    eo.cpu_moe_layers = opt.cpu_moe_layers;
+    EngineOptions eo = opt.engine_options();
     eo.mtp_path = opt.mtp_path;
-    eo.layer_split = opt.layer_split;
     std::unique_ptr<Engine> engine;
     try {
       engine = Engine::open(opt.model_path, eo);

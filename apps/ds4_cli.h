@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "args/engine_options.h"
 #include "ds4/engine.h"
 #include "kvcache/store.h"
 #include "grammar/matcher.h"
@@ -37,18 +38,13 @@ const char* think_mode_name(ThinkMode m);
 inline constexpr int kThinkMaxMinContext = static_cast<int>(text::kThinkMaxMinContext);
 ThinkMode effective_think_mode(ThinkMode requested, int ctx);
 
-struct CliOptions {
+struct CliOptions : args::EngineFlags {
   std::string model_path = "./ds4flash.gguf";
   std::string mtp_path;
   int mtp_draft = 0;          // --mtp-draft N: speculative decoding with N MTP drafts
   bool mtp_adaptive = true;   // --mtp-fixed turns the controller off (benchmarks)
   int ctx = 32768;
   bool ctx_given = false;  // the default is lowered to a smaller model's limit
-  int threads = 0;  // 0: all cores
-  std::vector<int> layer_split;  // --layer-split (MPI)
-  Backend backend = Backend::Cpu;  // -b/--backend
-  int device = 0;                  // --device (Vulkan)
-  int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)
   std::optional<std::string> prompt;  // -p, or the contents of --prompt-file
   std::string prompt_file;
   std::string system = "You are a helpful assistant";

@@ -61,14 +61,13 @@ constexpr const char* kFooter =
 // What the flags hold before parse_args turns them into CliOptions.
 struct CliFlags {
   std::string prompt, prompt_file, grammar, json_schema, unavailable_flag;
-  bool list_devices = false, server = false, unavailable = false;
+  bool server = false, unavailable = false;
 };
 
 // Every flag of ds4, bound to `o` and `f`.
 void describe(args::Parser& p, CliOptions& o, CliFlags& f) {
   p.group("Model and runtime");
-  args::add_engine_options(p, {o.model_path, o.threads, o.layer_split, o.backend, o.device, o.cpu_moe_layers,
-                               f.list_devices});
+  args::add_engine_options(p, o.model_path, o);
   args::add_mtp_options(p, {o.mtp_path, o.mtp_draft, o.mtp_adaptive});
   p.value(
       "-c,--ctx",
@@ -237,7 +236,7 @@ ParseResult parse_args(const std::vector<std::string>& argv) {
     r.message = parsed.exit_code == 0 ? parsed.out : parsed.err;
     return r;
   }
-  if (f.list_devices) {
+  if (o.list_devices) {
     r.exit_code = 0;
     r.message = describe_devices();
     return r;

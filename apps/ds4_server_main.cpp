@@ -51,13 +51,8 @@ int main(int argc, char** argv) {
       quant_bits = ds4::kvcache::quant_bits_for(t->type);
     }
     file.reset();
-    ds4::EngineOptions eo;
-    eo.threads = opt.threads;
-    eo.backend = opt.backend;
-    eo.device = opt.device;
-    eo.cpu_moe_layers = opt.cpu_moe_layers;
+    ds4::EngineOptions eo = opt.engine_options();
     eo.mtp_path = opt.mtp_path;
-    eo.layer_split = opt.layer_split;
     engine = ds4::Engine::open(opt.model_path, eo);
     if (const std::string why = ds4::spec::unsupported_reason(*engine, opt.mtp_draft); !why.empty()) {
       throw std::runtime_error(why);

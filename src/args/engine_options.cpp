@@ -8,8 +8,18 @@
 
 namespace ds4::args {
 
-void add_engine_options(Parser& p, const EngineTargets& t) {
-  p.text("-m,--model", t.model_path, "FILE", "GGUF model. Default: " + t.model_path);
+EngineOptions EngineFlags::engine_options() const {
+  EngineOptions eo;
+  eo.threads = threads;
+  eo.layer_split = layer_split;
+  eo.backend = backend;
+  eo.device = device;
+  eo.cpu_moe_layers = cpu_moe_layers;
+  return eo;
+}
+
+void add_engine_options(Parser& p, std::string& model_path, EngineFlags& t) {
+  p.text("-m,--model", model_path, "FILE", "GGUF model. Default: " + model_path);
   p.integer("-t,--threads", t.threads, 1, 4096, "N", "Worker threads. Default: all cores");
   p.value(
       "--layer-split",

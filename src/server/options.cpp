@@ -22,8 +22,7 @@ constexpr const char* kFooter =
 // Every flag of ds4-server, bound to `o`.
 void describe(args::Parser& p, ServerOptions& o) {
   p.group("Model and runtime");
-  args::add_engine_options(p, {o.model_path, o.threads, o.layer_split, o.backend, o.device, o.cpu_moe_layers,
-                               o.list_devices});
+  args::add_engine_options(p, o.model_path, o);
   args::add_mtp_options(p, {o.mtp_path, o.mtp_draft, o.mtp_adaptive});
   p.integer("-c,--ctx", o.ctx, 1, kIntMax, "N", "context size in tokens (default 32768)");
   p.integer("-n,--tokens", o.default_max_tokens, 0, kIntMax, "N", 

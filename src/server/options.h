@@ -6,23 +6,17 @@
 #include <vector>
 
 #include "args/args.h"
-#include "ds4/engine.h"
+#include "args/engine_options.h"
 #include "kvcache/policy.h"
 
 namespace ds4::server {
 
-struct ServerOptions {
+struct ServerOptions : args::EngineFlags {
   std::string model_path = "ds4flash.gguf";
   std::string host = "127.0.0.1";
   int port = 8000;
   int ctx = 32768;
   int64_t default_max_tokens = 393216;  // -n: used when a request gives no limit
-  int threads = 0;
-  std::vector<int> layer_split;  // --layer-split: layers per MPI rank
-  Backend backend = Backend::Cpu;  // -b/--backend
-  int device = 0;                  // --device (Vulkan)
-  int cpu_moe_layers = 0;          // --cpu-moe (INT_MAX), --n-cpu-moe N (EngineOptions)
-  bool list_devices = false;       // --list-devices: print them and exit
   bool cors = false;
   std::string api_key;  // empty: no authentication
   std::string mtp_path;
