@@ -48,9 +48,10 @@ const REQUESTS = [
   { model: "deepseek-chat", messages: [{ role: "user", content: "Tell me about slots." }],
     temperature: 0, max_tokens: 20, logprobs: true, top_logprobs: 2 },
   { model: "deepseek-reasoner", messages: [{ role: "user", content: "Think about batching." }],
-    seed: 7, max_tokens: 20 },
+    seed: 7, max_tokens: 20, logprobs: true },
+  // The tokens are scripted; their logprobs are still the model's, so cross-talk would show.
   { model: "deepseek-v4-flash", messages: [{ role: "user", content: "Weather in Oslo?" }],
-    tools: [WEATHER_TOOL], ds4_test_output: "I will call the tool.</think>" + DSML_CALL },
+    tools: [WEATHER_TOOL], ds4_test_output: "I will call the tool.</think>" + DSML_CALL, logprobs: true },
   { model: "deepseek-chat",
     messages: [{ role: "system", content: "You are terse." }, { role: "user", content: "Name a color." }],
     temperature: 0, max_tokens: 20 },
@@ -87,6 +88,7 @@ test("4 concurrent streams on --parallel 4 equal each run alone on --parallel 1"
   assert.equal(alone[2].finish, "tool_calls");
   assert.equal(alone[2].calls.length, 1);
   assert.deepEqual(JSON.parse(alone[2].calls[0].arguments), { location: "Oslo" });
+  for (const i of [0, 1, 2]) assert.ok(alone[i].logprobs.length > 0, `request ${i} has logprobs`);
 
   const multi = await start(["--parallel", "4"]);
   const client = clientOf(multi);
