@@ -71,6 +71,17 @@ json usage_json(const Usage& u) {
 
 namespace {
 
+// The last chunk of a stream that asked for stream_options.include_usage: no choices, the usage.
+json usage_chunk(const std::string& id, const char* object, int64_t created, const std::string& model,
+                 const Usage& u) {
+  return json{{"id", id},       {"object", object},         {"created", created},
+              {"model", model}, {"choices", json::array()}, {"usage", usage_json(u)}};
+}
+
+}  // namespace
+
+namespace {
+
 // Thinking (docs/server.md): explicit control, then the model alias, then the effort.
 Thinking resolve_thinking(const OJ& body, const std::string& model) {
   std::optional<bool> explicit_on;
@@ -450,12 +461,7 @@ void ChatFormatter::stream_event(const GenEvent& ev, std::vector<json>& out) {
       }
       out.push_back(with_logprobs(chunk(json::object(), ev.finish_reason)));
       if (info_.include_usage) {
-        out.push_back(json{{"id", id_},
-                           {"object", "chat.completion.chunk"},
-                           {"created", created_},
-                           {"model", model_},
-                           {"choices", json::array()},
-                           {"usage", usage_json(ev.usage)}});
+        out.push_back(usage_chunk(id_, "chat.completion.chunk", created_, model_, ev.usage));
       }
       break;
     }
@@ -547,12 +553,7 @@ void CompletionFormatter::stream_event(const GenEvent& ev, std::vector<json>& ou
     case GenEvent::Kind::Done:
       out.push_back(attach(chunk("", ev.finish_reason)));
       if (info_.include_usage) {
-        out.push_back(json{{"id", id_},
-                           {"object", "text_completion"},
-                           {"created", created_},
-                           {"model", model_},
-                           {"choices", json::array()},
-                           {"usage", usage_json(ev.usage)}});
+        out.push_back(usage_chunk(id_, "text_completion", created_, model_, ev.usage));
       }
       break;
     default:
