@@ -242,16 +242,20 @@ void DsmlStreamParser::begin_block(size_t ws_start, size_t tag_start, size_t tag
   state_ = State::BlockExpectInvoke;
 }
 
+void DsmlStreamParser::block_was_reasoning(std::vector<DsmlEvent>& out) {
+  tentative_ = false;
+  held_.clear();
+  block_calls_.clear();
+  next_call_index_ = block_first_call_index_;
+  state_ = State::Reasoning;
+  emit_text(out, block_raw_);
+  block_raw_.clear();
+}
+
 void DsmlStreamParser::fail(std::vector<DsmlEvent>& out, const std::string& why) {
   if (tentative_) {
     // DSML-looking text inside reasoning that did not parse: it was just reasoning.
-    tentative_ = false;
-    held_.clear();
-    block_calls_.clear();
-    next_call_index_ = block_first_call_index_;
-    state_ = State::Reasoning;
-    emit_text(out, block_raw_);
-    block_raw_.clear();
+    block_was_reasoning(out);
     return;
   }
   had_error_ = true;
@@ -558,13 +562,7 @@ bool DsmlStreamParser::step(bool eof, std::vector<DsmlEvent>& out) {
         return false;
       }
       // More reasoning followed: the block was part of the reasoning text.
-      tentative_ = false;
-      held_.clear();
-      block_calls_.clear();
-      next_call_index_ = block_first_call_index_;
-      state_ = State::Reasoning;
-      emit_text(out, block_raw_);
-      block_raw_.clear();
+      block_was_reasoning(out);
       return true;
     }
 

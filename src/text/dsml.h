@@ -171,6 +171,9 @@ class DsmlStreamParser {
   void emit_args(std::vector<DsmlEvent>& out, std::string_view fragment);
   void consume_block(size_t n);
   void fail(std::vector<DsmlEvent>& out, const std::string& why);
+  // A tentative block (DSML-looking text inside reasoning) was reasoning after all: its
+  // calls are dropped and its raw text goes out as reasoning.
+  void block_was_reasoning(std::vector<DsmlEvent>& out);
   void begin_block(size_t ws_start, size_t tag_start, size_t tag_len, bool bar_missing);
   void end_block(std::vector<DsmlEvent>& out);
 
