@@ -37,7 +37,15 @@ if [[ "$MODE" == asan || "$MODE" == all ]]; then
   # The libFuzzer run has its own sanitizer build (scripts/fuzz.sh).
   ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
-    ctest --test-dir "$ROOT/build-asan" --output-on-failure -j"$(nproc)" -LE "${DS4_SANITIZE_EXCLUDE:-fuzz}" "$@" || status=1
+    ctest --test-dir "$ROOT/build-asan" --output-on-failure -j"$(nproc)" -LE "${DS4_SANITIZE_EXCLUDE:-fuzz}|mpi" "$@" || status=1
+  # Open MPI frees little of what it allocates at MPI_Finalize and unloads its plugins, whose
+  # frames no leak suppression can name: the MPI tests run with memory-error and UB checks
+  # but without leak detection.
+  if [[ ! "mpi" =~ ^(${DS4_SANITIZE_EXCLUDE:-fuzz})$ ]]; then
+    ASAN_OPTIONS="detect_leaks=0:strict_string_checks=1:detect_stack_use_after_return=1" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+      ctest --test-dir "$ROOT/build-asan" --output-on-failure -j"$(nproc)" -L mpi "$@" || status=1
+  fi
 fi
 if [[ "$MODE" == tsan || "$MODE" == all ]]; then
   configure_and_build "$ROOT/build-tsan" "-fsanitize=thread"

@@ -455,6 +455,7 @@ class PipelineBackend final : public backend::Backend {
       Bytes res = comm.recv(last, kResult);
       if (res.size() != static_cast<size_t>(n_out) * (c.vocab + hcD) * sizeof(float))
         throw Error(Error::Kind::InvalidArgument, "MPI pipeline: result of the wrong size from the last rank");
+      if (n_out == 0) continue;  // a piece with no outputs: its (empty) result has no data pointer
       const float* lg = reinterpret_cast<const float*>(res.data());
       const float* hd = lg + static_cast<size_t>(n_out) * c.vocab;
       if (b.logits) std::memcpy(b.logits + o * c.vocab, lg, static_cast<size_t>(n_out) * c.vocab * sizeof(float));
