@@ -110,8 +110,10 @@ for (const [name, model] of [["synthetic", process.env.DS4_TEST_MODEL], ["tiny-a
       if (args.includes("--mtp-fixed")) {
         assert.ok(drafted > 0, `${args.join(" ")}: nothing drafted`);
         assert.ok(accepted > 0, `${args.join(" ")}: no hook draft accepted`);
+        // Only here: the adaptive controller may draft nothing until the last request, whose
+        // log line can come after its answer (and so after this check).
+        assert.match(s.stderr(), /mtp drafted=[1-9][0-9]* accepted=[0-9]+/);
       }
-      assert.match(s.stderr(), /mtp drafted=[1-9][0-9]* accepted=[0-9]+/);
       await s.stop();
     }
   });
