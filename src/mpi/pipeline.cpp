@@ -362,13 +362,7 @@ class PipelineBackend final : public backend::Backend {
 
   std::unique_ptr<backend::Sequence> new_sequence(int ring_cap, int rewind_depth) override {
     const uint64_t id = next_seq_.fetch_add(1);
-    Header h;
-    h.op = kNewSeq;
-    h.engine = engine_;
-    h.seq = id;
-    h.a = ring_cap;
-    h.b = rewind_depth;
-    Comm::get().send(1, kChain, header_only(h));
+    send_simple(kNewSeq, id, ring_cap, rewind_depth);
     return std::make_unique<PipeSequence>(*this, id, backend::make_state(w_, ring_cap, rewind_depth));
   }
 
