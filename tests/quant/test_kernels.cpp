@@ -184,7 +184,8 @@ template <typename Block, typename Fn>
 void check_k_kernel(const char* name, Fn pick, void (*fix)(Block&, std::mt19937&)) {
   std::mt19937 rng(ds4::testdata::test_seed(13));
   for (Isa isa : simd_isas()) {
-    for (int64_t nb : {0, 1, 2, 3, 7, 16}) {
+    // Block counts around the kernels' four-block groups and their tails.
+    for (int64_t nb : {0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 16}) {
       for (int rep = 0; rep < 20; ++rep) {
         auto w = random_blocks<Block>(nb, rng);
         for (auto& b : w) fix(b, rng);
@@ -233,7 +234,7 @@ void check_extremes(const char* name, float (*pick_single)(const Kernels&, const
   for (Isa isa : simd_isas()) {
     for (int fill : {0x00, 0xFF, 0xAA, 0x55}) {
       for (int act : {127, -127, 0}) {  // 0: alternating signs
-        for (int64_t nb : {1, 2, 3, 16}) {
+        for (int64_t nb : {1, 2, 3, 5, 8, 16}) {
           std::vector<Block> w(nb);
           std::memset(w.data(), fill, w.size() * sizeof(Block));
           for (auto& b : w) set_scales(b);
