@@ -193,6 +193,29 @@ std::string pass_profile(const EvalStats& st, int n_layers) {
   return s;
 }
 
+// The split of one phase's layer time, ms per token: weights (projections, experts, norms,
+// compressors), attention over KV rows, indexer; a layer without an indexer shows no third part.
+std::string layer_split(const EvalStats::Phase& ph, const ModelConfig& c) {
+  if (ph.tokens == 0 || ph.attention_s.size() != ph.layer_s.size()) return "";
+  const double per = 1e3 / static_cast<double>(ph.tokens);
+  std::string s;
+  char buf[96];
+  for (size_t l = 0; l < ph.layer_s.size(); ++l) {
+    const double att = ph.attention_s[l], idx = ph.indexer_s[l];
+    const double weights = ph.layer_s[l] - att - idx;
+    const int r = c.ratio(static_cast<int>(l));
+    if (r == 4)
+      std::snprintf(buf, sizeof buf, "%s L%zu (ratio 4) %.2f/%.2f/%.2f", l ? "," : "", l, weights * per, att * per,
+                    idx * per);
+    else if (r)
+      std::snprintf(buf, sizeof buf, "%s L%zu (ratio %d) %.2f/%.2f", l ? "," : "", l, r, weights * per, att * per);
+    else
+      std::snprintf(buf, sizeof buf, "%s L%zu (window) %.2f/%.2f", l ? "," : "", l, weights * per, att * per);
+    s += buf;
+  }
+  return s;
+}
+
 // --parallel: N sequences decoded together, one Engine::eval_batch row each per step, for
 // every N of the list, in interleaved rounds; each round's aggregate rate over that round's
 // N = 1 rate. The sequences differ (shared start, then each its own slice of the text), so
@@ -389,6 +412,7 @@ int run(const BenchOptions& o) {
     const auto p0 = Clock::now();
     session->sync(prefix);
     const double prefill_s = seconds_since(p0);
+    const std::string prefill_split = layer_split(session->stats().prefill, cfg);
 
     const std::vector<uint8_t> snapshot = session->save_snapshot();  // untimed, as in ds4
     session->reset_stats();  // the engine's per-layer timing of this decode loop
@@ -454,7 +478,16 @@ int run(const BenchOptions& o) {
         }
         std::fprintf(stderr, "\n");
       }
+      // Where the layer time goes as the context grows: the attention and the indexer scale
+      // with the rows a token sees, the weights do not.
+      const std::string decode_split = layer_split(st.decode, cfg);
+      if (!decode_split.empty())
+        std::fprintf(stderr, "ds4-bench: ctx %d: decode split, ms/token weights/attention/indexer:%s\n", frontier,
+                     decode_split.c_str());
     }
+    if (!prefill_split.empty())
+      std::fprintf(stderr, "ds4-bench: ctx %d: prefill of %d tokens split, ms/token weights/attention/indexer:%s\n",
+                   frontier, frontier - previous, prefill_split.c_str());
     previous = frontier;
   }
   if (out != stdout && std::fclose(out) != 0) {

@@ -118,6 +118,13 @@ struct EvalStats {
     double embed_s = 0;
     double head_s = 0;             // output head (logits)
     std::vector<double> layer_s;   // per layer (n_layers entries)
+    // Parts of layer_s (n_layers entries; zeros where a backend does not time them): the
+    // attention over KV rows (scores, softmax and value sums over the window and the chosen
+    // compressed rows) and the indexer (scoring every compressed row of a ratio-4 layer and
+    // choosing the top-k). The rest of a layer's time is its weights: projections, experts,
+    // norms, the compressors.
+    std::vector<double> attention_s;
+    std::vector<double> indexer_s;
   };
   Phase decode, prefill;
   // Rewinds: cheap ones (nothing re-evaluated) and those that re-evaluated the kept prefix.

@@ -84,6 +84,10 @@ struct Batch {
   double* embed_s = nullptr;
   double* layer_s = nullptr;  // n_layers entries
   double* head_s = nullptr;
+  // Optional, per layer (n_layers entries, part of layer_s; a backend that does not time
+  // them leaves them alone): the attention over KV rows and the indexer (EvalStats::Phase).
+  double* attention_s = nullptr;
+  double* indexer_s = nullptr;
 };
 
 class Backend {

@@ -69,11 +69,16 @@ class CpuBackend final : public backend::Backend {
     if (b.embed_s) *b.embed_s += t_prev - t_start;
     for (int il = first; il < end; ++il) {
       for (int t = 0; t < n; ++t) states_[t] = &b.entries[t].seq->host().layers[il];
+      Forward::StageTimes stages;
+      fw.time_stages(b.attention_s || b.indexer_s ? &stages : nullptr);
       fw.block(w_.layers[il], BlockRows{states_.data(), pos_.data(), tokens_.data(), n}, X.data());
       const double now = seconds_now();
       if (b.layer_s) b.layer_s[il] += now - t_prev;
+      if (b.attention_s) b.attention_s[il] += stages.attention_s;
+      if (b.indexer_s) b.indexer_s[il] += stages.indexer_s;
       t_prev = now;
     }
+    fw.time_stages(nullptr);
     if (end < c.n_layers) {
       if (b.out) std::copy_n(X.data(), n * hcD, b.out);
       publish_scratch();

@@ -6,12 +6,14 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "backend/backend.h"  // seconds_now
 #include "cpu/attention.h"
 #include "quant/quant.h"
 
 namespace ds4::cpu {
 
 using namespace ds4::model;
+using backend::seconds_now;
 
 Ropes::Ropes(const ModelConfig& c)
     : dense(Rope::make(c.rope_dim, c.rope_base, false, 0, 1.f, 0.f, 0.f)),
@@ -267,6 +269,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
       }
     } else if (r == 4 && n_comp > c.index_topk) {
       // Indexer: score every compressed row, keep the top-k (ties: lower index first).
+      const double t_index = times_ ? seconds_now() : 0.0;
       float* qi = iq + static_cast<size_t>(t) * nI * dI;
       for (int h = 0; h < nI; ++h) {
         float* qh = qi + static_cast<size_t>(h) * dI;
@@ -300,6 +303,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
       sel.resize(c.index_topk);
       std::sort(sel.begin(), sel.end());
       for (int i : sel) rows[nr++] = S.comp.rows.data() + static_cast<size_t>(i) * Dh;
+      if (times_) times_->indexer_s += seconds_now() - t_index;
       if (trace) trace->indexer.push_back(sel);
     } else {
       if (r == 4 && trace) {
@@ -314,6 +318,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
     float* ot = o + static_cast<size_t>(t) * HD;
     const float* qt = q + static_cast<size_t>(t) * HD;
     const int parts = std::min(threads, std::max(1, H / 4));
+    const double t_attend = times_ ? seconds_now() : 0.0;
     pool_.parallel_for(parts, [&](int64_t pb, int64_t pe) {
       for (int64_t part = pb; part < pe; ++part) {
         const int h0 = static_cast<int>(H * part / parts), h1 = static_cast<int>(H * (part + 1) / parts);
@@ -321,6 +326,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
         for (int h = h0; h < h1; ++h) rope.apply(ot + static_cast<size_t>(h) * Dh + N, p, true);
       }
     });
+    if (times_) times_->attention_s += seconds_now() - t_attend;
   }
 
   // Grouped low-rank output projection: the 8 group products in one dispatch.

@@ -62,6 +62,16 @@ class Forward {
   // X (n x hc x dim) <- embedding of tokens copied into every stream.
   void embed(const int32_t* tokens, int n, float* X);
 
+  // Wall time of two stages of the blocks run from now on (seconds, added to; null: not
+  // timed): the attention over KV rows (sink softmax and value sums of every head) and the
+  // indexer (scoring compressed rows, choosing the top-k). One clock read at each stage's
+  // start and end per token.
+  struct StageTimes {
+    double attention_s = 0;
+    double indexer_s = 0;
+  };
+  void time_stages(StageTimes* t) { times_ = t; }
+
   // One block over the batch's rows; X (n x hc x dim) updated in place.
   void block(const LayerWeights& L, const BlockRows& rows, float* X, BlockTrace* trace = nullptr);
 
@@ -110,6 +120,7 @@ class Forward {
   Scratch& scratch_;
   Arena& arena_;
   bool qat_;
+  StageTimes* times_ = nullptr;
 };
 
 }  // namespace ds4::cpu

@@ -439,6 +439,8 @@ class PipelineBackend final : public backend::Backend {
       local.out = reinterpret_cast<float*>(w.b.data() + at);
       local.embed_s = b.embed_s;
       local.layer_s = b.layer_s;
+      local.attention_s = b.attention_s;
+      local.indexer_s = b.indexer_s;
       local_->eval(local);
       comm.send(1, kChain, std::move(w.b));
     }

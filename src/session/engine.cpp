@@ -241,7 +241,7 @@ void EngineImpl::run(std::span<const Item> items, const std::function<void(int, 
   }
   out_logits_.resize(static_cast<size_t>(n_out) * c.vocab);
   out_hidden_.resize(static_cast<size_t>(n_out) * hcD);
-  std::vector<double> layer_s(c.n_layers, 0.0);
+  std::vector<double> layer_s(c.n_layers, 0.0), attention_s(c.n_layers, 0.0), indexer_s(c.n_layers, 0.0);
   double embed_s = 0, head_s = 0;
   backend::Batch b;
   b.entries = entries_.data();
@@ -251,6 +251,8 @@ void EngineImpl::run(std::span<const Item> items, const std::function<void(int, 
   b.embed_s = &embed_s;
   b.layer_s = layer_s.data();
   b.head_s = &head_s;
+  b.attention_s = attention_s.data();
+  b.indexer_s = indexer_s.data();
   const double t0 = seconds_now();
   backend_->eval(b);
   const double total_s = seconds_now() - t0;
@@ -267,7 +269,11 @@ void EngineImpl::run(std::span<const Item> items, const std::function<void(int, 
     ph.total_s += total_s;
     ph.embed_s += embed_s;
     ph.head_s += head_s;
-    for (int il = 0; il < c.n_layers; ++il) ph.layer_s[il] += layer_s[il];
+    for (int il = 0; il < c.n_layers; ++il) {
+      ph.layer_s[il] += layer_s[il];
+      ph.attention_s[il] += attention_s[il];
+      ph.indexer_s[il] += indexer_s[il];
+    }
   }
 }
 
@@ -365,8 +371,11 @@ void SessionImpl::append(int32_t token, const float* logits, const float* hidden
 void SessionImpl::reset_stats() {
   const size_t n_layers = engine_.config().n_layers;
   stats_ = EvalStats{};
-  stats_.decode.layer_s.assign(n_layers, 0.0);
-  stats_.prefill.layer_s.assign(n_layers, 0.0);
+  for (EvalStats::Phase* ph : {&stats_.decode, &stats_.prefill}) {
+    ph->layer_s.assign(n_layers, 0.0);
+    ph->attention_s.assign(n_layers, 0.0);
+    ph->indexer_s.assign(n_layers, 0.0);
+  }
 }
 
 void SessionImpl::prefill(const int32_t* toks, int n, const SyncOptions& opt, int chunk) {

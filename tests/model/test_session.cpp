@@ -337,6 +337,41 @@ TEST_P(SessionTest, StatsCountPassesAndTokens) {
   EXPECT_EQ(s->stats().prefill.layer_s.size(), static_cast<size_t>(n_layers));
 }
 
+// The per-layer split of a pass: the attention and indexer stages are parts of their layer's
+// time, the attention runs in every layer, the indexer only in ratio-4 layers and only once
+// a position sees more compressed rows than top-k; the rest (weights) is never empty.
+TEST_P(SessionTest, StatsSplitLayersIntoAttentionIndexerAndWeights) {
+  Engine& e = engine();
+  const ModelConfig& c = e.config();
+  const int n_layers = c.n_layers;
+  // The first position whose indexer scores: (pos + 1) / 4 > index_topk.
+  const int first_indexed = 4 * (c.index_topk + 1) - 1;
+  ASSERT_LT(first_indexed + 4, o_->n()) << "the oracle prompt is too short to engage the indexer";
+  auto s = e.new_session(o_->n() + 8);
+  SyncOptions opt;
+  opt.chunk = 4;
+  auto check = [&](const EvalStats::Phase& ph, bool indexed, const char* what) {
+    ASSERT_EQ(ph.attention_s.size(), static_cast<size_t>(n_layers)) << what;
+    ASSERT_EQ(ph.indexer_s.size(), static_cast<size_t>(n_layers)) << what;
+    for (int l = 0; l < n_layers; ++l) {
+      const double layer = ph.layer_s[l], att = ph.attention_s[l], idx = ph.indexer_s[l];
+      EXPECT_GT(att, 0.0) << what << " layer " << l;
+      if (indexed && c.compress_ratios[l] == 4) EXPECT_GT(idx, 0.0) << what << " layer " << l;
+      else EXPECT_EQ(idx, 0.0) << what << " layer " << l;
+      EXPECT_LT(att + idx, layer) << what << " layer " << l;  // the weights take the rest
+    }
+  };
+  s->sync(prefix(first_indexed - 4), opt);  // no position reaches the indexer yet
+  check(s->stats().prefill, false, "prefill before the indexer");
+  s->eval(o_->tokens[first_indexed - 4]);
+  check(s->stats().decode, false, "decode before the indexer");
+  s->reset_stats();
+  s->sync(prefix(first_indexed + 3), opt);
+  s->eval(o_->tokens[first_indexed + 3]);
+  check(s->stats().prefill, true, "prefill with the indexer");
+  check(s->stats().decode, true, "decode with the indexer");
+}
+
 // decode_read_bytes against the file's tensor table: every matrix of the layer (routed
 // experts n_used/n_experts of theirs, the hash table one row, the indexer only once it
 // runs), plus the KV rows a token at `pos` attends to; the head adds one embedding row.
