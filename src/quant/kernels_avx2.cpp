@@ -257,12 +257,16 @@ inline void q2_K_block_sums_x4(const Q2KConsts& c, const block_q2_K& wb, const b
   *msum = _mm256_madd_epi16(_mm256_srli_epi16(_mm256_shuffle_epi8(sc, c.widen), 4), load256(xb.bsums));
   const __m256i s1 = _mm256_and_si256(sc, c.m15);
   const __m256i s4 = _mm256_slli_epi16(s1, 2);  // bytes <= 60: nothing crosses into the next byte
+  // Opaque to the compiler: otherwise GCC hoists the eight controls out of the row loop and
+  // copies them to the stack at every call (sixteen memory ops per row for nothing).
+  const int8_t(*spreads)[32] = kQ2KSpread;
+  __asm__("" : "+r"(spreads));
   __m256i acc0, acc1;
   for (int h = 0; h < 2; ++h) {
     const __m256i q = load256(wb.qs + 32 * h);
     const __m256i hq = _mm256_srli_epi16(q, 4);
     const int8_t* xq = xb.qs + 128 * h;
-    const int8_t(*spread)[32] = kQ2KSpread + 4 * h;
+    const int8_t(*spread)[32] = spreads + 4 * h;
     const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, c.m3), load256(xq)),
                                          _mm256_shuffle_epi8(s4, load256(spread[0])));
     const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(q, c.m12), load256(xq + 32)),
