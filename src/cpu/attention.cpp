@@ -13,6 +13,8 @@ namespace ds4::cpu {
 #if defined(DS4_CPU_HAVE_AVX2)
 void attend_heads_avx2(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
                        const float* sinks, float scale, float* out, float* scores);
+void index_scores_avx2(const float* q, const float* w, int heads, int dim, const float* keys, int64_t r0,
+                       int64_t r1, float* scores);
 #endif
 
 void attend_heads_scalar(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
@@ -49,6 +51,34 @@ AttendFn attend_heads() {
     }
 #endif
     return &attend_heads_scalar;
+  }();
+  return fn;
+}
+
+void index_scores_scalar(const float* q, const float* w, int heads, int dim, const float* keys, int64_t r0,
+                         int64_t r1, float* scores) {
+  for (int64_t j = r0; j < r1; ++j) {
+    const float* kr = keys + j * dim;
+    float s = 0.f;
+    for (int h = 0; h < heads; ++h) {
+      const float* qh = q + static_cast<int64_t>(h) * dim;
+      float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      for (int d = 0; d < dim; ++d) lane[d % 8] = lane[d % 8] + qh[d] * kr[d];
+      const float dot = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+      s += w[h] * std::max(0.f, dot);
+    }
+    scores[j - r0] = s;
+  }
+}
+
+IndexScoreFn index_scores() {
+  static const IndexScoreFn fn = [] {
+#if defined(DS4_CPU_HAVE_AVX2)
+    if (quant::chosen_isa() != quant::Isa::Scalar && quant::isa_available(quant::Isa::AVX2)) {
+      return &index_scores_avx2;
+    }
+#endif
+    return &index_scores_scalar;
   }();
   return fn;
 }

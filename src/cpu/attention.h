@@ -23,4 +23,23 @@ void attend_heads_scalar(const float* q, int h0, int h1, int dim, const float* c
 // The fastest version this CPU runs (DS4_ISA=scalar forces the reference).
 AttendFn attend_heads();
 
+// Lightning-indexer scores of compressed rows [r0, r1) for one query token:
+//
+//   score_j = sum_h w_h * max(0, q_h . key_j)      (h in order 0..heads-1, starting from 0)
+//
+// q is heads x dim, key_j is at keys + j*dim, scores[j - r0] receives row j's score; w holds
+// the per-head weights already scaled. Each dot product is summed in 8 lanes (lane l takes
+// the dims d with d % 8 == l, in order) and the lanes are combined as
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): the order the AVX2 version computes 8
+// rows at a time in, so both give identical results whatever the ISA and however the rows
+// are split over threads.
+using IndexScoreFn = void (*)(const float* q, const float* w, int heads, int dim, const float* keys, int64_t r0,
+                              int64_t r1, float* scores);
+
+void index_scores_scalar(const float* q, const float* w, int heads, int dim, const float* keys, int64_t r0,
+                         int64_t r1, float* scores);
+
+// The fastest version this CPU runs (DS4_ISA=scalar forces the reference).
+IndexScoreFn index_scores();
+
 }  // namespace ds4::cpu

@@ -245,6 +245,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
   const cpu::AttendFn attend = cpu::attend_heads();
   std::vector<const float*>& window = scratch_.window_rows;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  float* wh = need_index ? buf(nI) : nullptr;  // the indexer's head weights of one token
   for (int t = 0; t < n; ++t) {
     LayerState& S = *br.states[t];
     const int64_t p = br.pos[t];
@@ -279,19 +280,13 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
       }
       const float wscale = 1.0f / std::sqrt(static_cast<float>(dI * nI));
       const float* wt = iw + static_cast<size_t>(t) * nI;
+      for (int h = 0; h < nI; ++h) wh[h] = wt[h] * wscale;
       std::vector<float>& iscore = scratch_.iscore;
-      iscore.assign(n_comp, 0.f);
-      const quant::Kernels& k = quant::kernels();
+      iscore.resize(n_comp);
+      const cpu::IndexScoreFn index = cpu::index_scores();
+      const float* keys = S.icomp.rows.data();
       pool_.parallel_for(n_comp, [&](int64_t b, int64_t e) {
-        for (int64_t row = b; row < e; ++row) {
-          const float* kr = S.icomp.rows.data() + static_cast<size_t>(row) * dI;
-          float s = 0.f;
-          for (int h = 0; h < nI; ++h) {
-            float dot = k.dot_f32(qi + static_cast<size_t>(h) * dI, kr, dI);
-            s += (wt[h] * wscale) * std::max(0.f, dot);
-          }
-          iscore[row] = s;
-        }
+        index(qi, wh, nI, dI, keys, b, e, iscore.data() + b);
       }, 64);
       std::vector<int>& sel = scratch_.sel;
       sel.resize(n_comp);
