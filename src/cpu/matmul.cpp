@@ -13,6 +13,8 @@ namespace {
 // Vectors handled per pass over a weight row: their activations stay in L2 while the row
 // tile is reused against them (the weight block is decoded once per pass).
 constexpr int64_t kVecTile = 32;
+// Q8_0 rows per call of the tile kernel (Kernels::dot_q8_0_rows).
+constexpr int kQ8RowGroup = 32;
 // Weight bytes per task: large enough to amortise claiming it, small enough that a tile of
 // rows stays in L2 while the vector tiles sweep over it, and that both cores get work.
 constexpr uint64_t kDecodeTileBytes = 32 * 1024;
@@ -71,6 +73,24 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
   for (int64_t v0 = 0; v0 < j.n_vec; v0 += kVecTile) {
     const int nx = static_cast<int>(std::min<int64_t>(kVecTile, j.n_vec - v0));
     const uint8_t* xv = p.xq + static_cast<size_t>(v0) * p.xq_stride;
+    if (nx > 1 && t == quant::Type::Q8_0) {
+      // The tile's rows in groups through the Q8_0 tile kernel, which runs groups of four
+      // vectors outside the rows: the more rows per call, the more rows meet a group's
+      // activations in L1 (in an L2-resident harness, 4 rows per call ran 1.04x the one-row
+      // kernel, 8 rows 1.1x, 16-32 rows 1.2x).
+      float group_out[kQ8RowGroup * kVecTile];
+      const auto* xr = reinterpret_cast<const quant::block_q8_0_act*>(xv);
+      for (int64_t r = r0; r < r1; r += kQ8RowGroup) {
+        const int nr = static_cast<int>(std::min<int64_t>(kQ8RowGroup, r1 - r));
+        k.dot_q8_0_rows(reinterpret_cast<const quant::block_q8_0*>(w.row(r)),
+                        static_cast<int64_t>(w.row_bytes / sizeof(quant::block_q8_0)), nr, xr, p.x_stride_blocks, nx, n,
+                        group_out);
+        for (int i = 0; i < nr; ++i) {
+          for (int v = 0; v < nx; ++v) j.y[(v0 + v) * j.y_stride + r + i] = group_out[i * nx + v];
+        }
+      }
+      continue;
+    }
     if (nx > 1 && (t == quant::Type::IQ2_XXS || t == quant::Type::Q2_K || t == quant::Type::Q4_K)) {
       // Groups of rows through the tile kernels: each activation block is read once per group.
       constexpr int kRowGroup = 4;

@@ -225,6 +225,13 @@ void vec_dot_rows(Type weight_type, const void* w, size_t w_stride_bytes, int nr
                     xs, nx, n, out);
     return;
   }
+  if (weight_type == Type::Q8_0 && x_stride_bytes % sizeof(block_q8_0_act) == 0 &&
+      w_stride_bytes % sizeof(block_q8_0) == 0) {
+    k.dot_q8_0_rows(static_cast<const block_q8_0*>(w), static_cast<int64_t>(w_stride_bytes / sizeof(block_q8_0)), nr,
+                    static_cast<const block_q8_0_act*>(x_acts),
+                    static_cast<int64_t>(x_stride_bytes / sizeof(block_q8_0_act)), nx, n, out);
+    return;
+  }
   const auto* rows = static_cast<const uint8_t*>(w);
   for (int r = 0; r < nr; ++r) {
     vec_dot_multi(weight_type, rows + r * w_stride_bytes, x_acts, x_stride_bytes, nx, n, out + r * nx);

@@ -149,6 +149,11 @@ void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stri
   for (int v = 0; v < nx; ++v) out[v] = dot_q8_0(w, x + v * x_stride, n);
 }
 
+void dot_q8_0_rows(const block_q8_0* w, int64_t w_stride, int nr, const block_q8_0_act* x, int64_t x_stride, int nx,
+                   int64_t n, float* out) {
+  for (int r = 0; r < nr; ++r) dot_q8_0_multi(w + r * w_stride, x, x_stride, nx, n, out + r * nx);
+}
+
 float dot_q2_K(const block_q2_K* w, const block_q8_K* x, int64_t n) {
   const __m256i m3 = _mm256_set1_epi8(3);
   const __m128i m4 = _mm_set1_epi8(0xF);

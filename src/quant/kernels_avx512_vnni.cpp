@@ -11,7 +11,7 @@ const Kernels kTable = {"avx512_vnni", dot_f32, dot_f16, dot_bf16, dot_q8_0, dot
                         detail::dot_iq2_xxs_rows_avx2, detail::dot_q2_K_rows_avx2,
                         detail::dot_q4_K_rows_avx2,
                         detail::dot_iq2_xxs_r_avx2, detail::dot_iq2_xxs_r_multi_avx2,
-                        detail::dot_iq2_xxs_r_rows_avx2};
+                        detail::dot_iq2_xxs_r_rows_avx2, dot_q8_0_rows};
 }
 const Kernels* detail::avx512_vnni_kernels() { return &kTable; }
 }  // namespace ds4::quant

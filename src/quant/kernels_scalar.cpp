@@ -169,6 +169,11 @@ void dot_iq2_xxs_r_rows(const block_iq2_xxs* w, int64_t w_stride, int nr, const 
   dot_iq2_xxs_rows(unpacked_rows(w, w_stride, nr, n / QK_K), n / QK_K, nr, x, x_stride, nx, n, out);
 }
 
+void dot_q8_0_rows(const block_q8_0* w, int64_t w_stride, int nr, const block_q8_0_act* x, int64_t x_stride, int nx,
+                   int64_t n, float* out) {
+  for (int r = 0; r < nr; ++r) dot_q8_0_multi(w + r * w_stride, x, x_stride, nx, n, out + r * nx);
+}
+
 const Kernels kTable = {"scalar",    dot_f32,  dot_f16,     dot_bf16,
                         dot_q8_0,    dot_q2_K, dot_q4_K,    dot_iq2_xxs,
                         detail::quantize_act_q8_0_scalar, detail::quantize_act_q8_K_scalar,
@@ -177,7 +182,7 @@ const Kernels kTable = {"scalar",    dot_f32,  dot_f16,     dot_bf16,
                         dot_iq2_xxs_rows,  rows_of<block_q2_K, dot_q2_K>,
                         rows_of<block_q4_K, dot_q4_K>,
                         dot_iq2_xxs_r,     dot_iq2_xxs_r_multi,
-                        dot_iq2_xxs_r_rows};
+                        dot_iq2_xxs_r_rows, dot_q8_0_rows};
 
 }  // namespace
 

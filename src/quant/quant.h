@@ -124,6 +124,10 @@ struct Kernels {
                               float* out);
   void (*dot_iq2_xxs_r_rows)(const block_iq2_xxs* w, int64_t w_stride, int nr, const block_q8_K* x,
                              int64_t x_stride, int nx, int64_t n, float* out);
+  // nr Q8_0 rows (row i at w + i*w_stride blocks) against nx Q8_0 vectors:
+  // out[i*nx + v] = dot_q8_0(row i, x_v, n) bit for bit. The prefill tile form.
+  void (*dot_q8_0_rows)(const block_q8_0* w, int64_t w_stride, int nr, const block_q8_0_act* x, int64_t x_stride,
+                        int nx, int64_t n, float* out);
 };
 
 enum class Isa { Scalar, AVX2, AVX512, AVX512_VNNI };
@@ -146,8 +150,8 @@ void vec_dot_multi(Type weight_type, const void* w_row, const void* x_acts, size
                    int nx, int64_t n, float* out);
 
 // nr weight rows, w_stride_bytes apart, against nx activation vectors: out[r*nx + v] equals
-// vec_dot(weight_type, row r, x_v, n) exactly. IQ2_XXS, Q2_K and Q4_K have kernels for the
-// whole tile; the other types run vec_dot_multi row by row.
+// vec_dot(weight_type, row r, x_v, n) exactly. IQ2_XXS, Q2_K, Q4_K and Q8_0 have kernels for
+// the whole tile; the other types run vec_dot_multi row by row.
 void vec_dot_rows(Type weight_type, const void* w, size_t w_stride_bytes, int nr, const void* x_acts,
                   size_t x_stride_bytes, int nx, int64_t n, float* out);
 

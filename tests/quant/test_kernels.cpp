@@ -598,6 +598,47 @@ TEST(Kernels, Q8_0MultiVectorEqualsSingleDots) {
   }
 }
 
+// The tile kernel (nr rows x nx vectors): each result equals that table's single dot bit for
+// bit, whatever the row count, vector count, strides and block count (odd counts leave a
+// last block for the even accumulator; 4-vector groups leave partial groups).
+TEST(Kernels, Q8_0RowsEqualSingleDots) {
+  std::mt19937 rng(ds4::testdata::test_seed(33));
+  std::uniform_int_distribution<int> q(-127, 127);
+  for (Isa isa : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::AVX512_VNNI}) {
+    if (!isa_available(isa)) continue;
+    const Kernels& k = kernels(isa);
+    for (int64_t nb : {1, 2, 7, 9, 128}) {
+      for (int nr : {1, 3, 33}) {
+        const int64_t w_stride = nb + 1;  // padded rows
+        auto w = random_blocks<block_q8_0>(static_cast<size_t>(w_stride * nr), rng);  // includes -128 weights
+        for (auto& b : w) b.d = random_scale(rng);
+        for (int nx : {1, 2, 5, 9, 32}) {
+          const int64_t stride = nb + 2;
+          std::vector<block_q8_0_act> x(static_cast<size_t>(stride * nx));
+          for (auto& b : x) {
+            b.d = std::uniform_real_distribution<float>(-0.1f, 0.1f)(rng);
+            for (auto& v : b.qs) v = static_cast<int8_t>(q(rng));
+          }
+          // Extreme codes in the first vector: -128 weights against +-127 activations.
+          for (int64_t b = 0; b < nb; ++b) {
+            for (int j = 0; j < 32; ++j) x[b].qs[j] = static_cast<int8_t>(j % 3 == 0 ? -127 : 127);
+          }
+          for (int j = 0; j < 32; ++j) w[0].qs[j] = -128;
+          std::vector<float> out(static_cast<size_t>(nr * nx), -1.0f);
+          k.dot_q8_0_rows(w.data(), w_stride, nr, x.data(), stride, nx, nb * 32, out.data());
+          for (int r = 0; r < nr; ++r) {
+            for (int v = 0; v < nx; ++v) {
+              const float single = k.dot_q8_0(w.data() + r * w_stride, x.data() + v * stride, nb * 32);
+              ASSERT_EQ(std::bit_cast<uint32_t>(out[r * nx + v]), std::bit_cast<uint32_t>(single))
+                  << isa_name(isa) << " nb " << nb << " nr " << nr << " nx " << nx << " row " << r << " vector " << v;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, VecDotMultiAllTypes) {
   const int64_t n = 1024;
   const int nx = 6;
