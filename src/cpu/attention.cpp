@@ -19,13 +19,12 @@ void index_scores_avx2(const float* q, const float* w, int heads, int dim, const
 
 void attend_heads_scalar(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
                          const float* sinks, float scale, float* out, float* scores) {
-  const quant::Kernels& k = quant::kernels();
   for (int h = h0; h < h1; ++h) {
     const float* qh = q + static_cast<int64_t>(h) * dim;
     const float sink = sinks[h];
     float mx = sink;
     for (int j = 0; j < n_rows; ++j) {
-      scores[j] = k.dot_f32(qh, rows[j], dim) * scale;
+      scores[j] = dot_lanes8(qh, rows[j], dim) * scale;
       mx = std::max(mx, scores[j]);
     }
     float z = std::exp(sink - mx);
@@ -60,13 +59,7 @@ void index_scores_scalar(const float* q, const float* w, int heads, int dim, con
   for (int64_t j = r0; j < r1; ++j) {
     const float* kr = keys + j * dim;
     float s = 0.f;
-    for (int h = 0; h < heads; ++h) {
-      const float* qh = q + static_cast<int64_t>(h) * dim;
-      float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-      for (int d = 0; d < dim; ++d) lane[d % 8] = lane[d % 8] + qh[d] * kr[d];
-      const float dot = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-      s += w[h] * std::max(0.f, dot);
-    }
+    for (int h = 0; h < heads; ++h) s += w[h] * std::max(0.f, dot_lanes8(q + static_cast<int64_t>(h) * dim, kr, dim));
     scores[j - r0] = s;
   }
 }

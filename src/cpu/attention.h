@@ -5,7 +5,10 @@
 //   out_h = sum_j p_j * row_j      (m = max(sink_h, max_j s_j))
 //
 // The scalar version is the reference; the AVX2 one computes the same float expressions in
-// the same order (no FMA contraction), so both give identical results.
+// the same order (no FMA contraction), so both give identical results. Dot products (q_h . row_j
+// here, q_h . key_j in the indexer) are summed in 8 lanes, lane l taking the dims d with
+// d % 8 == l in order, combined as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): the
+// order an 8-wide register computes 8 rows at a time in, whatever the ISA.
 #pragma once
 
 #include <cstdint>
@@ -13,9 +16,16 @@
 namespace ds4::cpu {
 
 // Heads [h0, h1) of q (heads x dim, row h at q + h*dim); out likewise. `scores` has room for
-// n_rows floats.
+// (h1 - h0) * n_rows floats.
 using AttendFn = void (*)(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
                           const float* sinks, float scale, float* out, float* scores);
+
+// a . b over n floats in the lane order above.
+inline float dot_lanes8(const float* a, const float* b, int n) {
+  float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int d = 0; d < n; ++d) lane[d % 8] = lane[d % 8] + a[d] * b[d];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
 
 void attend_heads_scalar(const float* q, int h0, int h1, int dim, const float* const* rows, int n_rows,
                          const float* sinks, float scale, float* out, float* scores);
@@ -28,11 +38,8 @@ AttendFn attend_heads();
 //   score_j = sum_h w_h * max(0, q_h . key_j)      (h in order 0..heads-1, starting from 0)
 //
 // q is heads x dim, key_j is at keys + j*dim, scores[j - r0] receives row j's score; w holds
-// the per-head weights already scaled. Each dot product is summed in 8 lanes (lane l takes
-// the dims d with d % 8 == l, in order) and the lanes are combined as
-// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): the order the AVX2 version computes 8
-// rows at a time in, so both give identical results whatever the ISA and however the rows
-// are split over threads.
+// the per-head weights already scaled. The dots in dot_lanes8's order, so both versions give
+// identical results whatever the ISA and however the rows are split over threads.
 using IndexScoreFn = void (*)(const float* q, const float* w, int heads, int dim, const float* keys, int64_t r0,
                               int64_t r1, float* scores);
 

@@ -234,14 +234,17 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
 
   float* o = buf(nz * HD);
   // Visible rows: the raw window plus at most every compressed row this batch can reach.
-  int max_rows = 0;
+  // Of those a ratio-4 layer attends to the window and at most top-k.
+  int max_rows = 0, max_attended = 0;
   for (int t = 0; t < n; ++t) {
     const LayerState& St = *br.states[t];
-    max_rows = std::max(max_rows, St.raw.cap + (r ? static_cast<int>(St.comp.n_rows + n / r + 1) : 0));
+    const int comp = r ? static_cast<int>(St.comp.n_rows + n / r + 1) : 0;
+    max_rows = std::max(max_rows, St.raw.cap + comp);
+    max_attended = std::max(max_attended, St.raw.cap + (r == 4 ? std::min(comp, c.index_topk) : comp));
   }
   const float** rows = arena_.alloc<const float*>(max_rows);
   const int threads = pool_.size();
-  float* scores = buf(static_cast<size_t>(threads) * max_rows);
+  float* scores = buf(static_cast<size_t>(H) * max_attended);  // each head's row scores
   const cpu::AttendFn attend = cpu::attend_heads();
   std::vector<const float*>& window = scratch_.window_rows;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
@@ -265,7 +268,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
         throw std::runtime_error("replayed trace has no indexer choice for this position");
       for (int i : trace->indexer[trace->next_indexer++]) {
         if (i < 0 || i >= n_comp) throw std::runtime_error("replayed indexer row out of range");
-        if (nr >= max_rows) throw std::runtime_error("replayed trace selects too many indexer rows");
+        if (nr >= max_attended) throw std::runtime_error("replayed trace selects too many indexer rows");
         rows[nr++] = S.comp.rows.data() + static_cast<size_t>(i) * Dh;
       }
     } else if (r == 4 && n_comp > c.index_topk) {
@@ -317,7 +320,7 @@ void Forward::attention_sublayer(const LayerWeights& L, const BlockRows& br, con
     pool_.parallel_for(parts, [&](int64_t pb, int64_t pe) {
       for (int64_t part = pb; part < pe; ++part) {
         const int h0 = static_cast<int>(H * part / parts), h1 = static_cast<int>(H * (part + 1) / parts);
-        attend(qt, h0, h1, Dh, rows, nr, L.sinks.data(), scale, ot, scores + part * max_rows);
+        attend(qt, h0, h1, Dh, rows, nr, L.sinks.data(), scale, ot, scores + static_cast<size_t>(h0) * max_attended);
         for (int h = h0; h < h1; ++h) rope.apply(ot + static_cast<size_t>(h) * Dh + N, p, true);
       }
     });
