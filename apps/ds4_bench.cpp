@@ -410,8 +410,10 @@ int run(const BenchOptions& o) {
   for (int frontier : frontiers(o)) {
     const std::vector<int32_t> prefix(prompt.begin(), prompt.begin() + frontier);
     const auto p0 = Clock::now();
+    const double prefill_cpu0 = process_cpu_seconds();
     session->sync(prefix);
     const double prefill_s = seconds_since(p0);
+    const double prefill_cpu = process_cpu_seconds() - prefill_cpu0;
     const std::string prefill_split = layer_split(session->stats().prefill, cfg);
 
     const std::vector<uint8_t> snapshot = session->save_snapshot();  // untimed, as in ds4
@@ -444,10 +446,11 @@ int run(const BenchOptions& o) {
       const double tps = o.gen_tokens / gen_s;
       std::fprintf(stderr,
                    "ds4-bench: ctx %d: decode %.2f tokens/s = %.1f%% of the bandwidth bound (%.2f tokens/s now; "
-                   "CPU use %.0f%% of %d threads), prefill %.2f tokens/s = %.1fx decode\n",
+                   "CPU use %.0f%% of %d threads), prefill %.2f tokens/s = %.1fx decode (CPU use %.0f%%)\n",
                    frontier, tps, 100.0 * tps / bound_now, bound_now, 100.0 * gen_cpu / (gen_s * threads), threads,
                    prefill_s > 0 ? (frontier - previous) / prefill_s : 0.0,
-                   prefill_s > 0 ? (frontier - previous) / prefill_s / tps : 0.0);
+                   prefill_s > 0 ? (frontier - previous) / prefill_s / tps : 0.0,
+                   prefill_s > 0 ? 100.0 * prefill_cpu / (prefill_s * threads) : 0.0);
       if (device) {
         // Each decode step's host round trips: target one submission and no wait but the
         // one that returns the logits (hybrid MoE adds one of each per --cpu-moe layer).
