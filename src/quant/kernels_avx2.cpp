@@ -177,14 +177,15 @@ void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stri
 
 // A tile of Q8_0 rows against nx vectors (prefill, batched decode): out[i*nx + v] equals
 // dot_q8_0(row i, x_v) bit for bit: per row and vector the same two accumulators, block
-// order and scale dw*xd (the same float product, formed eight blocks at a time).
+// order and scale dw*xd (the same float product).
 // Groups of four vectors run outside the rows, so a group's activations (4 x 4.6 KB for
 // 4096 inputs) stay in L1 while every row of the tile meets them; the one-row kernel above
-// reads every vector's activations from L2 again for each row. And the scale products
-// leave the inner loop: on Zen 3 a vmulps per block and vector competes with vpmaddubsw,
-// vpmaddwd and vfmadd for the same two pipes. `s` holds NV rows of nb scales.
+// reads every vector's activations from L2 again for each row. The weight scales are
+// converted once per row and call (dw), not once per block and pass. Forming dw*xd eight
+// blocks at a time into a buffer instead of a vmulps per block and vector measured 5-7%
+// slower: the buffer and the gathered activation scales cost more than the multiply.
 template <int NV>
-void q8_0_tile_pass(const block_q8_0* w, const block_q8_0_act* const* xv, const float* s, int64_t nb, bool stream,
+void q8_0_tile_pass(const block_q8_0* w, const block_q8_0_act* const* xv, const float* dw, int64_t nb, bool stream,
                     float* out) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc0[NV], acc1[NV];
@@ -192,10 +193,11 @@ void q8_0_tile_pass(const block_q8_0* w, const block_q8_0_act* const* xv, const 
   auto step = [&](int64_t b, __m256* acc) {
     const __m256i wq = load256(w[b].qs);
     const __m256i wabs = _mm256_sign_epi8(wq, wq);
+    const __m256 d = _mm256_broadcast_ss(dw + b);
     for (int v = 0; v < NV; ++v) {
       const __m256i p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load256(xv[v][b].qs), wq));
-      acc[v] = _mm256_fmadd_ps(_mm256_broadcast_ss(s + v * nb + b), _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)),
-                               acc[v]);
+      const __m256 s = _mm256_mul_ps(d, _mm256_broadcast_ss(&xv[v][b].d));
+      acc[v] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), acc[v]);
     }
   };
   int64_t b = 0;
@@ -211,20 +213,13 @@ void q8_0_tile_pass(const block_q8_0* w, const block_q8_0_act* const* xv, const 
   for (int v = 0; v < NV; ++v) out[v] = hsum(_mm256_add_ps(acc0[v], acc1[v]));
 }
 
-// One group of NV vectors (xd: their scales, nb apart) against every row of the tile.
+// One group of NV vectors against every row of the tile.
 template <int NV>
 void q8_0_tile_group(const block_q8_0* w, int64_t w_stride, int nr, const block_q8_0_act* const* xv, const float* dw,
-                     const float* xd, int64_t nb, bool stream, float* s, float* out, int nx) {
+                     int64_t nb, bool stream, float* out, int nx) {
   for (int r = 0; r < nr; ++r) {
-    const float* d = dw + r * nb;
-    for (int v = 0; v < NV; ++v) {
-      int64_t b = 0;
-      for (; b + 8 <= nb; b += 8)
-        _mm256_storeu_ps(s + v * nb + b, _mm256_mul_ps(_mm256_loadu_ps(d + b), _mm256_loadu_ps(xd + v * nb + b)));
-      for (; b < nb; ++b) s[v * nb + b] = d[b] * xd[v * nb + b];
-    }
     float o[NV];
-    q8_0_tile_pass<NV>(w + r * w_stride, xv, s, nb, stream, o);
+    q8_0_tile_pass<NV>(w + r * w_stride, xv, dw + r * nb, nb, stream, o);
     for (int v = 0; v < NV; ++v) out[r * nx + v] = o[v];
   }
 }
@@ -236,12 +231,8 @@ void dot_q8_0_rows(const block_q8_0* w, int64_t w_stride, int nr, const block_q8
     for (int i = 0; i < nr * nx; ++i) out[i] = 0.0f;
     return;
   }
-  // Scratch reused across calls: weight scales of the tile, a group's activation scales
-  // and the scale products of one row against it.
-  thread_local std::vector<float> dw_buf, xd_buf, s_buf;
+  thread_local std::vector<float> dw_buf;  // the tile's weight scales, reused across calls
   dw_buf.resize(static_cast<size_t>(nr * nb));
-  xd_buf.resize(static_cast<size_t>(4 * nb));
-  s_buf.resize(static_cast<size_t>(4 * nb));
   float* dw = dw_buf.data();
   for (int r = 0; r < nr; ++r) {
     const block_q8_0* row = w + r * w_stride;
@@ -250,17 +241,14 @@ void dot_q8_0_rows(const block_q8_0* w, int64_t w_stride, int nr, const block_q8
   for (int v0 = 0; v0 < nx; v0 += 4) {
     const int nv = nx - v0 < 4 ? nx - v0 : 4;
     const block_q8_0_act* xv[4];
-    for (int v = 0; v < nv; ++v) {
-      xv[v] = x + (v0 + v) * x_stride;
-      for (int64_t b = 0; b < nb; ++b) xd_buf[v * nb + b] = xv[v][b].d;
-    }
+    for (int v = 0; v < nv; ++v) xv[v] = x + (v0 + v) * x_stride;
     const bool stream = v0 == 0;  // later groups find the rows in cache
     float* o = out + v0;
     switch (nv) {
-      case 4: q8_0_tile_group<4>(w, w_stride, nr, xv, dw, xd_buf.data(), nb, stream, s_buf.data(), o, nx); break;
-      case 3: q8_0_tile_group<3>(w, w_stride, nr, xv, dw, xd_buf.data(), nb, stream, s_buf.data(), o, nx); break;
-      case 2: q8_0_tile_group<2>(w, w_stride, nr, xv, dw, xd_buf.data(), nb, stream, s_buf.data(), o, nx); break;
-      default: q8_0_tile_group<1>(w, w_stride, nr, xv, dw, xd_buf.data(), nb, stream, s_buf.data(), o, nx); break;
+      case 4: q8_0_tile_group<4>(w, w_stride, nr, xv, dw, nb, stream, o, nx); break;
+      case 3: q8_0_tile_group<3>(w, w_stride, nr, xv, dw, nb, stream, o, nx); break;
+      case 2: q8_0_tile_group<2>(w, w_stride, nr, xv, dw, nb, stream, o, nx); break;
+      default: q8_0_tile_group<1>(w, w_stride, nr, xv, dw, nb, stream, o, nx); break;
     }
   }
 }
