@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/float_dots.h"
 #include "quant/quant.h"
 
 namespace ds4::cpu {
@@ -70,8 +71,12 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
     }
     return;
   }
-  for (int64_t v0 = 0; v0 < j.n_vec; v0 += kVecTile) {
-    const int nx = static_cast<int>(std::min<int64_t>(kVecTile, j.n_vec - v0));
+  // Passes of near-equal size (40 vectors: 20 + 20, not 32 + 8): a short pass shares each
+  // decoded weight block among few vectors.
+  const int64_t passes = (j.n_vec + kVecTile - 1) / kVecTile;
+  for (int64_t pass = 0; pass < passes; ++pass) {
+    const int64_t v0 = j.n_vec * pass / passes;
+    const int nx = static_cast<int>(j.n_vec * (pass + 1) / passes - v0);
     const uint8_t* xv = p.xq + static_cast<size_t>(v0) * p.xq_stride;
     if (nx > 1 && t == quant::Type::Q8_0) {
       // The tile's rows in groups through the Q8_0 tile kernel, which runs groups of four
@@ -118,6 +123,41 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
       }
       continue;
     }
+    if (t == quant::Type::F32 || t == quant::Type::F16 || t == quant::Type::BF16) {
+      // Nothing to decode: each vector against every row of the tile, so the vector stays in
+      // L1 and the tile in L2 (row by row, a pass over 32 vectors of the 16384-wide HC input
+      // is 2 MiB, re-read from L3 for every row).
+      int v = 0;
+      const FloatDots* fd = float_dots();
+      if (fd && n % 8 == 0 && t != quant::Type::BF16) {
+        // Two vectors at a time: eight FMA chains instead of four, each row loaded once.
+        for (; v + 2 <= nx; v += 2) {
+          const float* x0 = reinterpret_cast<const float*>(xv + v * p.xq_stride);
+          const float* x1 = reinterpret_cast<const float*>(xv + (v + 1) * p.xq_stride);
+          float* y0 = j.y + (v0 + v) * j.y_stride;
+          float* y1 = y0 + j.y_stride;
+          for (int64_t r = r0; r < r1; ++r) {
+            const uint8_t* row = w.row(r);
+            float o[2];
+            if (t == quant::Type::F32) fd->dot2_f32(reinterpret_cast<const float*>(row), x0, x1, n, o);
+            else fd->dot2_f16(reinterpret_cast<const uint16_t*>(row), x0, x1, n, o);
+            y0[r] = o[0];
+            y1[r] = o[1];
+          }
+        }
+      }
+      for (; v < nx; ++v) {
+        const float* x = reinterpret_cast<const float*>(xv + v * p.xq_stride);
+        float* y = j.y + (v0 + v) * j.y_stride;
+        for (int64_t r = r0; r < r1; ++r) {
+          const uint8_t* row = w.row(r);
+          if (t == quant::Type::F32) y[r] = k.dot_f32(reinterpret_cast<const float*>(row), x, n);
+          else if (t == quant::Type::F16) y[r] = k.dot_f16(reinterpret_cast<const uint16_t*>(row), x, n);
+          else y[r] = k.dot_bf16(reinterpret_cast<const uint16_t*>(row), x, n);
+        }
+      }
+      continue;
+    }
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = w.row(r);
       switch (t) {
@@ -155,21 +195,6 @@ void run_tile(const quant::Kernels& k, const Prepared& p, int64_t r0, int64_t r1
           }
           break;
         }
-        case quant::Type::F32:
-          for (int v = 0; v < nx; ++v)
-            out[v] = k.dot_f32(reinterpret_cast<const float*>(row),
-                               reinterpret_cast<const float*>(xv + v * p.xq_stride), n);
-          break;
-        case quant::Type::F16:
-          for (int v = 0; v < nx; ++v)
-            out[v] = k.dot_f16(reinterpret_cast<const uint16_t*>(row),
-                               reinterpret_cast<const float*>(xv + v * p.xq_stride), n);
-          break;
-        case quant::Type::BF16:
-          for (int v = 0; v < nx; ++v)
-            out[v] = k.dot_bf16(reinterpret_cast<const uint16_t*>(row),
-                                reinterpret_cast<const float*>(xv + v * p.xq_stride), n);
-          break;
         default:
           for (int v = 0; v < nx; ++v) out[v] = quant::vec_dot(t, row, xv + v * p.xq_stride, n);
           break;

@@ -14,6 +14,7 @@
 
 #include "cpu/arena.h"
 #include "cpu/attention.h"
+#include "cpu/float_dots.h"
 #include "cpu/matmul.h"
 #include "cpu/thread_pool.h"
 #include "quant/quant.h"
@@ -306,6 +307,34 @@ INSTANTIATE_TEST_SUITE_P(Types, MatmulTest,
                          });
 
 // ---- attention --------------------------------------------------------------------------
+
+// The pair dots stand in for two single dots in prefill products and attention scores:
+// each output must be the single dot's float, bit for bit, at every length the callers pass
+// (multiples of 8, with and without a 32-wide remainder).
+TEST(FloatDots, PairsEqualTheSingleDotsBitForBit) {
+  const FloatDots* fd = float_dots();
+  if (!fd) GTEST_SKIP() << "no pair kernels beside this CPU's dot kernels";
+  const quant::Kernels& k = quant::kernels();
+  std::mt19937 rng(ds4::testdata::test_seed(41));
+  std::normal_distribution<float> g(0.f, 1.f);
+  for (int64_t n : {8, 24, 32, 40, 520, 4096, 16384 + 8}) {
+    std::vector<float> a(n), x0(n), x1(n);
+    std::vector<uint16_t> h(n);
+    for (int64_t i = 0; i < n; ++i) {
+      a[i] = g(rng) * (i % 7 == 0 ? 100.f : 1.f);  // mixed magnitudes: rounding order shows
+      x0[i] = g(rng);
+      x1[i] = g(rng) * 0.01f;
+      h[i] = quant::f32_to_f16(g(rng));
+    }
+    float out[2];
+    fd->dot2_f32(a.data(), x0.data(), x1.data(), n, out);
+    const float want32[2] = {k.dot_f32(a.data(), x0.data(), n), k.dot_f32(a.data(), x1.data(), n)};
+    EXPECT_EQ(0, std::memcmp(out, want32, sizeof out)) << "f32, n " << n;
+    fd->dot2_f16(h.data(), x0.data(), x1.data(), n, out);
+    const float want16[2] = {k.dot_f16(h.data(), x0.data(), n), k.dot_f16(h.data(), x1.data(), n)};
+    EXPECT_EQ(0, std::memcmp(out, want16, sizeof out)) << "f16, n " << n;
+  }
+}
 
 TEST(Attention, KernelMatchesReferenceAndDoubleMath) {
   std::mt19937 rng(ds4::testdata::test_seed(3));
