@@ -124,19 +124,21 @@ float dot_q8_0(const block_q8_0* w, const block_q8_0_act* x, int64_t n) {
 
 // NV (1-4) vectors in one pass over the row; per vector the same two accumulators and block
 // order as dot_q8_0, so each result is bit-identical to it. `stream`: the row comes from
-// memory (first pass), so it is prefetched ahead as in dot_q8_0.
-template <int NV>
-void dot_q8_0_pass(const block_q8_0* w, const block_q8_0_act* const* xv, int64_t nb, bool stream, float* out) {
+// memory (first pass), so it is prefetched ahead as in dot_q8_0. `dw_at(b)`: block b's
+// weight scale in all lanes (converted per block, or read from scales converted once per row).
+// dw*xd is a vector product of two broadcasts (the activation scale's straight from memory):
+// the same float as the scalar product, without a register broadcast per vector, which
+// crosses lanes and runs at one per cycle on Zen 3.
+template <int NV, typename DwAt>
+void dot_q8_0_pass(const block_q8_0* w, const block_q8_0_act* const* xv, int64_t nb, bool stream, DwAt dw_at,
+                   float* out) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc0[NV], acc1[NV];
   for (int v = 0; v < NV; ++v) acc0[v] = acc1[v] = _mm256_setzero_ps();
   auto step = [&](int64_t b, __m256* acc) {
     const __m256i wq = load256(w[b].qs);
     const __m256i wabs = _mm256_sign_epi8(wq, wq);
-    // dw*xd as a vector product of two broadcasts (the activation scale's straight from
-    // memory): the same float as the scalar product, without a register broadcast per
-    // vector, which crosses lanes and runs at one per cycle on Zen 3.
-    const __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d));
+    const __m256 dw = dw_at(b);
     for (int v = 0; v < NV; ++v) {  // fixed trip count keeps acc in registers
       const __m256i p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load256(xv[v][b].qs), wq));
       const __m256 s = _mm256_mul_ps(dw, _mm256_broadcast_ss(&xv[v][b].d));
@@ -166,11 +168,12 @@ void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stri
     const block_q8_0_act* xv[4];
     for (int v = 0; v < nv; ++v) xv[v] = x + (v0 + v) * x_stride;
     const bool stream = v0 == 0;  // later groups find the row in cache
+    const auto dw_at = [w](int64_t b) { return _mm256_set1_ps(_cvtsh_ss(w[b].d)); };
     switch (nv) {
-      case 4: dot_q8_0_pass<4>(w, xv, nb, stream, out + v0); break;
-      case 3: dot_q8_0_pass<3>(w, xv, nb, stream, out + v0); break;
-      case 2: dot_q8_0_pass<2>(w, xv, nb, stream, out + v0); break;
-      default: dot_q8_0_pass<1>(w, xv, nb, stream, out + v0); break;
+      case 4: dot_q8_0_pass<4>(w, xv, nb, stream, dw_at, out + v0); break;
+      case 3: dot_q8_0_pass<3>(w, xv, nb, stream, dw_at, out + v0); break;
+      case 2: dot_q8_0_pass<2>(w, xv, nb, stream, dw_at, out + v0); break;
+      default: dot_q8_0_pass<1>(w, xv, nb, stream, dw_at, out + v0); break;
     }
   }
 }
@@ -184,42 +187,16 @@ void dot_q8_0_multi(const block_q8_0* w, const block_q8_0_act* x, int64_t x_stri
 // converted once per row and call (dw), not once per block and pass. Forming dw*xd eight
 // blocks at a time into a buffer instead of a vmulps per block and vector measured 5-7%
 // slower: the buffer and the gathered activation scales cost more than the multiply.
-template <int NV>
-void q8_0_tile_pass(const block_q8_0* w, const block_q8_0_act* const* xv, const float* dw, int64_t nb, bool stream,
-                    float* out) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc0[NV], acc1[NV];
-  for (int v = 0; v < NV; ++v) acc0[v] = acc1[v] = _mm256_setzero_ps();
-  auto step = [&](int64_t b, __m256* acc) {
-    const __m256i wq = load256(w[b].qs);
-    const __m256i wabs = _mm256_sign_epi8(wq, wq);
-    const __m256 d = _mm256_broadcast_ss(dw + b);
-    for (int v = 0; v < NV; ++v) {
-      const __m256i p16 = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load256(xv[v][b].qs), wq));
-      const __m256 s = _mm256_mul_ps(d, _mm256_broadcast_ss(&xv[v][b].d));
-      acc[v] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), acc[v]);
-    }
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    if (stream) {
-      prefetch_ahead(w + b);
-      prefetch_ahead(w + b + 1);
-    }
-    step(b, acc0);
-    step(b + 1, acc1);
-  }
-  if (b < nb) step(b, acc0);
-  for (int v = 0; v < NV; ++v) out[v] = hsum(_mm256_add_ps(acc0[v], acc1[v]));
-}
-
-// One group of NV vectors against every row of the tile.
+// One group of NV vectors against every row of the tile, through the one-row pass with the
+// row's converted scales.
 template <int NV>
 void q8_0_tile_group(const block_q8_0* w, int64_t w_stride, int nr, const block_q8_0_act* const* xv, const float* dw,
                      int64_t nb, bool stream, float* out, int nx) {
   for (int r = 0; r < nr; ++r) {
     float o[NV];
-    q8_0_tile_pass<NV>(w + r * w_stride, xv, dw + r * nb, nb, stream, o);
+    const float* row_dw = dw + r * nb;
+    const auto dw_at = [row_dw](int64_t b) { return _mm256_broadcast_ss(row_dw + b); };
+    dot_q8_0_pass<NV>(w + r * w_stride, xv, nb, stream, dw_at, o);
     for (int v = 0; v < NV; ++v) out[r * nx + v] = o[v];
   }
 }
